@@ -1,0 +1,60 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Both set up what is
+# missing first (uv, the virtualenv, Java for Spark) and are safe to run again.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+# uv from PATH if there is one, else a private copy installed from PyPI.
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+# The stamp names the lock's hash, so editing the lock re-syncs the venv.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+STAMP := $(VENV)/.synced-$(LOCK_HASH)
+# Bytecode compiled at install: this machine sets PYTHONDONTWRITEBYTECODE=1, and
+# without .pyc files every task process would recompile Airflow (2.7 s vs 1.2 s).
+export UV_COMPILE_BYTECODE := 1
+APT_PACKAGES := openjdk-17-jre-headless
+
+.PHONY: help setup demo test test-fast up down lock clean sysdeps
+
+help:
+	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
+	@echo "make test   the whole test suite"
+	@echo "make up / make down   start / stop devstack alone"
+	@echo "make lock   re-pin requirements.lock from requirements.txt"
+
+setup: sysdeps $(STAMP)
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(STAMP): requirements.lock | $(UV)
+	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(PY) requirements.lock
+	@rm -f $(VENV)/.synced-* && touch $@
+
+# Debian packages, installed only when the command they provide is missing.
+sysdeps:
+	@command -v java >/dev/null || { \
+	  echo "installing $(APT_PACKAGES) (Spark needs a JVM)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+
+lock: | $(UV)
+	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
+
+demo: setup
+	$(PY) -m devstack.demo
+
+test: setup
+	$(PY) -m pytest
+
+up: setup
+	$(PY) -m devstack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+
+clean: down
+	rm -rf build .pytest_cache

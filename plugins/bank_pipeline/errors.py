@@ -1,0 +1,22 @@
+"""Exceptions that name what is wrong.
+
+They subclass AirflowFailException as well as ValueError/RuntimeError: a bad
+input or a failed Spark step will not get better on retry, so Airflow fails the
+task at once instead of burning retries.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowFailException
+
+
+class BadInputError(AirflowFailException, ValueError):
+    """A parameter or an input object is wrong; the message names it."""
+
+
+class StepFailedError(AirflowFailException, RuntimeError):
+    """An EMR step ended FAILED or CANCELLED; the message carries its FailureDetails."""
+
+
+class FeaturesInvalidError(AirflowFailException, ValueError):
+    """The features output contradicts its manifest or the run's limits."""
