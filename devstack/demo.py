@@ -1,0 +1,154 @@
+"""`make demo`: the pipeline end to end on this machine, with progress and a summary.
+
+Starts devstack, uploads bank-full.csv to the lake bucket, runs bank_features_emr
+with a local SQLite Airflow, prints task and EMR state changes as they happen,
+then a summary, also written to build/demo/summary.json. Stops everything it
+started, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from devstack import Devstack
+from devstack.airflow_env import (
+    REPO,
+    airflow_env,
+    ensure_db,
+    finish_dag_run,
+    seed_lake,
+    start_dag_run,
+    task_states,
+)
+
+OUT = REPO / "build" / "demo"
+FEATURES_DAG = "bank_features_emr"
+
+
+class Progress:
+    """Prints a line per change of a task's or the EMR cluster's state, with elapsed time."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.seen: dict[str, str] = {}
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", flush=True)
+
+    def update(self, key: str, state: str) -> None:
+        if self.seen.get(key) != state:
+            self.seen[key] = state
+            self.say(f"{key:<28} {state}")
+
+
+def emr_states(emr: Any) -> dict[str, str]:
+    """State of the newest cluster and of its steps, for progress lines."""
+    clusters = emr.list_clusters()["Clusters"]
+    if not clusters:
+        return {}
+    newest = max(clusters, key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])
+    states = {f"emr cluster {newest['Id']}": newest["Status"]["State"]}
+    for step in emr.list_steps(ClusterId=newest["Id"])["Steps"]:
+        states[f"emr step {step['Name']}"] = step["Status"]["State"]
+    return states
+
+
+def run_with_progress(env: dict[str, str], emr: Any, dag_id: str, progress: Progress) -> Any:
+    """Run one DAG run, printing state changes until it ends."""
+    proc, result, log = start_dag_run(env, dag_id, {}, OUT / "runs")
+    progress.say(f"{dag_id}: started (Airflow log: {log.relative_to(REPO)})")
+    while proc.poll() is None:
+        for task, state in task_states(env, dag_id).items():
+            progress.update(f"task {task}", state)
+        for key, state in emr_states(emr).items():
+            progress.update(key, state)
+        time.sleep(0.5)  # a display refresh rate, not a wait for a condition
+    run = finish_dag_run(proc, result, log, timeout=60)
+    for task, state in run.tasks.items():
+        progress.update(f"task {task}", state)
+    for key, state in emr_states(emr).items():
+        progress.update(key, state)
+    progress.say(f"{dag_id}: {run.state}")
+    return run
+
+
+def task_durations(env: dict[str, str], dag_id: str, run_id: str) -> dict[str, float]:
+    """Seconds each task of the run took, from Airflow's own start and end dates."""
+    import sqlite3
+
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT task_id, (julianday(end_date) - julianday(start_date)) * 86400 FROM task_instance"
+            " WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        ).fetchall()
+    return {task: round(seconds, 2) for task, seconds in rows if seconds is not None}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    f, emr, t = summary["features"], summary["emr"], summary["timings"]
+    print()
+    print("Summary")
+    print(f"  features   {f['rows_out']:,} rows out of {f['rows_in']:,} in, {f['rows_quarantined']:,} quarantined")
+    print(f"             {f['uri']}")
+    if f.get("baseline_roc_auc") is not None:
+        print(f"  baseline   Spark LR ROC AUC {f['baseline_roc_auc']:.3f}, PR AUC {f['baseline_pr_auc']:.3f}")
+    print(f"  emr        cluster {emr['cluster_id']} {emr['cluster_state']}")
+    print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    print(f"  written to {(OUT / 'summary.json').relative_to(REPO)}")
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    progress = Progress()
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    progress.say("starting devstack (moto S3/EMR + local Spark steps)")
+    with Devstack(state_dir=OUT / "devstack", port=0) as ds:
+        timings["devstack_start"] = time.monotonic() - t
+        progress.say(f"devstack at {ds.endpoint_url}")
+        env = airflow_env(OUT / "airflow", ds.env())
+        t = time.monotonic()
+        ensure_db(env)
+        timings["airflow_db"] = time.monotonic() - t
+        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+        progress.say(f"uploaded {source}")
+
+        t = time.monotonic()
+        emr = ds.client("emr")
+        run = run_with_progress(env, emr, FEATURES_DAG, progress)
+        timings[FEATURES_DAG] = time.monotonic() - t
+        cluster = emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"] if "create_cluster" in run.xcom else {}
+        timings.update(task_durations(env, FEATURES_DAG, run.run_id))
+
+    if run.state != "success":
+        print(f"\n{FEATURES_DAG} ended {run.state}: {run.tasks}", file=sys.stderr)
+        print("\n".join(run.log.splitlines()[-60:]), file=sys.stderr)
+        return 1
+    features = run.xcom["validate_features"]
+    summary = {
+        "features": {
+            "rows_in": features["rows_in"],
+            "rows_out": features["rows_out"],
+            "rows_quarantined": features["rows_quarantined"],
+            "uri": features["features_uri"],
+            "manifest_uri": features["manifest_uri"],
+            "baseline_roc_auc": features["baseline"].get("roc_auc"),
+            "baseline_pr_auc": features["baseline"].get("pr_auc"),
+        },
+        "emr": {"cluster_id": cluster.get("Id"), "cluster_state": cluster.get("Status", {}).get("State")},
+        "dag_runs": {FEATURES_DAG: {"run_id": run.run_id, "state": run.state}},
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,541 @@
+"""EMR that runs its steps: a small patch to moto's EMR models plus an executor.
+
+moto's EMR only records API calls: a cluster is WAITING (or TERMINATED) the
+moment it is created, steps stay RUNNING forever and nothing executes. The
+patch (``install()``) hands the lifecycle to ``Executor``, a thread living in
+the moto server's process, which walks clusters and steps through EMR's states:
+
+    cluster  STARTING -> BOOTSTRAPPING -> WAITING <-> RUNNING
+             -> TERMINATING -> TERMINATED | TERMINATED_WITH_ERRORS
+    step     PENDING -> RUNNING -> COMPLETED | FAILED | CANCELLED
+
+Faithful to EMR: one step at a time per cluster in submission order
+(StepConcurrencyLevel 1); ActionOnFailure (TERMINATE_CLUSTER/TERMINATE_JOB_FLOW,
+CANCEL_AND_WAIT, CONTINUE); KeepJobFlowAliveWhenNoSteps=false terminates once
+no step is left; AutoTerminationPolicy.IdleTimeout; TerminateJobFlows cancels
+the running step (its process group is killed) and pending ones; step logs
+under ``<LogUri>/<cluster-id>/steps/<step-id>/{stdout,stderr,controller}.gz``;
+Status.FailureDetails {Reason, Message, LogFile} and StateChangeReason.Code.
+
+Not faithful: only ``command-runner.jar`` + ``spark-submit`` steps run (any
+other step FAILS; MainClass and Properties are ignored), with the project's
+PySpark in ``local[2]`` client mode on this machine, whatever the instance
+types or ``--deploy-mode``; s3:// arguments are staged (``devstack.staging``),
+and a step killed by termination is not mirrored back; STARTING, BOOTSTRAPPING
+and TERMINATING last about a second, not minutes; bootstrap actions,
+applications and configurations are recorded, not applied; StepConcurrencyLevel
+> 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
+is accepted (handy in tests); logs are uploaded once, when the step ends, and
+controller.gz holds devstack's own notes (command, exit code, S3 changes);
+staging and logs use moto's default account (that of the "testing" keys).
+
+Where a failure's message comes from: spark-submit's PythonRunner merges the
+Python driver's stderr into stdout, so the job's ``prog: error: ...`` line is
+in stdout.gz while Spark's log4j lines are in stderr.gz; ``failure_message``
+looks at both (FailureDetails.LogFile still names stderr.gz, as on EMR).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto.core.utils import utcnow
+from moto.emr.exceptions import ValidationException
+from moto.emr.models import Cluster, Step
+from moto.emr.responses import ElasticMapReduceResponse
+
+from devstack import procs
+from devstack.staging import Stager, StagingError
+
+log = logging.getLogger("devstack.emr")
+
+# One lock for every state transition, shared by the patched moto methods
+# (request threads) and the executor; its condition wakes the executor early.
+LOCK = threading.Condition(threading.RLock())
+TICK_SECONDS = 0.2
+# Dwell time in STARTING, BOOTSTRAPPING and TERMINATING, so that a poller (the
+# Airflow waiters, the tests) can observe each state, as it can on EMR.
+PHASE_SECONDS = 0.5
+KILL_GRACE_SECONDS = 5.0
+ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
+ENDING = ("TERMINATING", *ENDED)
+_LOG_URI = re.compile(r"^s3[an]?://([^/]+)/?(.*)$")
+_MAX_MESSAGE = 1024
+
+
+# --------------------------------------------------------------------------
+# The patch: the smallest change that hands the lifecycle to the executor.
+# --------------------------------------------------------------------------
+
+_installed = False
+
+
+def install() -> None:
+    """Patch moto's EMR models (idempotent). Call before the server serves."""
+    global _installed
+    with LOCK:
+        if _installed:
+            return
+        # Cluster.__init__ calls start_cluster (STARTING, kept) then
+        # run_bootstrap_actions, which jumped straight to WAITING/TERMINATED.
+        Cluster.run_bootstrap_actions = _run_bootstrap_actions  # type: ignore[method-assign]
+        Cluster.add_steps = _add_steps  # type: ignore[method-assign]
+        Cluster.terminate = _terminate  # type: ignore[method-assign]
+        Cluster.status = property(_cluster_status)  # type: ignore[method-assign,assignment]
+        # Cluster.__init__ stamps a start time on the first step; the executor
+        # does it when the step really starts.
+        Step.start = lambda self: None  # type: ignore[method-assign]
+        Step.status = property(_step_status)  # type: ignore[method-assign,assignment]
+        ElasticMapReduceResponse.run_job_flow = _run_job_flow_keeping_idle_timeout(  # type: ignore[method-assign]
+            ElasticMapReduceResponse.run_job_flow
+        )
+        _installed = True
+
+
+def _run_bootstrap_actions(self: Cluster) -> None:
+    self._ds_since = time.monotonic()  # stays STARTING until the executor's tick
+
+
+def _add_steps(self: Cluster, steps: list[dict[str, Any]]) -> list[Step]:
+    with LOCK:
+        # Called from Cluster.__init__ before self.state exists.
+        if getattr(self, "state", None) in ENDING:
+            raise ValidationException(
+                "A job flow that is shutting down, terminated, or finished may not be modified."
+            )
+        added = [Step(state="PENDING", **step) for step in steps]
+        self.steps.extend(added)
+        LOCK.notify_all()
+        return added
+
+
+def _terminate(self: Cluster) -> None:
+    with LOCK:
+        begin_termination(self, "USER_REQUEST", "Terminated by user request", errors=False)
+
+
+def _cluster_status(self: Cluster) -> dict[str, Any]:
+    code, message = getattr(self, "_ds_reason", (None, None))
+    return {
+        "State": self.state,
+        "StateChangeReason": {k: v for k, v in (("Code", code), ("Message", message)) if v},
+        "Timeline": {
+            "CreationDateTime": self.creation_datetime,
+            "ReadyDateTime": self.ready_datetime,
+            "EndDateTime": self.end_datetime,
+        },
+    }
+
+
+def _step_status(self: Step) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "State": self.state,
+        "StateChangeReason": {k: v for k, v in (("Message", getattr(self, "last_state_change_reason", None)),) if v},
+        "Timeline": {
+            "CreationDateTime": self.creation_date_time,
+            "StartDateTime": self.start_date_time,
+            "EndDateTime": self.end_date_time,
+        },
+    }
+    failure = getattr(self, "_ds_failure", None)
+    if failure:
+        status["FailureDetails"] = failure  # moto's Status has no such key
+    return status
+
+
+def _run_job_flow_keeping_idle_timeout(original: Any) -> Any:
+    # moto's run_job_flow drops AutoTerminationPolicy; keep its IdleTimeout.
+    def run_job_flow(self: ElasticMapReduceResponse) -> Any:
+        result = original(self)
+        idle = self._get_param("AutoTerminationPolicy.IdleTimeout")
+        if idle:
+            cluster = self.backend.clusters[result.result["JobFlowId"]]
+            with LOCK:
+                cluster._ds_idle_timeout = float(idle)
+        return result
+
+    return run_job_flow
+
+
+# --------------------------------------------------------------------------
+# Transitions shared by the patch and the executor (call with LOCK held).
+# --------------------------------------------------------------------------
+
+
+def begin_termination(cluster: Cluster, code: str, message: str, errors: bool) -> None:
+    """Cluster -> TERMINATING; cancel pending steps; ask the running one to stop."""
+    if cluster.state in ENDING:
+        return
+    cluster.state = "TERMINATING"
+    cluster._ds_since = time.monotonic()
+    cluster._ds_reason = (code, message)
+    cluster._ds_errors = errors
+    cancel_pending(cluster, f"Cancelled: cluster terminating ({message})")
+    run: _Run | None = getattr(cluster, "_ds_run", None)
+    if run:
+        run.cancel.set()
+    LOCK.notify_all()
+
+
+def cancel_pending(cluster: Cluster, reason: str) -> None:
+    for step in cluster.steps:
+        if step.state == "PENDING":
+            step.state = "CANCELLED"
+            step.last_state_change_reason = reason
+            step.end_date_time = utcnow()
+
+
+# --------------------------------------------------------------------------
+# The executor.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """The step a cluster is running."""
+
+    step: Step
+    cancel: threading.Event = field(default_factory=threading.Event)
+    proc: subprocess.Popen[bytes] | None = None
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class _Outcome:
+    state: str  # COMPLETED | FAILED | CANCELLED
+    failure: dict[str, str] | None = None
+
+
+def _clusters() -> list[Cluster]:
+    from moto.emr.models import emr_backends
+
+    return [c for _a, _r, backend in list(emr_backends.iter_backends()) for c in list(backend.clusters.values())]
+
+
+class Executor:
+    """Moves every EMR cluster of the moto process through its lifecycle and runs steps."""
+
+    def __init__(self, endpoint_url: str, work_root: Path) -> None:
+        self.endpoint_url = endpoint_url
+        self.work_root = work_root
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="devstack-emr", daemon=True)
+        self._runners: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Kill running steps (process groups), wait for their threads, stop the loop."""
+        with LOCK:
+            self._stopping = True
+            for cluster in _clusters():
+                run = getattr(cluster, "_ds_run", None)
+                if run:
+                    run.cancel.set()
+            LOCK.notify_all()
+        self._thread.join(5)
+        for runner in list(self._runners):
+            runner.join(KILL_GRACE_SECONDS + 10)
+
+    def _loop(self) -> None:
+        with LOCK:
+            while not self._stopping:
+                for cluster in _clusters():
+                    try:
+                        self._advance(cluster, time.monotonic())
+                    except Exception:  # one broken cluster must not stop the others
+                        log.exception("cannot advance %s", cluster.id)
+                LOCK.wait(TICK_SECONDS)
+
+    def _advance(self, cluster: Cluster, now: float) -> None:
+        since = getattr(cluster, "_ds_since", None)
+        if since is None:  # created before install(), or by a path we did not see
+            since = cluster._ds_since = now
+        if cluster.state == "STARTING" and now - since >= PHASE_SECONDS:
+            cluster.state, cluster._ds_since = "BOOTSTRAPPING", now
+        elif cluster.state == "BOOTSTRAPPING" and now - since >= PHASE_SECONDS:
+            cluster.state, cluster._ds_since, cluster._ds_idle_since = "WAITING", now, now
+            cluster.ready_datetime = utcnow()
+            log.info("cluster %s ready", cluster.id)
+        if cluster.state in ("WAITING", "RUNNING"):
+            if getattr(cluster, "_ds_run", None):
+                cluster.state = "RUNNING"
+                return
+            pending = next((s for s in cluster.steps if s.state == "PENDING"), None)
+            if pending and not self._stopping:
+                self._start(cluster, pending)
+                cluster.state = "RUNNING"
+                return
+            cluster.state = "WAITING"
+            idle_timeout = getattr(cluster, "_ds_idle_timeout", None)
+            idle_for = now - getattr(cluster, "_ds_idle_since", now)
+            if not cluster.keep_job_flow_alive_when_no_steps:
+                begin_termination(cluster, "ALL_STEPS_COMPLETED", "Steps completed", errors=False)
+            elif idle_timeout is not None and idle_for >= idle_timeout:
+                begin_termination(
+                    cluster,
+                    "ALL_STEPS_COMPLETED",
+                    f"Idle for {idle_for:.0f} s, beyond AutoTerminationPolicy.IdleTimeout ({idle_timeout:g} s)",
+                    errors=False,
+                )
+        elif cluster.state == "TERMINATING":
+            if getattr(cluster, "_ds_run", None) is None and now - since >= PHASE_SECONDS:
+                cluster.state = "TERMINATED_WITH_ERRORS" if getattr(cluster, "_ds_errors", False) else "TERMINATED"
+                cluster.end_datetime = utcnow()
+                log.info("cluster %s %s", cluster.id, cluster.state)
+
+    def _start(self, cluster: Cluster, step: Step) -> None:
+        step.state = "RUNNING"
+        step.start_date_time = utcnow()
+        run = _Run(step)
+        run.thread = threading.Thread(
+            target=self._run_step, args=(cluster, step, run), name=f"step-{step.id}", daemon=True
+        )
+        cluster._ds_run = run
+        self._runners = [t for t in self._runners if t.is_alive()] + [run.thread]
+        log.info("cluster %s runs step %s (%s)", cluster.id, step.id, step.name)
+        run.thread.start()
+
+    def _run_step(self, cluster: Cluster, step: Step, run: _Run) -> None:
+        try:
+            outcome = self._execute(cluster, step, run)
+        except Exception as exc:  # a devstack bug must fail the step, not hang it
+            log.exception("step %s crashed", step.id)
+            outcome = _Outcome("FAILED", {"Reason": "devstack internal error", "Message": f"devstack: {exc}"})
+        with LOCK:
+            step.state = outcome.state
+            step.end_date_time = utcnow()
+            if outcome.failure:
+                step._ds_failure = {k: v for k, v in outcome.failure.items() if v}
+                step.last_state_change_reason = outcome.failure.get("Message")
+            elif outcome.state == "CANCELLED":
+                step.last_state_change_reason = "Cancelled: cluster terminating"
+            cluster._ds_run = None
+            cluster._ds_idle_since = time.monotonic()
+            log.info("step %s %s", step.id, step.state)
+            if outcome.state == "FAILED":
+                action = step.action_on_failure
+                if action in ("TERMINATE_CLUSTER", "TERMINATE_JOB_FLOW"):
+                    begin_termination(cluster, "STEP_FAILURE", "Shut down as step failed", errors=True)
+                elif action == "CANCEL_AND_WAIT":
+                    cancel_pending(cluster, f"Cancelled: step {step.id} failed (CANCEL_AND_WAIT)")
+            LOCK.notify_all()
+
+    # -- one step -----------------------------------------------------------
+
+    def _execute(self, cluster: Cluster, step: Step, run: _Run) -> _Outcome:
+        work = self.work_root / f"{cluster.id}-{step.id}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        files = {name: work / name for name in ("stdout", "stderr", "controller")}
+        for path in files.values():
+            path.touch()
+        s3 = self._s3()
+        try:
+            outcome = self._run_in(work, files, step, run, s3)
+        finally:
+            log_file = self._upload_logs(cluster, step, files, s3)
+            shutil.rmtree(work, ignore_errors=True)
+        if outcome.failure is not None:
+            outcome.failure["LogFile"] = log_file or ""
+        return outcome
+
+    def _run_in(self, work: Path, files: dict[str, Path], step: Step, run: _Run, s3: Any) -> _Outcome:
+        def note(line: str) -> None:
+            with files["controller"].open("a") as f:
+                f.write(line + "\n")
+
+        args = [str(a) for a in step.args]
+        jar = str(step.jar)
+        if not (jar.rsplit("/", 1)[-1] == "command-runner.jar" and args and args[0].rsplit("/", 1)[-1] == "spark-submit"):
+            message = (
+                "devstack only runs command-runner.jar steps whose Args start with spark-submit "
+                f"(this step: Jar={jar!r}, Args={args[:2]!r}...)"
+            )
+            files["stderr"].write_text(message + "\n")
+            return _Outcome("FAILED", {"Reason": "Unsupported step", "Message": message})
+
+        spark_submit = Path(sys.executable).parent / "spark-submit"  # the venv's PySpark
+        if not spark_submit.exists():
+            message = f"devstack: no spark-submit next to {sys.executable}; run devstack with the project's venv"
+            files["stderr"].write_text(message + "\n")
+            return _Outcome("FAILED", {"Reason": "No spark-submit", "Message": message})
+        stager = Stager(s3, work / "s3")
+        options, rest = _split_spark_submit(args)
+        try:
+            options, rest = stager.stage_args(options), stager.stage_args(rest)
+        except StagingError as exc:
+            message = f"devstack: {exc}"
+            files["stderr"].write_text(message + "\n")
+            return _Outcome("FAILED", {"Reason": "Staging failed", "Message": message})
+        command = [
+            str(spark_submit),
+            "--master", "local[2]",
+            "--deploy-mode", "client",
+            "--conf", "spark.ui.enabled=false",
+            "--conf", f"spark.local.dir={work / 'spark-local'}",  # removed with the work dir
+            *options,
+            *rest,
+        ]  # fmt: skip
+        tmp = work / "tmp"  # Spark's and Python's temp files go with the work dir
+        tmp.mkdir()
+        env = dict(
+            os.environ,
+            TMPDIR=str(tmp),
+            SPARK_SUBMIT_OPTS=f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -Djava.io.tmpdir={tmp}".strip(),
+            PYSPARK_PYTHON=sys.executable,
+            PYSPARK_DRIVER_PYTHON=sys.executable,
+            SPARK_LOCAL_IP="127.0.0.1",
+            # A job that calls AWS itself (boto3) reaches devstack, not AWS.
+            AWS_ENDPOINT_URL=self.endpoint_url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        note(f"devstack: step {step.id}: {shlex.join(args)}")
+        note(f"devstack: runs {shlex.join(command)}")
+        with LOCK:
+            if run.cancel.is_set():
+                return _Outcome("CANCELLED")
+            with files["stdout"].open("wb") as out, files["stderr"].open("wb") as err:
+                # Own process group (same session), so that killing the step
+                # kills spark-submit, its JVM and the Python workers, nothing else.
+                run.proc = subprocess.Popen(
+                    command, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, process_group=0
+                )
+        code = self._wait(run)
+        note(f"devstack: exit code {code}")
+        if run.cancel.is_set():
+            # Not mirrored: a killed step may leave half-written files, which
+            # must never appear as whole S3 objects.
+            note("devstack: cancelled; outputs not mirrored back")
+            return _Outcome("CANCELLED")
+        try:
+            report = stager.mirror_back()
+        except StagingError as exc:
+            note(f"devstack: {exc}")
+            return _Outcome("FAILED", {"Reason": "Mirroring outputs failed", "Message": f"devstack: {exc}"})
+        for uri in report.uploaded:
+            note(f"devstack: uploaded {uri}")
+        for uri in report.deleted:
+            note(f"devstack: deleted {uri}")
+        if code == 0:
+            return _Outcome("COMPLETED")
+        message = failure_message(files["stdout"], files["stderr"], code)
+        log.info("step %s failed: %s", step.id, message)
+        return _Outcome("FAILED", {"Reason": f"Step failed with exit code {code}", "Message": message})
+
+    def _wait(self, run: _Run) -> int:
+        proc = run.proc
+        assert proc is not None
+        while proc.poll() is None:
+            if run.cancel.wait(TICK_SECONDS):
+                procs.terminate_group(proc.pid, KILL_GRACE_SECONDS)
+                break
+        code = proc.wait()
+        # Leftovers of the step's group (e.g. Python workers) die with it.
+        if procs.group_pids(proc.pid):
+            procs.terminate_group(proc.pid, 1.0)
+        return code
+
+    def _s3(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        )
+
+    def _upload_logs(self, cluster: Cluster, step: Step, files: dict[str, Path], s3: Any) -> str | None:
+        """gzip the step's logs under the LogUri, EMR's layout; return stderr.gz's URI."""
+        match = _LOG_URI.match(cluster.log_uri or "")
+        if not match:
+            return None
+        bucket, prefix = match.group(1), match.group(2).strip("/")
+        base = "/".join(p for p in (prefix, cluster.id, "steps", step.id) if p)
+        try:
+            for name, path in files.items():
+                s3.put_object(Bucket=bucket, Key=f"{base}/{name}.gz", Body=gzip.compress(path.read_bytes()))
+        except Exception as exc:  # e.g. the log bucket does not exist: EMR loses them too
+            log.warning("cannot upload logs of %s to %s: %s", step.id, cluster.log_uri, exc)
+            return None
+        return f"s3://{bucket}/{base}/stderr.gz"
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+# --------------------------------------------------------------------------
+
+# spark-submit options that take no value.
+_FLAGS = {"--verbose", "-v", "--supervise", "--help", "-h", "--version", "--usage-error"}
+
+
+def _split_spark_submit(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``spark-submit OPTIONS RESOURCE ARGS`` into options (minus --master and
+    --deploy-mode, which devstack sets) and the application with its arguments."""
+    options: list[str] = []
+    i = 1
+    while i < len(args) and args[i].startswith("-"):
+        width = 1 if ("=" in args[i] or args[i] in _FLAGS) else 2
+        if args[i].split("=", 1)[0] not in ("--master", "--deploy-mode"):
+            options += args[i : i + width]
+        i += width
+    return options, args[i:]
+
+
+_LOG4J_CHATTER = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (TRACE|DEBUG|INFO|WARN) ")
+_CONTRACT_ERROR = re.compile(r"^\S+: error: ")  # "bank_features: error: ..." (argparse style)
+_ERRORISH = re.compile(r"error\b|exception\b|\bfatal\b", re.IGNORECASE)
+
+
+def _tail_lines(path: Path, size: int = 256 * 1024) -> list[str]:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        text = f.read().decode(errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def failure_message(stdout: Path, stderr: Path, code: int) -> str:
+    """The log line that best explains a failed step (see docs/interfaces.md).
+
+    spark-submit's PythonRunner merges the Python driver's stderr into its own
+    stdout, so the job's last stderr line lands in stdout; Spark's log4j lines
+    go to stderr, and its shutdown hooks log INFO lines after the job exits.
+    So, in order: the job's own ``prog: error: ...`` line; the last line that
+    looks like an error (a Python traceback's last line, a Java exception);
+    the last line that is not log4j chatter; the last line; "exit code N".
+    """
+    out, err = _tail_lines(stdout), _tail_lines(stderr)
+    quiet = [[ln for ln in lines if not _LOG4J_CHATTER.match(ln)] for lines in (out, err)]
+    for pick in (
+        lambda ln: bool(_CONTRACT_ERROR.match(ln)),
+        lambda ln: bool(_ERRORISH.search(ln)),
+        lambda ln: True,
+    ):
+        for lines in quiet:  # the Python driver's output (stdout) first
+            hits = [ln for ln in lines if pick(ln)]
+            if hits:
+                return hits[-1][:_MAX_MESSAGE]
+    for lines in (err, out):
+        if lines:
+            return lines[-1][:_MAX_MESSAGE]
+    return f"exit code {code}"

@@ -1,0 +1,80 @@
+"""``python -m devstack serve``: moto in server mode plus the EMR step executor.
+
+One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
+IAM, STS, ... all on one endpoint) and ``devstack.emr.Executor``, which must
+share the process to see moto's EMR backend objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from devstack import procs, read_state, remove_state, write_state
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(port: int, state_dir: Path) -> int:
+    """Serve until SIGTERM/SIGINT; then kill running steps, stop, remove the state file."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = read_state(state_dir)
+    if state and state.get("pid") != os.getpid() and procs.alive(int(state["pid"])):
+        print(f"devstack: already running (pid {state['pid']}, {state.get('endpoint_url')})", file=sys.stderr)
+        return 2
+    # ThreadedMotoServer waits forever if its thread fails to bind: check first.
+    if port and not _port_free(port):
+        print(f"devstack: port {port} on 127.0.0.1 is in use", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    from moto.server import ThreadedMotoServer
+
+    from devstack import emr
+
+    emr.install()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    endpoint_url = f"http://127.0.0.1:{port}"
+    executor = emr.Executor(endpoint_url, state_dir / "work")
+    executor.start()
+    write_state(
+        state_dir,
+        {
+            "pid": os.getpid(),
+            "endpoint_url": endpoint_url,
+            "port": port,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "log": str(state_dir / "devstack.log"),
+        },
+    )
+    logging.getLogger("devstack").info("serving on %s (pid %d)", endpoint_url, os.getpid())
+    try:
+        while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+            pass
+    finally:
+        logging.getLogger("devstack").info("stopping")
+        executor.stop()
+        server.stop()
+        remove_state(state_dir, os.getpid())
+    return 0

@@ -1,0 +1,94 @@
+"""Helpers for the devstack tests (a uniquely named module, not a package:
+tests/ has no __init__.py and a tests/devstack package would shadow devstack)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devstack import Devstack, procs
+
+
+SLEEPING = """\
+import time
+print("sleeping", flush=True)
+time.sleep(300)
+"""
+
+
+def wait_until(probe: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60.0) -> tuple[Any, list[Any]]:
+    """Poll ``probe()`` until ``done(value)``; return the value and the distinct values seen, in order."""
+    seen: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if not seen or seen[-1] != value:
+            seen.append(value)
+        if done(value):
+            return value, seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s; seen: {seen}")
+        time.sleep(0.1)
+
+
+def put_script(s3: Any, bucket: str, key: str, text: str) -> str:
+    s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
+    return f"s3://{bucket}/{key}"
+
+
+def spark_step(name: str, *args: str, action: str = "CONTINUE") -> dict[str, Any]:
+    """An EMR step as the Airflow DAGs write it (cluster deploy mode, command-runner)."""
+    return {
+        "Name": name,
+        "ActionOnFailure": action,
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["spark-submit", "--deploy-mode", "cluster", *args]},
+    }
+
+
+def new_cluster(emr: Any, log_uri: str | None = None, steps: list[dict] | None = None, **extra: Any) -> str:
+    params: dict[str, Any] = {
+        "Name": "devstack-test",
+        "ReleaseLabel": "emr-7.12.0",
+        "Instances": {"InstanceCount": 1, "MasterInstanceType": "m5.xlarge", "KeepJobFlowAliveWhenNoSteps": True},
+        "JobFlowRole": "EMR_EC2_DefaultRole",
+        "ServiceRole": "EMR_DefaultRole",
+        "Steps": steps or [],
+        **extra,
+    }
+    if log_uri:
+        params["LogUri"] = log_uri
+    return emr.run_job_flow(**params)["JobFlowId"]
+
+
+def cluster_state(emr: Any, cluster_id: str) -> str:
+    return emr.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"]
+
+
+def step_states(emr: Any, cluster_id: str, step_ids: list[str]) -> tuple[str, ...]:
+    by_id = {s["Id"]: s["Status"]["State"] for s in emr.list_steps(ClusterId=cluster_id)["Steps"]}
+    return tuple(by_id[i] for i in step_ids)
+
+
+def session_others(ds: Devstack) -> list[int]:
+    """Live processes of the devstack's session other than the server itself."""
+    assert ds.pid is not None
+    return [p for p in procs.session_pids(ds.pid) if p != ds.pid]
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def step_processes(ds: Devstack, script: str) -> list[str]:
+    """Which of spark-submit's JVM and the Python driver of ``script`` are running."""
+    assert ds.pid is not None
+    kinds = set()
+    for pid in procs.session_pids(ds.pid):
+        argv = " ".join(procs.cmdline(pid))
+        if "SparkSubmit" in argv:
+            kinds.add("java")
+        elif script in argv:
+            kinds.add("python")
+    return sorted(kinds)
