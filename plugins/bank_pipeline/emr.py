@@ -3,7 +3,7 @@
 The provider's EmrStepSensor fails with "Error while running job" in deferrable
 mode and drops the step's FailureDetails; users then dig through the console.
 This subclass fails with the FailureDetails, the cluster's state, and the tail of
-the step's stderr from the cluster's LogUri, all in the task log.
+the step's stderr and stdout from the cluster's LogUri, all in the task log.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bank_pipeline.errors import StepFailedError
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-STDERR_TAIL_LINES = 40
+LOG_TAIL_LINES = 30
 
 
 def run_key(run_id: str) -> str:
@@ -81,26 +81,29 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         reason = cluster_status.get("StateChangeReason", {}).get("Message")
         parts.append(f"cluster is {cluster_status['State']}" + (f" ({reason})" if reason else ""))
         message = "; ".join(parts)
-        tail = self._stderr_tail(cluster.get("LogUri"))
-        if tail:
-            self.log.error("Last lines of the step's stderr:\n%s", tail)
-            message += "\nstderr tail:\n" + tail
+        # spark-submit merges the Python driver's stderr into its own stdout
+        # (PythonRunner redirects it), so the job's error is in stdout.gz and
+        # Spark's log4j output in stderr.gz: show the end of both.
+        for name in ("stderr", "stdout"):
+            tail = self._log_tail(cluster.get("LogUri"), name)
+            if tail:
+                self.log.error("Last lines of the step's %s:\n%s", name, tail)
+                message += f"\n{name} tail:\n{tail}"
         return message
 
-    def _stderr_tail(self, log_uri: str | None) -> str | None:
-        """The last lines of ``<LogUri>/<cluster>/steps/<step>/stderr.gz``, if EMR has uploaded it."""
+    def _log_tail(self, log_uri: str | None, name: str) -> str | None:
+        """The last lines of ``<LogUri>/<cluster>/steps/<step>/<name>.gz``, if EMR has uploaded it."""
         if not log_uri:
             return None
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        log_uri = log_uri.replace("s3n://", "s3://")
-        bucket, _, prefix = log_uri.removeprefix("s3://").partition("/")
-        key = f"{prefix.rstrip('/')}/{self.job_flow_id}/steps/{self.step_id}/stderr.gz".lstrip("/")
+        bucket, _, prefix = log_uri.replace("s3n://", "s3://").removeprefix("s3://").partition("/")
+        key = f"{prefix.rstrip('/')}/{self.job_flow_id}/steps/{self.step_id}/{name}.gz".lstrip("/")
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify)
         if not s3.check_for_key(key, bucket_name=bucket):
             # EMR uploads step logs about every five minutes; a fast failure may beat it.
-            self.log.warning("stderr not (yet) at s3://%s/%s", bucket, key)
+            self.log.warning("%s not (yet) at s3://%s/%s", name, bucket, key)
             return None
         raw = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
         lines = gzip.decompress(raw).decode("utf-8", "replace").rstrip().splitlines()
-        return "\n".join(lines[-STDERR_TAIL_LINES:])
+        return "\n".join(lines[-LOG_TAIL_LINES:])
