@@ -35,14 +35,23 @@ class Progress:
     def __init__(self) -> None:
         self.t0 = time.monotonic()
         self.seen: dict[str, str] = {}
+        self.last_change = self.t0
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.1f}s] {text}", flush=True)
 
     def update(self, key: str, state: str) -> None:
-        if self.seen.get(key) != state:
+        if state != "none" and self.seen.get(key) != state:
             self.seen[key] = state
+            self.last_change = time.monotonic()
             self.say(f"{key:<28} {state}")
+
+    def heartbeat(self, every: float = 10.0) -> None:
+        """On long quiet stretches, say what is still going on."""
+        if time.monotonic() - self.last_change >= every:
+            busy = [k for k, v in self.seen.items() if v in ("running", "deferred", "queued", "RUNNING")]
+            self.say("still working: " + ", ".join(busy) if busy else "waiting")
+            self.last_change = time.monotonic()
 
 
 def emr_states(emr: Any) -> dict[str, str]:
@@ -66,6 +75,7 @@ def run_with_progress(env: dict[str, str], emr: Any, dag_id: str, progress: Prog
             progress.update(f"task {task}", state)
         for key, state in emr_states(emr).items():
             progress.update(key, state)
+        progress.heartbeat()
         time.sleep(0.5)  # a display refresh rate, not a wait for a condition
     run = finish_dag_run(proc, result, log, timeout=60)
     for task, state in run.tasks.items():

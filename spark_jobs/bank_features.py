@@ -1,0 +1,734 @@
+"""Turn the UCI Bank Marketing CSV into model-ready parquet features.
+
+The job reads one semicolon-separated CSV (s3:// on EMR, a local path locally),
+checks its header, sends rows that do not parse or break the domain rules to a
+quarantine (record, reason), encodes the good rows as features, fits a
+pyspark.ml logistic-regression baseline on them and commits everything with
+the manifest protocol of docs/interfaces.md:
+
+    <output>/_attempts/<attempt_id>/features/part-*.parquet
+    <output>/_attempts/<attempt_id>/quarantine/part-*.parquet
+    <output>/_manifest.json          written last: the commit point
+
+Features (one row per good input row):
+    age, balance, day, campaign, previous   ints as read
+    job, marital, education, contact,       strings as read; "unknown" stays a
+    poutcome                                category of its own
+    default, housing, loan                  yes/no as 1/0
+    month                                   1..12
+    pdays, was_contacted                    pdays = -1 ("never contacted") becomes
+                                            was_contacted = 0 and pdays = null
+    balance_slog                            sign(balance) * log1p(|balance|): tames
+                                            the long tail, keeps overdrafts negative
+    campaign_capped                         min(campaign, 10): beyond ten calls the
+                                            exact count is noise
+    label                                   1 if y = "yes" else 0
+`duration` is dropped: it is only known after the call and leaks the outcome.
+
+Only built-in Spark expressions are used (no Python UDFs), and files are
+listed, written and deleted through the Hadoop FileSystem API of the JVM so
+the same code works on EMRFS and on local paths.
+
+    spark-submit bank_features.py --input URI --output URI --run-id ID
+        [--max-quarantine-ratio 0.01] [--input-etag ETAG] [--seed 42]
+        [--holdout-fraction 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+PROG = "bank_features"
+
+EXPECTED_COLUMNS: tuple[str, ...] = (
+    "age", "job", "marital", "education", "default", "balance", "housing", "loan",
+    "contact", "day", "month", "duration", "campaign", "pdays", "previous",
+    "poutcome", "y",
+)  # fmt: skip
+INT_COLUMNS: tuple[str, ...] = (
+    "age", "balance", "day", "duration", "campaign", "pdays", "previous",
+)  # fmt: skip
+STRING_COLUMNS: tuple[str, ...] = tuple(c for c in EXPECTED_COLUMNS if c not in INT_COLUMNS)
+YES_NO_COLUMNS: tuple[str, ...] = ("default", "housing", "loan")
+CATEGORICAL_COLUMNS: tuple[str, ...] = ("job", "marital", "education", "contact", "poutcome")
+MONTHS: tuple[str, ...] = (
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+)  # fmt: skip
+CAMPAIGN_CAP = 10
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "age", "job", "marital", "education", "default", "balance", "balance_slog",
+    "housing", "loan", "contact", "day", "month", "campaign", "campaign_capped",
+    "pdays", "was_contacted", "previous", "poutcome", "label",
+)  # fmt: skip
+# What the baseline model sees: the derived columns stand in for balance and campaign.
+MODEL_NUMERIC_COLUMNS: tuple[str, ...] = (
+    "age", "default", "balance_slog", "housing", "loan", "day", "campaign_capped",
+    "pdays", "was_contacted", "previous",
+)  # fmt: skip
+
+CORRUPT_COLUMN = "_corrupt_record"
+# RFC 4180 quoting (a quote inside a quoted field is doubled); the field counter
+# in flag_rows assumes the same rules.
+CSV_OPTIONS: dict[str, str] = {"sep": ";", "quote": '"', "escape": '"'}
+
+RAW_SCHEMA = T.StructType(
+    [T.StructField(c, T.IntegerType() if c in INT_COLUMNS else T.StringType()) for c in EXPECTED_COLUMNS]
+    + [T.StructField(CORRUPT_COLUMN, T.StringType())]
+)
+# The same fields, all strings: re-parsing a corrupt line with it recovers the raw tokens.
+_RAW_TOKENS_DDL = ", ".join(f"`{c}` STRING" for c in EXPECTED_COLUMNS)
+
+MAX_MANIFEST_REASONS = 20
+ROWS_PER_FILE = 2_000_000  # bank rows compress to a few bytes each: ~tens of MB per file
+_VALUE_SHOWN = 40  # characters of an offending value quoted in a reason
+
+
+class FeatureJobError(ValueError):
+    """A failure the job reports as `bank_features: error: <message>`."""
+
+
+class InputError(FeatureJobError):
+    """The input is missing, empty or not the bank CSV."""
+
+
+class HeaderError(InputError):
+    """The header row does not name the 17 expected columns in order."""
+
+
+class QuarantineRatioError(FeatureJobError):
+    """Too large a share of the rows was quarantined."""
+
+
+class UsageError(FeatureJobError):
+    """Bad command-line arguments."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Arguments of one run (see the module docstring)."""
+
+    input: str
+    output: str
+    run_id: str
+    max_quarantine_ratio: float = 0.01
+    input_etag: str | None = None
+    seed: int = 42
+    holdout_fraction: float = 0.2
+
+
+# --------------------------------------------------------------------------- header
+
+
+def parse_header(line: str) -> list[str]:
+    """Column names of a header line: split on ';', strip whitespace, quotes and a BOM."""
+    return [name.strip().strip('"').strip() for name in line.lstrip("\ufeff").rstrip("\r\n").split(";")]
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(n if n else "(empty)" for n in names)
+
+
+def check_header(line: str | None) -> None:
+    """Raise HeaderError/InputError unless `line` is the expected 17-column header.
+
+    The CSV reader maps columns by position, so the order matters as well as the set.
+    """
+    if line is None:
+        raise InputError("input is empty: no header line")
+    names = parse_header(line)
+    expected = list(EXPECTED_COLUMNS)
+    if names == expected:
+        return
+    if not set(names) & set(expected):
+        raise HeaderError(
+            f"first line is not a header (none of the {len(expected)} expected columns): "
+            f"{line[:120]!r}; expected a header row {';'.join(expected)}"
+        )
+    missing = [c for c in expected if c not in names]
+    unexpected = list(dict.fromkeys(c for c in names if c not in expected))
+    duplicated = list(dict.fromkeys(c for c in names if names.count(c) > 1))
+    problems = []
+    if missing:
+        problems.append(f"missing column(s): {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected column(s): {_names(unexpected)}")
+    if duplicated:
+        problems.append(f"duplicate column(s): {_names(duplicated)}")
+    if not problems:
+        problems.append(
+            "columns in a different order (Spark maps CSV columns by position): "
+            f"got {';'.join(names)}, expected {';'.join(expected)}"
+        )
+    raise HeaderError("bad header: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------- read and flag
+
+
+def read_bank_csv(spark: SparkSession, path: str) -> DataFrame:
+    """The CSV with the explicit schema; rows Spark cannot parse keep their line in _corrupt_record.
+
+    Measured on Spark 3.5.6: bad ints, too few and too many fields all set
+    _corrupt_record, but only when every column is read (with column pruning a
+    short row passes unflagged), so callers must cache the flagged frame built
+    from this one before filtering on it. Empty fields read as null.
+    """
+    return (
+        spark.read.schema(RAW_SCHEMA)
+        .options(**CSV_OPTIONS)
+        .option("header", "true")
+        .option("enforceSchema", "true")  # the header is checked by check_header
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
+        .csv(path)
+    )
+
+
+def _quoted(value: Column) -> Column:
+    return F.concat(F.lit("'"), F.substring(value, 1, _VALUE_SHOWN), F.lit("'"))
+
+
+def _join_reasons(parts: list[Column]) -> Column:
+    """'; '-joined non-null parts, or null when there are none (concat_ws skips nulls)."""
+    joined = F.concat_ws("; ", *parts)
+    return F.when(joined != "", joined)
+
+
+def _parse_reason(line: Column, tokens: Column) -> Column:
+    """Why Spark rejected `line`: quoting, field count, or the int fields that did not parse."""
+    # Field count outside quoted fields, so a quoted ';' does not count.
+    unquoted = F.regexp_replace(line, r'"(?:[^"]|"")*"', "")
+    n_fields = F.length(unquoted) - F.length(F.regexp_replace(unquoted, ";", "")) + 1
+    n_quotes = F.length(line) - F.length(F.regexp_replace(line, '"', ""))
+    bad_ints = [
+        F.when(
+            tokens[c].isNotNull() & F.col(c).isNull(),
+            F.concat(F.lit(f"bad int in {c}: "), _quoted(tokens[c])),
+        )
+        for c in INT_COLUMNS
+    ]
+    return (
+        F.when(n_quotes % 2 == 1, F.lit("unbalanced quotes"))
+        .when(
+            n_fields != len(EXPECTED_COLUMNS),
+            F.format_string(f"wrong field count: %d, expected {len(EXPECTED_COLUMNS)}", n_fields),
+        )
+        .otherwise(F.coalesce(_join_reasons(bad_ints), F.lit("unparseable record")))
+    )
+
+
+def _range_reason(column: str, low: int, high: int | None = None) -> Column:
+    c = F.col(column)
+    if high is None:
+        return F.when(c < low, F.concat(F.lit(f"{column} below {low}: "), c.cast("string")))
+    return F.when(
+        (c < low) | (c > high), F.concat(F.lit(f"{column} out of range {low}..{high}: "), c.cast("string"))
+    )
+
+
+def _domain_reason() -> Column:
+    """Every missing value and domain violation of a row that parsed, or null."""
+    missing = [
+        F.when(
+            F.col(c).isNull() | ((F.trim(F.col(c)) == "") if c in STRING_COLUMNS else F.lit(False)),
+            F.lit(f"missing {c}"),
+        )
+        for c in EXPECTED_COLUMNS
+    ]
+    yes_no = [
+        F.when(~F.col(c).isin("yes", "no"), F.concat(F.lit(f"{c} not yes/no: "), _quoted(F.col(c))))
+        for c in (*YES_NO_COLUMNS, "y")
+    ]
+    return _join_reasons(
+        missing
+        + [
+            _range_reason("age", 1, 120),
+            _range_reason("day", 1, 31),
+            F.when(
+                _month_number(F.col("month")) == 0,
+                F.concat(F.lit("month not jan..dec: "), _quoted(F.col("month"))),
+            ),
+            _range_reason("campaign", 1),
+            _range_reason("pdays", -1),
+            _range_reason("previous", 0),
+        ]
+        + yes_no
+    )
+
+
+def _reconstructed_record() -> Column:
+    """A CSV line equivalent to a parsed row (its original text is not kept by Spark)."""
+    fields = [
+        F.coalesce(
+            F.col(c).cast("string") if c in INT_COLUMNS else F.concat(F.lit('"'), F.col(c), F.lit('"')),
+            F.lit(""),
+        )
+        for c in EXPECTED_COLUMNS
+    ]
+    return F.concat_ws(";", *fields)
+
+
+def flag_rows(parsed: DataFrame) -> DataFrame:
+    """Add `reason` (null for a good row) and `record` (the offending line, null for a good row).
+
+    Input: read_bank_csv's frame. Output: the 17 columns, record, reason.
+    """
+    line = F.col(CORRUPT_COLUMN)
+    # A separate column so that the re-parse runs once per corrupt row, not once per reference.
+    with_tokens = parsed.withColumn(
+        "_tokens", F.when(line.isNotNull(), F.from_csv(line, _RAW_TOKENS_DDL, CSV_OPTIONS))
+    )
+    flagged = with_tokens.withColumn(
+        "reason",
+        F.when(line.isNotNull(), _parse_reason(line, F.col("_tokens"))).otherwise(_domain_reason()),
+    )
+    return flagged.select(
+        *EXPECTED_COLUMNS,
+        F.when(F.col("reason").isNotNull(), F.coalesce(line, _reconstructed_record())).alias("record"),
+        "reason",
+    )
+
+
+def quarantine_rows(flagged: DataFrame) -> DataFrame:
+    """The rejected rows of a flag_rows frame: record, reason."""
+    return flagged.where(F.col("reason").isNotNull()).select("record", "reason")
+
+
+def valid_rows(flagged: DataFrame) -> DataFrame:
+    """The good rows of a flag_rows frame, the 17 input columns, none null."""
+    # The reason check rejected every null; the coalesce only lets Spark know,
+    # so the parquet schema and the manifest say nullable=false.
+    return flagged.where(F.col("reason").isNull()).select(
+        *[F.coalesce(F.col(c), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
+    )
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _month_number(month: Column) -> Column:
+    """1..12 for "jan".."dec", else 0; a CASE whose branches are all literals, so never null."""
+    number = F.when(month == MONTHS[0], 1)
+    for i, name in enumerate(MONTHS[1:], start=2):
+        number = number.when(month == name, i)
+    return number.otherwise(0)
+
+
+def drop_leakage(df: DataFrame) -> DataFrame:
+    """Drop `duration`: it is only known after the call and leaks the outcome."""
+    return df.drop("duration")
+
+
+def encode_label(df: DataFrame) -> DataFrame:
+    """Replace y with label: 1 for "yes", 0 for "no"."""
+    return df.withColumn("label", (F.col("y") == "yes").cast("int")).drop("y")
+
+
+def encode_month(df: DataFrame) -> DataFrame:
+    """month "jan".."dec" -> 1..12 (0 for anything else, which validation already rejects)."""
+    return df.withColumn("month", _month_number(F.col("month")))
+
+
+def encode_yes_no(df: DataFrame) -> DataFrame:
+    """default, housing, loan: "yes" -> 1, "no" -> 0."""
+    return df.withColumns({c: (F.col(c) == "yes").cast("int") for c in YES_NO_COLUMNS})
+
+
+def encode_previous_contact(df: DataFrame) -> DataFrame:
+    """pdays = -1 means never contacted: was_contacted = 0 and pdays = null (not a day count)."""
+    contacted = F.col("pdays") != -1
+    # withColumns evaluates both against the original pdays.
+    return df.withColumns({"was_contacted": contacted.cast("int"), "pdays": F.when(contacted, F.col("pdays"))})
+
+
+def add_derived_features(df: DataFrame) -> DataFrame:
+    """balance_slog = sign(balance) * log1p(|balance|); campaign_capped = min(campaign, 10)."""
+    balance = F.col("balance")
+    return df.withColumns(
+        {
+            "balance_slog": F.signum(balance) * F.log1p(F.abs(balance)),
+            "campaign_capped": F.least(F.col("campaign"), F.lit(CAMPAIGN_CAP)),
+        }
+    )
+
+
+def build_features(valid: DataFrame) -> DataFrame:
+    """Features of valid rows (valid_rows' output), columns in FEATURE_COLUMNS order."""
+    return (
+        valid.transform(drop_leakage)
+        .transform(encode_label)
+        .transform(encode_month)
+        .transform(encode_yes_no)
+        .transform(encode_previous_contact)
+        .transform(add_derived_features)
+        .select(*FEATURE_COLUMNS)
+    )
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def fit_baseline(features: DataFrame, holdout_fraction: float, seed: int) -> dict[str, Any]:
+    """Fit a scaled logistic regression on a seeded split of `features`; ROC/PR AUC on the holdout.
+
+    Metrics are null (with a note) when either side of the split lacks one of the labels.
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+    from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
+
+    # Never-contacted rows have pdays null; was_contacted carries that signal, so 0 is a neutral fill.
+    data = features.fillna({"pdays": 0})
+    train, test = data.randomSplit([1.0 - holdout_fraction, holdout_fraction], seed=seed)
+    train, test = train.cache(), test.cache()
+    try:
+        train_labels = {r["label"]: r["count"] for r in train.groupBy("label").count().collect()}
+        test_labels = {r["label"]: r["count"] for r in test.groupBy("label").count().collect()}
+        result: dict[str, Any] = {
+            "model": "pyspark.ml LogisticRegression",
+            "roc_auc": None,
+            "pr_auc": None,
+            "holdout_fraction": holdout_fraction,
+            "seed": seed,
+            "train_rows": sum(train_labels.values()),
+            "test_rows": sum(test_labels.values()),
+        }
+        if len(train_labels) < 2 or len(test_labels) < 2:
+            result["note"] = "not fitted: the train and holdout sets each need both labels"
+            return result
+
+        indexed = [f"{c}_idx" for c in CATEGORICAL_COLUMNS]
+        one_hot_in = indexed + ["month"]  # month 1..12 is seasonal, not ordinal
+        one_hot = [f"{c}_ohe" for c in one_hot_in]
+        pipeline = Pipeline(
+            stages=[
+                StringIndexer(inputCols=list(CATEGORICAL_COLUMNS), outputCols=indexed, handleInvalid="keep"),
+                OneHotEncoder(inputCols=one_hot_in, outputCols=one_hot, handleInvalid="keep"),
+                VectorAssembler(
+                    inputCols=one_hot + list(MODEL_NUMERIC_COLUMNS), outputCol="raw_features", handleInvalid="keep"
+                ),
+                StandardScaler(inputCol="raw_features", outputCol="features"),
+                LogisticRegression(featuresCol="features", labelCol="label", maxIter=100),
+            ]
+        )
+        predictions = pipeline.fit(train).transform(test).select("label", "rawPrediction").cache()
+        try:
+            evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction")
+            result["roc_auc"] = _finite(evaluator.evaluate(predictions, {evaluator.metricName: "areaUnderROC"}))
+            result["pr_auc"] = _finite(evaluator.evaluate(predictions, {evaluator.metricName: "areaUnderPR"}))
+        finally:
+            predictions.unpersist()
+        return result
+    finally:
+        train.unpersist()
+        test.unpersist()
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class HadoopFs:
+    """The Hadoop FileSystem of one URI through the JVM gateway (EMRFS on s3://, local otherwise).
+
+    Relative names are resolved under the qualified root URI.
+    """
+
+    def __init__(self, spark: SparkSession, uri: str) -> None:
+        jvm = spark._jvm  # type: ignore[attr-defined]
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        path = self._Path(uri)
+        self.fs = path.getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        # LocalFileSystem writes .crc side files next to everything (the manifest and,
+        # via this cached instance, Spark's parquet parts); the output holds only the
+        # contract's files. No-ops on S3.
+        self.fs.setWriteChecksum(False)
+        self.fs.setVerifyChecksum(False)
+        self.root = self.fs.makeQualified(path)
+
+    def _path(self, name: str = "") -> Any:
+        return self._Path(self.root, name) if name else self.root
+
+    def uri(self, name: str = "") -> str:
+        return str(self._path(name).toString())
+
+    def exists(self, name: str = "") -> bool:
+        return bool(self.fs.exists(self._path(name)))
+
+    def is_dir(self, name: str = "") -> bool:
+        return bool(self.fs.getFileStatus(self._path(name)).isDirectory())
+
+    def size(self, name: str = "") -> int:
+        return int(self.fs.getFileStatus(self._path(name)).getLen())
+
+    def list_names(self, name: str = "") -> list[str]:
+        if not self.exists(name):
+            return []
+        return sorted(str(s.getPath().getName()) for s in self.fs.listStatus(self._path(name)))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        # One create+close: a single PUT on S3, so readers see the old object or the new one.
+        stream = self.fs.create(self._path(name), True)
+        try:
+            stream.write(bytearray(data))
+        finally:
+            stream.close()
+
+    def delete(self, name: str) -> None:
+        self.fs.delete(self._path(name), True)
+
+
+def _write_parquet(df: DataFrame, uri: str, rows: int) -> None:
+    # A few files for small outputs rather than one per input split or shuffle partition.
+    files = max(1, math.ceil(rows / ROWS_PER_FILE))
+    (
+        df.coalesce(files)
+        .write.option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")  # no _SUCCESS
+        .parquet(uri)
+    )
+
+
+def _first_line(spark: SparkSession, uri: str) -> str | None:
+    row = spark.read.text(uri).first()
+    return None if row is None else str(row[0])
+
+
+def new_attempt_id() -> str:
+    """Sortable and unique: UTC time plus a random suffix."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+# --------------------------------------------------------------------------- job
+
+
+def _reason_counts(flagged: DataFrame, quarantined: int) -> dict[str, int]:
+    """The most frequent reasons; the rest summed under "(other reasons)" so counts add up."""
+    if quarantined == 0:
+        return {}
+    top = (
+        flagged.where(F.col("reason").isNotNull())
+        .groupBy("reason")
+        .count()
+        .orderBy(F.desc("count"), "reason")
+        .limit(MAX_MANIFEST_REASONS)
+        .collect()
+    )
+    reasons = {r["reason"]: int(r["count"]) for r in top}
+    rest = quarantined - sum(reasons.values())
+    if rest:
+        reasons["(other reasons)"] = rest
+    return reasons
+
+
+def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
+    """Run the job and commit it; return the manifest. Raises FeatureJobError on bad input."""
+    started = time.monotonic()
+    attempt_id = new_attempt_id()
+
+    source = HadoopFs(spark, config.input)
+    if not source.exists():
+        raise InputError(f"input not found: {config.input}")
+    if source.is_dir():
+        raise InputError(f"input is a directory, expected one CSV file: {config.input}")
+    input_bytes = source.size()
+    check_header(_first_line(spark, source.uri()))
+
+    # One cache of parse + flags: every count and write below reads it. It must be
+    # cached before filtering on _corrupt_record-derived columns (see read_bank_csv).
+    flagged = read_bank_csv(spark, source.uri()).transform(flag_rows).cache()
+    try:
+        totals = flagged.agg(F.count(F.lit(1)).alias("rows"), F.count("reason").alias("bad")).first()
+        rows_in, quarantined = int(totals["rows"]), int(totals["bad"])
+        if rows_in == 0:
+            raise InputError(f"input has a header but no data rows: {config.input}")
+        rows_out = rows_in - quarantined
+        reasons = _reason_counts(flagged, quarantined)
+        ratio = quarantined / rows_in
+
+        out = HadoopFs(spark, config.output)
+        attempt = f"_attempts/{attempt_id}"
+        _write_parquet(flagged.transform(quarantine_rows), out.uri(f"{attempt}/quarantine"), quarantined)
+
+        if ratio > config.max_quarantine_ratio:
+            top = " | ".join(f"{reason} ({count})" for reason, count in list(reasons.items())[:5])
+            raise QuarantineRatioError(
+                f"quarantined {quarantined} of {rows_in} rows: ratio {ratio:.4f} exceeds "
+                f"--max-quarantine-ratio {config.max_quarantine_ratio}; top reasons: {top}; "
+                f"not committed, quarantine kept at {out.uri(f'{attempt}/quarantine')}"
+            )
+
+        features = flagged.transform(valid_rows).transform(build_features)
+        _write_parquet(features, out.uri(f"{attempt}/features"), rows_out)
+        baseline = fit_baseline(features, config.holdout_fraction, config.seed)
+
+        files = [
+            f"{attempt}/features/{name}"
+            for name in out.list_names(f"{attempt}/features")
+            if name.startswith("part-") and name.endswith(".parquet")
+        ]
+        manifest: dict[str, Any] = {
+            "format_version": 1,
+            "run_id": config.run_id,
+            "attempt_id": attempt_id,
+            "committed_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "input": {"uri": config.input, "etag": config.input_etag, "bytes": input_bytes},
+            "paths": {"features": f"{attempt}/features", "quarantine": f"{attempt}/quarantine"},
+            "files": files,
+            "rows": {"in": rows_in, "out": rows_out, "quarantined": quarantined},
+            "quarantine": {"ratio": round(ratio, 6), "max_ratio": config.max_quarantine_ratio, "reasons": reasons},
+            "schema": [
+                {"name": f.name, "type": f.dataType.simpleString(), "nullable": f.nullable}
+                for f in features.schema.fields
+            ],
+            "spark_version": spark.version,
+            "duration_seconds": round(time.monotonic() - started, 3),
+            "baseline": baseline,
+        }
+        out.write_bytes("_manifest.json", (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+        # Committed: older attempts of this run are now garbage.
+        for name in out.list_names("_attempts"):
+            if name != attempt_id:
+                out.delete(f"_attempts/{name}")
+        return manifest
+    finally:
+        flagged.unpersist()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # raise instead of exiting, so main() reports it
+        raise UsageError(message)
+
+
+def parse_args(argv: list[str] | None = None) -> JobConfig:
+    """The command line as a JobConfig; raises UsageError on bad usage (--help exits 0)."""
+    parser = _ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input", required=True, help="the bank CSV file (s3:// or local)")
+    parser.add_argument("--output", required=True, help="this run's own output directory")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--max-quarantine-ratio", type=float, default=0.01)
+    parser.add_argument("--input-etag", default=None)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--holdout-fraction", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.max_quarantine_ratio <= 1.0:
+        parser.error(f"--max-quarantine-ratio must be within 0..1, got {args.max_quarantine_ratio}")
+    if not 0.0 < args.holdout_fraction < 1.0:
+        parser.error(f"--holdout-fraction must be strictly between 0 and 1, got {args.holdout_fraction}")
+    if not args.run_id.strip():
+        parser.error("--run-id must not be empty")
+    return JobConfig(
+        input=args.input,
+        output=args.output,
+        run_id=args.run_id,
+        max_quarantine_ratio=args.max_quarantine_ratio,
+        input_etag=args.input_etag,
+        seed=args.seed,
+        holdout_fraction=args.holdout_fraction,
+    )
+
+
+def _error_line(error: BaseException) -> str:
+    if isinstance(error, FeatureJobError):
+        message = str(error)
+    else:
+        message = f"{type(error).__name__}: {str(error)[:500]}"
+    return " ".join(message.split())  # one line, whatever the exception text holds
+
+
+def _report_error(line: str) -> None:
+    """Print the contract's error line so that it is the last line of the driver's stderr.
+
+    Under spark-submit, Python runs as a child of the driver JVM, whose
+    PythonRunner merges Python's stderr into the JVM's *stdout*; there the line
+    also has to go through the JVM's own System.err, with logging turned down
+    to WARN so that the JVM's shutdown hooks do not log after it.
+    """
+    print(line, file=sys.stderr, flush=True)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we started the JVM: it shares our stderr
+        return
+    try:
+        from pyspark import SparkContext
+        from pyspark.java_gateway import launch_gateway
+
+        jvm = (SparkContext._gateway or launch_gateway()).jvm  # type: ignore[attr-defined]
+        log4j = jvm.org.apache.logging.log4j
+        log4j.core.config.Configurator.setRootLevel(log4j.Level.WARN)
+        jvm.System.err.println(line)
+        jvm.System.err.flush()
+    except Exception:  # noqa: BLE001 - the line is already on Python's stderr
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
+    try:
+        config = parse_args(argv)
+    except UsageError as exc:
+        _report_error(f"usage: see {PROG} --help\n{PROG}: error: {_error_line(exc)}")
+        return 2
+
+    # Reuse a session someone else started (tests, notebooks) and leave it running;
+    # stop only the one created here.
+    spark = SparkSession.getActiveSession()
+    owned = spark is None
+    error: BaseException | None = None
+    manifest: dict[str, Any] = {}
+    try:
+        if spark is None:
+            spark = SparkSession.builder.appName(PROG).getOrCreate()
+            # Keeps INFO chatter (including the JVM's shutdown hooks) from landing
+            # after our error line: the contract makes that line the last on stderr.
+            spark.sparkContext.setLogLevel("WARN")
+        if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
+            # The data is small; 200 shuffle partitions would be mostly scheduling overhead.
+            spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
+        manifest = run(spark, config)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes the contract's error line
+        error = exc
+        if not isinstance(exc, FeatureJobError):
+            traceback.print_exc(file=sys.stderr)
+    finally:
+        if owned and spark is not None:
+            spark.stop()
+
+    if error is not None:
+        _report_error(f"{PROG}: error: {_error_line(error)}")
+        return 1
+    summary = {
+        "status": "committed",
+        "run_id": config.run_id,
+        "attempt_id": manifest["attempt_id"],
+        "output": config.output,
+        "rows_in": manifest["rows"]["in"],
+        "rows_out": manifest["rows"]["out"],
+        "rows_quarantined": manifest["rows"]["quarantined"],
+        "roc_auc": manifest["baseline"]["roc_auc"],
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
