@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,10 @@ if not hasattr(np, "NaN"):
     np.NaN = np.nan  # type: ignore[attr-defined]
 # pyspark.pandas warns at import unless this is set (it only matters for its own API).
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
+# after pytest has closed the captured streams: a spurious "--- Logging error ---".
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo on the path
