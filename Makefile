@@ -14,7 +14,9 @@ STAMP := $(VENV)/.synced-$(LOCK_HASH)
 # Bytecode compiled at install: this machine sets PYTHONDONTWRITEBYTECODE=1, and
 # without .pyc files every task process would recompile Airflow (2.7 s vs 1.2 s).
 export UV_COMPILE_BYTECODE := 1
-APT_PACKAGES := openjdk-17-jre-headless
+# Debian package → the command it provides; installed only when the command is missing.
+# openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
+APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry
 
 .PHONY: help setup demo test test-fast up down lock clean sysdeps
 
@@ -35,11 +37,12 @@ $(STAMP): requirements.lock | $(UV)
 	$(UV) pip sync --quiet --python $(PY) requirements.lock
 	@rm -f $(VENV)/.synced-* && touch $@
 
-# Debian packages, installed only when the command they provide is missing.
 sysdeps:
-	@command -v java >/dev/null || { \
-	  echo "installing $(APT_PACKAGES) (Spark needs a JVM)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	@missing=""; for need in $(APT_NEEDS); do \
+	  command -v $${need#*:} >/dev/null || missing="$$missing $${need%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock

@@ -1,9 +1,11 @@
 """devstack: the local stand-in for the AWS services this project uses.
 
 One process (``python -m devstack serve``) runs moto in server mode on
-127.0.0.1 (S3, EMR, ECR, Lambda, IAM, STS on one endpoint) and executes EMR
-``command-runner.jar spark-submit`` steps with the local PySpark; see
-``devstack.emr`` for what is and is not faithful to EMR.
+127.0.0.1 (S3, EMR, ECR, Lambda, IAM, STS on one endpoint), executes EMR
+``command-runner.jar spark-submit`` steps with the local PySpark, runs an image
+registry (the CNCF distribution registry, a child process) and invokes
+container-image Lambda functions from it; see ``devstack.emr``,
+``devstack.registry`` and ``devstack.awslambda`` for what is and is not faithful.
 
 Tests and the demo use ``Devstack`` (a context manager that owns a server);
 the CLI is ``python -m devstack up|down|status|serve``. This module imports
@@ -26,6 +28,7 @@ from typing import Any
 from devstack import procs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PLUGINS_DIR = REPO_ROOT / "plugins"
 DEFAULT_STATE_DIR = REPO_ROOT / "build" / "devstack"
 DEFAULT_PORT = 4566
 STATE_FILE = "devstack.json"
@@ -59,6 +62,12 @@ def remove_state(state_dir: Path, pid: int | None = None) -> None:
     state = read_state(state_dir)
     if state is not None and (pid is None or state.get("pid") == pid):
         (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
+
+
+def plugins_on_path() -> None:
+    """Make plugins/ importable (Airflow puts it on sys.path; devstack's processes may not have it)."""
+    if str(PLUGINS_DIR) not in sys.path:
+        sys.path.append(str(PLUGINS_DIR))
 
 
 def client_env(endpoint_url: str) -> dict[str, str]:
@@ -96,7 +105,9 @@ def log_tail(state_dir: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def start_server(state_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_server(
+    state_dir: Path, port: int, registry_port: int = 0
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start ``python -m devstack serve`` in its own session; wait until it answers.
 
     Returns the process and its state. Raises RuntimeError (with the log's tail)
@@ -107,7 +118,12 @@ def start_server(state_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], d
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     with (state_dir / LOG_FILE).open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devstack", "serve", "--port", str(port), "--state-dir", str(state_dir)],
+            [
+                sys.executable, "-m", "devstack", "serve",
+                "--port", str(port),
+                "--registry-port", str(registry_port),
+                "--state-dir", str(state_dir),
+            ],  # fmt: skip
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -165,13 +181,17 @@ class Devstack:
     serve`` (port 0: a free port), waits until it answers, and stops it on exit,
     with every process it started. ``running(state_dir)`` attaches to one
     started by ``python -m devstack up`` instead, which ``__exit__`` leaves running.
+    ``registry_url`` is the image registry's ``127.0.0.1:PORT`` (image
+    references start with it; ``http://`` + it is the registry API).
     """
 
-    def __init__(self, state_dir: Path, port: int = 0) -> None:
+    def __init__(self, state_dir: Path, port: int = 0, registry_port: int = 0) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
+        self.registry_port = registry_port
         self.pid: int | None = None
         self.endpoint_url: str = ""
+        self.registry_url: str = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._owned = True
 
@@ -184,8 +204,9 @@ class Devstack:
             self.stop()
 
     def start(self) -> None:
-        self._proc, state = start_server(self.state_dir, self.port)
+        self._proc, state = start_server(self.state_dir, self.port, self.registry_port)
         self.pid, self.endpoint_url, self.port = state["pid"], state["endpoint_url"], state["port"]
+        self.registry_url = state.get("registry_url", "")
 
     def stop(self) -> None:
         """Stop the server; raise if any process it started survives."""
@@ -199,8 +220,8 @@ class Devstack:
         self.pid = None
 
     def env(self) -> dict[str, str]:
-        """The environment variables an AWS client needs to use this devstack."""
-        return client_env(self.endpoint_url)
+        """The environment variables an AWS client (and the image push) needs to use this devstack."""
+        return {**client_env(self.endpoint_url), **({"BANK_REGISTRY": self.registry_url} if self.registry_url else {})}
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service`` pointed at this devstack."""
@@ -224,4 +245,5 @@ def running(state_dir: Path = DEFAULT_STATE_DIR) -> Devstack | None:
         return None
     ds = Devstack(Path(state_dir), int(state["port"]))
     ds.pid, ds.endpoint_url, ds._owned = int(state["pid"]), state["endpoint_url"], False
+    ds.registry_url = state.get("registry_url", "")
     return ds

@@ -1,4 +1,4 @@
-"""``python -m devstack up|down|status|serve [--port P] [--state-dir DIR]``.
+"""``python -m devstack up|down|status|serve [--port P] [--registry-port R] [--state-dir DIR]``.
 
 - up: start the server detached (log: <state-dir>/devstack.log), wait until it
   answers, print endpoints and shell exports; idempotent.
@@ -25,9 +25,14 @@ def _print_endpoints(state: dict[str, Any]) -> None:
     print(f"devstack running (pid {state['pid']}), log: {state.get('log')}")
     for service in SERVICES:
         print(f"  {service:<7}{url}")
+    registry = state.get("registry_url")
+    if registry:
+        print(f"  Images (registry API) http://{registry}  image refs: {registry}/REPO@sha256:...")
     print("Shell:")
     for key, value in devstack.client_env(url).items():
         print(f"  export {key}={value}")
+    if registry:
+        print(f"  export BANK_REGISTRY={registry}")
 
 
 def _live_state(state_dir: Path) -> dict[str, Any] | None:
@@ -37,7 +42,7 @@ def _live_state(state_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def up(port: int, state_dir: Path) -> int:
+def up(port: int, state_dir: Path, registry_port: int = 0) -> int:
     state = _live_state(state_dir)
     if state is None:
         stale = devstack.read_state(state_dir)
@@ -46,7 +51,7 @@ def up(port: int, state_dir: Path) -> int:
             return 1
         devstack.remove_state(state_dir)
         try:
-            _proc, state = devstack.start_server(state_dir, port)
+            _proc, state = devstack.start_server(state_dir, port, registry_port)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -62,10 +67,11 @@ def down(state_dir: Path) -> int:
     pid = int(state["pid"])
     if not devstack.is_devstack_server(pid):
         print(f"devstack: not running (removed stale state of pid {pid})")
-        # The server died without cleaning up: its steps may remain in its
-        # session. The pid may have been reused, so only kill processes
-        # working in this devstack's step directories.
-        procs.kill_session(pid, only_under=state_dir / "work")
+        # The server died without cleaning up: its steps, registry and Lambda
+        # runs may remain in its session. The pid may have been reused, so only
+        # kill processes working in this devstack's directories.
+        for sub in ("work", "registry", "lambda-images"):
+            procs.kill_session(pid, only_under=state_dir / sub)
         devstack.remove_state(state_dir)
         return 0
     left = devstack.stop_server(pid)
@@ -93,18 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "status", "serve"))
     parser.add_argument("--port", type=int, default=devstack.DEFAULT_PORT, help="0 picks a free port")
+    parser.add_argument("--registry-port", type=int, default=0, help="the image registry's port (0: a free one)")
     parser.add_argument("--state-dir", type=Path, default=devstack.DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
-        return up(args.port, state_dir)
+        return up(args.port, state_dir, args.registry_port)
     if args.command == "down":
         return down(state_dir)
     if args.command == "status":
         return status(state_dir)
     from devstack.server import serve
 
-    return serve(args.port, state_dir)
+    return serve(args.port, state_dir, args.registry_port)
 
 
 if __name__ == "__main__":

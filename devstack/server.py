@@ -1,8 +1,10 @@
-"""``python -m devstack serve``: moto in server mode plus the EMR step executor.
+"""``python -m devstack serve``: moto in server mode, the EMR step executor, the registry.
 
 One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
-IAM, STS, ... all on one endpoint) and ``devstack.emr.Executor``, which must
-share the process to see moto's EMR backend objects.
+IAM, STS, ... all on one endpoint), ``devstack.emr.Executor``, which must
+share the process to see moto's EMR backend objects, and the patch of moto's
+Lambda (``devstack.awslambda``) that runs image functions; plus one child
+process, the image registry (``devstack.registry``), in its own process group.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def serve(port: int, state_dir: Path) -> int:
-    """Serve until SIGTERM/SIGINT; then kill running steps, stop, remove the state file."""
+def serve(port: int, state_dir: Path, registry_port: int = 0) -> int:
+    """Serve until SIGTERM/SIGINT; then kill running steps and the registry, stop, remove the state file."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -42,20 +44,34 @@ def serve(port: int, state_dir: Path) -> int:
     if port and not _port_free(port):
         print(f"devstack: port {port} on 127.0.0.1 is in use", file=sys.stderr)
         return 2
+    from devstack.registry import Registry, RegistryUnavailable
+
+    registry = Registry(state_dir, registry_port)
+    try:
+        registry_url = registry.start()
+    except RegistryUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
 
-    from devstack import emr
+        from devstack import awslambda, emr
 
-    emr.install()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+        emr.install()
+        awslambda.install(registry_url, state_dir / "lambda-images")
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+    except BaseException:
+        registry.stop()
+        raise
     port = server.get_host_and_port()[1]
     endpoint_url = f"http://127.0.0.1:{port}"
+    awslambda.set_endpoint(endpoint_url)
     executor = emr.Executor(endpoint_url, state_dir / "work")
     executor.start()
     write_state(
@@ -64,11 +80,14 @@ def serve(port: int, state_dir: Path) -> int:
             "pid": os.getpid(),
             "endpoint_url": endpoint_url,
             "port": port,
+            "registry_url": registry_url,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "log": str(state_dir / "devstack.log"),
         },
     )
-    logging.getLogger("devstack").info("serving on %s (pid %d)", endpoint_url, os.getpid())
+    logging.getLogger("devstack").info(
+        "serving on %s, registry %s (pid %d)", endpoint_url, registry_url, os.getpid()
+    )
     try:
         while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
             pass
@@ -76,5 +95,6 @@ def serve(port: int, state_dir: Path) -> int:
         logging.getLogger("devstack").info("stopping")
         executor.stop()
         server.stop()
+        registry.stop()
         remove_state(state_dir, os.getpid())
     return 0

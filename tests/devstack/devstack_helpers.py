@@ -72,9 +72,11 @@ def step_states(emr: Any, cluster_id: str, step_ids: list[str]) -> tuple[str, ..
 
 
 def session_others(ds: Devstack) -> list[int]:
-    """Live processes of the devstack's session other than the server itself."""
+    """Live processes of the devstack's session other than the server itself and its image registry."""
     assert ds.pid is not None
-    return [p for p in procs.session_pids(ds.pid) if p != ds.pid]
+    return [
+        p for p in procs.session_pids(ds.pid) if p != ds.pid and "docker-registry" not in " ".join(procs.cmdline(p))
+    ]
 
 
 def repo_root() -> Path:
