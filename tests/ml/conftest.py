@@ -1,0 +1,89 @@
+"""Real features for the model tests: the Spark job runs once per session on bank-full.csv.
+
+Fixtures: a local SparkSession, the committed run (manifest + directory), its
+features table, and the default candidate model trained on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# Serving's package lives outside plugins/ (bank_ml finds it by itself; tests import it directly).
+if str(REPO / "serving") not in sys.path:
+    sys.path.insert(0, str(REPO / "serving"))
+
+from pyspark.sql import SparkSession  # noqa: E402
+
+from bank_ml import data, release  # noqa: E402
+
+BANK = REPO / "data" / "bank" / "bank.csv"
+BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
+
+# py4j logs from __del__ at interpreter exit, after pytest closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class FeatureRun:
+    """A committed run of spark_jobs/bank_features.py."""
+
+    output: Path
+    manifest: dict[str, Any]
+
+    @property
+    def paths(self) -> list[str]:
+        return data.feature_paths(self.manifest, str(self.output))
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """local[2], no UI; reuses a session another test directory started (getOrCreate)."""
+    scratch = tmp_path_factory.mktemp("ml-spark")
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("tests-ml")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.warehouse.dir", str(scratch / "spark-warehouse"))
+        .config("spark.local.dir", str(scratch / "local"))
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def full_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> FeatureRun:
+    """The real Spark job on bank-full.csv (about 20 s), committed under a tmp dir."""
+    from spark_jobs.bank_features import main
+
+    output = tmp_path_factory.mktemp("features") / "run=tests-ml"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["--input", str(BANK_FULL), "--output", str(output), "--run-id", "tests-ml"])
+    assert rc == 0, err.getvalue()[-2000:]
+    return FeatureRun(output=output, manifest=json.loads((output / "_manifest.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def full_table(full_run: FeatureRun) -> pa.Table:
+    return data.read_features(full_run.paths)
+
+
+@pytest.fixture(scope="session")
+def candidate(full_table: pa.Table) -> release.Candidate:
+    """The default model trained on bank-full's Spark features."""
+    return release.train_candidate(full_table)

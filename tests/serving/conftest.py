@@ -1,0 +1,65 @@
+"""A small real model for the serving tests, trained once on bank.csv (about 1 s, no Spark).
+
+Features come from serving's own derivation (tests/ml holds it equal to the
+Spark job's); the model directory holds model.onnx + model.json as the image does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVING = REPO / "serving"
+if str(SERVING) not in sys.path:
+    sys.path.insert(0, str(SERVING))
+
+from bank_ml import artifacts, data, release  # noqa: E402
+
+BANK = REPO / "data" / "bank" / "bank.csv"
+
+
+@pytest.fixture(scope="session")
+def small_candidate() -> release.Candidate:
+    return release.train_candidate(data.features_from_csv(BANK))
+
+
+@pytest.fixture(scope="session")
+def model_dir(small_candidate: release.Candidate, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("model")
+    artifacts.write_model_files(directory, small_candidate.onnx_bytes, small_candidate.threshold)
+    return directory
+
+
+def import_handler(model_dir: Path) -> ModuleType:
+    """A fresh handler module (its init loads the model) with BANK_MODEL_DIR=model_dir."""
+    previous = os.environ.get("BANK_MODEL_DIR")
+    os.environ["BANK_MODEL_DIR"] = str(model_dir)
+    try:
+        spec = importlib.util.spec_from_file_location("handler", SERVING / "handler.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        if previous is None:
+            os.environ.pop("BANK_MODEL_DIR", None)
+        else:
+            os.environ["BANK_MODEL_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def handler(model_dir: Path) -> ModuleType:
+    return import_handler(model_dir)
+
+
+@pytest.fixture
+def load_handler() -> Callable[[Path], ModuleType]:
+    """import_handler, for tests that need a handler over another model directory."""
+    return import_handler
