@@ -23,6 +23,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 LAKE_BUCKET = "bank-lake"
 RAW_KEY = "raw/bank/bank-full.csv"
+LAMBDA_ROLE_NAME = "bank-model-lambda"
+LAMBDA_ROLE_ARN = f"arn:aws:iam::123456789012:role/{LAMBDA_ROLE_NAME}"  # moto's default account
+IMAGE_REPOSITORY = "bank-model"
+SERVING_BASE_TAG = "serving-base"
 
 
 def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
@@ -50,6 +54,8 @@ def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
             "AIRFLOW_CONN_EMR_DEFAULT": json.dumps({"conn_type": "emr", "extra": {}}),
             "BANK_LAKE_BUCKET": LAKE_BUCKET,
             "BANK_POLL_SECONDS": "1",
+            "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
+            "BANK_LAMBDA_ROLE_ARN": LAMBDA_ROLE_ARN,
             # plugins/ is on sys.path in Airflow's components; the child needs it at DAG import too.
             "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
         }
@@ -81,6 +87,25 @@ def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW
         s3.create_bucket(Bucket=bucket)
     s3.upload_file(str(csv_path), bucket, key)
     return f"s3://{bucket}/{key}"
+
+
+def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, tag: str = SERVING_BASE_TAG) -> str:
+    """What a release needs that CI provides on AWS: the Lambda role and the serving base image.
+
+    Returns the base image's digest. ``source_dir`` defaults to serving/.
+    """
+    from devstack.base_image import DEFAULT_SOURCE, build_base_image
+
+    try:
+        iam.create_role(
+            RoleName=LAMBDA_ROLE_NAME,
+            AssumeRolePolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+            ),
+        )
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    return build_base_image(registry_url, source_dir or DEFAULT_SOURCE, repo=IMAGE_REPOSITORY, tag=tag)
 
 
 @dataclass

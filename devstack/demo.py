@@ -1,9 +1,11 @@
 """`make demo`: the pipeline end to end on this machine, with progress and a summary.
 
 Starts devstack, uploads bank-full.csv to the lake bucket, runs bank_features_emr
-with a local SQLite Airflow, prints task and EMR state changes as they happen,
-then a summary, also written to build/demo/summary.json. Stops everything it
-started, also on Ctrl-C.
+with a local SQLite Airflow, then bank_model_release on the features it made
+(explicitly, with the manifest its Asset event names: dag.test() runs one DAG,
+not the scheduler), printing task and EMR state changes as they happen, then a
+summary, also written to build/demo/summary.json, with the model's ROC and PR
+curves and model card copied beside it. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ from typing import Any
 
 from devstack import Devstack
 from devstack.airflow_env import (
+    LAKE_BUCKET,
     REPO,
     airflow_env,
     ensure_db,
     finish_dag_run,
     seed_lake,
+    seed_release,
     start_dag_run,
     task_states,
 )
 
 OUT = REPO / "build" / "demo"
 FEATURES_DAG = "bank_features_emr"
+RELEASE_DAG = "bank_model_release"
 
 
 class Progress:
@@ -66,9 +71,11 @@ def emr_states(emr: Any) -> dict[str, str]:
     return states
 
 
-def run_with_progress(env: dict[str, str], emr: Any, dag_id: str, progress: Progress) -> Any:
+def run_with_progress(
+    env: dict[str, str], emr: Any, dag_id: str, progress: Progress, conf: dict[str, Any] | None = None
+) -> Any:
     """Run one DAG run, printing state changes until it ends."""
-    proc, result, log = start_dag_run(env, dag_id, {}, OUT / "runs")
+    proc, result, log = start_dag_run(env, dag_id, conf or {}, OUT / "runs")
     progress.say(f"{dag_id}: started (Airflow log: {log.relative_to(REPO)})")
     while proc.poll() is None:
         for task, state in task_states(env, dag_id).items():
@@ -100,6 +107,57 @@ def task_durations(env: dict[str, str], dag_id: str, run_id: str) -> dict[str, f
     return {task: round(seconds, 2) for task, seconds in rows if seconds is not None}
 
 
+def failed(run: Any) -> bool:
+    """Say so, with the log's tail, when a run did not succeed."""
+    if run.state == "success":
+        return False
+    print(f"\n{run.dag_id} ended {run.state}: {run.tasks}", file=sys.stderr)
+    print("\n".join(run.log.splitlines()[-60:]), file=sys.stderr)
+    print(f"full log: {run.log_path}", file=sys.stderr)
+    return True
+
+
+def fetch_model_files(s3: Any, registry_uri: str) -> list[Path]:
+    """Copy the version's curves and model card next to the summary, for people to look at."""
+    prefix = registry_uri.removeprefix(f"s3://{LAKE_BUCKET}/")
+    paths = []
+    for name in ("roc.png", "pr.png", "model_card.md"):
+        target = OUT / name
+        s3.download_file(LAKE_BUCKET, prefix + name, str(target))
+        paths.append(target.relative_to(REPO))
+    return paths
+
+
+def release_summary(release: Any, plots: list[Path]) -> dict[str, Any]:
+    """The model, image and Lambda parts of summary.json."""
+    trained = release.xcom["train_candidate"]
+    image = release.xcom.get("push_image") or {}
+    deployed = release.xcom.get("deploy_lambda") or {}
+    return {
+        "model": {
+            "version": trained["version"],
+            "roc_auc": trained["metrics"]["roc_auc"],
+            "pr_auc": trained["metrics"]["pr_auc"],
+            "brier": trained["metrics"]["brier"],
+            "spark_baseline_roc_auc": trained["baseline"].get("roc_auc"),
+            "gate": trained["reason"],
+            "registry_uri": trained["registry_uri"],
+            "plots": [str(p) for p in plots],
+        },
+        "image": {
+            "digest": image.get("digest"),
+            "uri": image.get("image_uri"),
+            "layer_bytes": image.get("layer_bytes"),
+            "push_seconds": image.get("push_seconds"),
+        },
+        "lambda": {
+            "function": deployed.get("function_name"),
+            "version": deployed.get("version"),
+            "alias": deployed.get("alias"),
+        },
+    }
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     f, emr, t = summary["features"], summary["emr"], summary["timings"]
     print()
@@ -109,7 +167,16 @@ def print_summary(summary: dict[str, Any]) -> None:
     if f.get("baseline_roc_auc") is not None:
         print(f"  baseline   Spark LR ROC AUC {f['baseline_roc_auc']:.3f}, PR AUC {f['baseline_pr_auc']:.3f}")
     print(f"  emr        cluster {emr['cluster_id']} {emr['cluster_state']}")
-    print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
+    if "model" in summary:
+        m, img, lam = summary["model"], summary["image"], summary["lambda"]
+        print(f"  model      {m['version']}: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, Brier {m['brier']:.4f}")
+        print(f"             gate: {m['gate']}")
+        print(f"  image      {img['uri']} (layer {img['layer_bytes']:,} B, pushed in {img['push_seconds']:.2f}s)")
+        if lam.get("version"):
+            print(f"  lambda     {lam['function']}:{lam['alias']} -> version {lam['version']}, smoke test passed")
+        print(f"  plots      {', '.join(str(p) for p in m['plots'])}")
+    stages = {k: v for k, v in t.items() if "." not in k}  # per-task times are in the JSON
+    print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
     print(f"  written to {(OUT / 'summary.json').relative_to(REPO)}")
 
 
@@ -134,12 +201,23 @@ def main() -> int:
         run = run_with_progress(env, emr, FEATURES_DAG, progress)
         timings[FEATURES_DAG] = time.monotonic() - t
         cluster = emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"] if "create_cluster" in run.xcom else {}
-        timings.update(task_durations(env, FEATURES_DAG, run.run_id))
+        timings.update({f"features.{k}": v for k, v in task_durations(env, FEATURES_DAG, run.run_id).items()})
+        if failed(run):
+            return 1
 
-    if run.state != "success":
-        print(f"\n{FEATURES_DAG} ended {run.state}: {run.tasks}", file=sys.stderr)
-        print("\n".join(run.log.splitlines()[-60:]), file=sys.stderr)
-        return 1
+        t = time.monotonic()
+        seed_release(ds.client("iam"), ds.registry_url)
+        timings["serving_base_image"] = time.monotonic() - t
+        progress.say(f"serving base image pushed to {ds.registry_url}")
+        manifest_uri = run.asset_events[0]["extra"]["manifest_uri"]
+        t = time.monotonic()
+        release = run_with_progress(env, emr, RELEASE_DAG, progress, {"features_manifest_uri": manifest_uri})
+        timings[RELEASE_DAG] = time.monotonic() - t
+        timings.update({f"release.{k}": v for k, v in task_durations(env, RELEASE_DAG, release.run_id).items()})
+        if failed(release):
+            return 1
+        plots = fetch_model_files(ds.client("s3"), release.xcom["train_candidate"]["registry_uri"])
+
     features = run.xcom["validate_features"]
     summary = {
         "features": {
@@ -152,7 +230,11 @@ def main() -> int:
             "baseline_pr_auc": features["baseline"].get("pr_auc"),
         },
         "emr": {"cluster_id": cluster.get("Id"), "cluster_state": cluster.get("Status", {}).get("State")},
-        "dag_runs": {FEATURES_DAG: {"run_id": run.run_id, "state": run.state}},
+        "dag_runs": {
+            FEATURES_DAG: {"run_id": run.run_id, "state": run.state},
+            RELEASE_DAG: {"run_id": release.run_id, "state": release.state},
+        },
+        **release_summary(release, plots),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -20,3 +20,7 @@ class StepFailedError(AirflowFailException, RuntimeError):
 
 class FeaturesInvalidError(AirflowFailException, ValueError):
     """The features output contradicts its manifest or the run's limits."""
+
+
+class DeployFailedError(AirflowFailException, RuntimeError):
+    """A release did not pass its checks; the message says what was rolled back."""

@@ -22,6 +22,15 @@ class Settings:
     """How often sensors and triggers poll AWS; devstack sets it low."""
     emr_idle_timeout_seconds: int
     """Auto-termination idle timeout: a second guard behind the teardown task."""
+    image_registry: str
+    """host[:port] of the image registry; empty means the account's ECR (credentials from EcrHook)."""
+    image_repository: str
+    """Repository holding the serving base image and every model image (one repo: no cross-repo mounts)."""
+    serving_base_tag: str
+    """Tag of the serving base image (built from serving/Dockerfile by CI, or by devstack locally)."""
+    lambda_function: str
+    lambda_role_arn: str
+    """Execution role, needed only to create the function on the first release."""
 
     @property
     def raw_bank_uri(self) -> str:
@@ -39,6 +48,10 @@ class Settings:
     def code_prefix(self) -> str:
         return f"s3://{self.lake_bucket}/code/"
 
+    @property
+    def model_registry_prefix(self) -> str:
+        return f"s3://{self.lake_bucket}/models/bank/"
+
 
 def load() -> Settings:
     """Settings from BANK_* variables, with defaults for a real AWS account."""
@@ -49,4 +62,9 @@ def load() -> Settings:
         emr_release_label=env.get("BANK_EMR_RELEASE_LABEL", "emr-7.12.0"),
         poll_seconds=int(env.get("BANK_POLL_SECONDS", "30")),
         emr_idle_timeout_seconds=int(env.get("BANK_EMR_IDLE_TIMEOUT_SECONDS", "3600")),
+        image_registry=env.get("BANK_IMAGE_REGISTRY", ""),
+        image_repository=env.get("BANK_IMAGE_REPOSITORY", "bank-model"),
+        serving_base_tag=env.get("BANK_SERVING_BASE_TAG", "serving-base"),
+        lambda_function=env.get("BANK_LAMBDA_FUNCTION", "bank-model"),
+        lambda_role_arn=env.get("BANK_LAMBDA_ROLE_ARN", ""),
     )

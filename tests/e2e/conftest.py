@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack import Devstack
-from devstack.airflow_env import REPO, airflow_env, ensure_db, seed_lake
+from devstack.airflow_env import REPO, DagRunResult, airflow_env, ensure_db, run_dag, seed_lake, seed_release
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,16 @@ def airflow(devstack: Devstack, s3, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def full_features_run(airflow, tmp_path_factory: pytest.TempPathFactory) -> DagRunResult:
+    """One bank_features_emr run on bank-full, shared by the features and the release tests."""
+    return run_dag(airflow, "bank_features_emr", {}, tmp_path_factory.mktemp("features_run"))
+
+
+@pytest.fixture(scope="session")
+def release_ready(devstack: Devstack, airflow) -> dict[str, str]:
+    """The Lambda role and the serving base image, which CI provides on AWS."""
+    seed_release(devstack.client("iam"), devstack.registry_url)
+    return airflow

@@ -39,8 +39,8 @@ def committed(s3, output_uri: str) -> tuple[dict, int, list[str]]:
     return manifest, rows, attempts
 
 
-def test_bank_full_run_writes_features_and_emits_asset_event(airflow, s3, emr, workdir):
-    run = run_dag(airflow, DAG_ID, {}, workdir)
+def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, s3, emr):
+    run = full_features_run
 
     assert run.state == "success", run.log[-5000:]
     assert set(run.tasks.values()) == {"success"}, run.tasks

@@ -1,0 +1,244 @@
+"""
+### Bank model release: retrain, gate, register, and release to AWS Lambda
+
+Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
+
+* **resolve_features**: the features manifest to train on: the Param
+  `features_manifest_uri` if given, else the triggering Asset event, else the
+  Asset's latest event.
+* **train_candidate**: scikit-learn (one-hot + HistGradientBoosting) on a seeded
+  stratified 20 % holdout, exported to ONNX (what serving runs; parity with
+  scikit-learn is checked); ROC AUC, PR AUC and Brier beside the Spark baseline
+  and beside the live model scored on the *same* holdout. Registers the version
+  in S3 (`models/bank/<version>/`: model, metrics.json with lineage, model card,
+  ROC and PR curves). Versions are content hashes and immutable.
+* **deploy_gate**: deploy only if ROC AUC ≥ `min_roc_auc` and not worse than the
+  live model by more than `roc_auc_tolerance` (or `force_deploy`). Otherwise the
+  rest is skipped and the log says why: a skipped branch, not a failed run.
+* **push_image**: serving base image + one layer with the model, pushed through
+  the registry API (no Docker daemon); same model → same digest.
+* **deploy_lambda**: update the function to the image *by digest*, wait, publish
+  a version, move the `live` alias, smoke-test it, roll back on failure.
+* **record_live**: `models/bank/live.json`, written only after a good deploy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, chain, task
+
+from bank_pipeline import assets, settings
+from bank_pipeline.image import ModelImagePushOperator
+from bank_pipeline.lambda_deploy import LambdaImageDeployOperator
+
+CFG = settings.load()
+DAG_ID = "bank_model_release"
+# A client known before the call; the smoke test checks the answer's shape and version.
+SMOKE_RECORD = {
+    "age": 41, "job": "management", "marital": "married", "education": "tertiary", "default": "no",
+    "balance": 1270, "housing": "yes", "loan": "no", "contact": "cellular", "day": 15, "month": "may",
+    "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
+}  # fmt: skip
+VERSION = "{{ ti.xcom_pull(task_ids='train_candidate', key='version') }}"
+
+
+def check_prediction(answer: dict) -> str | None:
+    """The smoke answer holds one prediction: a probability in [0, 1] and a 0/1 label."""
+    predictions = (answer.get("body") or {}).get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != 1:
+        return f"expected one prediction, got {predictions!r}"
+    p = predictions[0]
+    if not (isinstance(p.get("probability"), float) and 0.0 <= p["probability"] <= 1.0 and p.get("label") in (0, 1)):
+        return f"malformed prediction {p!r}"
+    return None
+
+
+@task(inlets=[assets.FEATURES])
+def resolve_features(params: dict, triggering_asset_events=None, inlet_events=None) -> str:
+    """The manifest to train on: Param, else the triggering event, else the Asset's latest event."""
+    from bank_pipeline.errors import BadInputError
+
+    if params["features_manifest_uri"]:
+        return params["features_manifest_uri"]
+    events = list((triggering_asset_events or {}).get(assets.FEATURES, []))
+    if not events and inlet_events is not None:
+        events = list(inlet_events[assets.FEATURES])
+    for event in reversed(events):
+        if (event.extra or {}).get("manifest_uri"):
+            return event.extra["manifest_uri"]
+    raise BadInputError(
+        "no features to train on: run bank_features_emr first, or give features_manifest_uri"
+    )
+
+
+@task(multiple_outputs=True)
+def train_candidate(manifest_uri: str, params: dict, run_id: str) -> dict:
+    """Train, evaluate against the live model on the same holdout, and register the version."""
+    import hashlib
+    import json
+    import posixpath
+    import tempfile
+    from pathlib import Path
+
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from bank_ml import artifacts, data, gate, release
+    from bank_ml.train import HyperParams
+    from bank_pipeline.errors import BadInputError
+    from bank_pipeline.features import arrow_s3, split_s3_uri
+    from bank_pipeline.registry import ModelRegistry, code_version
+
+    s3 = S3Hook(aws_conn_id=CFG.aws_conn_id)
+    bucket, key = split_s3_uri(manifest_uri)
+    if not s3.check_for_key(key, bucket_name=bucket):
+        raise BadInputError(f"features manifest {manifest_uri} does not exist")
+    manifest_bytes = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
+    manifest = json.loads(manifest_bytes)
+    manifest_dir = f"s3://{bucket}/{posixpath.dirname(key)}"
+    table = data.read_features(data.feature_paths(manifest, manifest_dir), filesystem=arrow_s3(s3))
+
+    hp = HyperParams.from_dict(params["hyperparameters"])
+    candidate = release.train_candidate(table, hp)
+    registry = ModelRegistry(s3, CFG.model_registry_prefix)
+    live_record = registry.live()
+    with tempfile.TemporaryDirectory() as tmp:
+        live = None
+        if live_record:
+            live_dir = Path(tmp) / "live"
+            for name in ("model.onnx", "model.json"):
+                registry.download(live_record["version"], name, live_dir)
+            live = release.score_live(live_dir, candidate)
+        decision = gate.decide(
+            candidate.metrics,
+            live and live["metrics"],
+            min_roc_auc=params["min_roc_auc"],
+            tolerance=params["roc_auc_tolerance"],
+            force_deploy=params["force_deploy"],
+        )
+        lineage = {
+            "features_uri": f"{manifest_dir}/{manifest['paths']['features']}",
+            "features_manifest_uri": manifest_uri,
+            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+            "code_version": code_version(),
+            "run_id": run_id,
+        }
+        version = artifacts.write_version(
+            tmp, candidate, lineage=lineage, baseline=manifest.get("baseline", {}), live=live, gate=decision
+        )
+        registered = registry.register(Path(tmp) / version, version)
+    print(f"model {version}: ROC AUC {candidate.metrics['roc_auc']:.4f}, gate: {decision.reason}")
+    return {
+        "version": version,
+        "registered": registered,
+        "registry_uri": registry.uri(version) + "/",
+        "metrics": candidate.metrics,
+        "baseline": manifest.get("baseline", {}),
+        "live": live,
+        "deploy": decision.deploy,
+        "reason": decision.reason,
+    }
+
+
+@task.short_circuit
+def deploy_gate(deploy: bool, reason: str) -> bool:
+    """Go on to the release only if the gate passed; the log says why either way."""
+    print(reason)
+    return deploy
+
+
+@task
+def record_live(version: str, image: dict, deployed: dict) -> dict:
+    """Point models/bank/live.json at the version now behind the alias."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.sdk import timezone
+
+    from bank_pipeline.registry import ModelRegistry
+
+    record = {
+        "version": version,
+        "image_uri": image["image_uri"],
+        "lambda_function": deployed["function_name"],
+        "lambda_version": deployed["version"],
+        "lambda_alias": deployed["alias"],
+        "deployed_at": timezone.utcnow().isoformat(),
+    }
+    ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
+    return record
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Retrain on new features, gate against the live model, release the image to Lambda",
+    doc_md=__doc__,
+    schedule=[assets.FEATURES],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bank", "ml", "lambda", "release"],
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    params={
+        "min_roc_auc": Param(
+            0.80, type="number", minimum=0.5, maximum=1,
+            title="Minimum ROC AUC", description="Floor on the holdout ROC AUC below which nothing is deployed.",
+        ),
+        "roc_auc_tolerance": Param(
+            0.005, type="number", minimum=0, maximum=0.1,
+            title="Tolerance vs live",
+            description="Deploy only if the new ROC AUC is at most this much below the live model's, on the same holdout.",
+        ),
+        "force_deploy": Param(
+            False, type="boolean",
+            title="Force deploy", description="Deploy even if the gate fails (the reason is still recorded).",
+        ),
+        "features_manifest_uri": Param(
+            "", type="string", pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
+            title="Features manifest",
+            description="s3:// URI of a features _manifest.json; empty: the latest bank_features event.",
+        ),
+        "hyperparameters": Param(
+            {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "l2_regularization": 1.0},
+            type="object",
+            title="Hyperparameters",
+            description="HistGradientBoostingClassifier settings: learning_rate, max_iter, max_leaf_nodes, "
+            "min_samples_leaf, l2_regularization.",
+            properties={
+                "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "max_iter": {"type": "integer", "minimum": 1, "maximum": 5000},
+                "max_leaf_nodes": {"type": "integer", "minimum": 2, "maximum": 1024},
+                "min_samples_leaf": {"type": "integer", "minimum": 1},
+                "l2_regularization": {"type": "number", "minimum": 0},
+            },
+            additionalProperties=False,
+        ),
+    },  # fmt: skip
+) as dag:
+    manifest_uri = resolve_features()
+    candidate = train_candidate(manifest_uri)
+    gate = deploy_gate(candidate["deploy"], candidate["reason"])
+    push_image = ModelImagePushOperator(
+        task_id="push_image",
+        version=VERSION,
+        registry_prefix=CFG.model_registry_prefix,
+        registry=CFG.image_registry,
+        repository=CFG.image_repository,
+        base_tag=CFG.serving_base_tag,
+        aws_conn_id=CFG.aws_conn_id,
+    )
+    deploy_lambda = LambdaImageDeployOperator(
+        task_id="deploy_lambda",
+        aws_conn_id=CFG.aws_conn_id,
+        function_name=CFG.lambda_function,
+        image_uri="{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}",
+        alias="live",
+        role_arn=CFG.lambda_role_arn or None,
+        smoke_event={"records": [SMOKE_RECORD]},
+        smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+        smoke_check=check_prediction,
+        waiter_delay=CFG.poll_seconds,
+        # A failed smoke test has already rolled back; retrying would redeploy the same image.
+        retries=0,
+    )
+    live = record_live(candidate["version"], push_image.output, deploy_lambda.output)
+
+    chain(manifest_uri, candidate, gate, push_image, deploy_lambda, live)

@@ -1,0 +1,122 @@
+"""bank_model_release run by Airflow against devstack: train, gate, register, image, Lambda.
+
+The tests run in file order and share one Lambda function, as releases do.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devstack.airflow_env import LAKE_BUCKET, run_dag, seed_release
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+DAG_ID = "bank_model_release"
+FUNCTION = "bank-model"
+REGISTRY = "models/bank/"
+
+
+@pytest.fixture(scope="module")
+def conf(full_features_run) -> dict:
+    assert full_features_run.state == "success", full_features_run.log[-3000:]
+    return {"features_manifest_uri": full_features_run.xcom["validate_features"]["manifest_uri"]}
+
+
+@pytest.fixture(scope="module")
+def lam(devstack):
+    return devstack.client("lambda")
+
+
+def live_json(s3) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=REGISTRY + "live.json")["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def alias_version(lam) -> str:
+    return lam.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
+
+
+def published_versions(lam) -> list[str]:
+    return [v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"] if v["Version"] != "$LATEST"]
+
+
+def invoke_live(lam, record: dict) -> dict:
+    response = lam.invoke(FunctionName=FUNCTION, Qualifier="live", Payload=json.dumps(record).encode())
+    assert "FunctionError" not in response, response["Payload"].read()
+    return json.loads(response["Payload"].read())
+
+
+def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf, s3, lam, workdir):
+    run = run_dag(release_ready, DAG_ID, conf, workdir)
+
+    assert run.state == "success", run.log[-6000:]
+    assert set(run.tasks.values()) == {"success"}, run.tasks
+    trained = run.xcom["train_candidate"]
+    version = trained["version"]
+    assert trained["metrics"]["roc_auc"] >= 0.80
+    assert {"roc_auc", "pr_auc", "brier"} <= set(trained["metrics"])
+    listed = {o["Key"].rsplit("/", 1)[1] for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"{REGISTRY}{version}/")["Contents"]}
+    assert listed == {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png"}
+    metrics = json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{version}/metrics.json")["Body"].read())
+    assert metrics["lineage"]["features_manifest_uri"] == conf["features_manifest_uri"]
+    assert metrics["lineage"]["manifest_sha256"] and metrics["lineage"]["code_version"]
+
+    deployed = run.xcom["deploy_lambda"]
+    assert alias_version(lam) == deployed["version"]
+    assert run.xcom["push_image"]["image_uri"].endswith(run.xcom["push_image"]["digest"])
+    answer = invoke_live(lam, {"age": 30, "job": "student", "marital": "single", "education": "tertiary",
+                               "default": "no", "balance": 500, "housing": "no", "loan": "no", "contact": "cellular",
+                               "day": 3, "month": "oct", "campaign": 1, "pdays": 90, "previous": 2, "poutcome": "success"})  # fmt: skip
+    assert answer["statusCode"] == 200 and answer["body"]["model_version"] == version
+    assert live_json(s3)["version"] == version
+    assert live_json(s3)["lambda_version"] == deployed["version"]
+
+
+def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready, conf, lam, workdir):
+    before = published_versions(lam)
+    first_live = alias_version(lam)
+    run = run_dag(release_ready, DAG_ID, conf, workdir)
+
+    assert run.state == "success", run.log[-6000:]
+    assert run.xcom["train_candidate"]["registered"] is False  # the version existed: nothing rewritten
+    assert run.xcom["deploy_lambda"]["changed"] is False
+    assert published_versions(lam) == before
+    assert alias_version(lam) == first_live
+    image_uri = lam.get_function(FunctionName=FUNCTION, Qualifier=first_live)["Code"]["ImageUri"]
+    assert image_uri == run.xcom["push_image"]["image_uri"]
+
+
+def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, workdir):
+    live_before, alias_before = live_json(s3), alias_version(lam)
+    run = run_dag(release_ready, DAG_ID, {**conf, "min_roc_auc": 0.99}, workdir)
+
+    assert run.state == "success", run.log[-6000:]
+    assert run.tasks["deploy_gate"] == "success"
+    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "record_live")} == {"skipped"}
+    assert "not deployed: new ROC AUC" in run.log and "below the floor 0.99" in run.log
+    assert alias_version(lam) == alias_before
+    assert live_json(s3) == live_before
+
+
+def test_image_failing_its_smoke_test_is_rolled_back(release_ready, devstack, conf, s3, lam, workdir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "handler.py").write_text("def handler(event, context):\n    raise RuntimeError('broken build')\n")
+    seed_release(devstack.client("iam"), devstack.registry_url, source_dir=broken, tag="broken-base")
+    live_before, alias_before, versions_before = live_json(s3), alias_version(lam), published_versions(lam)
+
+    env = {**release_ready, "BANK_SERVING_BASE_TAG": "broken-base"}
+    run = run_dag(env, DAG_ID, conf, workdir)
+
+    assert run.state == "failed"
+    assert run.tasks["deploy_lambda"] == "failed"
+    assert run.tasks["record_live"] == "upstream_failed"
+    assert "failed its smoke test" in run.log and "broken build" in run.log
+    assert f"rolled back to version {alias_before}" in run.log
+    assert len(published_versions(lam)) == len(versions_before) + 1  # published, then abandoned
+    assert alias_version(lam) == alias_before
+    assert live_json(s3) == live_before
