@@ -18,11 +18,12 @@ export UV_COMPILE_BYTECODE := 1
 # openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
 APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry
 
-.PHONY: help setup demo test test-fast up down lock clean sysdeps
+.PHONY: help setup demo test bench up down lock clean sysdeps
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
 	@echo "make test   the whole test suite"
+	@echo "make bench  serving and release benchmarks (figures under build/bench/)"
 	@echo "make up / make down   start / stop devstack alone"
 	@echo "make lock   re-pin requirements.lock from requirements.txt"
 
@@ -52,6 +53,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Figures, not pass/fail: printed and written under build/bench/.
+bench: setup
+	$(PY) bench/serving_bench.py
+	$(PY) bench/release_bench.py
 
 up: setup
 	$(PY) -m devstack up

@@ -1,6 +1,6 @@
 """Real features for the model tests: the Spark job runs once per session on bank-full.csv.
 
-Fixtures: a local SparkSession, the committed run (manifest + directory), its
+Fixtures (the SparkSession comes from tests/conftest.py): the committed run (manifest + directory), its
 features table, and the default candidate model trained on it.
 """
 
@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -30,10 +29,6 @@ from bank_ml import data, release  # noqa: E402
 BANK = REPO / "data" / "bank" / "bank.csv"
 BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
 
-# py4j logs from __del__ at interpreter exit, after pytest closed its streams.
-logging.getLogger("py4j").setLevel(logging.WARNING)
-
-
 @dataclass(frozen=True)
 class FeatureRun:
     """A committed run of spark_jobs/bank_features.py."""
@@ -44,25 +39,6 @@ class FeatureRun:
     @property
     def paths(self) -> list[str]:
         return data.feature_paths(self.manifest, str(self.output))
-
-
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
-    """local[2], no UI; reuses a session another test directory started (getOrCreate)."""
-    scratch = tmp_path_factory.mktemp("ml-spark")
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("tests-ml")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.warehouse.dir", str(scratch / "spark-warehouse"))
-        .config("spark.local.dir", str(scratch / "local"))
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="session")

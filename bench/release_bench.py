@@ -1,0 +1,84 @@
+"""Benchmark the release's image step: model files → model layer → image pushed to devstack's registry.
+
+    .venv/bin/python bench/release_bench.py [--runs 7]
+
+Needs the model bench/serving_bench.py writes to build/bench/model (run it first).
+Starts devstack, pushes the serving base image once, then per run pushes the
+model image to a fresh repository (so the layer and config really travel) and
+once more to the same one (the idempotent re-push: no blob bytes). Prints
+median/min/max and writes build/bench/release.json. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "build" / "bench"
+sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
+
+from bank_pipeline import oci  # noqa: E402
+from devstack import Devstack  # noqa: E402
+from devstack.base_image import build_base_image  # noqa: E402
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(statistics.median(samples), 4),
+        "min_s": round(min(samples), 4),
+        "max_s": round(max(samples), 4),
+        "runs": len(samples),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    model_dir = OUT / "model"
+    if not (model_dir / "model.onnx").exists():
+        print("no build/bench/model: run bench/serving_bench.py first", file=sys.stderr)
+        return 2
+    files = {f"opt/ml/model/{n}": (model_dir / n).read_bytes() for n in ("model.onnx", "model.json")}
+    first, again = [], []
+    with tempfile.TemporaryDirectory() as tmp, Devstack(state_dir=Path(tmp), port=0) as ds:
+        client = oci.RegistryClient(ds.registry_url)
+        for i in range(args.runs):
+            repo = f"bench-{i}"
+            build_base_image(ds.registry_url, REPO / "serving", repo, "serving-base")
+            t = time.perf_counter()
+            layer = oci.model_layer(files)
+            pushed = oci.append_layer(client, repo, "serving-base", layer, "m", {"BANK_MODEL_DIR": "/opt/ml/model"})
+            first.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            repushed = oci.append_layer(
+                client, repo, "serving-base", oci.model_layer(files), "m", {"BANK_MODEL_DIR": "/opt/ml/model"}
+            )
+            again.append(time.perf_counter() - t)
+            assert repushed.digest == pushed.digest and repushed.pushed_bytes == 0
+    result = {
+        "model_onnx_bytes": len(files["opt/ml/model/model.onnx"]),
+        "layer_bytes": layer.size,
+        "pushed_bytes_first": pushed.pushed_bytes,
+        "build_and_push_layer": summary(first),
+        "repush_same_model": summary(again),
+        "how": "devstack registry on loopback; build the deterministic layer + push layer, config, manifest",
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "release.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"model.onnx {result['model_onnx_bytes']:,} B → layer {result['layer_bytes']:,} B (gzip)")
+    print(f"build + push model layer: median {result['build_and_push_layer']['median_s'] * 1000:.1f} ms "
+          f"(min {min(first) * 1000:.1f}, max {max(first) * 1000:.1f}, {args.runs} runs)")  # fmt: skip
+    print(f"re-push of the same model: median {result['repush_same_model']['median_s'] * 1000:.1f} ms, 0 bytes")
+    print(f"written to {(OUT / 'release.json').relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""ModelImagePushOperator against devstack: registry S3 → model layer → image, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from devstack_image_helpers import model_files, write_serving
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from bank_pipeline.image import ModelImagePushOperator
+from bank_pipeline.oci import RegistryError
+from bank_pipeline.registry import ModelRegistry
+from devstack.base_image import build_base_image
+
+
+@pytest.fixture
+def aws_env(ds, monkeypatch):
+    for key, value in ds.env().items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def registry(ds, bucket, aws_env, tmp_path) -> str:
+    """A fresh registry prefix holding version v1; returns the prefix."""
+    prefix = f"s3://{bucket}/models/{tmp_path.name}/"
+    reg = ModelRegistry(S3Hook(aws_conn_id=None), prefix)
+    version_dir = tmp_path / "v1"
+    version_dir.mkdir()
+    for name, data in model_files("v1").items():
+        (version_dir / name).write_bytes(data)
+    (version_dir / "model.json").write_text(json.dumps({"version": "v1", "sha256": "x"}))
+    assert reg.register(version_dir, "v1") is True
+    assert reg.register(version_dir, "v1") is False  # immutable: nothing written again
+    return prefix
+
+
+def push(ds, prefix: str, version: str, base_tag: str = "serving-base") -> dict:
+    op = ModelImagePushOperator(
+        task_id="push", version=version, registry_prefix=prefix,
+        registry=ds.registry_url, repository="push-test", base_tag=base_tag, aws_conn_id=None,
+    )  # fmt: skip
+    return op.execute(context={})
+
+
+def test_changed_bytes_under_an_existing_version_are_refused(registry, tmp_path):
+    reg = ModelRegistry(S3Hook(aws_conn_id=None), registry)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.json").write_text(json.dumps({"version": "v1", "sha256": "y"}))
+    with pytest.raises(ValueError, match="version v1 exists with sha256 x, not y: versions are immutable"):
+        reg.register(other, "v1")
+
+
+def test_push_is_deterministic_and_sends_nothing_the_second_time(ds, registry, tmp_path):
+    build_base_image(ds.registry_url, write_serving(tmp_path / "serving"), "push-test", "serving-base")
+    first = push(ds, registry, "v1")
+    second = push(ds, registry, "v1")
+    assert first["digest"] == second["digest"]
+    assert first["image_uri"] == f"{ds.registry_url}/push-test@{first['digest']}"
+    assert first["pushed_bytes"] > 0 and second["pushed_bytes"] == 0
+
+
+def test_unregistered_version_is_refused(ds, registry):
+    with pytest.raises(ValueError, match="model version 'nope' is not registered"):
+        push(ds, registry, "nope")
+
+
+def test_missing_base_image_names_repo_and_tag(ds, registry):
+    with pytest.raises(RegistryError, match="push-test.*no-such-base"):
+        push(ds, registry, "v1", base_tag="no-such-base")
