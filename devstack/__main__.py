@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=devstack.DEFAULT_PORT, help="0 picks a free port")
     parser.add_argument("--registry-port", type=int, default=0, help="the image registry's port (0: a free one)")
     parser.add_argument("--state-dir", type=Path, default=devstack.DEFAULT_STATE_DIR)
+    parser.add_argument("--host", default="127.0.0.1", help="serve: address to bind (0.0.0.0 in compose)")
+    parser.add_argument("--public-host", default="127.0.0.1", help="serve: the registry's name in image references")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return status(state_dir)
     from devstack.server import serve
 
-    return serve(args.port, state_dir, args.registry_port)
+    return serve(args.port, state_dir, args.registry_port, host=args.host, public_host=args.public_host)
 
 
 if __name__ == "__main__":

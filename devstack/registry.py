@@ -85,7 +85,10 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 class Registry:
     """One docker-registry process serving ``<state_dir>/registry`` on 127.0.0.1:``port`` (0: a free one)."""
 
-    def __init__(self, state_dir: Path, port: int = 0) -> None:
+    def __init__(self, state_dir: Path, port: int = 0, bind: str = "127.0.0.1", public_host: str = "127.0.0.1") -> None:
+        # bind/public_host differ only in compose: bound on 0.0.0.0, named by its service name.
+        self.bind = bind
+        self.public_host = public_host
         self.state_dir = Path(state_dir)
         self.root = self.state_dir / "registry"
         self.config_path = self.state_dir / "registry.yml"
@@ -95,8 +98,8 @@ class Registry:
 
     @property
     def host(self) -> str:
-        """``127.0.0.1:PORT``: the registry part of image references (and BANK_REGISTRY)."""
-        return f"127.0.0.1:{self.port}"
+        """``HOST:PORT``: the registry part of image references (and BANK_REGISTRY)."""
+        return f"{self.public_host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -109,7 +112,7 @@ class Registry:
         # A free port picked here may be taken before the registry binds it: retry then.
         for attempt in range(3):
             port = self.port or free_port()
-            self.config_path.write_text(CONFIG.format(root=self.root, addr=f"127.0.0.1:{port}"))
+            self.config_path.write_text(CONFIG.format(root=self.root, addr=f"{self.bind}:{port}"))
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
                     [exe, "serve", str(self.config_path)],

@@ -31,8 +31,14 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def serve(port: int, state_dir: Path, registry_port: int = 0) -> int:
-    """Serve until SIGTERM/SIGINT; then kill running steps and the registry, stop, remove the state file."""
+def serve(
+    port: int, state_dir: Path, registry_port: int = 0, host: str = "127.0.0.1", public_host: str = "127.0.0.1"
+) -> int:
+    """Serve until SIGTERM/SIGINT; then kill running steps and the registry, stop, remove the state file.
+
+    host: the address to bind (0.0.0.0 in compose); public_host: the name other
+    containers use for the registry in image references (its compose service name).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +52,7 @@ def serve(port: int, state_dir: Path, registry_port: int = 0) -> int:
         return 2
     from devstack.registry import Registry, RegistryUnavailable
 
-    registry = Registry(state_dir, registry_port)
+    registry = Registry(state_dir, registry_port, bind=host, public_host=public_host)
     try:
         registry_url = registry.start()
     except RegistryUnavailable as exc:
@@ -64,7 +70,7 @@ def serve(port: int, state_dir: Path, registry_port: int = 0) -> int:
 
         emr.install()
         awslambda.install(registry_url, state_dir / "lambda-images")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
     except BaseException:
         registry.stop()
