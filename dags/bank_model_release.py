@@ -19,21 +19,33 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   the registry API (no Docker daemon); same model → same digest.
 * **deploy_lambda**: update the function to the image *by digest*, wait, publish
   a version, move the `live` alias, smoke-test it, roll back on failure.
-* **record_live**: `models/bank/live.json`, written only after a good deploy.
+* **rollout_kubernetes**: patch the Deployment's image to the same digest, wait
+  for the rollout as `kubectl rollout status` judges it (deferred), roll back
+  on failure with the stuck pods' reasons. Skipped, saying so, when no
+  Kubernetes connection is configured.
+* **record_live**: `models/bank/live.json`, written only after a good release.
+
+Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
+`kubernetes` or both, default both), so the graph shows only what will run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
 from bank_pipeline.image import ModelImagePushOperator
+from bank_pipeline.k8s_rollout import KubernetesRolloutOperator
 from bank_pipeline.lambda_deploy import LambdaImageDeployOperator
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
+# The bundle ships k8s/ beside dags/ (like spark_jobs/).
+K8S_MANIFESTS = Path(__file__).resolve().parents[1] / "k8s"
+IMAGE_URI = "{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}"
 # A client known before the call; the smoke test checks the answer's shape and version.
 SMOKE_RECORD = {
     "age": 41, "job": "management", "marital": "married", "education": "tertiary", "default": "no",
@@ -147,20 +159,25 @@ def deploy_gate(deploy: bool, reason: str) -> bool:
     return deploy
 
 
-@task
-def record_live(version: str, image: dict, deployed: dict) -> dict:
-    """Point models/bank/live.json at the version now behind the alias."""
+# none_failed: a Kubernetes rollout skipped for want of a connection still records the release.
+@task(trigger_rule="none_failed")
+def record_live(version: str, image: dict, ti=None) -> dict:
+    """Point models/bank/live.json at the version now released (Lambda alias and/or Deployment)."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import timezone
 
     from bank_pipeline.registry import ModelRegistry
 
+    deployed = ti.xcom_pull(task_ids="deploy_lambda") or {}
+    rollout = ti.xcom_pull(task_ids="rollout_kubernetes") or {}
     record = {
         "version": version,
         "image_uri": image["image_uri"],
-        "lambda_function": deployed["function_name"],
-        "lambda_version": deployed["version"],
-        "lambda_alias": deployed["alias"],
+        "lambda_function": deployed.get("function_name"),
+        "lambda_version": deployed.get("version"),
+        "lambda_alias": deployed.get("alias"),
+        "kubernetes_deployment": rollout.get("deployment"),
+        "kubernetes_namespace": rollout.get("namespace"),
         "deployed_at": timezone.utcnow().isoformat(),
     }
     ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
@@ -225,20 +242,37 @@ with DAG(
         base_tag=CFG.serving_base_tag,
         aws_conn_id=CFG.aws_conn_id,
     )
-    deploy_lambda = LambdaImageDeployOperator(
-        task_id="deploy_lambda",
-        aws_conn_id=CFG.aws_conn_id,
-        function_name=CFG.lambda_function,
-        image_uri="{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}",
-        alias="live",
-        role_arn=CFG.lambda_role_arn or None,
-        smoke_event={"records": [SMOKE_RECORD]},
-        smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-        smoke_check=check_prediction,
-        waiter_delay=CFG.poll_seconds,
-        # A failed smoke test has already rolled back; retrying would redeploy the same image.
-        retries=0,
-    )
-    live = record_live(candidate["version"], push_image.output, deploy_lambda.output)
+    releases = []
+    if "lambda" in CFG.release_targets:
+        releases.append(
+            LambdaImageDeployOperator(
+                task_id="deploy_lambda",
+                aws_conn_id=CFG.aws_conn_id,
+                function_name=CFG.lambda_function,
+                image_uri=IMAGE_URI,
+                alias="live",
+                role_arn=CFG.lambda_role_arn or None,
+                smoke_event={"records": [SMOKE_RECORD]},
+                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+                smoke_check=check_prediction,
+                waiter_delay=CFG.poll_seconds,
+                # A failed smoke test has already rolled back; retrying would redeploy the same image.
+                retries=0,
+            )
+        )
+    if "kubernetes" in CFG.release_targets:
+        releases.append(
+            KubernetesRolloutOperator(
+                task_id="rollout_kubernetes",
+                image=IMAGE_URI,
+                manifests=str(K8S_MANIFESTS),
+                namespace=CFG.kubernetes_namespace,
+                kubernetes_conn_id=CFG.kubernetes_conn_id,
+                skip_without_connection=True,
+                poll_interval=CFG.poll_seconds,
+                retries=0,  # a failed rollout has already rolled back
+            )
+        )
+    live = record_live(candidate["version"], push_image.output)
 
-    chain(manifest_uri, candidate, gate, push_image, deploy_lambda, live)
+    chain(manifest_uri, candidate, gate, push_image, *releases, live)

@@ -155,7 +155,19 @@ def release_summary(release: Any, plots: list[Path]) -> dict[str, Any]:
             "version": deployed.get("version"),
             "alias": deployed.get("alias"),
         },
+        "kubernetes": kubernetes_summary(release),
     }
+
+
+def kubernetes_summary(release: Any) -> dict[str, Any]:
+    """The rollout's outcome; locally there is no cluster, so it is skipped, and says so."""
+    rollout = release.xcom.get("rollout_kubernetes")
+    state = release.tasks.get("rollout_kubernetes", "not a release target")
+    if rollout:
+        return {"status": rollout["status"], "deployment": rollout["deployment"], "image": rollout["image"]}
+    if state == "skipped":
+        return {"status": "skipped: no Kubernetes connection configured (kubernetes_default)"}
+    return {"status": state}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -174,6 +186,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  image      {img['uri']} (layer {img['layer_bytes']:,} B, pushed in {img['push_seconds']:.2f}s)")
         if lam.get("version"):
             print(f"  lambda     {lam['function']}:{lam['alias']} -> version {lam['version']}, smoke test passed")
+        print(f"  kubernetes {summary['kubernetes']['status']}")
         print(f"  plots      {', '.join(str(p) for p in m['plots'])}")
     stages = {k: v for k, v in t.items() if "." not in k}  # per-task times are in the JSON
     print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))

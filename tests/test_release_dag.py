@@ -65,3 +65,34 @@ def test_no_features_anywhere_says_what_to_do(dag_module):
 def test_smoke_check(dag_module, body, problem):
     result = dag_module.check_prediction({"statusCode": 200, "body": body})
     assert result is None if problem is None else problem in result
+
+
+def load_release_dag(monkeypatch, targets: str):
+    monkeypatch.setenv("BANK_RELEASE_TARGETS", targets)
+    spec = importlib.util.spec_from_file_location("release_targets", REPO / "dags" / "bank_model_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+@pytest.mark.parametrize(
+    ("targets", "tasks"),
+    [
+        ("lambda,kubernetes", ["deploy_lambda", "rollout_kubernetes"]),
+        ("kubernetes, lambda", ["deploy_lambda", "rollout_kubernetes"]),  # release order, whatever the order given
+        ("lambda", ["deploy_lambda"]),
+        ("kubernetes", ["rollout_kubernetes"]),
+    ],
+)
+def test_release_targets_are_configuration(monkeypatch, targets, tasks):
+    dag = load_release_dag(monkeypatch, targets)
+    released = [t for t in ("deploy_lambda", "rollout_kubernetes") if t in dag.task_dict]
+    assert released == tasks
+    assert dag.task_dict[tasks[0]].upstream_task_ids == {"push_image"}
+    assert dag.task_dict["record_live"].upstream_task_ids >= {tasks[-1]}
+
+
+@pytest.mark.parametrize("targets", ["", "lambda,ecs", "k8s"])
+def test_unknown_release_target_is_refused_naming_it(monkeypatch, targets):
+    with pytest.raises(ValueError, match=r"BANK_RELEASE_TARGETS=.*expected a comma-separated subset of lambda, kubernetes"):
+        load_release_dag(monkeypatch, targets)

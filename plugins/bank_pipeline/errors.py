@@ -24,3 +24,7 @@ class FeaturesInvalidError(AirflowFailException, ValueError):
 
 class DeployFailedError(AirflowFailException, RuntimeError):
     """A release did not pass its checks; the message says what was rolled back."""
+
+
+class RolloutFailedError(AirflowFailException, RuntimeError):
+    """A Kubernetes rollout failed or the API refused it for good; the message says why and what was rolled back."""

@@ -31,6 +31,11 @@ class Settings:
     lambda_function: str
     lambda_role_arn: str
     """Execution role, needed only to create the function on the first release."""
+    release_targets: tuple[str, ...]
+    """Where a release goes: "lambda", "kubernetes" or both, in that order."""
+    kubernetes_conn_id: str
+    kubernetes_namespace: str | None
+    """None: the connection's namespace, else "default"."""
 
     @property
     def raw_bank_uri(self) -> str:
@@ -53,6 +58,21 @@ class Settings:
         return f"s3://{self.lake_bucket}/models/bank/"
 
 
+RELEASE_TARGETS = ("lambda", "kubernetes")
+
+
+def _targets(value: str) -> tuple[str, ...]:
+    """BANK_RELEASE_TARGETS ("lambda,kubernetes") as a tuple in release order; unknown names raise."""
+    asked = {t.strip() for t in value.split(",") if t.strip()}
+    unknown = sorted(asked - set(RELEASE_TARGETS))
+    if unknown or not asked:
+        raise ValueError(
+            f"BANK_RELEASE_TARGETS={value!r}: expected a comma-separated subset of {', '.join(RELEASE_TARGETS)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    return tuple(t for t in RELEASE_TARGETS if t in asked)
+
+
 def load() -> Settings:
     """Settings from BANK_* variables, with defaults for a real AWS account."""
     env = os.environ
@@ -67,4 +87,7 @@ def load() -> Settings:
         serving_base_tag=env.get("BANK_SERVING_BASE_TAG", "serving-base"),
         lambda_function=env.get("BANK_LAMBDA_FUNCTION", "bank-model"),
         lambda_role_arn=env.get("BANK_LAMBDA_ROLE_ARN", ""),
+        release_targets=_targets(env.get("BANK_RELEASE_TARGETS", "lambda,kubernetes")),
+        kubernetes_conn_id=env.get("BANK_KUBERNETES_CONN_ID", "kubernetes_default"),
+        kubernetes_namespace=env.get("BANK_KUBERNETES_NAMESPACE") or None,
     )

@@ -54,6 +54,9 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
+    # No cluster here: the rollout skips, saying so, and the release is still recorded.
+    assert run.tasks.pop("rollout_kubernetes") == "skipped"
+    assert "no Kubernetes connection 'kubernetes_default' is configured: the rollout is skipped" in run.log
     assert set(run.tasks.values()) == {"success"}, run.tasks
     trained = run.xcom["train_candidate"]
     version = trained["version"]
@@ -96,7 +99,7 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
 
     assert run.state == "success", run.log[-6000:]
     assert run.tasks["deploy_gate"] == "success"
-    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "record_live")} == {"skipped"}
+    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "rollout_kubernetes", "record_live")} == {"skipped"}
     assert "not deployed: new ROC AUC" in run.log and "below the floor 0.99" in run.log
     assert alias_version(lam) == alias_before
     assert live_json(s3) == live_before
@@ -114,7 +117,7 @@ def test_image_failing_its_smoke_test_is_rolled_back(release_ready, devstack, co
 
     assert run.state == "failed"
     assert run.tasks["deploy_lambda"] == "failed"
-    assert run.tasks["record_live"] == "upstream_failed"
+    assert run.tasks["rollout_kubernetes"] == run.tasks["record_live"] == "upstream_failed"
     assert "failed its smoke test" in run.log and "broken build" in run.log
     assert f"rolled back to version {alias_before}" in run.log
     assert len(published_versions(lam)) == len(versions_before) + 1  # published, then abandoned
