@@ -17,13 +17,15 @@ export UV_COMPILE_BYTECODE := 1
 # Debian package → the command it provides; installed only when the command is missing.
 # openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
 APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry
+# wrk: the HTTP load generator, needed by make bench only.
+BENCH_APT_NEEDS := wrk:wrk
 
 .PHONY: help setup demo test bench up down lock clean sysdeps
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
 	@echo "make test   the whole test suite"
-	@echo "make bench  serving and release benchmarks (figures under build/bench/)"
+	@echo "make bench  serving (Lambda handler, HTTP under wrk) and release benchmarks, under build/bench/"
 	@echo "make up / make down   start / stop devstack alone"
 	@echo "make lock   re-pin requirements.lock from requirements.txt"
 
@@ -38,12 +40,17 @@ $(STAMP): requirements.lock | $(UV)
 	$(UV) pip sync --quiet --python $(PY) requirements.lock
 	@rm -f $(VENV)/.synced-* && touch $@
 
-sysdeps:
-	@missing=""; for need in $(APT_NEEDS); do \
+# $(call apt_ensure,package:command ...): apt-get install the packages whose command is missing.
+define apt_ensure
+missing=""; for need in $(1); do \
 	  command -v $${need#*:} >/dev/null || missing="$$missing $${need%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+endef
+
+sysdeps:
+	@$(call apt_ensure,$(APT_NEEDS))
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
@@ -56,7 +63,9 @@ test: setup
 
 # Figures, not pass/fail: printed and written under build/bench/.
 bench: setup
+	@$(call apt_ensure,$(BENCH_APT_NEEDS))
 	$(PY) bench/serving_bench.py
+	$(PY) bench/http_bench.py
 	$(PY) bench/release_bench.py
 
 up: setup

@@ -9,6 +9,10 @@
 
 Bad requests answer 400 ``{"error": "<path>: <problem>"}``; only a bug answers
 500 (logged with its traceback, never with the request's data).
+
+Both front ends share one path: `respond` turns a request into (status, answer);
+handle_event (Lambda) reads the request from the event, and `respond_to_body`
+(bank_serving.http, and a proxy event's body) from raw JSON bytes or text.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,19 +49,24 @@ def _decode_json(text: str | bytes) -> Any:
         raise RequestError(f"body: invalid JSON: {err}") from err
 
 
+def read_body(body: str | bytes | None) -> Any:
+    """A request body from its raw JSON text or bytes; RequestError if it is missing or not JSON."""
+    if body is None or len(body) == 0:
+        raise RequestError('body: missing; send one record or {"records": [...]} as JSON')
+    return _decode_json(body)
+
+
 def _proxy_request(event: dict[str, Any]) -> Any:
     body = event.get("body")
-    if body is None or body == "":
-        raise RequestError('body: missing; send one record or {"records": [...]} as JSON')
-    if not isinstance(body, str):
+    if body is not None and not isinstance(body, str):
         raise RequestError(f"body: expected JSON text, got {type(body).__name__}")
-    if event.get("isBase64Encoded"):
+    if body and event.get("isBase64Encoded"):
         try:
             raw = base64.b64decode(body, validate=True)
         except ValueError as err:  # binascii.Error, or non-ASCII text
             raise RequestError(f"body: invalid base64: {err}") from err
-        return _decode_json(raw)
-    return _decode_json(body)
+        return read_body(raw)
+    return read_body(body)
 
 
 def _direct_request(event: Any) -> Any:
@@ -76,19 +86,33 @@ def predict(body: Any, model: OnnxModel) -> dict[str, Any]:
     }
 
 
+def respond(request: Callable[[], Any], model: OnnxModel) -> tuple[int, dict[str, Any]]:
+    """(status, answer) for the request that request() returns (it raises RequestError if unreadable)."""
+    try:
+        return 200, predict(request(), model)
+    except RequestError as err:
+        return 400, {"error": str(err)}
+    except Exception:  # noqa: BLE001 - a bug must still answer JSON, not crash the runtime
+        logger.exception("prediction failed")
+        return 500, {"error": "internal error"}
+
+
+def respond_to_body(body: str | bytes | None, model: OnnxModel) -> tuple[int, dict[str, Any]]:
+    """(status, answer) for a raw request body (JSON text or bytes), as an HTTP POST carries it."""
+    return respond(lambda: read_body(body), model)
+
+
+def encode_answer(answer: dict[str, Any]) -> str:
+    """An answer as compact JSON text (what API Gateway and the HTTP server send)."""
+    return json.dumps(answer, separators=(",", ":"))
+
+
 def handle_event(event: Any, model: OnnxModel) -> dict[str, Any]:
     """Answer a Lambda event (proxy or direct) with the response dict described in the module doc."""
     proxy = is_proxy_event(event)
-    try:
-        body = _proxy_request(event) if proxy else _direct_request(event)
-        status, payload = 200, predict(body, model)
-    except RequestError as err:
-        status, payload = 400, {"error": str(err)}
-    except Exception:  # noqa: BLE001 - a bug must still answer JSON, not crash the runtime
-        logger.exception("prediction failed")
-        status, payload = 500, {"error": "internal error"}
+    status, payload = respond(lambda: _proxy_request(event) if proxy else _direct_request(event), model)
     return {
         "statusCode": status,
         "headers": dict(_HEADERS),
-        "body": json.dumps(payload, separators=(",", ":")) if proxy else payload,
+        "body": encode_answer(payload) if proxy else payload,
     }
