@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bank_pipeline.errors import FeaturesInvalidError
+from bank_pipeline.errors import BadInputError, FeaturesInvalidError
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -42,8 +42,6 @@ class CommittedFeatures:
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` → ``(bucket, key)``; anything else is a BadInputError."""
-    from bank_pipeline.errors import BadInputError
-
     parts = urlsplit(uri)
     if parts.scheme != "s3" or not parts.netloc:
         raise BadInputError(f"expected an s3://bucket/key URI, got {uri!r}")
