@@ -16,7 +16,9 @@ STAMP := $(VENV)/.synced-$(LOCK_HASH)
 export UV_COMPILE_BYTECODE := 1
 # Debian package → the command it provides; installed only when the command is missing.
 # openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
-APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry
+# chromium: the browser the UI test drives through Playwright (playwright cannot download one here).
+APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry chromium:chromium
+AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
@@ -26,7 +28,7 @@ help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
 	@echo "make test   the whole test suite"
 	@echo "make bench  serving (Lambda handler, HTTP under wrk) and release benchmarks, under build/bench/"
-	@echo "make up / make down   start / stop devstack alone"
+	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
 	@echo "make lock   re-pin requirements.lock from requirements.txt"
 
 setup: sysdeps $(STAMP)
@@ -69,10 +71,10 @@ bench: setup
 	$(PY) bench/release_bench.py
 
 up: setup
-	$(PY) -m devstack up
+	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m devstack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; fi
 
 clean: down
 	rm -rf build .pytest_cache

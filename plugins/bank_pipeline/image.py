@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from bank_pipeline.links import RegistryImageLink
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -36,6 +38,7 @@ class ModelImagePushOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("version", "registry", "repository", "base_tag")
+    operator_extra_links = (RegistryImageLink(),)
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class ModelImagePushOperator(BaseOperator):
             client, self.repository, self.base_tag, layer, tag=self.version, env={"BANK_MODEL_DIR": MODEL_DIR}
         )
         image_uri = f"{host}/{self.repository}@{pushed.digest}"
+        RegistryImageLink.persist(context, self, registry=host, repository=self.repository, digest=pushed.digest)
         self.log.info(
             "Pushed %s (layer %s, %d bytes, %d bytes sent in %.2fs)",
             image_uri, layer.digest, layer.size, pushed.pushed_bytes, pushed.seconds,

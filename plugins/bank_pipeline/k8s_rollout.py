@@ -45,6 +45,7 @@ from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
+from bank_pipeline.links import KubernetesDeploymentLink
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
@@ -418,6 +419,7 @@ class KubernetesRolloutOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("image", "namespace")
+    operator_extra_links = (KubernetesDeploymentLink(),)
 
     def __init__(
         self,
@@ -539,6 +541,7 @@ class KubernetesRolloutOperator(BaseOperator):
             load_manifests(self.manifests), namespace=namespace, image=self.image, container=self.container_name
         )
         state = self._apply(manifests, namespace)
+        KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
         event = self._rollout_event(namespace, state["deployment"], deadline)
         if event is None and self.deferrable:

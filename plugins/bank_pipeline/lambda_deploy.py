@@ -28,6 +28,7 @@ from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
+from bank_pipeline.links import LambdaFunctionVersionLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -106,6 +107,7 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
     """
 
     aws_hook_class = LambdaHook
+    operator_extra_links = (LambdaFunctionVersionLink(),)
     template_fields: Sequence[str] = aws_template_fields(
         "function_name", "image_uri", "alias", "smoke_event", "smoke_expect", "role_arn", "environment"
     )
@@ -165,12 +167,14 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
     # -- the release --------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        self._link_context = context
         if "@sha256:" not in self.image_uri:
             raise BadInputError(f"deploy by digest, not by a mutable tag: image_uri={self.image_uri!r}")
         exists = self._function_exists()
         previous = self._alias_version() if exists else None
         if previous is not None and self._image_of(previous) == self.image_uri:
             self.log.info("Alias %s already serves %s (version %s)", self.alias, self.image_uri, previous)
+            self._persist_link(previous)
             return self._smoke_or_rollback(version=previous, previous=previous, changed=False)
 
         if not exists:
@@ -210,6 +214,7 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         return self._publish_and_move(previous)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        self._link_context = context
         # The alias has not moved yet, so it still names the version to roll back to
         # (read again rather than carried through the deferral).
         previous = self._alias_version()
@@ -225,11 +230,24 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
             FunctionName=self.function_name, Description=f"image {self.image_uri}"
         )["Version"]
         self.log.info("Published version %s; moving alias %s from %s", version, self.alias, previous)
+        self._persist_link(version)
         if previous is None:
             self.hook.conn.create_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=version)
         else:
             self.hook.conn.update_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=version)
         return self._smoke_or_rollback(version=version, previous=previous, changed=True)
+
+    def _persist_link(self, version: str) -> None:
+        """The version's link in the UI (kept also if its smoke test then fails)."""
+        LambdaFunctionVersionLink.persist(
+            getattr(self, "_link_context", None) or {},
+            self,
+            function_name=self.function_name,
+            version=version,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            endpoint_url=self.hook.conn_config.endpoint_url,
+        )
 
     def _smoke_or_rollback(self, *, version: str, previous: str | None, changed: bool) -> dict[str, Any]:
         problem = self._smoke_problem()

@@ -1,0 +1,64 @@
+"""`python -m devstack.stack up|down`: devstack + `airflow standalone`, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devstack import procs, stack
+from devstack.airflow_env import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def run_stack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.stack", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_up_lists_the_dags_and_down_leaves_nothing(tmp_path: Path) -> None:
+    state_dir = tmp_path / "stack"
+    port = stack.free_port()
+    common = ("--state-dir", str(state_dir))
+    try:
+        up = run_stack("up", "--port", str(port), "--devstack-port", "0", *common)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"http://127.0.0.1:{port}/" in up.stdout and "admin / password admin" in up.stdout
+
+        state = stack.read_state(state_dir)
+        assert state is not None and state["api_url"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{state['api_url']}/api/v2/version", timeout=10) as resp:
+            assert json.loads(resp.read())["version"].startswith("3.")
+        token = stack.api_token(state["api_url"], "admin", "admin")
+        req = urllib.request.Request(f"{state['api_url']}/api/v2/dags", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            dags = {d["dag_id"]: d for d in json.loads(resp.read())["dags"]}
+        assert {"bank_features_emr", "bank_model_release"} <= dags.keys()
+        assert not dags["bank_model_release"]["is_paused"]
+
+        again = run_stack("up", "--port", str(port), *common)  # idempotent: reports, starts nothing
+        assert again.returncode == 0 and "already running" in again.stdout, again.stdout + again.stderr
+        assert stack.read_state(state_dir)["pid"] == state["pid"]
+        assert run_stack("status", *common).returncode == 0
+
+        airflow_pids = stack.stack_pids(state)
+        assert state["pid"] in airflow_pids and len(airflow_pids) >= 4  # standalone + its components
+        devstack_pid = json.loads((state_dir / "devstack" / "devstack.json").read_text())["pid"]
+    finally:
+        down = run_stack("down", *common, timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    # Nothing left: no live process of either session, none with the stack's marker in its environment.
+    assert stack.stack_pids(state) == []
+    assert [p for p in airflow_pids if procs.alive(p)] == []
+    assert procs.session_pids(devstack_pid) == [] and not procs.alive(devstack_pid)
+    assert stack.read_state(state_dir) is None
+    assert run_stack("down", *common).returncode == 0  # idempotent
+    assert run_stack("status", *common).returncode == 1
