@@ -73,7 +73,12 @@ def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
             return event.payload
         raise AssertionError("the trigger yielded nothing")
 
-    return asyncio.run(run())
+    # A fresh thread: a Playwright sync session earlier in the run can leave an event
+    # loop set on the main thread, where asyncio.run() then refuses to start.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()
 
 
 def deployment(generation: int = 2, observed: int = 2, desired: int | None = 2, **status: Any) -> dict[str, Any]:
