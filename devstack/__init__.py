@@ -42,16 +42,16 @@ __all__ = ["Devstack", "running", "read_state", "DEFAULT_STATE_DIR", "DEFAULT_PO
 # -- state file ---------------------------------------------------------------
 
 
-def read_state(state_dir: Path) -> dict[str, Any] | None:
+def read_state(state_dir: Path, name: str = STATE_FILE) -> dict[str, Any] | None:
     """The state file's content, or None if there is none (or it is unreadable)."""
     try:
-        return json.loads((Path(state_dir) / STATE_FILE).read_text())
+        return json.loads((Path(state_dir) / name).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
-def write_state(state_dir: Path, state: dict[str, Any]) -> None:
-    path = Path(state_dir) / STATE_FILE
+def write_state(state_dir: Path, state: dict[str, Any], name: str = STATE_FILE) -> None:
+    path = Path(state_dir) / name
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     os.replace(tmp, path)  # readers never see half a file

@@ -52,17 +52,11 @@ MARKER_VAR = "BANK_STACK_ID"  # in every Airflow process's environment: a second
 
 
 def read_state(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(state_dir) / STATE_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return devstack.read_state(state_dir, STATE_FILE)
 
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:
-    path = Path(state_dir) / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
+    devstack.write_state(state_dir, state, STATE_FILE)
 
 
 # -- processes ----------------------------------------------------------------
