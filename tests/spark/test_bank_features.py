@@ -196,7 +196,7 @@ def test_manifest_reasons_keep_the_top_ones_and_sum_the_rest(
     parsed_cases: DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bf, "MAX_MANIFEST_REASONS", 1)
-    reasons = bf._reason_counts(parsed_cases, len(PARSE_CASES))
+    reasons = bf._reason_counts(parsed_cases.transform(bf.quarantine_rows), len(PARSE_CASES))
     assert reasons == {"wrong field count: 18, expected 17": 2, "(other reasons)": len(PARSE_CASES) - 2}
 
 
@@ -313,6 +313,16 @@ def test_baseline_is_not_fitted_without_both_labels(spark: SparkSession) -> None
     assert baseline["train_rows"] + baseline["test_rows"] == 20
 
 
+def test_baseline_sample_keeps_small_inputs_whole_and_samples_large_ones(spark: SparkSession) -> None:
+    df = spark.range(20_000)
+    assert bf.baseline_sample(df, 20_000, 20_000, 42) is df
+    sampled = bf.baseline_sample(df, 20_000, 2_000, 42)
+    assert 1_700 < sampled.count() < 2_300  # Bernoulli: about max_rows
+    assert sorted(r.id for r in sampled.collect()) == sorted(
+        r.id for r in bf.baseline_sample(df, 20_000, 2_000, 42).collect()
+    ), "seeded: the same sample every run"
+
+
 # --------------------------------------------------------------------------- main(): bad inputs
 
 
@@ -387,6 +397,7 @@ def test_main_reports_unexpected_failures_on_one_line(spark: SparkSession, tmp_p
         (["--holdout-fraction", "1"], "--holdout-fraction must be strictly between 0 and 1"),
         (["--max-quarantine-ratio", "-0.1"], "--max-quarantine-ratio must be within 0..1"),
         (["--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["--baseline-max-rows", "10"], "--baseline-max-rows must be at least 100, got 10"),
     ],
 )
 def test_main_rejects_bad_arguments(tmp_path: Path, extra: list[str], fragment: str) -> None:
@@ -495,11 +506,14 @@ def test_manifest_fields_are_complete_and_consistent(history: dict[str, Any]) ->
     assert [f["name"] for f in m["schema"] if f["nullable"]] == ["balance_slog", "pdays"]
     assert m["spark_version"] == "3.5.6"
     assert m["duration_seconds"] > 0
+    assert set(m["phase_seconds"]) == {"features", "quarantine", "baseline"}
+    assert sum(m["phase_seconds"].values()) <= m["duration_seconds"]
 
     b = m["baseline"]
     assert b["model"] == "pyspark.ml LogisticRegression"
     assert (b["holdout_fraction"], b["seed"]) == (0.2, 7)
-    assert b["train_rows"] + b["test_rows"] == rows["out"]
+    assert b["train_rows"] + b["test_rows"] == rows["out"]  # fewer than max_rows: no sampling
+    assert b["max_rows"] == 200_000
     assert 0.0 <= b["roc_auc"] <= 1.0 and 0.0 <= b["pr_auc"] <= 1.0
 
 
