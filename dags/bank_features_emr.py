@@ -32,48 +32,13 @@ from airflow.providers.amazon.aws.operators.emr import (
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.emr import EmrStepSensorWithLogs
+from bank_pipeline.emr import EmrStepSensorWithLogs, cluster_params, job_flow_overrides
 
 CFG = settings.load()
 DAG_ID = "bank_features_emr"
 # The bundle ships spark_jobs/ beside dags/; compose mounts it the same way.
 JOB_SCRIPT = Path(__file__).resolve().parents[1] / "spark_jobs" / "bank_features.py"
-INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
-
-JOB_FLOW_OVERRIDES = {
-    "Name": "bank-features-{{ run_id }}",
-    "ReleaseLabel": CFG.emr_release_label,
-    "Applications": [{"Name": "Spark"}],
-    "LogUri": CFG.emr_log_uri,
-    "Instances": {
-        "InstanceGroups": [
-            {
-                "Name": "primary",
-                "Market": "ON_DEMAND",
-                "InstanceRole": "MASTER",
-                "InstanceType": "{{ params.instance_type }}",
-                "InstanceCount": 1,
-            },
-            {
-                "Name": "core",
-                "Market": "ON_DEMAND",
-                "InstanceRole": "CORE",
-                "InstanceType": "{{ params.instance_type }}",
-                "InstanceCount": "{{ params.core_instance_count }}",
-            },
-        ],
-        "KeepJobFlowAliveWhenNoSteps": True,
-        "TerminationProtected": False,
-    },
-    "AutoTerminationPolicy": {"IdleTimeout": CFG.emr_idle_timeout_seconds},
-    "JobFlowRole": "EMR_EC2_DefaultRole",
-    "ServiceRole": "EMR_DefaultRole",
-    "VisibleToAllUsers": True,
-    "Tags": [
-        {"Key": "airflow:dag_id", "Value": "{{ dag.dag_id }}"},
-        {"Key": "airflow:run_id", "Value": "{{ run_id }}"},
-    ],
-}
+JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-features")
 
 
 @task(multiple_outputs=True)
@@ -168,20 +133,7 @@ with DAG(
             title="Max quarantined share",
             description="Fail the run when more than this share of rows does not parse.",
         ),
-        "instance_type": Param(
-            "m5.xlarge",
-            enum=INSTANCE_TYPES,
-            title="Instance type",
-            description="EC2 type of the primary and core nodes.",
-        ),
-        "core_instance_count": Param(
-            2,
-            type="integer",
-            minimum=1,
-            maximum=20,
-            title="Core nodes",
-            description="Number of core nodes.",
-        ),
+        **cluster_params(),
     },
 ) as dag:
     prepared = prepare_step()

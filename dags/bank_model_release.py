@@ -23,7 +23,8 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   for the rollout as `kubectl rollout status` judges it (deferred), roll back
   on failure with the stuck pods' reasons. Skipped, saying so, when no
   Kubernetes connection is configured.
-* **record_live**: `models/bank/live.json`, written only after a good release.
+* **record_live**: `models/bank/live.json`, written only after a good release, and the
+  `bank_live_model` Asset event, which schedules `bank_batch_score`.
 
 Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
 `kubernetes` or both, default both), so the graph shows only what will run.
@@ -160,9 +161,9 @@ def deploy_gate(deploy: bool, reason: str) -> bool:
 
 
 # none_failed: a Kubernetes rollout skipped for want of a connection still records the release.
-@task(trigger_rule="none_failed")
-def record_live(version: str, image: dict, ti=None) -> dict:
-    """Point models/bank/live.json at the version now released (Lambda alias and/or Deployment)."""
+@task(trigger_rule="none_failed", outlets=[assets.LIVE_MODEL])
+def record_live(version: str, image: dict, ti=None, outlet_events=None) -> dict:
+    """Point models/bank/live.json at the version now released; the bank_live_model event schedules scoring."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import timezone
 
@@ -181,6 +182,7 @@ def record_live(version: str, image: dict, ti=None) -> dict:
         "deployed_at": timezone.utcnow().isoformat(),
     }
     ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
+    outlet_events[assets.LIVE_MODEL].extra = {"version": version, "image_uri": image["image_uri"]}
     return record
 
 

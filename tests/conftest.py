@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     """One local[2] session for the whole run: two shuffle partitions, no UI, scratch in a tmp dir."""
     from pyspark.sql import SparkSession  # only the tests that ask for Spark pay for it
 
+    # Python workers run Spark's default "python3" unless told otherwise, which need not
+    # have this venv's pandas or onnxruntime; read when the session starts the JVM.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     scratch = tmp_path_factory.mktemp("spark")
     session = (
         SparkSession.builder.master("local[2]")

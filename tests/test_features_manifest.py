@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bank_pipeline import features
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.features import check_manifest, split_s3_uri
+from bank_pipeline.features import check_manifest, parquet_problems, split_s3_uri
 
 
 def manifest(**over):
@@ -53,3 +56,23 @@ def test_non_s3_uri_is_refused(uri):
 
 def test_s3_uri_splits():
     assert split_s3_uri("s3://bank-lake/raw/bank/bank-full.csv") == ("bank-lake", "raw/bank/bank-full.csv")
+
+
+def test_parquet_footers_are_checked_against_rows_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    # The local disk stands in for S3: tmp_path is the "bucket", out/ the prefix.
+    monkeypatch.setattr(features, "arrow_s3", lambda hook: fs.LocalFileSystem())
+    (tmp_path / "out").mkdir()
+    for name, rows in (("a.parquet", 3), ("b.parquet", 2)):
+        pq.write_table(pa.table({"x": list(range(rows))}), tmp_path / "out" / name)
+    listed = {"files": ["a.parquet", "b.parquet"], "rows": {"out": 5}}
+
+    assert parquet_problems(None, str(tmp_path), "out/", listed) == []
+    assert parquet_problems(None, str(tmp_path), "out/", listed | {"rows": {"out": 6}}) == [
+        "parquet holds 5 rows but the manifest says rows.out=6"
+    ]
+    [problem] = parquet_problems(None, str(tmp_path), "out/", listed | {"files": ["a.parquet", "gone.parquet"]})
+    assert problem.startswith(f"listed file s3://{tmp_path}/out/gone.parquet unreadable")

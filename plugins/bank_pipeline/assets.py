@@ -6,4 +6,11 @@ from airflow.sdk import Asset
 
 from bank_pipeline import settings
 
-FEATURES = Asset(name="bank_features", uri=settings.load().features_prefix)
+_CFG = settings.load()
+
+FEATURES = Asset(name="bank_features", uri=_CFG.features_prefix)
+# Emitted by bank_model_release once live.json points at a newly released version
+# (extra: version, image_uri); schedules bank_batch_score.
+LIVE_MODEL = Asset(name="bank_live_model", uri=f"{_CFG.model_registry_prefix}live.json")
+# Emitted by bank_batch_score for committed, validated scores (extra: manifest_uri, scores_uri, rows, ...).
+SCORES = Asset(name="bank_scores", uri=f"s3://{_CFG.lake_bucket}/scores/bank/")

@@ -1,25 +1,33 @@
-"""EMR pieces the Amazon provider lacks: a step sensor that says why a step failed.
+"""EMR pieces shared by the DAGs, and what the Amazon provider lacks.
 
-The provider's EmrStepSensor fails with "Error while running job" in deferrable
-mode and drops the step's FailureDetails; users then dig through the console.
-This subclass fails with the FailureDetails, the cluster's state, and the tail of
-the step's stderr and stdout from the cluster's LogUri, all in the task log.
+- The temporary cluster every EMR DAG asks for (``job_flow_overrides`` and the
+  Params its templates read), and the spark-submit step (``spark_step``).
+- A step sensor that says why a step failed: the provider's EmrStepSensor fails
+  with "Error while running job" in deferrable mode and drops the step's
+  FailureDetails; users then dig through the console. This subclass fails with
+  the FailureDetails, the cluster's state, and the tail of the step's stderr and
+  stdout from the cluster's LogUri, all in the task log.
 """
 
 from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from airflow.sdk import Param
 
 from bank_pipeline.errors import StepFailedError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from bank_pipeline.settings import Settings
+
 LOG_TAIL_LINES = 30
+INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
 
 
 def run_key(run_id: str) -> str:
@@ -27,19 +35,105 @@ def run_key(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
-def spark_step(name: str, script_uri: str, args: list[str], action_on_failure: str) -> dict[str, Any]:
-    """An EMR step running ``spark-submit script_uri args`` through command-runner.jar.
+def cluster_params() -> dict[str, Param]:
+    """The Params ``job_flow_overrides`` templates read; a DAG using it must declare them."""
+    return {
+        "instance_type": Param(
+            "m5.xlarge",
+            enum=INSTANCE_TYPES,
+            title="Instance type",
+            description="EC2 type of the primary and core nodes.",
+        ),
+        "core_instance_count": Param(
+            2,
+            type="integer",
+            minimum=1,
+            maximum=20,
+            title="Core nodes",
+            description="Number of core nodes.",
+        ),
+    }
+
+
+def job_flow_overrides(
+    cfg: Settings,
+    name: str,
+    *,
+    bootstrap_actions: Sequence[Mapping[str, Any]] = (),
+    configurations: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The overrides of a cluster ``<name>-<run id>`` made for one run and tagged with its DAG and run.
+
+    It stays up between steps, so the DAG's teardown must terminate it; the
+    idle timeout is a second guard. Its size comes from ``cluster_params()``,
+    rendered as native objects (InstanceCount must reach EMR as an int).
+    ``bootstrap_actions`` and ``configurations`` are added only when given.
+    """
+    extras: dict[str, Any] = {}
+    if bootstrap_actions:
+        extras["BootstrapActions"] = [dict(action) for action in bootstrap_actions]
+    if configurations:
+        extras["Configurations"] = [dict(configuration) for configuration in configurations]
+    return {
+        "Name": name + "-{{ run_id }}",
+        "ReleaseLabel": cfg.emr_release_label,
+        "Applications": [{"Name": "Spark"}],
+        "LogUri": cfg.emr_log_uri,
+        "Instances": {
+            "InstanceGroups": [
+                {
+                    "Name": "primary",
+                    "Market": "ON_DEMAND",
+                    "InstanceRole": "MASTER",
+                    "InstanceType": "{{ params.instance_type }}",
+                    "InstanceCount": 1,
+                },
+                {
+                    "Name": "core",
+                    "Market": "ON_DEMAND",
+                    "InstanceRole": "CORE",
+                    "InstanceType": "{{ params.instance_type }}",
+                    "InstanceCount": "{{ params.core_instance_count }}",
+                },
+            ],
+            "KeepJobFlowAliveWhenNoSteps": True,
+            "TerminationProtected": False,
+        },
+        **extras,
+        "AutoTerminationPolicy": {"IdleTimeout": cfg.emr_idle_timeout_seconds},
+        "JobFlowRole": "EMR_EC2_DefaultRole",
+        "ServiceRole": "EMR_DefaultRole",
+        "VisibleToAllUsers": True,
+        "Tags": [
+            {"Key": "airflow:dag_id", "Value": "{{ dag.dag_id }}"},
+            {"Key": "airflow:run_id", "Value": "{{ run_id }}"},
+        ],
+    }
+
+
+def spark_step(
+    name: str,
+    script_uri: str,
+    args: Sequence[str],
+    action_on_failure: str,
+    *,
+    submit_options: Sequence[str] = (),
+) -> dict[str, Any]:
+    """An EMR step running ``spark-submit submit_options script_uri args`` through command-runner.jar.
 
     Client deploy mode keeps the driver on the primary node, so the driver's
     stderr (where the job names what went wrong) is the step's stderr, which
     EMR parses into FailureDetails and uploads to the LogUri.
+    ``submit_options`` (e.g. ``["--py-files", uri]``) go before the script, as
+    spark-submit requires; give each as an option and its value, or ``--opt=value``
+    (how devstack tells the options from the script).
     """
     return {
         "Name": name,
         "ActionOnFailure": action_on_failure,
         "HadoopJarStep": {
             "Jar": "command-runner.jar",
-            "Args": ["spark-submit", "--deploy-mode", "client", script_uri, *args],
+            "Args": ["spark-submit", "--deploy-mode", "client", *submit_options, script_uri, *args],
         },
     }
 

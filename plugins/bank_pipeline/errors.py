@@ -22,6 +22,10 @@ class FeaturesInvalidError(AirflowFailException, ValueError):
     """The features output contradicts its manifest or the run's limits."""
 
 
+class ScoresInvalidError(AirflowFailException, ValueError):
+    """The scores output contradicts its manifest or this run's inputs."""
+
+
 class DeployFailedError(AirflowFailException, RuntimeError):
     """A release did not pass its checks; the message says what was rolled back."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -115,6 +116,31 @@ def read_manifest(hook: S3Hook, output_uri: str) -> tuple[str, dict[str, Any]]:
     return manifest_uri, manifest
 
 
+def parquet_problems(hook: S3Hook, bucket: str, prefix: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Every listed parquet file that cannot be read, else a mismatch of their rows with ``rows.out``.
+
+    Counts rows from the footers (a ranged read per file), so a commit whose
+    manifest outran its data is caught without scanning it.
+    """
+    import pyarrow.parquet as pq
+
+    s3 = arrow_s3(hook)
+    problems: list[str] = []
+    parquet_rows = 0
+    for rel in manifest["files"]:
+        path = posixpath.join(bucket, prefix, rel)
+        try:
+            with s3.open_input_file(path) as f:
+                parquet_rows += pq.ParquetFile(f).metadata.num_rows
+        except OSError as err:  # FileNotFoundError included
+            problems.append(f"listed file s3://{path} unreadable: {err}")
+    if not problems and parquet_rows != manifest["rows"]["out"]:
+        problems.append(
+            f"parquet holds {parquet_rows} rows but the manifest says rows.out={manifest['rows']['out']}"
+        )
+    return problems
+
+
 def validate_output(
     hook: S3Hook,
     output_uri: str,
@@ -127,27 +153,13 @@ def validate_output(
 
     Raises FeaturesInvalidError listing every problem found.
     """
-    import pyarrow.parquet as pq
-
     manifest_uri, manifest = read_manifest(hook, output_uri)
     problems = check_manifest(
         manifest, run_id=run_id, max_quarantine_ratio=max_quarantine_ratio, input_etag=input_etag
     )
     bucket, prefix = split_s3_uri(output_uri)
     if not problems:
-        s3 = arrow_s3(hook)
-        parquet_rows = 0
-        for rel in manifest["files"]:
-            path = posixpath.join(bucket, prefix, rel)
-            try:
-                with s3.open_input_file(path) as f:
-                    parquet_rows += pq.ParquetFile(f).metadata.num_rows
-            except (FileNotFoundError, OSError) as err:
-                problems.append(f"listed file s3://{path} unreadable: {err}")
-        if not problems and parquet_rows != manifest["rows"]["out"]:
-            problems.append(
-                f"parquet holds {parquet_rows} rows but the manifest says rows.out={manifest['rows']['out']}"
-            )
+        problems = parquet_problems(hook, bucket, prefix, manifest)
     if problems:
         raise FeaturesInvalidError(f"features at {output_uri} are invalid: " + "; ".join(problems))
     rows = manifest["rows"]

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from devstack import Devstack
-from devstack.airflow_env import REPO, DagRunResult, airflow_env, ensure_db, run_dag, seed_lake, seed_release
+from devstack.airflow_env import (
+    LAKE_BUCKET,
+    REPO,
+    DagRunResult,
+    airflow_env,
+    ensure_db,
+    run_dag,
+    seed_lake,
+    seed_release,
+)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +34,20 @@ def s3(devstack: Devstack):
 @pytest.fixture(scope="session")
 def emr(devstack: Devstack):
     return devstack.client("emr")
+
+
+@pytest.fixture(scope="session")
+def cluster_of(emr) -> Callable[[str], dict]:
+    """A lookup of the cluster a DAG run created, by its airflow:run_id tag (emr.job_flow_overrides sets it)."""
+
+    def find(run_id: str) -> dict:
+        for summary in emr.list_clusters()["Clusters"]:
+            cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+            if {"Key": "airflow:run_id", "Value": run_id} in cluster.get("Tags", []):
+                return cluster
+        raise AssertionError(f"no cluster tagged with run {run_id}")
+
+    return find
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +75,19 @@ def release_ready(devstack: Devstack, airflow) -> dict[str, str]:
     """The Lambda role and the serving base image, which CI provides on AWS."""
     seed_release(devstack.client("iam"), devstack.registry_url)
     return airflow
+
+
+@pytest.fixture(scope="session")
+def registered_model(airflow, s3, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small real model (bank.csv, seconds) in the lake's registry, as a release registers one.
+
+    live.json is left alone (the release tests own it); returns the version.
+    """
+    from bank_ml import artifacts, data, release
+
+    candidate = release.train_candidate(data.features_from_csv(REPO / "data" / "bank" / "bank.csv"))
+    directory = tmp_path_factory.mktemp("registered_model")
+    version = artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
+    for name in ("model.onnx", "model.json"):
+        s3.upload_file(str(directory / name), LAKE_BUCKET, f"models/bank/{version}/{name}")
+    return version

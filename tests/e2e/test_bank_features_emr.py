@@ -17,15 +17,6 @@ DAG_ID = "bank_features_emr"
 BANK = REPO / "data" / "bank"
 
 
-def cluster_of(emr, run_id: str) -> dict:
-    """The cluster this run created, found by its airflow:run_id tag."""
-    for summary in emr.list_clusters()["Clusters"]:
-        cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
-        if {"Key": "airflow:run_id", "Value": run_id} in cluster.get("Tags", []):
-            return cluster
-    raise AssertionError(f"no cluster tagged with run {run_id}")
-
-
 def committed(s3, output_uri: str) -> tuple[dict, int, list[str]]:
     """(manifest, parquet rows of the files it lists, every attempt dir under the output)."""
     prefix = output_uri.removeprefix(f"s3://{LAKE_BUCKET}/")
@@ -39,7 +30,7 @@ def committed(s3, output_uri: str) -> tuple[dict, int, list[str]]:
     return manifest, rows, attempts
 
 
-def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, s3, emr):
+def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, s3, cluster_of):
     run = full_features_run
 
     assert run.state == "success", run.log[-5000:]
@@ -55,12 +46,12 @@ def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, 
     [event] = run.asset_events
     assert event["name"] == "bank_features"
     assert event["extra"]["manifest_uri"] == summary["manifest_uri"]
-    cluster = cluster_of(emr, run.run_id)
+    cluster = cluster_of(run.run_id)
     assert cluster["Status"]["State"] == "TERMINATED"
     assert cluster["ReleaseLabel"] == "emr-7.12.0"
 
 
-def test_missing_column_fails_naming_it_and_still_terminates(airflow, s3, emr, workdir):
+def test_missing_column_fails_naming_it_and_still_terminates(airflow, s3, cluster_of, workdir):
     rows = list(csv.reader((BANK / "bank.csv").read_text().splitlines()[:200], delimiter=";"))
     drop = rows[0].index("balance")
     body = "\n".join(";".join(r[:drop] + r[drop + 1 :]) for r in rows) + "\n"
@@ -75,7 +66,7 @@ def test_missing_column_fails_naming_it_and_still_terminates(airflow, s3, emr, w
     assert "missing column" in run.log and "balance" in run.log
     assert "stdout tail" in run.log and "stderr tail" in run.log
     assert run.asset_events == []
-    assert cluster_of(emr, run.run_id)["Status"]["State"] == "TERMINATED"
+    assert cluster_of(run.run_id)["Status"]["State"] == "TERMINATED"
 
 
 def test_missing_source_fails_before_any_cluster(airflow, emr, workdir):

@@ -1,0 +1,171 @@
+"""
+### Bank batch scoring on a temporary EMR cluster
+
+Scores a committed features dataset with a registered model and writes the
+predictions as parquet: every feature row with `probability` and `predicted`,
+computed by the same ONNX scorer the Lambda runs, so a row scores here exactly
+as it would online. Runs when `bank_model_release` makes a model live (the
+`bank_live_model` Asset), or by hand.
+
+* **prepare_score**: which features (Param `features_manifest_uri`, else the
+  newest `bank_features` event) and which model (Param `model_version`, else the
+  triggering `bank_live_model` event, else `live.json`); checks both exist, stages
+  the job, its py-files zip (spark_jobs/ + serving/bank_serving) and the
+  bootstrap script by content hash, and builds the step.
+* **create_cluster** (setup) installs Python 3.11 with the pinned onnxruntime,
+  numpy, pandas and pyarrow on every node (bootstrap action) and points PySpark
+  at it; **terminate_cluster** (teardown) ends it whatever fails.
+* **run_score** runs `spark_jobs/batch_score.py`; a failed step fails
+  **wait_for_score** with the job's `batch_score: error: ...` line.
+* **validate_scores** checks the committed output against its manifest (rows in
+  = rows out = the features' rows, same model and features) and emits the
+  `bank_scores` Asset event.
+
+Output: `s3://<lake>/scores/bank/run=<run id>/_manifest.json` and the parquet it
+names. Rerunning a run replaces its output.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.providers.amazon.aws.operators.emr import (
+    EmrAddStepsOperator,
+    EmrCreateJobFlowOperator,
+    EmrTerminateJobFlowOperator,
+)
+from airflow.sdk import DAG, Param, chain, task
+
+from bank_pipeline import assets, settings
+from bank_pipeline.batch_score import job_flow_overrides
+from bank_pipeline.emr import EmrStepSensorWithLogs, cluster_params
+
+CFG = settings.load()
+DAG_ID = "bank_batch_score"
+JOB_FLOW_OVERRIDES = job_flow_overrides(
+    CFG, bootstrap_uri="{{ ti.xcom_pull(task_ids='prepare_score', key='bootstrap_uri') }}"
+)
+
+
+@task(multiple_outputs=True, inlets=[assets.FEATURES])
+def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet_events=None) -> dict:
+    """Pick the features and the model, check they exist, stage the code, build the EMR step."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from bank_pipeline import batch_score
+    from bank_pipeline.registry import ModelRegistry
+
+    s3 = S3Hook(aws_conn_id=CFG.aws_conn_id)
+    features = batch_score.resolve_features_manifest(
+        params["features_manifest_uri"], inlet_events[assets.FEATURES] if inlet_events is not None else []
+    )
+    model_version = batch_score.resolve_model_version(
+        params["model_version"],
+        (triggering_asset_events or {}).get(assets.LIVE_MODEL, []),
+        ModelRegistry(s3, CFG.model_registry_prefix).live,
+    )
+    print(f"scoring {features} with model {model_version}")
+    return batch_score.prepare(s3, CFG, run_id=run_id, features_manifest_uri=features, model_version=model_version)
+
+
+@task(outlets=[assets.SCORES])
+def validate_scores(
+    output_uri: str,
+    model_sha256: str,
+    features_manifest_uri: str,
+    features_manifest_sha256: str,
+    features_rows: int,
+    run_id: str,
+    outlet_events=None,
+) -> dict:
+    """Check the committed scores against their manifest and this run's inputs; emit the Asset event."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from bank_pipeline.batch_score import validate_scores as validate
+
+    committed = validate(
+        S3Hook(aws_conn_id=CFG.aws_conn_id),
+        output_uri,
+        run_id=run_id,
+        model_sha256=model_sha256,
+        features_manifest_uri=features_manifest_uri,
+        features_manifest_sha256=features_manifest_sha256,
+        features_rows=features_rows,
+    )
+    outlet_events[assets.SCORES].extra = {
+        "manifest_uri": committed.manifest_uri,
+        "scores_uri": committed.scores_uri,
+        "rows": committed.rows,
+        "model_version": committed.model_version,
+        "features_manifest_uri": committed.features_manifest_uri,
+    }
+    return committed.as_dict()
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Features parquet + the live model → batch scores parquet, on a temporary EMR cluster",
+    doc_md=__doc__,
+    schedule=[assets.LIVE_MODEL],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bank", "emr", "spark", "scoring"],
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    # InstanceCount must reach EMR as an int, not the string Jinja renders.
+    render_template_as_native_obj=True,
+    params={
+        "features_manifest_uri": Param(
+            "", type="string", pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
+            title="Features manifest",
+            description="s3:// URI of a features _manifest.json; empty: the latest bank_features event.",
+        ),
+        "model_version": Param(
+            "", type="string", pattern=r"^$|^[0-9a-f]{16}$",
+            title="Model version",
+            description="A registered version (16 hex digits); "
+            "empty: the model that triggered the run, else the live one.",
+        ),
+        **cluster_params(),
+    },  # fmt: skip
+) as dag:
+    prepared = prepare_score()
+
+    create_cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster",
+        aws_conn_id=CFG.aws_conn_id,
+        job_flow_overrides=JOB_FLOW_OVERRIDES,
+    )
+    run_score = EmrAddStepsOperator(
+        task_id="run_score",
+        aws_conn_id=CFG.aws_conn_id,
+        job_flow_id=create_cluster.output,
+        steps=prepared["steps"],
+        retries=0,  # a retried add would run the job twice on the same cluster
+    )
+    wait_for_score = EmrStepSensorWithLogs(
+        task_id="wait_for_score",
+        aws_conn_id=CFG.aws_conn_id,
+        job_flow_id=create_cluster.output,
+        step_id="{{ ti.xcom_pull(task_ids='run_score')[0] }}",
+        deferrable=True,
+        poke_interval=CFG.poll_seconds,
+        max_attempts=int(timedelta(hours=3).total_seconds() // CFG.poll_seconds),
+    )
+    validated = validate_scores(
+        prepared["output_uri"],
+        prepared["model_sha256"],
+        prepared["features_manifest_uri"],
+        prepared["features_manifest_sha256"],
+        prepared["features_rows"],
+    )
+    terminate_cluster = EmrTerminateJobFlowOperator(
+        task_id="terminate_cluster",
+        aws_conn_id=CFG.aws_conn_id,
+        job_flow_id=create_cluster.output,
+        deferrable=True,
+        waiter_delay=CFG.poll_seconds,
+        waiter_max_attempts=max(20, 1200 // CFG.poll_seconds),
+    ).as_teardown(setups=create_cluster)
+
+    chain(prepared, create_cluster, run_score, wait_for_score, [validated, terminate_cluster])
