@@ -41,9 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from common import OUT, REPO, machine_cpu, quiet_check, write_result  # noqa: E402
+
 SERVING = REPO / "serving"
-OUT = REPO / "build" / "bench"
 MODEL_DIR = OUT / "model"
 sys.path[:0] = [str(REPO / "plugins"), str(SERVING), str(Path(__file__).resolve().parent)]
 
@@ -136,13 +136,6 @@ def parse_wrk(output: str) -> dict[str, Any]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def machine_cpu() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
-    total = user + nice + system + idle + iowait + irq + softirq + steal
-    return (total - idle - iowait) / _TICK, total / _TICK
-
-
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a running process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -153,14 +146,6 @@ def children_cpu() -> float:
     """CPU seconds of the waited-for child processes (wrk once it has exited)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def quiet_check(seconds: float = 2.0) -> float:
-    """Percent of all CPUs busy over a short idle wait: what else runs on the machine."""
-    busy0, total0 = machine_cpu()
-    time.sleep(seconds)
-    busy1, total1 = machine_cpu()
-    return round(100 * (busy1 - busy0) / max(total1 - total0, 1e-9), 1)
 
 
 def _pinned(cpus: str | None, argv: list[str]) -> list[str]:
@@ -283,11 +268,7 @@ def main() -> None:
         "other_work_before_pct": busy,
         "load_avg_1m_before": load_before,
         "splits": results,
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "http.json").write_text(json.dumps(report, indent=2) + "\n")
 
     print(f"\nPOST /predict, one record ({len(record)} B); median (min–max) of {args.runs} x {args.duration} s")
     for r in results:
@@ -302,7 +283,7 @@ def main() -> None:
             f"p99 {p99['median']} ms ({p99['min']}–{p99['max']}); "
             f"CPU: server {min(server_cpu)}–{max(server_cpu)} %, other work {min(other)}–{max(other)} % (of one CPU)"
         )
-    print(f"written to {OUT / 'http.json'}")
+    write_result("http", report)
 
 
 if __name__ == "__main__":

@@ -12,29 +12,19 @@ median/min/max and writes build/bench/release.json. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "build" / "bench"
+from common import OUT, REPO, summary, write_result
+
 sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
 
 from bank_pipeline import oci  # noqa: E402
+
 from devstack import Devstack  # noqa: E402
 from devstack.base_image import build_base_image  # noqa: E402
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "median_s": round(statistics.median(samples), 4),
-        "min_s": round(min(samples), 4),
-        "max_s": round(max(samples), 4),
-        "runs": len(samples),
-    }
 
 
 def main() -> int:
@@ -66,17 +56,15 @@ def main() -> int:
         "model_onnx_bytes": len(files["opt/ml/model/model.onnx"]),
         "layer_bytes": layer.size,
         "pushed_bytes_first": pushed.pushed_bytes,
-        "build_and_push_layer": summary(first),
-        "repush_same_model": summary(again),
+        "build_and_push_layer_s": summary(first),
+        "repush_same_model_s": summary(again),
         "how": "devstack registry on loopback; build the deterministic layer + push layer, config, manifest",
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "release.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"model.onnx {result['model_onnx_bytes']:,} B → layer {result['layer_bytes']:,} B (gzip)")
-    print(f"build + push model layer: median {result['build_and_push_layer']['median_s'] * 1000:.1f} ms "
+    print(f"build + push model layer: median {result['build_and_push_layer_s']['median'] * 1000:.1f} ms "
           f"(min {min(first) * 1000:.1f}, max {max(first) * 1000:.1f}, {args.runs} runs)")  # fmt: skip
-    print(f"re-push of the same model: median {result['repush_same_model']['median_s'] * 1000:.1f} ms, 0 bytes")
-    print(f"written to {(OUT / 'release.json').relative_to(REPO)}")
+    print(f"re-push of the same model: median {result['repush_same_model_s']['median'] * 1000:.1f} ms, 0 bytes")
+    write_result("release", result)
     return 0
 
 

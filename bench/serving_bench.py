@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
+from common import OUT, REPO, write_result
+
 SERVING = REPO / "serving"
-OUT = REPO / "build" / "bench"
 sys.path[:0] = [str(REPO / "plugins"), str(SERVING)]
 
 from bank_ml import artifacts, data, release  # noqa: E402
@@ -131,11 +131,7 @@ def main() -> None:
             "sklearn": latency(lambda: candidate.pipeline.predict_proba(X1), repeat=500),
             "onnx": latency(lambda: handler.MODEL.predict_proba(features1), repeat=5000),
         },
-        "python": sys.version.split()[0],
-        "cpus": os.cpu_count(),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "serving.json").write_text(json.dumps(results, indent=2) + "\n")
 
     cold, w1, w1000 = results["cold_init"], results["warm_1_record"], results["warm_1000_records"]
     ref = results["reference_1_record_scoring_only"]
@@ -149,7 +145,7 @@ def main() -> None:
     print(
         f"1 record, scoring only: scikit-learn p50 {ref['sklearn']['p50_ms']} ms, ONNX p50 {ref['onnx']['p50_ms']} ms"
     )
-    print(f"written to {OUT / 'serving.json'}")
+    write_result("serving", results)
 
 
 if __name__ == "__main__":

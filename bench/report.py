@@ -1,0 +1,409 @@
+"""Turn build/bench/*.json into one markdown report and plots; optionally update BENCHMARKS.md.
+
+    .venv/bin/python bench/report.py [--update BENCHMARKS.md]
+
+Writes build/bench/report.md and build/bench/*.png. With --update, replaces the
+part of the given file between the `<!-- bench:begin -->` and `<!-- bench:end -->`
+markers with the report, and copies the plots next to it under docs/bench/, so
+the committed figures are always one benchmark run's, with its machine and date.
+A benchmark whose JSON is missing is reported as not measured, never guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from common import OUT, REPO
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PLOTS_DIR = REPO / "docs" / "bench"
+GIB = 2**10  # MiB per GiB
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def spread(s: dict[str, Any], fmt: str = "{:.2f}", unit: str = "") -> str:
+    """'median (min–max, n runs)' of a common.summary."""
+    m, lo, hi = (fmt.format(s[k]) for k in ("median", "min", "max"))
+    return f"{m}{unit} ({lo}–{hi}, {s['runs']} run{'s' if s['runs'] != 1 else ''})"
+
+
+def verdict(met: bool | None) -> str:
+    return "n/a" if met is None else ("**met**" if met else "**missed**")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _figure(width: float, height: float) -> Any:
+    # The object API with an explicit Agg canvas: no pyplot state, no display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, name: str) -> str:
+    fig.savefig(OUT / name, dpi=100, metadata={"Software": None})
+    return name
+
+
+# --------------------------------------------------------------------------- sections
+
+IMPL_LABELS = {
+    "job": "features job (Spark)",
+    "copy": "bare Spark CSV→parquet copy",
+    "pandas": "pandas/pyarrow, one process",
+}
+
+
+def features_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    scales = doc["scales"]
+    rows = []
+    for name, s in scales.items():
+        for impl, label in IMPL_LABELS.items():
+            e = s.get(impl)
+            if not e or "wall_s" not in e:
+                note = (e or {}).get("error") or (s.get("pandas_not_run") if impl == "pandas" else None)
+                if note:
+                    rows.append([name, label, note, "", "", ""])
+                continue
+            rows.append(
+                [
+                    name,
+                    label,
+                    spread(e["wall_s"], "{:.1f}", " s"),
+                    f"{e['rows_per_s']:,}",
+                    f"{e['peak_pss_mib']:,.0f}",
+                    f"{e['peak_rss_mib']:,.0f}",
+                ]
+            )
+    out = [
+        "## Features job at scale",
+        "",
+        doc["how"] + ".",
+        "",
+        table(["scale", "implementation", "wall time", "rows/s", "peak PSS MiB", "peak RSS MiB"], rows),
+        "",
+        "Peak memory is the whole process tree (spark-submit, JVM, Python workers), sampled every 0.1 s; PSS "
+        "shares a page among the processes that map it, RSS counts it once per process.",
+        "",
+    ]
+    goal_rows = []
+    for name, s in scales.items():
+        if "job_over_copy" in s:
+            r = s["job_over_copy"]
+            phases = s["job"].get("job_phase_seconds_last_run") or {}
+            detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+            goal_rows.append(
+                [f"job / copy at {name}", f"{r['ratio']:.2f}×", f"≤ {r['goal']}×", verdict(r["met"]), detail]
+            )
+    top = scales.get("x1000", {}).get("job")
+    if top and "peak_pss_mib" in top:
+        goal_mib = doc["goals"]["job_peak_pss_mib_max_at_x1000"]
+        met = top["peak_pss_mib"] <= goal_mib
+        goal_rows.append(
+            ["job peak memory at x1000", f"{top['peak_pss_mib']:,.0f} MiB", f"≤ {goal_mib:,} MiB", verdict(met), "PSS"]
+        )
+    if goal_rows:
+        out += [table(["goal", "measured", "target", "", "job phases (last run)"], goal_rows), ""]
+    limit = doc.get("pandas_limit")
+    if limit:
+        out += [
+            f"Where pandas stops fitting: {limit['bytes_per_row']:,} bytes per row at x{limit['from_scale']}, so "
+            f"about x{limit['largest_scale_that_fits']} is the largest scale that fits in "
+            f"{limit['mem_available_gib']} GiB available ({limit['how']}).",
+            "",
+        ]
+    return "\n".join(out), [features_plot(scales)]
+
+
+def features_plot(scales: dict[str, Any]) -> str:
+    fig = _figure(10, 4)
+    wall, mem = fig.subplots(1, 2)
+    for impl, label in IMPL_LABELS.items():
+        points = [(s["rows"], s[impl]) for s in scales.values() if "wall_s" in s.get(impl, {})]
+        if not points:
+            continue
+        xs = [p[0] for p in points]
+        wall.plot(xs, [p[1]["wall_s"]["median"] for p in points], marker="o", label=label)
+        mem.plot(xs, [p[1]["peak_pss_mib"] / GIB for p in points], marker="o", label=label)
+    wall.set(xscale="log", yscale="log", xlabel="rows", ylabel="wall time, s (median)", title="Wall time")
+    mem.axhline(2, linestyle="--", color="grey", label="goal for the job at x1000: 2 GiB")
+    mem.set(xscale="log", xlabel="rows", ylabel="peak PSS, GiB", title="Peak memory, whole process tree")
+    for ax in (wall, mem):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, "features_scaling.png")
+
+
+def scoring_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    variants = doc["variants"]
+    rows = [
+        [name, f"{v['rows']:,}", spread(v["seconds"], "{:.2f}", " s"), f"{v['rows_per_s']:,}"]
+        for name, v in variants.items()
+    ]
+    goals = {  # ratio -> the issue's target
+        "sklearn pandas UDF / sklearn row UDF": 200,
+        "onnx batch job (mapInArrow) / onnx in one process": 0.9,
+        "sklearn pandas UDF / sklearn in one process": 0.9,
+    }
+    ratio_rows = [
+        [
+            name,
+            f"{value:.2f}×",
+            f"≥ {goals[name]}×" if name in goals else "",
+            verdict(value >= goals[name]) if name in goals else "",
+        ]
+        for name, value in doc["ratios"].items()
+    ]
+    out = [
+        "## Batch scoring",
+        "",
+        f"Model {doc['model_version']} (the release model trained on bank-full). Spark runs are local[2], "
+        "reading parquet, scoring and writing to the `noop` sink; in-process runs score the model's input frame "
+        "already in memory, in 10,000-row chunks. Row-at-a-time UDFs score a prefix of the same rows.",
+        "",
+        table(["variant", "rows", "wall time", "rows/s"], rows),
+        "",
+        table(["ratio of rows/s", "measured", "goal", ""], ratio_rows),
+        "",
+    ]
+    return "\n".join(out), [scoring_plot(variants)]
+
+
+def scoring_plot(variants: dict[str, Any]) -> str:
+    names = list(variants)
+    fig = _figure(9, 0.45 * len(names) + 1)
+    ax = fig.subplots()
+    colors = ["tab:blue" if "one process" not in n else "tab:grey" for n in names]
+    ax.barh(names, [variants[n]["rows_per_s"] for n in names], color=colors)
+    ax.invert_yaxis()
+    ax.set(xscale="log", xlabel="rows/s (median; log scale)", title="Batch scoring: Spark UDFs vs one process (grey)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    return _save(fig, "scoring.png")
+
+
+def parse_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    base = doc["baseline_import_airflow_sdk_s"]
+    reference = doc.get("reference")
+    ref_over = doc["files"][reference]["over_sdk_s"]["median"] if reference in doc["files"] else None
+    rows = []
+    for name, f in doc["files"].items():
+        own = f["own_code_ms"]
+        heavy = ", ".join(f["heavy_modules"]) or "none"
+        goals = []
+        if name != reference and ref_over is not None:
+            goals.append(f"{'≤' if f['over_sdk_s']['median'] <= ref_over else '>'} reference")
+        goals.append("own code " + ("≤ 20 ms" if own["median"] <= 20 else "> 20 ms"))
+        rows.append(
+            [
+                f"`{name}`" + (" (reference)" if name == reference else ""),
+                spread(f["over_sdk_s"], "{:.3f}", " s"),
+                spread(own, "{:.1f}", " ms"),
+                heavy,
+                str(f["boto3_clients_created"]),
+                "; ".join(goals),
+            ]
+        )
+    out = [
+        "## DAG parse time",
+        "",
+        f"Bare `import airflow.sdk`: {spread(base, '{:.3f}', ' s')}. {doc['how']}",
+        "",
+        table(
+            [
+                "file",
+                "over `import airflow.sdk`",
+                "own top-level code",
+                "heavy modules added",
+                "boto3 clients",
+                "goals",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    return "\n".join(out), []
+
+
+def serving_section(serving: dict[str, Any] | None, http: dict[str, Any] | None) -> tuple[str, list[str]]:
+    out = ["## Serving", ""]
+    if serving:
+        c, w1, w1000 = serving["cold_init"], serving["warm_1_record"], serving["warm_1000_records"]
+        ref = serving["reference_1_record_scoring_only"]
+        out += [
+            table(
+                ["what", "figure", "how"],
+                [
+                    [
+                        "Lambda handler cold init (imports + model load)",
+                        f"{c['median_ms']:.0f} ms ({c['min_ms']:.0f}–{c['max_ms']:.0f}, {c['runs']} runs)",
+                        "fresh interpreter per run, `import handler`, start-up excluded",
+                    ],
+                    [
+                        "warm, 1 record",
+                        f"p50 {w1['p50_ms']} ms, p99 {w1['p99_ms']} ms",
+                        f"{w1['calls']:,} calls, API Gateway proxy event",
+                    ],
+                    [
+                        "warm, 1,000 records",
+                        f"p50 {w1000['p50_ms']} ms, p99 {w1000['p99_ms']} ms",
+                        f"{w1000['calls']:,} calls",
+                    ],
+                    [
+                        "1 record, scoring only: scikit-learn vs ONNX",
+                        f"p50 {ref['sklearn']['p50_ms']} ms vs {ref['onnx']['p50_ms']} ms",
+                        "same record, same process",
+                    ],
+                ],
+            ),  # fmt: skip
+            "",
+        ]
+    if http:
+        rows = []
+        for s in http["splits"]:
+            where = "unpinned" if s["split"] == "none" else f"server CPU {s['server_cpus']}, wrk CPU {s['wrk_cpus']}"
+            rows.append(
+                [
+                    where,
+                    f"{s['connections']}",
+                    spread({**s["requests_per_s"], "runs": len(s["runs"])}, "{:,.0f}"),
+                    f"{s['p50_ms']['median']} ms",
+                    f"{s['p99_ms']['median']} ms ({s['p99_ms']['min']}–{s['p99_ms']['max']})",
+                ]
+            )
+        out += [
+            f"HTTP: {http['endpoint']}, {http['server']}; load from {http['load_generator']}, "
+            f"{http['splits'][0]['duration_s']} s per run.",
+            "",
+            table(["placement", "connections", "requests/s", "p50", "p99"], rows),
+            "",
+        ]
+    return "\n".join(out), []
+
+
+def release_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    b, r = doc["build_and_push_layer_s"], doc["repush_same_model_s"]
+    b_ms = {**{k: b[k] * 1000 for k in ("median", "min", "max")}, "runs": b["runs"]}
+    out = [
+        "## Release: trained model to image digest",
+        "",
+        f"model.onnx {doc['model_onnx_bytes']:,} B → model layer {doc['layer_bytes']:,} B (gzip). "
+        f"Build the layer and push layer, config and manifest: {spread(b_ms, '{:.0f}', ' ms')}; "
+        f"re-push of the same model (nothing to upload): {r['median'] * 1000:.0f} ms. {doc['how']}.",
+        "",
+    ]
+    return "\n".join(out), []
+
+
+def demo_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = [[f"**{k}**", spread(v, "{:.1f}", " s")] for k, v in doc["stages_s"].items()]
+    rows += [[k, spread(v, "{:.2f}", " s")] for k, v in doc["tasks_s"].items()]
+    out = [
+        "## `make demo`",
+        "",
+        f"Whole run: {spread(doc['whole_s'], '{:.1f}', ' s')}, peak {doc['peak_pss_mib']:,.0f} MiB (PSS, whole "
+        f"process tree). {doc['how']}.",
+        "",
+        table(["stage / task", "wall time"], rows),
+        "",
+    ]
+    return "\n".join(out), [demo_plot(doc)]
+
+
+def demo_plot(doc: dict[str, Any]) -> str:
+    tasks = doc["tasks_s"]
+    fig = _figure(8, 0.35 * len(tasks) + 1)
+    ax = fig.subplots()
+    names = list(tasks)
+    ax.barh(names, [tasks[n]["median"] for n in names], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set(xlabel="seconds (median)", title="make demo: time per task")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, "demo_tasks.png")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine_line(docs: list[dict[str, Any]]) -> str:
+    m = docs[0]["machine"]
+    dates = sorted(d["measured_at"] for d in docs)
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}, Python {m['python']}. "
+        f"Measured {dates[0]} to {dates[-1]}."
+    )
+
+
+def build_report() -> tuple[str, list[str]]:
+    docs = {name: load(name) for name in ("features", "scoring", "parse", "serving", "http", "release", "demo")}
+    parts, plots = [], []
+    found = [d for d in docs.values() if d and "machine" in d]
+    if found:
+        parts.append(machine_line(found))
+    runs: list[tuple[str, Callable[[], tuple[str, list[str]]] | None]] = [
+        ("features", (lambda: features_section(docs["features"])) if docs["features"] else None),
+        ("scoring", (lambda: scoring_section(docs["scoring"])) if docs["scoring"] else None),
+        ("parse", (lambda: parse_section(docs["parse"])) if docs["parse"] else None),
+        (
+            "serving",
+            (lambda: serving_section(docs["serving"], docs["http"])) if docs["serving"] or docs["http"] else None,
+        ),
+        ("release", (lambda: release_section(docs["release"])) if docs["release"] else None),
+        ("demo", (lambda: demo_section(docs["demo"])) if docs["demo"] else None),
+    ]
+    for name, make in runs:
+        if make is None:
+            parts.append(f"## {name}\n\nNot measured: build/bench/{name}.json is missing (run `make bench`).\n")
+            continue
+        text, pngs = make()
+        parts.append(text)
+        plots += pngs
+        parts += [f"![{p}](docs/bench/{p})\n" for p in pngs]
+    return "\n".join(parts), plots
+
+
+def update(target: Path, report: str, plots: list[str]) -> None:
+    """Replace the marked part of `target` with the report; copy the plots to docs/bench/."""
+    text = target.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{target}: no {BEGIN} ... {END} markers to replace")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    PLOTS_DIR.mkdir(parents=True, exist_ok=True)
+    for p in plots:
+        shutil.copyfile(OUT / p, PLOTS_DIR / p)
+    target.write_text(f"{head}{BEGIN}\n{report}\n{END}{tail}")
+    print(f"updated {target.relative_to(REPO)} and {PLOTS_DIR.relative_to(REPO)}/")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--update", type=Path, help="a markdown file with bench markers to update (BENCHMARKS.md)")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    report, plots = build_report()
+    (OUT / "report.md").write_text(report + "\n")
+    print(report)
+    print(f"written to {(OUT / 'report.md').relative_to(REPO)} with {len(plots)} plot(s)")
+    if args.update:
+        update(args.update if args.update.is_absolute() else REPO / args.update, report, plots)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
