@@ -352,6 +352,7 @@ def sample_lines(step: int = 15) -> list[str]:
         ),
         pytest.param([GOOD_LINE, GOOD_LINE], ["first line is not a header"], id="no-header"),
         pytest.param([HEADER], ["input has a header but no data rows"], id="header-only"),
+        pytest.param([HEADER, "", "  "], ["input has a header but no data rows"], id="header-and-blank-lines"),
         pytest.param([], ["input is empty: no header line"], id="empty-file"),
     ],
 )
@@ -367,6 +368,16 @@ def test_main_rejects_bad_input_files(
     for fragment in fragments:
         assert fragment in error
     assert not (tmp_path / "out").exists(), "nothing is written for an input rejected up front"
+
+
+def test_blank_lines_are_not_rows_and_not_quarantined(spark: SparkSession, tmp_path: Path) -> None:
+    # More lines than feature rows sends the job to its second pass, which must find nothing to quarantine.
+    source = write_csv(tmp_path / "in.csv", [HEADER, GOOD_LINE, "", GOOD_LINE, ""])
+    rc, _, stderr = run_main("--input", source, "--output", tmp_path / "out", "--run-id", "r")
+    assert rc == 0, stderr
+    m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert m["rows"] == {"in": 2, "out": 2, "quarantined": 0}
+    assert pq.read_table(tmp_path / "out" / m["paths"]["quarantine"]).num_rows == 0
 
 
 def test_main_rejects_a_missing_input_and_a_directory(spark: SparkSession, tmp_path: Path) -> None:
