@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -189,21 +190,37 @@ def run_measured(
     Raises subprocess.CalledProcessError (with the output) when it fails.
     """
     start = time.perf_counter()
+    # Its own session, so that a timeout can stop the whole tree (spark-submit execs the
+    # JVM, whose Python children would otherwise outlive it and hold the pipes open).
     proc = subprocess.Popen(
         list(argv), env=dict(env) if env is not None else None, cwd=cwd, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     with TreeMemory(proc.pid) as memory:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
+            _stop_group(proc)
             raise
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, list(argv), stdout, stderr)
     return Measured(wall, memory.peak, stdout, stderr)
+
+
+def _stop_group(proc: subprocess.Popen[str], grace: float = 15.0) -> None:
+    """Stop the process group: SIGINT first (Python runs its `with` blocks: devstack stops the
+    servers it started in sessions of their own), then SIGTERM, then SIGKILL, `grace` s apart."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.communicate(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def python_env(**extra: str) -> dict[str, str]:

@@ -44,7 +44,6 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-
 from airflow.providers.amazon.aws.operators.emr import (
     EmrAddStepsOperator,
     EmrCreateJobFlowOperator,

@@ -7,8 +7,8 @@ explicit schema, ';', RFC 4180 quoting, header, PERMISSIVE) and drops the
 _corrupt_record column before anything runs, so Spark prunes it from the scan:
 the 17 typed columns are parsed and written, nothing else. That is the
 cheapest copy that still does the job's parse: no header check, validation,
-features, cache, counts or model. The output keeps Spark's own partitioning (a
-file per input split); the job coalesces to a few files, part of what it costs.
+features, counts or model. The output keeps Spark's own partitioning (a file
+per input split), as the job's features do.
 """
 
 from __future__ import annotations

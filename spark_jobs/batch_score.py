@@ -6,7 +6,7 @@ locally), checks model.onnx against the sha256 model.json records and against
 the serving contract, broadcasts its bytes, and scores the features that
 bank_features committed (only the files its _manifest.json lists) with
 mapInArrow (mapInPandas's Arrow-native twin: columns pass through without a
-round trip through pandas, 3 times faster here). Each Python worker builds one
+round trip through pandas; BENCHMARKS.md has both). Each Python worker builds one
 ONNX Runtime session per model and keeps it for every batch and task it runs. Scoring is serving's own code
 (bank_serving: OnnxModel.predict_proba, labels), so a row gets the probability
 and label the Lambda would give it.
@@ -61,10 +61,10 @@ SCORE_FIELDS: tuple[T.StructField, ...] = (
 MODEL_FILE = "model.onnx"
 MODEL_JSON = "model.json"
 MANIFEST = "_manifest.json"
-# Rows per Arrow batch, i.e. per ONNX Runtime run. Measured
-# on bank-full with the release model: 136k rows/s at 100 rows per run, 270k at
-# 1,000, 311k at 10,000 and no more at 45,000; a batch of 10,000 rows is a few MB,
-# so the Python worker's memory stays small whatever the partition size.
+# Rows per Arrow batch, i.e. per ONNX Runtime run: Spark's own default, which the job
+# keeps (and records in the manifest) unless spark-submit sets another. ONNX Runtime's
+# rows/s on this model stops rising near 10,000 rows a run, and a batch stays a few MB,
+# so a Python worker's memory does not grow with the partition size.
 ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 ARROW_BATCH_ROWS = 10_000
 _NUMERIC_TYPES = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
@@ -155,8 +155,8 @@ def score_batch(batch: pa.RecordBatch, model: OnnxModel) -> pa.RecordBatch:
     """`batch` with probability (P(subscribes), double) and predicted (0/1 at the model's threshold) appended.
 
     Every input column passes through as the same Arrow buffers: no conversion
-    to pandas and back, which cost two thirds of the scoring time (bench/
-    scoring_bench.py: mapInPandas 187k rows/s, this 582k, on the same rows).
+    to pandas and back, which mapInPandas pays for every column, used by the
+    model or not (bench/scoring_bench.py measures both; BENCHMARKS.md).
     Numbers go to the model as serving feeds them (float32, null as NaN: pdays
     of the never-contacted); a null category has no encoding and is a
     ScoringError naming the column.

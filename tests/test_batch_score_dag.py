@@ -209,6 +209,7 @@ def test_consistent_scores_manifest_passes():
         (scores_manifest(), {"features_manifest_sha256": "new"}, "the features were recommitted during the run"),
         (scores_manifest(files=[]), {}, "lists no parquet files"),
         ({"run_id": "r1"}, {}, "manifest lacks rows, files, paths, model, features"),
+        (scores_manifest(rows=[100], model="m"), {}, "manifest's rows, model must be JSON objects"),
     ],
 )
 def test_each_contradiction_is_named(manifest, kw, needle):

@@ -13,6 +13,7 @@ until a task calls in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -215,6 +216,8 @@ def prepare(
             f"model version {model_version} is not registered: "
             f"{registry.uri(model_version, COMMIT_FILE)} does not exist"
         )
+    if not isinstance(info.get("sha256"), str):
+        raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
     code = stage_code(hook, cfg.code_prefix, repo)
     output = output_uri(cfg, run_id)
@@ -253,7 +256,7 @@ class CommittedScores:
     summary: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return dataclasses.asdict(self)
 
 
 def check_scores_manifest(
@@ -268,6 +271,9 @@ def check_scores_manifest(
     missing = [k for k in ("run_id", "rows", "files", "paths", "model", "features") if k not in manifest]
     if missing:
         return [f"manifest lacks {', '.join(missing)}"]
+    not_objects = [k for k in ("rows", "paths", "model", "features") if not isinstance(manifest[k], Mapping)]
+    if not_objects:
+        return [f"manifest's {', '.join(not_objects)} must be JSON objects"]
     problems: list[str] = []
     if manifest["run_id"] != run_id:
         problems.append(f"manifest is for run {manifest['run_id']!r}, not {run_id!r}")
