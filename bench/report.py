@@ -357,7 +357,7 @@ def build_report(images: str) -> tuple[str, list[str]]:
     parts, plots = [], []
     found = [d for d in docs.values() if d and "machine" in d]
     if found:
-        parts.append(machine_line(found))
+        parts.append(machine_line(found) + "\n")
     runs: list[tuple[str, Callable[[], tuple[str, list[str]]] | None]] = [
         ("features", (lambda: features_section(docs["features"])) if docs["features"] else None),
         ("scoring", (lambda: scoring_section(docs["scoring"])) if docs["scoring"] else None),
