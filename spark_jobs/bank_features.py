@@ -733,7 +733,8 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     )
 
 
-def _error_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
+    """The message of the contract's error line: a job error as is, anything else with its type, on one line."""
     if isinstance(error, JobError):
         message = str(error)
     else:
@@ -741,7 +742,7 @@ def _error_line(error: BaseException) -> str:
     return " ".join(message.split())  # one line, whatever the exception text holds
 
 
-def _report_error(line: str) -> None:
+def report_error(line: str) -> None:
     """Print the contract's error line so that it is the last line of the driver's stderr.
 
     Under spark-submit, Python runs as a child of the driver JVM, whose
@@ -770,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
     except UsageError as exc:
-        _report_error(f"usage: see {PROG} --help\n{PROG}: error: {_error_line(exc)}")
+        report_error(f"usage: see {PROG} --help\n{PROG}: error: {error_line(exc)}")
         return 2
 
     # Reuse a session someone else started (tests, notebooks) and leave it running;
@@ -798,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
             spark.stop()
 
     if error is not None:
-        _report_error(f"{PROG}: error: {_error_line(error)}")
+        report_error(f"{PROG}: error: {error_line(error)}")
         return 1
     summary = {
         "status": "committed",

@@ -501,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_args(argv)
     except UsageError as exc:
-        bf._report_error(f"usage: see {PROG} --help\n{PROG}: error: {bf._error_line(exc)}")
+        bf.report_error(f"usage: see {PROG} --help\n{PROG}: error: {bf.error_line(exc)}")
         return 2
 
     spark = SparkSession.getActiveSession()
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             spark.stop()
 
     if error is not None:
-        bf._report_error(f"{PROG}: error: {bf._error_line(error)}")
+        bf.report_error(f"{PROG}: error: {bf.error_line(error)}")
         return 1
     summary = {
         "status": "committed",

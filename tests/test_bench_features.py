@@ -14,6 +14,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spark_jobs import bank_features as bf
+from tests.bank_csv import HEADER, csv_line
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -26,19 +27,6 @@ import spark_copy  # noqa: E402
 import synth  # noqa: E402
 
 BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
-HEADER = ";".join(f'"{c}"' for c in bf.EXPECTED_COLUMNS)
-GOOD: dict[str, Any] = {
-    "age": 58, "job": "management", "marital": "married", "education": "tertiary",
-    "default": "no", "balance": 2143, "housing": "yes", "loan": "no", "contact": "unknown",
-    "day": 5, "month": "may", "duration": 261, "campaign": 1, "pdays": -1, "previous": 0,
-    "poutcome": "unknown", "y": "no",
-}  # fmt: skip
-
-
-def csv_line(**changes: Any) -> str:
-    """A data line in bank-full's style (ints bare, strings quoted, None empty): GOOD with changes."""
-    values = {**GOOD, **changes}
-    return ";".join("" if v is None else str(v) if c in bf.INT_COLUMNS else f'"{v}"' for c, v in values.items())
 
 
 def token_sets(path: Path) -> list[set[bytes]]:

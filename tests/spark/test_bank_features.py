@@ -18,28 +18,11 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import bank_features as bf
+from tests.bank_csv import GOOD, HEADER, csv_line
 
 REPO = Path(__file__).resolve().parents[2]
 BANK = REPO / "data" / "bank" / "bank.csv"
 BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
-
-HEADER = ";".join(f'"{c}"' for c in bf.EXPECTED_COLUMNS)
-GOOD: dict[str, Any] = {
-    "age": 58, "job": "management", "marital": "married", "education": "tertiary",
-    "default": "no", "balance": 2143, "housing": "yes", "loan": "no", "contact": "unknown",
-    "day": 5, "month": "may", "duration": 261, "campaign": 1, "pdays": -1, "previous": 0,
-    "poutcome": "unknown", "y": "no",
-}  # fmt: skip
-
-
-def csv_line(**changes: Any) -> str:
-    """A data line in the file's own style (ints bare, strings quoted, None empty), GOOD with changes."""
-    values = {**GOOD, **changes}
-    return ";".join(
-        "" if v is None else str(v) if c in bf.INT_COLUMNS else f'"{v}"' for c, v in values.items()
-    )
-
-
 GOOD_LINE = csv_line()
 
 
