@@ -301,6 +301,9 @@ def _model_case(case: str, model_dir: Path, target: Path) -> Path:
     elif case == "json-not-json":
         shutil.copy(model_dir / "model.onnx", target)
         (target / "model.json").write_text("{not json")
+    elif case == "json-no-sha256":
+        shutil.copy(model_dir / "model.onnx", target)
+        (target / "model.json").write_text(json.dumps({"version": "x"}))
     elif case == "swapped":
         shutil.copy(model_dir / "model.json", target)
         (target / "model.onnx").write_bytes(good[:-10])
@@ -318,6 +321,7 @@ def _model_case(case: str, model_dir: Path, target: Path) -> Path:
         ("no-onnx", "no model at {target}: model.onnx is missing"),
         ("no-json", "no model at {target}: model.json is missing"),
         ("json-not-json", "model.json is not JSON"),
+        ("json-no-sha256", "model.json: expected an object with a sha256 string"),
         ("swapped", "model.onnx: corrupt or replaced: sha256 "),
         ("not-onnx", "model.onnx: not a valid ONNX model"),
         ("other-contract", "model inputs do not match the serving contract: got years:tensor(float)"),
@@ -355,6 +359,8 @@ def _features_case(case: str, features: DataFrame, features_dir: Path, target: P
         (target / "_manifest.json").write_text("{")
     elif case == "no-files":
         (target / "_manifest.json").write_text(json.dumps({**manifest, "files": []}))
+    elif case == "format-version":
+        (target / "_manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
     elif case == "outside-files":
         (target / "_manifest.json").write_text(json.dumps({**manifest, "files": ["../elsewhere.parquet"]}))
     elif case == "file-gone":
@@ -372,6 +378,7 @@ def _features_case(case: str, features: DataFrame, features_dir: Path, target: P
         ("uncommitted", "no committed features at {target}: _manifest.json is missing"),
         ("manifest-not-json", "_manifest.json is not JSON"),
         ("no-files", "'files' must be a non-empty list of paths, got []"),
+        ("format-version", "format_version 2, expected 1"),
         ("outside-files", "files must be relative to the manifest's directory: ../elsewhere.parquet"),
         ("file-gone", "_manifest.json lists file(s) that do not exist: _attempts/"),
         (
@@ -416,7 +423,9 @@ def test_bad_arguments_are_usage_errors(args: list[str], fragment: str) -> None:
     assert last_line(err) == f"batch_score: error: {fragment}"
 
 
-def test_output_must_not_be_an_input_directory(features_dir: Path, model_dir: Path) -> None:
-    rc, _, err = run_main("--features", features_dir, "--model", model_dir, "--output", features_dir, "--run-id", "r")
+@pytest.mark.parametrize("which", ["features", "model"])
+def test_output_must_not_be_an_input_directory(features_dir: Path, model_dir: Path, which: str) -> None:
+    output = features_dir if which == "features" else model_dir
+    rc, _, err = run_main("--features", features_dir, "--model", model_dir, "--output", output, "--run-id", "r")
     assert rc == 1
-    assert "--output must be a directory of its own, not the --features directory" in last_line(err)
+    assert f"--output must be a directory of its own, not the --{which} directory" in last_line(err)
