@@ -65,7 +65,7 @@ test: setup
 
 # Figures, not pass/fail: JSON, plots and report.md under build/bench/, and the
 # figures section of BENCHMARKS.md (with its plots in docs/bench/) replaced.
-# About 30 minutes on 2 cores; the 1000x features data (4.6 GB) is generated once
+# About 17 minutes on 2 cores (measured); the 1000x features data (4.6 GB) is generated once
 # into build/bench/data. Run it on a quiet machine: the figures are wall times.
 bench: setup
 	@$(call apt_ensure,$(BENCH_APT_NEEDS))
