@@ -49,13 +49,14 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 PROG = "bank_features"
+C = TypeVar("C")  # a job's parsed command line
 
 EXPECTED_COLUMNS: tuple[str, ...] = (
     "age", "job", "marital", "education", "default", "balance", "housing", "loan",
@@ -534,6 +535,24 @@ def _write_parquet(df: DataFrame, uri: str, rows: int) -> None:
     )
 
 
+def parquet_parts(out: HadoopFs, directory: str) -> list[str]:
+    """The part-*.parquet files Spark wrote under `directory`, as paths relative to `out` (the manifest's)."""
+    return [
+        f"{directory}/{name}"
+        for name in out.list_names(directory)
+        if name.startswith("part-") and name.endswith(".parquet")
+    ]
+
+
+def commit(out: HadoopFs, manifest: dict[str, Any], attempt_id: str) -> None:
+    """The commit point of docs/interfaces.md: the manifest in one PUT, then every other attempt deleted."""
+    out.write_bytes("_manifest.json", (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    # Committed: older attempts of this run are now garbage.
+    for name in out.list_names("_attempts"):
+        if name != attempt_id:
+            out.delete(f"_attempts/{name}")
+
+
 def _first_line(spark: SparkSession, uri: str) -> str | None:
     row = spark.read.text(uri).first()
     return None if row is None else str(row[0])
@@ -657,11 +676,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     baseline["max_rows"] = config.baseline_max_rows
     timings["baseline"] = time.monotonic() - phase
 
-    files = [
-        f"{attempt}/features/{name}"
-        for name in out.list_names(f"{attempt}/features")
-        if name.startswith("part-") and name.endswith(".parquet")
-    ]
+    files = parquet_parts(out, f"{attempt}/features")
     manifest: dict[str, Any] = {
         "format_version": 1,
         "run_id": config.run_id,
@@ -683,11 +698,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         "phase_seconds": {name: round(seconds, 3) for name, seconds in timings.items()},
         "baseline": baseline,
     }
-    out.write_bytes("_manifest.json", (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
-    # Committed: older attempts of this run are now garbage.
-    for name in out.list_names("_attempts"):
-        if name != attempt_id:
-            out.delete(f"_attempts/{name}")
+    commit(out, manifest, attempt_id)
     return manifest
 
 
@@ -766,12 +777,26 @@ def report_error(line: str) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
+def run_job(
+    prog: str,
+    argv: list[str] | None,
+    parse: Callable[[list[str] | None], C],
+    run: Callable[[SparkSession, C], dict[str, Any]],
+    *,
+    configure: Callable[[SparkSession], None],
+    summarize: Callable[[C, dict[str, Any]], dict[str, Any]],
+    translate: Callable[[BaseException], BaseException] = lambda error: error,
+) -> int:
+    """A job's command line: 0 and a one-line JSON summary, or 2 (usage) / 1 (failure) with the
+    contract's `<prog>: error: <message>` as the last line of stderr.
+
+    `configure` sets the job's session options (on a session someone else
+    started too); `translate` may turn a failure into the JobError it stands for.
+    """
     try:
-        config = parse_args(argv)
-    except UsageError as exc:
-        report_error(f"usage: see {PROG} --help\n{PROG}: error: {error_line(exc)}")
+        config = parse(argv)
+    except JobError as exc:  # a parser raises its job's UsageError
+        report_error(f"usage: see {prog} --help\n{prog}: error: {error_line(exc)}")
         return 2
 
     # Reuse a session someone else started (tests, notebooks) and leave it running;
@@ -782,26 +807,35 @@ def main(argv: list[str] | None = None) -> int:
     manifest: dict[str, Any] = {}
     try:
         if spark is None:
-            spark = SparkSession.builder.appName(PROG).getOrCreate()
+            spark = SparkSession.builder.appName(prog).getOrCreate()
             # Keeps INFO chatter (including the JVM's shutdown hooks) from landing
             # after our error line: the contract makes that line the last on stderr.
             spark.sparkContext.setLogLevel("WARN")
-        if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
-            # The data is small; 200 shuffle partitions would be mostly scheduling overhead.
-            spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
+        configure(spark)
         manifest = run(spark, config)
     except Exception as exc:  # noqa: BLE001 - every failure becomes the contract's error line
-        error = exc
-        if not isinstance(exc, FeatureJobError):
+        error = translate(exc)
+        if not isinstance(error, JobError):
             traceback.print_exc(file=sys.stderr)
     finally:
         if owned and spark is not None:
             spark.stop()
 
     if error is not None:
-        report_error(f"{PROG}: error: {error_line(error)}")
+        report_error(f"{prog}: error: {error_line(error)}")
         return 1
-    summary = {
+    print(json.dumps(summarize(config, manifest)), flush=True)
+    return 0
+
+
+def _configure(spark: SparkSession) -> None:
+    if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
+        # The data is small; 200 shuffle partitions would be mostly scheduling overhead.
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
+
+
+def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
         "status": "committed",
         "run_id": config.run_id,
         "attempt_id": manifest["attempt_id"],
@@ -811,8 +845,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows_quarantined": manifest["rows"]["quarantined"],
         "roc_auc": manifest["baseline"]["roc_auc"],
     }
-    print(json.dumps(summary), flush=True)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
+    return run_job(PROG, argv, parse_args, run, configure=_configure, summarize=_summary)
 
 
 if __name__ == "__main__":

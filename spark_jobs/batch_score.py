@@ -34,7 +34,6 @@ import os
 import re
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import ModuleType
@@ -352,14 +351,6 @@ def _same_dir(a: bf.HadoopFs, b: bf.HadoopFs) -> bool:
     return a.uri().rstrip("/") == b.uri().rstrip("/")
 
 
-def _commit(out: bf.HadoopFs, manifest: dict[str, Any], attempt_id: str) -> None:
-    """bank_features' commit: the manifest in one PUT, then every other attempt deleted."""
-    out.write_bytes(MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
-    for name in out.list_names("_attempts"):
-        if name != attempt_id:
-            out.delete(f"_attempts/{name}")
-
-
 def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     """Score, verify and commit; return the manifest. Raises ScoreJobError on bad input.
 
@@ -391,11 +382,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     writer.option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false").parquet(out.uri(f"{attempt}/scores"))
     score_seconds = time.monotonic() - scored_at
 
-    files = [
-        f"{attempt}/scores/{name}"
-        for name in out.list_names(f"{attempt}/scores")
-        if name.startswith("part-") and name.endswith(".parquet")
-    ]
+    files = bf.parquet_parts(out, f"{attempt}/scores")
     if not files:
         raise ScoreJobError(f"no parquet file written under {out.uri(f'{attempt}/scores')}: not committed")
     totals = (
@@ -442,7 +429,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         "duration_seconds": round(time.monotonic() - started, 3),
         "score_seconds": round(score_seconds, 3),
     }
-    _commit(out, manifest, attempt_id)
+    bf.commit(out, manifest, attempt_id)
     return manifest
 
 
@@ -496,41 +483,13 @@ def _worker_error(error: BaseException) -> ScoreJobError | None:
     return ScoreJobError(match.group(1)) if match else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
-    try:
-        config = parse_args(argv)
-    except UsageError as exc:
-        bf.report_error(f"usage: see {PROG} --help\n{PROG}: error: {bf.error_line(exc)}")
-        return 2
+def _configure(spark: SparkSession) -> None:
+    if spark.conf.get(ARROW_BATCH_CONF, None) is None:
+        spark.conf.set(ARROW_BATCH_CONF, str(ARROW_BATCH_ROWS))
 
-    spark = SparkSession.getActiveSession()
-    owned = spark is None
-    error: BaseException | None = None
-    manifest: dict[str, Any] = {}
-    try:
-        if spark is None:
-            if "PYSPARK_GATEWAY_PORT" not in os.environ:
-                # Plain `python batch_score.py`: local workers run this interpreter, which has
-                # pandas and onnxruntime (Spark's default, "python3", may not).
-                os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-            spark = SparkSession.builder.appName(PROG).getOrCreate()
-            spark.sparkContext.setLogLevel("WARN")  # keeps the error line last (see bank_features)
-        if spark.conf.get(ARROW_BATCH_CONF, None) is None:
-            spark.conf.set(ARROW_BATCH_CONF, str(ARROW_BATCH_ROWS))
-        manifest = run(spark, config)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes the contract's error line
-        error = _worker_error(exc) or exc
-        if not isinstance(error, bf.JobError):
-            traceback.print_exc(file=sys.stderr)
-    finally:
-        if owned and spark is not None:
-            spark.stop()
 
-    if error is not None:
-        bf.report_error(f"{PROG}: error: {bf.error_line(error)}")
-        return 1
-    summary = {
+def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
+    return {
         "status": "committed",
         "run_id": config.run_id,
         "attempt_id": manifest["attempt_id"],
@@ -539,8 +498,23 @@ def main(argv: list[str] | None = None) -> int:
         "rows": manifest["rows"]["out"],
         **manifest["summary"],
     }
-    print(json.dumps(summary), flush=True)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
+    if SparkSession.getActiveSession() is None and "PYSPARK_GATEWAY_PORT" not in os.environ:
+        # Plain `python batch_score.py`: local workers run this interpreter, which has
+        # pandas and onnxruntime (Spark's default, "python3", may not).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return bf.run_job(
+        PROG,
+        argv,
+        parse_args,
+        run,
+        configure=_configure,
+        summarize=_summary,
+        translate=lambda error: _worker_error(error) or error,
+    )
 
 
 if __name__ == "__main__":
