@@ -636,7 +636,8 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     features.write.option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false").parquet(
         out.uri(f"{attempt}/features")
     )
-    rows_out = spark.read.parquet(out.uri(f"{attempt}/features")).count()  # from the parquet footers
+    written = spark.read.parquet(out.uri(f"{attempt}/features"))
+    rows_out = written.count()  # from the parquet footers
     timings = {"features": time.monotonic() - phase}
     phase = time.monotonic()
 
@@ -669,7 +670,6 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         )
 
     phase = time.monotonic()
-    written = spark.read.parquet(out.uri(f"{attempt}/features"))
     baseline = fit_baseline(
         baseline_sample(written, rows_out, config.baseline_max_rows, config.seed), config.holdout_fraction, config.seed
     )
