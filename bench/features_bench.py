@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -50,8 +49,9 @@ import pyarrow.parquet as pq
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-if str(BENCH) not in sys.path:  # also imported by tests, not only run as a script
-    sys.path.insert(0, str(BENCH))
+for path in (BENCH, REPO):  # common, synth; devstack (also imported by tests, not only run as a script)
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from common import (  # noqa: E402
     OUT,
@@ -66,11 +66,12 @@ from common import (  # noqa: E402
 )
 from synth import BASE_ROWS, synthetic_csv  # noqa: E402
 
+from devstack import spark_local  # noqa: E402
+
 IMPLEMENTATIONS = ("job", "copy", "pandas")
 JOB = REPO / "spark_jobs" / "bank_features.py"
 COPY = BENCH / "spark_copy.py"
 PANDAS = BENCH / "pandas_features.py"
-SPARK_SUBMIT = Path(PY).parent / "spark-submit"  # the venv's PySpark, as devstack uses
 WORK_ROOT = OUT / "work"
 EVENTS_ROOT = OUT / "spark-events"
 JOB_OVER_COPY_GOAL = 1.25
@@ -114,25 +115,10 @@ class Scale:
 
 
 def spark_submit(script: Path, args: Sequence[str], work: Path, events: Path | None) -> list[str]:
-    """spark-submit as devstack/emr.py runs an EMR step, optionally with an event log."""
-    conf = {"spark.ui.enabled": "false", "spark.local.dir": str(work / "spark-local")}
-    if events is not None:
-        conf |= {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events)}
+    """spark-submit as devstack runs an EMR step, optionally with an event log."""
+    conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": str(events)} if events is not None else {}
     confs = [arg for key, value in conf.items() for arg in ("--conf", f"{key}={value}")]
-    return [str(SPARK_SUBMIT), "--master", "local[2]", "--deploy-mode", "client", *confs, str(script), *args]
-
-
-def spark_env(work: Path) -> dict[str, str]:
-    """devstack's step environment: Spark's, the JVM's and Python's temp files in the work dir."""
-    tmp = str(work / "tmp")
-    return dict(
-        os.environ,
-        TMPDIR=tmp,
-        SPARK_SUBMIT_OPTS=f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -Djava.io.tmpdir={tmp}".strip(),
-        PYSPARK_PYTHON=PY,
-        PYSPARK_DRIVER_PYTHON=PY,
-        SPARK_LOCAL_IP="127.0.0.1",
-    )
+    return spark_local.command(work, [*confs, str(script), *args])
 
 
 def command(
@@ -141,9 +127,9 @@ def command(
     """argv and environment of one run of an implementation."""
     io_args = ["--input", str(csv), "--output", str(out)]
     if impl == "job":
-        return spark_submit(JOB, [*io_args, "--run-id", run_id], work, events), spark_env(work)
+        return spark_submit(JOB, [*io_args, "--run-id", run_id], work, events), spark_local.environment(work)
     if impl == "copy":
-        return spark_submit(COPY, io_args, work, events), spark_env(work)
+        return spark_submit(COPY, io_args, work, events), spark_local.environment(work)
     return [PY, str(PANDAS), *io_args], python_env(TMPDIR=str(work / "tmp"))
 
 
@@ -417,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-events", action="store_true", help="keep Spark event logs; report where time goes")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds per run")
     args = parser.parse_args(argv)
-    if {"job", "copy"} & set(args.impls) and not SPARK_SUBMIT.exists():
+    if {"job", "copy"} & set(args.impls) and not spark_local.SPARK_SUBMIT.exists():
         parser.error(f"no spark-submit next to {PY}: run with the project's venv")
 
     scales: dict[str, dict[str, Any]] = {}

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import re
 import shlex
 import shutil
@@ -56,7 +55,7 @@ from moto.emr.exceptions import ValidationException
 from moto.emr.models import Cluster, Step
 from moto.emr.responses import ElasticMapReduceResponse
 
-from devstack import procs
+from devstack import procs, spark_local
 from devstack.staging import Stager, StagingError
 
 log = logging.getLogger("devstack.emr")
@@ -369,7 +368,7 @@ class Executor:
             files["stderr"].write_text(message + "\n")
             return _Outcome("FAILED", {"Reason": "Unsupported step", "Message": message})
 
-        spark_submit = Path(sys.executable).parent / "spark-submit"  # the venv's PySpark
+        spark_submit = spark_local.SPARK_SUBMIT
         if not spark_submit.exists():
             message = f"devstack: no spark-submit next to {sys.executable}; run devstack with the project's venv"
             files["stderr"].write_text(message + "\n")
@@ -382,24 +381,10 @@ class Executor:
             message = f"devstack: {exc}"
             files["stderr"].write_text(message + "\n")
             return _Outcome("FAILED", {"Reason": "Staging failed", "Message": message})
-        command = [
-            str(spark_submit),
-            "--master", "local[2]",
-            "--deploy-mode", "client",
-            "--conf", "spark.ui.enabled=false",
-            "--conf", f"spark.local.dir={work / 'spark-local'}",  # removed with the work dir
-            *options,
-            *rest,
-        ]  # fmt: skip
-        tmp = work / "tmp"  # Spark's and Python's temp files go with the work dir
-        tmp.mkdir()
+        command = spark_local.command(work, [*options, *rest])
+        (work / "tmp").mkdir()  # Spark's and Python's temp files go with the work dir
         env = dict(
-            os.environ,
-            TMPDIR=str(tmp),
-            SPARK_SUBMIT_OPTS=f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -Djava.io.tmpdir={tmp}".strip(),
-            PYSPARK_PYTHON=sys.executable,
-            PYSPARK_DRIVER_PYTHON=sys.executable,
-            SPARK_LOCAL_IP="127.0.0.1",
+            spark_local.environment(work),
             # A job that calls AWS itself (boto3) reaches devstack, not AWS.
             AWS_ENDPOINT_URL=self.endpoint_url,
             AWS_ACCESS_KEY_ID="testing",
