@@ -53,6 +53,14 @@ def quiet_check(seconds: float = 2.0) -> float:
     return round(100 * (busy1 - busy0) / max(total1 - total0, 1e-9), 1)
 
 
+def meminfo_bytes(field: str) -> int:
+    """A /proc/meminfo field (MemTotal, MemAvailable, ...) in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/meminfo")
+
+
 def machine() -> dict[str, Any]:
     """The machine a result was measured on."""
     cpu = "unknown"
@@ -60,13 +68,10 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem_kb = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
-    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 2**20, 1),
+        "memory_gib": round(meminfo_bytes("MemTotal") / 2**30, 1),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
     }

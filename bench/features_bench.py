@@ -58,6 +58,7 @@ from common import (  # noqa: E402
     PY,
     Peak,
     machine_cpu,
+    meminfo_bytes,
     python_env,
     quiet_check,
     run_measured,
@@ -234,14 +235,6 @@ def run_once(impl: str, csv: Path, rows: int, run_id: str, timeout: float, event
     )
 
 
-def mem_available() -> int:
-    """MemAvailable in bytes: what a new process can take without swapping."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")
-
-
 @dataclass(frozen=True)
 class PandasFit:
     """pandas' peak per row, measured at one scale, and what it predicts."""
@@ -286,7 +279,7 @@ def measure_scale(
     result = Scale(data.rows)
     todo = list(impls)
     if "pandas" in todo and fit is not None:
-        available = mem_available()
+        available = meminfo_bytes("MemAvailable")
         predicted = fit.predicted(scale)
         if predicted > PANDAS_MEMORY_SHARE * available:
             todo.remove("pandas")
@@ -429,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "scales": scales,
     }
     if fit is not None:
-        available = mem_available()
+        available = meminfo_bytes("MemAvailable")
         result["pandas_limit"] = {
             "from_scale": fit.from_scale,
             "bytes_per_row": round(fit.bytes_per_row),
