@@ -351,33 +351,36 @@ def machine_line(docs: list[dict[str, Any]]) -> str:
     )
 
 
-def build_report(images: str) -> tuple[str, list[str]]:
-    """The markdown (plots linked under `images`) and the plot files written to build/bench/."""
+def sections() -> list[tuple[str, list[str]]]:
+    """(markdown, plot files) of each benchmark in report order; draws the plots into build/bench/."""
     docs = {name: load(name) for name in ("features", "scoring", "parse", "serving", "http", "release", "demo")}
-    parts, plots = [], []
     found = [d for d in docs.values() if d and "machine" in d]
-    if found:
-        parts.append(machine_line(found) + "\n")
-    runs: list[tuple[str, Callable[[], tuple[str, list[str]]] | None]] = [
-        ("features", (lambda: features_section(docs["features"])) if docs["features"] else None),
-        ("scoring", (lambda: scoring_section(docs["scoring"])) if docs["scoring"] else None),
-        ("parse", (lambda: parse_section(docs["parse"])) if docs["parse"] else None),
-        (
-            "serving",
-            (lambda: serving_section(docs["serving"], docs["http"])) if docs["serving"] or docs["http"] else None,
-        ),
-        ("release", (lambda: release_section(docs["release"])) if docs["release"] else None),
-        ("demo", (lambda: demo_section(docs["demo"])) if docs["demo"] else None),
-    ]
-    for name, make in runs:
-        if make is None:
-            parts.append(f"## {name}\n\nNot measured: build/bench/{name}.json is missing (run `make bench`).\n")
-            continue
-        text, pngs = make()
-        parts.append(text)
-        plots += pngs
-        parts += [f"![{p}]({images}{p})\n" for p in pngs]
-    return "\n".join(parts), plots
+    out: list[tuple[str, list[str]]] = [(machine_line(found) + "\n", [])] if found else []
+    makers: dict[str, Callable[[], tuple[str, list[str]]]] = {
+        "features": lambda: features_section(docs["features"]),
+        "scoring": lambda: scoring_section(docs["scoring"]),
+        "parse": lambda: parse_section(docs["parse"]),
+        "serving": lambda: serving_section(docs["serving"], docs["http"]),
+        "release": lambda: release_section(docs["release"]),
+        "demo": lambda: demo_section(docs["demo"]),
+    }
+    for name, make in makers.items():
+        measured = docs[name] or (name == "serving" and docs["http"])
+        out.append(
+            make()
+            if measured
+            else (f"## {name}\n\nNot measured: build/bench/{name}.json is missing (run `make bench`).\n", [])
+        )
+    return out
+
+
+def render(parts: list[tuple[str, list[str]]], images: str) -> str:
+    """The report's markdown, each section followed by its plots linked under `images`."""
+    lines = []
+    for text, pngs in parts:
+        lines.append(text)
+        lines += [f"![{p}]({images}{p})\n" for p in pngs]
+    return "\n".join(lines)
 
 
 def update(target: Path, report: str, plots: list[str]) -> None:
@@ -399,13 +402,15 @@ def main() -> int:
     parser.add_argument("--update", type=Path, help="a markdown file with bench markers to update (BENCHMARKS.md)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    report, plots = build_report(images="")
+    parts = sections()
+    plots = [p for _, pngs in parts for p in pngs]
+    report = render(parts, images="")  # report.md sits next to the plots
     (OUT / "report.md").write_text(report + "\n")
     print(report)
     print(f"written to {(OUT / 'report.md').relative_to(REPO)} with {len(plots)} plot(s)")
     if args.update:
-        report, plots = build_report(images=f"{PLOTS_DIR.relative_to(REPO)}/")
-        update(args.update if args.update.is_absolute() else REPO / args.update, report, plots)
+        target = args.update if args.update.is_absolute() else REPO / args.update
+        update(target, render(parts, images=f"{PLOTS_DIR.relative_to(REPO)}/"), plots)
     return 0
 
 
