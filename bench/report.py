@@ -394,7 +394,7 @@ def update(target: Path, report: str, plots: list[str]) -> None:
     for p in plots:
         shutil.copyfile(OUT / p, PLOTS_DIR / p)
     target.write_text(f"{head}{BEGIN}\n{report}\n{END}{tail}")
-    print(f"updated {target.relative_to(REPO)} and {PLOTS_DIR.relative_to(REPO)}/")
+    print(f"updated {target} and {PLOTS_DIR.relative_to(REPO)}/")
 
 
 def main() -> int:
