@@ -1,5 +1,6 @@
 # Two commands a newcomer needs: `make demo` and `make test`. Both set up what is
-# missing first (uv, the virtualenv, Java for Spark) and are safe to run again.
+# missing first (uv, the virtualenv with the bundle installed, Java for Spark, ...) and
+# are safe to run again. `make check` is the fast loop: lint, types, import contracts, unit tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -8,8 +9,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # uv from PATH if there is one, else a private copy installed from PyPI.
 UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
-# The stamp names the lock's hash, so editing the lock re-syncs the venv.
-LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+# The stamp names the hash of the lock and the project, so editing either re-syncs the venv.
+LOCK_HASH := $(shell cat uv.lock pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.synced-$(LOCK_HASH)
 # Bytecode compiled at install: this machine sets PYTHONDONTWRITEBYTECODE=1, and
 # without .pyc files every task process would recompile Airflow (2.7 s vs 1.2 s).
@@ -22,14 +23,16 @@ AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup demo test bench up down lock clean sysdeps
+.PHONY: help setup demo test check bench up down lock wheel mwaa clean sysdeps
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
 	@echo "make test   the whole test suite"
+	@echo "make check  lint, types, import contracts and unit tests (under a minute)"
+	@echo "make wheel  the bundle's wheel in dist/; make mwaa: build/mwaa/{plugins.zip,requirements.txt}"
 	@echo "make bench  benchmarks (features at scale, batch scoring, DAG parse, serving, release, demo) -> BENCHMARKS.md"
 	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
-	@echo "make lock   re-pin requirements.lock from requirements.txt"
+	@echo "make lock   re-resolve uv.lock from pyproject.toml"
 
 setup: sysdeps $(STAMP)
 
@@ -37,9 +40,10 @@ setup: sysdeps $(STAMP)
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-$(STAMP): requirements.lock | $(UV)
-	@test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(PY) requirements.lock
+# The dev environment: uv.lock exactly (the dev group and the http extra included), with the
+# bundle itself installed editable, so every tool imports the packages by name.
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --quiet --frozen --all-extras --python $(PYTHON)
 	@rm -f $(VENV)/.synced-* && touch $@
 
 # $(call apt_ensure,package:command ...): apt-get install the packages whose command is missing.
@@ -55,7 +59,22 @@ sysdeps:
 	@$(call apt_ensure,$(APT_NEEDS))
 
 lock: | $(UV)
-	$(UV) pip compile --quiet --python-version 3.11 requirements.txt -o requirements.lock
+	$(UV) lock
+
+# Lint, types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests.
+check: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -m unit -q
+
+wheel: setup
+	rm -rf dist && $(UV) build --wheel --out-dir dist
+
+# The MWAA shape: plugins.zip holds the wheel and the plugin registration; requirements.txt
+# names the wheel where MWAA unpacks plugins.zip, plus the runtime requirements.
+mwaa: wheel
+	$(PY) -m devstack.deploy mwaa --wheel dist/*.whl --out build/mwaa
 
 demo: setup
 	$(PY) -m devstack.demo
@@ -69,14 +88,14 @@ test: setup
 # into build/bench/data. Run it on a quiet machine: the figures are wall times.
 bench: setup
 	@$(call apt_ensure,$(BENCH_APT_NEEDS))
-	$(PY) bench/features_bench.py
-	$(PY) bench/scoring_bench.py
-	$(PY) bench/parse_bench.py
-	$(PY) bench/serving_bench.py
-	$(PY) bench/http_bench.py
-	$(PY) bench/release_bench.py
-	$(PY) bench/demo_bench.py
-	$(PY) bench/report.py --update BENCHMARKS.md
+	$(PY) -m bench.features_bench
+	$(PY) -m bench.scoring_bench
+	$(PY) -m bench.parse_bench
+	$(PY) -m bench.serving_bench
+	$(PY) -m bench.http_bench
+	$(PY) -m bench.release_bench
+	$(PY) -m bench.demo_bench
+	$(PY) -m bench.report --update BENCHMARKS.md
 
 up: setup
 	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)

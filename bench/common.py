@@ -16,10 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "build" / "bench"
@@ -83,7 +84,7 @@ def write_result(name: str, result: Mapping[str, Any]) -> Path:
     path = OUT / f"{name}.json"
     doc = {
         "benchmark": name,
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "machine": machine(),
         **result,
     }
@@ -229,10 +230,8 @@ def _stop_group(proc: subprocess.Popen[str], grace: float = 15.0) -> None:
 
 
 def python_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: the repo's plugins/ and serving/ importable, bytecode cached."""
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO / "serving"), str(REPO)])
-    return env
+    """The environment for a child Python (the packages come from the venv's install)."""
+    return {**os.environ, **extra}
 
 
 PY = sys.executable

@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from common import PY, REPO, quiet_check, run_measured, summary, write_result
+from bench.common import PY, REPO, quiet_check, run_measured, summary, write_result
 
 SUMMARY = REPO / "build" / "demo" / "summary.json"
 

@@ -7,7 +7,7 @@ Per scale, a synthetic CSV of scale × 45,211 rows (bench/synth.py, cached under
 build/bench/data), then --runs rounds (default 3 up to 100×, 1 above), each
 running in turn:
 
-- job: spark-submit spark_jobs/bank_features.py, the whole job (baseline model included);
+- job: spark-submit of the features job's entry point (bank_spark.features), the whole job (baseline model included);
 - copy: spark-submit bench/spark_copy.py, the same parse written straight to parquet (the I/O floor);
 - pandas: bench/pandas_features.py, the same features in one process (pyarrow).
 
@@ -41,19 +41,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow.parquet as pq
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for path in (BENCH, REPO):  # common, synth; devstack (also imported by tests, not only run as a script)
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from common import (  # noqa: E402
+from bench.common import (
     OUT,
     PY,
     Peak,
@@ -65,12 +61,15 @@ from common import (  # noqa: E402
     summary,
     write_result,
 )
-from synth import BASE_ROWS, synthetic_csv  # noqa: E402
+from bench.synth import BASE_ROWS, synthetic_csv
+from devstack import spark_local
 
-from devstack import spark_local  # noqa: E402
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 
 IMPLEMENTATIONS = ("job", "copy", "pandas")
-JOB = REPO / "spark_jobs" / "bank_features.py"
+# The job as EMR runs it: its entry point, importing the installed bank_spark.
+JOB = Path(str(resources.files("bank_spark").joinpath("entrypoints", "bank_features.py")))
 COPY = BENCH / "spark_copy.py"
 PANDAS = BENCH / "pandas_features.py"
 WORK_ROOT = OUT / "work"
@@ -149,7 +148,7 @@ def spark_time(events: Path) -> dict[str, Any]:
     """Where a Spark application's time went, from its event log in `events`.
 
     Jobs are named by their Python call site when PySpark set one ("collect at
-    spark_jobs/bank_features.py:411"), else by their last stage ("parquet at ...",
+    spark_jobs/bank_spark/features.py:411"), else by their last stage ("parquet at ...",
     "treeAggregate at RDDLossFunction.scala:61"), and summed per name in order of
     first start. Outside jobs: session start-up, planning, driver-side Python, shutdown.
     """

@@ -41,11 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import OUT, REPO, machine_cpu, quiet_check, write_result  # noqa: E402
+from bench.common import OUT, REPO, machine_cpu, quiet_check, write_result
 
-SERVING = REPO / "serving"
 MODEL_DIR = OUT / "model"
-sys.path[:0] = [str(REPO / "plugins"), str(SERVING), str(Path(__file__).resolve().parent)]
 
 WRK_MISSING = (
     "wrk is not installed: it is the load generator of this benchmark.\n"
@@ -155,10 +153,10 @@ def _pinned(cpus: str | None, argv: list[str]) -> list[str]:
 def bench_split(split: str, model_dir: Path, script: Path, args: argparse.Namespace) -> dict[str, Any]:
     server_cpus, wrk_cpus = (None, None) if split == "none" else split.split(":")
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SERVING)}
+    env = dict(os.environ)
     server_cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(port),
                   "--model-dir", str(model_dir), "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(_pinned(server_cpus, server_cmd), env=env, cwd=SERVING)
+    server = subprocess.Popen(_pinned(server_cpus, server_cmd), env=env, cwd=OUT)
     try:
         wait_ready(server, port)
         status, answer = _get(port, "POST", "/predict", script.with_suffix(".json").read_bytes())

@@ -5,7 +5,7 @@
 Writes DIR/features/part-00000.parquet and DIR/quarantine/part-00000.parquet
 (record, reason) and prints a one-line JSON summary of the row counts.
 
-The same as spark_jobs/bank_features.py: the header check; the domain rules of
+The same as the Spark features job (bank_spark.features): the header check; the domain rules of
 its _domain_reason (missing values, ranges, yes/no, month names) with the same
 reasons in the same order; rows with a wrong field count quarantined with the
 job's reason; the features in FEATURE_COLUMNS order, with the types and
@@ -31,9 +31,10 @@ import argparse
 import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,8 +42,6 @@ import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "serving") not in sys.path:
-    sys.path.insert(0, str(REPO / "serving"))
 
 from bank_serving.schema import (  # noqa: E402
     CAMPAIGN_CAP,
@@ -56,7 +55,7 @@ from bank_serving.schema import (  # noqa: E402
 from bank_serving.schema import FEATURE_COLUMNS as MODEL_COLUMNS  # noqa: E402
 
 PROG = "pandas_features"
-# The CSV's columns, spark_jobs/bank_features.EXPECTED_COLUMNS and INT_COLUMNS (a test
+# The CSV's columns, bank_spark.features.EXPECTED_COLUMNS and INT_COLUMNS (a test
 # holds them equal; importing the job would import pyspark).
 RAW_COLUMNS: tuple[str, ...] = (
     "age", "job", "marital", "education", "default", "balance", "housing", "loan",
@@ -214,7 +213,7 @@ def split_valid(table: pa.Table, rules: list[Rule]) -> tuple[pa.Table, pa.Table]
 
 
 def build_features(valid: pa.Table) -> pa.Table:
-    """The job's features of valid rows (see spark_jobs/bank_features.py's docstring)."""
+    """The job's features of valid rows (see bank_spark.features's docstring)."""
     balance = pc.cast(valid["balance"], pa.float64())
     contacted = pc.not_equal(valid["pdays"], -1)
     month_numbers = pa.array(list(MONTH_NUMBER.values()), pa.int32())
@@ -243,7 +242,9 @@ def run(input_path: Path, output: Path) -> dict[str, int]:
     try:
         table, wrong_count = read_csv(input_path)
     except pa.ArrowInvalid as exc:
-        raise InputError(f"{input_path}: {exc} (rows with a value that is not an int32 are not quarantined here)")
+        raise InputError(
+            f"{input_path}: {exc} (rows with a value that is not an int32 are not quarantined here)"
+        ) from exc
     valid, rejected = split_valid(table, domain_rules())
     quarantine = pa.concat_tables([wrong_count, rejected])
     rows_in = table.num_rows + wrong_count.num_rows

@@ -29,16 +29,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from bench.common import quiet_check, summary, write_result
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-if str(BENCH) not in sys.path:  # also imported by tests/test_dag_parse.py, not only run as a script
-    sys.path.insert(0, str(BENCH))
-
-from common import quiet_check, summary, write_result  # noqa: E402
 
 DAG_FILES = sorted((REPO / "dags").glob("*.py"))
 REFERENCE = BENCH / "example_emr_dag.py"
@@ -118,14 +117,13 @@ class Load:
 
 
 def parse_env(airflow_home: Path, pycache_prefix: Path | None = PYCACHE) -> dict[str, str]:
-    """Environment of a parse: plugins/ and the repo importable, as Airflow puts them on sys.path.
+    """Environment of a parse: the bundle's packages come from the venv's install, as on a deployment.
 
     With a pycache_prefix, bytecode is read and written there (outside the repo) whatever
     PYTHONDONTWRITEBYTECODE says, so timed runs never compile; without one, Python's
     defaults apply (the venv's .pyc files, compiled at install), which suits a test.
     """
     env = {**os.environ, "AIRFLOW_HOME": str(airflow_home)}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "plugins"), str(REPO)])
     if pycache_prefix is not None:
         env["PYTHONPYCACHEPREFIX"] = str(pycache_prefix)
         env.pop("PYTHONDONTWRITEBYTECODE", None)

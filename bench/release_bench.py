@@ -17,12 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import OUT, REPO, summary, write_result
-
-sys.path[:0] = [str(REPO / "plugins"), str(REPO)]
-
-from bank_pipeline import oci  # noqa: E402
-
+from bank_pipeline.utils import oci  # noqa: E402
+from bench.common import OUT, summary, write_result
 from devstack import Devstack  # noqa: E402
 from devstack.base_image import build_base_image  # noqa: E402
 
@@ -41,7 +37,7 @@ def main() -> int:
         client = oci.RegistryClient(ds.registry_url)
         for i in range(args.runs):
             repo = f"bench-{i}"
-            build_base_image(ds.registry_url, REPO / "serving", repo, "serving-base")
+            build_base_image(ds.registry_url, None, repo, "serving-base")
             t = time.perf_counter()
             layer = oci.model_layer(files)
             pushed = oci.append_layer(client, repo, "serving-base", layer, "m", {"BANK_MODEL_DIR": "/opt/ml/model"})

@@ -15,10 +15,11 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from common import OUT, REPO
+from bench.common import OUT, REPO
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 PLOTS_DIR = REPO / "docs" / "bench"
@@ -254,7 +255,7 @@ def serving_section(serving: dict[str, Any] | None, http: dict[str, Any] | None)
                     [
                         "Lambda handler cold init (imports + model load)",
                         f"{c['median_ms']:.0f} ms ({c['min_ms']:.0f}–{c['max_ms']:.0f}, {c['runs']} runs)",
-                        "fresh interpreter per run, `import handler`, start-up excluded",
+                        "fresh interpreter per run, `import bank_serving.lambda_handler`, start-up excluded",
                     ],
                     [
                         "warm, 1 record",

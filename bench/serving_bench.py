@@ -5,7 +5,7 @@
 Trains the default model on the CSV (features by serving's derivation, which a
 test holds equal to the Spark job's), writes it to build/bench/model, then:
 
-- cold init: a fresh `python -c` per run timing `import handler` (imports +
+- cold init: a fresh `python -c` per run timing `import bank_serving.lambda_handler` (imports +
   model load; interpreter start-up excluded), median/min/max over --runs runs,
   after one discarded run that compiles bytecode (as the image's compileall does);
 - warm: handler.handler on API Gateway proxy events whose body is JSON text, so
@@ -26,18 +26,17 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from common import OUT, REPO, write_result
+from bank_ml import artifacts, data, release
+from bank_serving.schema import RECORD_FIELDS
+from bench.common import OUT, REPO, write_result
 
-SERVING = REPO / "serving"
-sys.path[:0] = [str(REPO / "plugins"), str(SERVING)]
-
-from bank_ml import artifacts, data, release  # noqa: E402
-from bank_serving.schema import RECORD_FIELDS  # noqa: E402
-
-COLD_SNIPPET = "import time; t = time.perf_counter(); import handler; print(time.perf_counter() - t)"
+COLD_SNIPPET = (
+    "import time; t = time.perf_counter(); import bank_serving.lambda_handler; print(time.perf_counter() - t)"
+)
 
 
 def _ms(seconds: float) -> float:
@@ -45,15 +44,15 @@ def _ms(seconds: float) -> float:
 
 
 def cold_init(model_dir: Path, runs: int) -> dict[str, Any]:
-    """Median/min/max of `import handler` in fresh interpreters."""
-    env = {**os.environ, "BANK_MODEL_DIR": str(model_dir), "PYTHONPATH": str(SERVING)}
+    """Median/min/max of `import bank_serving.lambda_handler` (imports + model load) in fresh interpreters."""
+    env = {**os.environ, "BANK_MODEL_DIR": str(model_dir)}
     # Cache bytecode outside the repo, and write it (this machine sets PYTHONDONTWRITEBYTECODE).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(OUT / "pycache")
 
     def one() -> float:
         out = subprocess.run(
-            [sys.executable, "-c", COLD_SNIPPET], env=env, cwd=SERVING, check=True, capture_output=True, text=True
+            [sys.executable, "-c", COLD_SNIPPET], env=env, cwd=OUT, check=True, capture_output=True, text=True
         )
         return float(out.stdout.strip().splitlines()[-1])
 
@@ -113,7 +112,7 @@ def main() -> None:
     artifacts.write_model_files(model_dir, candidate.onnx_bytes, candidate.threshold)
 
     os.environ["BANK_MODEL_DIR"] = str(model_dir)
-    import handler  # noqa: E402 - loads the model just written
+    from bank_serving import lambda_handler as handler  # loads the model just written
 
     records = raw_records(args.csv, 1000)
     one, thousand = proxy_event(records[0]), proxy_event({"records": records})

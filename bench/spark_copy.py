@@ -2,7 +2,7 @@
 
     spark-submit bench/spark_copy.py --input CSV --output DIR
 
-Reads with the job's own reader (spark_jobs/bank_features.read_bank_csv: its
+Reads with the job's own reader (bank_spark.features.read_bank_csv: its
 explicit schema, ';', RFC 4180 quoting, header, PERMISSIVE) and drops the
 _corrupt_record column before anything runs, so Spark prunes it from the scan:
 the 17 typed columns are parsed and written, nothing else. That is the
@@ -18,12 +18,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # spark-submit puts only this script's directory on the path
-    sys.path.insert(0, str(REPO))
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from spark_jobs.bank_features import CORRUPT_COLUMN, read_bank_csv  # noqa: E402
+from bank_spark.features import CORRUPT_COLUMN, read_bank_csv  # noqa: E402
 
 PROG = "spark_copy"
 

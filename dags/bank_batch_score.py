@@ -10,12 +10,12 @@ as it would online. Runs when `bank_model_release` makes a model live (the
 * **prepare_score**: which features (Param `features_manifest_uri`, else the
   newest `bank_features` event) and which model (Param `model_version`, else the
   triggering `bank_live_model` event, else `live.json`); checks both exist, stages
-  the job, its py-files zip (spark_jobs/ + serving/bank_serving) and the
+  the job, its py-files zip (bank_spark + bank_serving) and the
   bootstrap script by content hash, and builds the step.
 * **create_cluster** (setup) installs Python 3.11 with the pinned onnxruntime,
   numpy, pandas and pyarrow on every node (bootstrap action) and points PySpark
   at it; **terminate_cluster** (teardown) ends it whatever fails.
-* **run_score** runs `spark_jobs/batch_score.py`; a failed step fails
+* **run_score** runs the scoring job (`bank_spark.batch_score`); a failed step fails
   **wait_for_score** with the job's `batch_score: error: ...` line.
 * **validate_scores** checks the committed output against its manifest (rows in
   = rows out = the features' rows, same model and features) and emits the
@@ -29,16 +29,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.amazon.aws.operators.emr import (
-    EmrAddStepsOperator,
-    EmrCreateJobFlowOperator,
-    EmrTerminateJobFlowOperator,
-)
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.batch_score import job_flow_overrides
-from bank_pipeline.emr import EmrStepSensorWithLogs, cluster_params
+from bank_pipeline.batch_score import PreparedScore, job_flow_overrides
+from bank_pipeline.emr import cluster_params, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_batch_score"
@@ -48,16 +43,20 @@ JOB_FLOW_OVERRIDES = job_flow_overrides(
 
 
 @task(multiple_outputs=True, inlets=[assets.FEATURES])
-def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet_events=None) -> dict:
+def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet_events=None) -> PreparedScore:
     """Pick the features and the model, check they exist, stage the code, build the EMR step."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline import batch_score
+    from bank_pipeline.features import resolve_features_manifest
     from bank_pipeline.registry import ModelRegistry
 
     s3 = S3Hook(aws_conn_id=CFG.aws_conn_id)
-    features = batch_score.resolve_features_manifest(
-        params["features_manifest_uri"], inlet_events[assets.FEATURES] if inlet_events is not None else []
+    features = resolve_features_manifest(
+        params["features_manifest_uri"],
+        [],
+        inlet_events[assets.FEATURES] if inlet_events is not None else [],
+        purpose="score",
     )
     model_version = batch_score.resolve_model_version(
         params["model_version"],
@@ -131,27 +130,7 @@ with DAG(
 ) as dag:
     prepared = prepare_score()
 
-    create_cluster = EmrCreateJobFlowOperator(
-        task_id="create_cluster",
-        aws_conn_id=CFG.aws_conn_id,
-        job_flow_overrides=JOB_FLOW_OVERRIDES,
-    )
-    run_score = EmrAddStepsOperator(
-        task_id="run_score",
-        aws_conn_id=CFG.aws_conn_id,
-        job_flow_id=create_cluster.output,
-        steps=prepared["steps"],
-        retries=0,  # a retried add would run the job twice on the same cluster
-    )
-    wait_for_score = EmrStepSensorWithLogs(
-        task_id="wait_for_score",
-        aws_conn_id=CFG.aws_conn_id,
-        job_flow_id=create_cluster.output,
-        step_id="{{ ti.xcom_pull(task_ids='run_score')[0] }}",
-        deferrable=True,
-        poke_interval=CFG.poll_seconds,
-        max_attempts=int(timedelta(hours=3).total_seconds() // CFG.poll_seconds),
-    )
+    emr = transient_spark_step(CFG, name="score", steps=prepared["steps"], job_flow_overrides=JOB_FLOW_OVERRIDES)
     validated = validate_scores(
         prepared["output_uri"],
         prepared["model_sha256"],
@@ -159,13 +138,5 @@ with DAG(
         prepared["features_manifest_sha256"],
         prepared["features_rows"],
     )
-    terminate_cluster = EmrTerminateJobFlowOperator(
-        task_id="terminate_cluster",
-        aws_conn_id=CFG.aws_conn_id,
-        job_flow_id=create_cluster.output,
-        deferrable=True,
-        waiter_delay=CFG.poll_seconds,
-        waiter_max_attempts=max(20, 1200 // CFG.poll_seconds),
-    ).as_teardown(setups=create_cluster)
 
-    chain(prepared, create_cluster, run_score, wait_for_score, [validated, terminate_cluster])
+    chain(prepared, emr.create_cluster, emr.add_step, emr.wait_for_step, [validated, emr.terminate_cluster])

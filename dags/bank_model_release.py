@@ -33,124 +33,53 @@ Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from airflow.sdk import DAG, Param, chain, task
+from airflow.sdk import DAG, BaseOperator, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.image import ModelImagePushOperator
-from bank_pipeline.k8s_rollout import KubernetesRolloutOperator
-from bank_pipeline.lambda_deploy import LambdaImageDeployOperator
+from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
+from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
+from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator
+from bank_pipeline.release import SMOKE_RECORD, TrainedCandidate, check_prediction
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
-# The bundle ships k8s/ beside dags/ (like spark_jobs/).
-K8S_MANIFESTS = Path(__file__).resolve().parents[1] / "k8s"
 IMAGE_URI = "{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}"
-# A client known before the call; the smoke test checks the answer's shape and version.
-SMOKE_RECORD = {
-    "age": 41, "job": "management", "marital": "married", "education": "tertiary", "default": "no",
-    "balance": 1270, "housing": "yes", "loan": "no", "contact": "cellular", "day": 15, "month": "may",
-    "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown",
-}  # fmt: skip
 VERSION = "{{ ti.xcom_pull(task_ids='train_candidate', key='version') }}"
-
-
-def check_prediction(answer: dict) -> str | None:
-    """The smoke answer holds one prediction: a probability in [0, 1] and a 0/1 label."""
-    predictions = (answer.get("body") or {}).get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != 1:
-        return f"expected one prediction, got {predictions!r}"
-    p = predictions[0]
-    if not (isinstance(p.get("probability"), float) and 0.0 <= p["probability"] <= 1.0 and p.get("label") in (0, 1)):
-        return f"malformed prediction {p!r}"
-    return None
 
 
 @task(inlets=[assets.FEATURES])
 def resolve_features(params: dict, triggering_asset_events=None, inlet_events=None) -> str:
     """The manifest to train on: Param, else the triggering event, else the Asset's latest event."""
-    from bank_pipeline.errors import BadInputError
+    from bank_pipeline.features import resolve_features_manifest
 
-    if params["features_manifest_uri"]:
-        return params["features_manifest_uri"]
-    events = list((triggering_asset_events or {}).get(assets.FEATURES, []))
-    if not events and inlet_events is not None:
-        events = list(inlet_events[assets.FEATURES])
-    for event in reversed(events):
-        if (event.extra or {}).get("manifest_uri"):
-            return event.extra["manifest_uri"]
-    raise BadInputError(
-        "no features to train on: run bank_features_emr first, or give features_manifest_uri"
+    return resolve_features_manifest(
+        params["features_manifest_uri"],
+        (triggering_asset_events or {}).get(assets.FEATURES, []),
+        inlet_events[assets.FEATURES] if inlet_events is not None else [],
+        purpose="train on",
     )
 
 
 @task(multiple_outputs=True)
-def train_candidate(manifest_uri: str, params: dict, run_id: str) -> dict:
+def train_candidate(manifest_uri: str, params: dict, run_id: str) -> TrainedCandidate:
     """Train, evaluate against the live model on the same holdout, and register the version."""
-    import hashlib
-    import json
-    import posixpath
-    import tempfile
-    from pathlib import Path
-
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_ml import artifacts, data, gate, release
-    from bank_ml.train import HyperParams
-    from bank_pipeline.errors import BadInputError
-    from bank_pipeline.features import arrow_s3, split_s3_uri
-    from bank_pipeline.registry import ModelRegistry, code_version
+    from bank_pipeline.release import train_and_register
 
-    s3 = S3Hook(aws_conn_id=CFG.aws_conn_id)
-    bucket, key = split_s3_uri(manifest_uri)
-    if not s3.check_for_key(key, bucket_name=bucket):
-        raise BadInputError(f"features manifest {manifest_uri} does not exist")
-    manifest_bytes = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
-    manifest = json.loads(manifest_bytes)
-    manifest_dir = f"s3://{bucket}/{posixpath.dirname(key)}"
-    table = data.read_features(data.feature_paths(manifest, manifest_dir), filesystem=arrow_s3(s3))
-
-    hp = HyperParams.from_dict(params["hyperparameters"])
-    candidate = release.train_candidate(table, hp)
-    registry = ModelRegistry(s3, CFG.model_registry_prefix)
-    live_record = registry.live()
-    with tempfile.TemporaryDirectory() as tmp:
-        live = None
-        if live_record:
-            live_dir = Path(tmp) / "live"
-            for name in ("model.onnx", "model.json"):
-                registry.download(live_record["version"], name, live_dir)
-            live = release.score_live(live_dir, candidate)
-        decision = gate.decide(
-            candidate.metrics,
-            live and live["metrics"],
-            min_roc_auc=params["min_roc_auc"],
-            tolerance=params["roc_auc_tolerance"],
-            force_deploy=params["force_deploy"],
-        )
-        lineage = {
-            "features_uri": f"{manifest_dir}/{manifest['paths']['features']}",
-            "features_manifest_uri": manifest_uri,
-            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            "code_version": code_version(),
-            "run_id": run_id,
-        }
-        version = artifacts.write_version(
-            tmp, candidate, lineage=lineage, baseline=manifest.get("baseline", {}), live=live, gate=decision
-        )
-        registered = registry.register(Path(tmp) / version, version)
-    print(f"model {version}: ROC AUC {candidate.metrics['roc_auc']:.4f}, gate: {decision.reason}")
-    return {
-        "version": version,
-        "registered": registered,
-        "registry_uri": registry.uri(version) + "/",
-        "metrics": candidate.metrics,
-        "baseline": manifest.get("baseline", {}),
-        "live": live,
-        "deploy": decision.deploy,
-        "reason": decision.reason,
-    }
+    trained = train_and_register(
+        S3Hook(aws_conn_id=CFG.aws_conn_id),
+        CFG.model_registry_prefix,
+        manifest_uri=manifest_uri,
+        hyperparameters=params["hyperparameters"],
+        min_roc_auc=params["min_roc_auc"],
+        roc_auc_tolerance=params["roc_auc_tolerance"],
+        force_deploy=params["force_deploy"],
+        run_id=run_id,
+    )
+    print(f"model {trained['version']}: ROC AUC {trained['metrics']['roc_auc']:.4f}, gate: {trained['reason']}")
+    return trained
 
 
 @task.short_circuit
@@ -162,25 +91,21 @@ def deploy_gate(deploy: bool, reason: str) -> bool:
 
 # none_failed: a Kubernetes rollout skipped for want of a connection still records the release.
 @task(trigger_rule="none_failed", outlets=[assets.LIVE_MODEL])
-def record_live(version: str, image: dict, ti=None, outlet_events=None) -> dict:
+def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -> dict:
     """Point models/bank/live.json at the version now released; the bank_live_model event schedules scoring."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.sdk import timezone
 
     from bank_pipeline.registry import ModelRegistry
+    from bank_pipeline.release import live_record
 
-    deployed = ti.xcom_pull(task_ids="deploy_lambda") or {}
-    rollout = ti.xcom_pull(task_ids="rollout_kubernetes") or {}
-    record = {
-        "version": version,
-        "image_uri": image["image_uri"],
-        "lambda_function": deployed.get("function_name"),
-        "lambda_version": deployed.get("version"),
-        "lambda_alias": deployed.get("alias"),
-        "kubernetes_deployment": rollout.get("deployment"),
-        "kubernetes_namespace": rollout.get("namespace"),
-        "deployed_at": timezone.utcnow().isoformat(),
-    }
+    record = live_record(
+        version,
+        image,
+        ti.xcom_pull(task_ids="deploy_lambda"),
+        ti.xcom_pull(task_ids="rollout_kubernetes"),
+        deployed_at=timezone.utcnow().isoformat(),
+    )
     ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
     outlet_events[assets.LIVE_MODEL].extra = {"version": version, "image_uri": image["image_uri"]}
     return record
@@ -244,7 +169,7 @@ with DAG(
         base_tag=CFG.serving_base_tag,
         aws_conn_id=CFG.aws_conn_id,
     )
-    releases = []
+    releases: list[BaseOperator] = []
     if "lambda" in CFG.release_targets:
         releases.append(
             LambdaImageDeployOperator(
@@ -267,7 +192,6 @@ with DAG(
             KubernetesRolloutOperator(
                 task_id="rollout_kubernetes",
                 image=IMAGE_URI,
-                manifests=str(K8S_MANIFESTS),
                 namespace=CFG.kubernetes_namespace,
                 kubernetes_conn_id=CFG.kubernetes_conn_id,
                 skip_without_connection=True,

@@ -27,8 +27,8 @@ from typing import Any
 
 from devstack import procs
 
+# devstack is dev-only and runs from a checkout: its state and the demo's data live in it.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PLUGINS_DIR = REPO_ROOT / "plugins"
 DEFAULT_STATE_DIR = REPO_ROOT / "build" / "devstack"
 DEFAULT_PORT = 4566
 STATE_FILE = "devstack.json"
@@ -62,12 +62,6 @@ def remove_state(state_dir: Path, pid: int | None = None) -> None:
     state = read_state(state_dir)
     if state is not None and (pid is None or state.get("pid") == pid):
         (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
-
-
-def plugins_on_path() -> None:
-    """Make plugins/ importable (Airflow puts it on sys.path; devstack's processes may not have it)."""
-    if str(PLUGINS_DIR) not in sys.path:
-        sys.path.append(str(PLUGINS_DIR))
 
 
 def client_env(endpoint_url: str) -> dict[str, str]:
@@ -115,7 +109,6 @@ def start_server(
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     with (state_dir / LOG_FILE).open("ab") as log:
         proc = subprocess.Popen(
             [
@@ -124,8 +117,7 @@ def start_server(
                 "--registry-port", str(registry_port),
                 "--state-dir", str(state_dir),
             ],  # fmt: skip
-            cwd=REPO_ROOT,
-            env=env,
+            cwd=REPO_ROOT,  # `python -m devstack` imports devstack from here
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

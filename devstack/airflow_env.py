@@ -56,8 +56,6 @@ def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
             "BANK_POLL_SECONDS": "1",
             "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
             "BANK_LAMBDA_ROLE_ARN": LAMBDA_ROLE_ARN,
-            # plugins/ is on sys.path in Airflow's components; the child needs it at DAG import too.
-            "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
         }
     )
     return env
@@ -92,9 +90,9 @@ def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW
 def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, tag: str = SERVING_BASE_TAG) -> str:
     """What a release needs that CI provides on AWS: the Lambda role and the serving base image.
 
-    Returns the base image's digest. ``source_dir`` defaults to serving/.
+    Returns the base image's digest. ``source_dir`` (holding bank_serving/) defaults to the installed package.
     """
-    from devstack.base_image import DEFAULT_SOURCE, build_base_image
+    from devstack.base_image import build_base_image
 
     try:
         iam.create_role(
@@ -105,7 +103,7 @@ def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, ta
         )
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return build_base_image(registry_url, source_dir or DEFAULT_SOURCE, repo=IMAGE_REPOSITORY, tag=tag)
+    return build_base_image(registry_url, source_dir, repo=IMAGE_REPOSITORY, tag=tag)
 
 
 @dataclass

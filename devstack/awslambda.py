@@ -9,7 +9,7 @@ whose ImageUri is in devstack's registry (``devstack.registry``), Invoke:
    order, under ``<state-dir>/lambda-images/<digest>/rootfs`` (once per digest);
 2. runs the handler named by the image config's Cmd (or the function's
    ImageConfig.Command) in a fresh process of the project's interpreter, with
-   cwd and ``sys.path[0]`` = ``rootfs/var/task`` (LAMBDA_TASK_ROOT), the event
+   cwd and PYTHONPATH = ``rootfs/var/task`` (LAMBDA_TASK_ROOT), the event
    on stdin, and the environment of the image config's Env, Lambda's own
    variables and the function's Environment.Variables; any absolute path in
    those values that exists in the rootfs (e.g. BANK_MODEL_DIR=/opt/ml/model)
@@ -81,11 +81,8 @@ from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClie
 from moto.awslambda.models import LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
-import devstack
+from bank_pipeline.utils import oci
 from devstack import procs
-
-devstack.plugins_on_path()
-from bank_pipeline import oci  # noqa: E402  (plugins/ is not on the server's path by default)
 
 log = logging.getLogger("devstack.lambda")
 
@@ -340,7 +337,6 @@ import importlib, json, os, signal, sys, time, traceback
 
 task_root, spec, timeout, request_id, arn = sys.argv[1:6]
 timeout = float(timeout)
-sys.path[0] = task_root
 result_out = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 
@@ -460,6 +456,7 @@ def run(fn: LambdaFunction, event: bytes, request_id: str) -> tuple[bytes, bool,
         return done(_error_payload(message, "Runtime.InvalidEntrypoint", request_id), True)
     env = _environment(fn, image, command[0], request_id)
     task_root = env["LAMBDA_TASK_ROOT"]
+    env["PYTHONPATH"] = task_root  # the image's code first, as LAMBDA_TASK_ROOT is on Lambda
     workdir = rewrite_paths(fn.image_config.working_directory or image.config.get("WorkingDir") or "/var/task", rootfs)
     if not Path(workdir).is_dir():
         workdir = task_root
@@ -490,7 +487,7 @@ def run(fn: LambdaFunction, event: bytes, request_id: str) -> tuple[bytes, bool,
         answer = json.loads(out) if out.strip() else None
     except ValueError:
         answer = None
-    if "result" in (answer or {}):
+    if isinstance(answer, dict) and "result" in answer:
         return done(json.dumps(answer["result"]).encode(), False, duration_ms)
     if answer and "error" in answer:
         error = json.loads(json.dumps(answer["error"]).replace(json.dumps(strip)[1:-1], ""))

@@ -1,12 +1,12 @@
 """``python -m devstack.base_image --registry HOST:PORT [--source DIR] [--repo bank-model] [--tag serving-base]``.
 
 Builds the local serving base image without Docker and pushes it to a registry
-(devstack's): one deterministic layer (``bank_pipeline.oci.layer``) holding
-``/var/task/handler.py`` and ``/var/task/bank_serving/**`` from ``serving/``
-(or ``--source``), an OCI config whose Cmd is ``handler.handler``, WorkingDir
-``/var/task`` and Env that of the AWS Lambda Python base image, and an OCI
-manifest tagged ``serving-base``. Prints the manifest digest. Same source files, same
-digest.
+(devstack's): one deterministic layer (``bank_pipeline.utils.oci.layer``) holding
+``/var/task/bank_serving/**``, the installed bank_serving package (or the
+``bank_serving`` package under ``--source``), an OCI config whose Cmd is
+``bank_serving.lambda_handler.handler``, WorkingDir ``/var/task`` and Env that of
+the AWS Lambda Python base image, and an OCI manifest tagged ``serving-base``.
+Prints the manifest digest. Same source files, same digest.
 
 Not the production image: that one is ``serving/Dockerfile``, FROM the AWS
 Lambda Python base image (runtime, runtime interface client, the serving
@@ -21,15 +21,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import devstack
+from bank_pipeline.utils import oci
 
-devstack.plugins_on_path()
-from bank_pipeline import oci  # noqa: E402
-
-DEFAULT_SOURCE = devstack.REPO_ROOT / "serving"
 DEFAULT_REPO = "bank-model"  # base and model images share a repository: no cross-repo blob mounts
 DEFAULT_TAG = "serving-base"
 TASK_ROOT = "var/task"
+HANDLER = "bank_serving.lambda_handler.handler"
 # As in public.ecr.aws/lambda/python:3.11 (the production base image's FROM), plus serving/Dockerfile's ENV.
 ENV = [
     "PATH=/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin",
@@ -43,19 +40,18 @@ ENV = [
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 
 
-def serving_files(source_dir: Path) -> dict[str, bytes]:
-    """``handler.py`` and the ``bank_serving`` package of ``source_dir``, keyed by their image path."""
-    source_dir = Path(source_dir)
-    handler = source_dir / "handler.py"
-    if not handler.is_file():
-        raise FileNotFoundError(f"no handler.py in {source_dir} (the serving code: handler.py + bank_serving/)")
-    files = {f"{TASK_ROOT}/handler.py": handler.read_bytes()}
-    package = source_dir / "bank_serving"
-    if package.is_dir():
-        for path in sorted(package.rglob("*")):
-            rel = path.relative_to(source_dir)
-            if path.is_file() and not (_SKIP_DIRS & set(rel.parts)) and path.suffix not in (".pyc", ".pyo"):
-                files[f"{TASK_ROOT}/{rel.as_posix()}"] = path.read_bytes()
+def serving_files(source_dir: Path | None = None) -> dict[str, bytes]:
+    """The ``bank_serving`` package (installed, or under ``source_dir``), keyed by its image path."""
+    if source_dir is None:
+        return {f"{TASK_ROOT}/{name}": data for name, data in oci.package_files("bank_serving").items()}
+    package = Path(source_dir) / "bank_serving"
+    if not (package / "lambda_handler.py").is_file():
+        raise FileNotFoundError(f"no bank_serving/lambda_handler.py in {source_dir} (the serving code)")
+    files = {}
+    for path in sorted(package.rglob("*")):
+        rel = path.relative_to(source_dir)
+        if path.is_file() and not (_SKIP_DIRS & set(rel.parts)) and path.suffix not in (".pyc", ".pyo"):
+            files[f"{TASK_ROOT}/{rel.as_posix()}"] = path.read_bytes()
     return files
 
 
@@ -65,13 +61,13 @@ def image_config() -> dict[str, object]:
         "created": oci.EPOCH,
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": list(ENV), "Cmd": ["handler.handler"], "WorkingDir": "/var/task"},
+        "config": {"Env": list(ENV), "Cmd": [HANDLER], "WorkingDir": "/var/task"},
         "history": [{"created": oci.EPOCH, "created_by": "devstack.base_image: serving code in /var/task"}],
     }
 
 
 def build_base_image(
-    registry_url: str, source_dir: Path = DEFAULT_SOURCE, repo: str = DEFAULT_REPO, tag: str = DEFAULT_TAG
+    registry_url: str, source_dir: Path | None = None, repo: str = DEFAULT_REPO, tag: str = DEFAULT_TAG
 ) -> str:
     """Build and push the local base image to ``registry_url`` (``host:port``); return its digest."""
     code = oci.layer(serving_files(source_dir))
@@ -82,7 +78,7 @@ def build_base_image(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.base_image", description=__doc__.splitlines()[0])
     parser.add_argument("--registry", required=True, help="HOST:PORT, e.g. devstack's registry_url")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="holds handler.py and bank_serving/")
+    parser.add_argument("--source", type=Path, default=None, help="holds bank_serving/ (default: the installed package)")
     parser.add_argument("--repo", default=DEFAULT_REPO)
     parser.add_argument("--tag", default=DEFAULT_TAG)
     args = parser.parse_args(argv)

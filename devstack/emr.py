@@ -460,7 +460,7 @@ class Executor:
         try:
             for name, path in files.items():
                 s3.put_object(Bucket=bucket, Key=f"{base}/{name}.gz", Body=gzip.compress(path.read_bytes()))
-        except Exception as exc:  # e.g. the log bucket does not exist: EMR loses them too
+        except Exception as exc:  # noqa: BLE001 - e.g. the log bucket does not exist: EMR loses them too
             log.warning("cannot upload logs of %s to %s: %s", step.id, cluster.log_uri, exc)
             return None
         return f"s3://{bucket}/{base}/stderr.gz"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 # The venv's PySpark, next to the interpreter that runs devstack.
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"

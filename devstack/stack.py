@@ -212,7 +212,7 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     code, state = status_of(state_dir)
-    if code == 0:
+    if code == 0 and state is not None:
         print("stack: already running")
         _print_ready(state)
         return 0
@@ -359,7 +359,7 @@ def down(state_dir: Path, quiet: bool = False) -> int:
 
 def status(state_dir: Path) -> int:
     code, state = status_of(state_dir.resolve())
-    if code == 1:
+    if state is None:
         print("stack: not running")
     elif code == 3:
         print(f"stack: stale state (pid {state['pid']} or devstack not answering); run down")

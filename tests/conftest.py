@@ -1,4 +1,10 @@
-"""Fixtures shared across test directories."""
+"""Fixtures shared across test directories, and the rule that every test says what kind it is.
+
+Markers (pyproject.toml): ``unit`` (in-process or short subprocesses, no servers, no Spark:
+``make check`` runs these), ``integration`` (real programs: devstack, Spark, a server, the
+control plane), ``e2e`` (Airflow running a DAG on devstack). Each test module sets one
+with ``pytestmark``; a test without one is a collection error.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from devstack import Devstack, procs
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+KINDS = ("unit", "integration", "e2e")
 
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
 # after pytest has closed the captured streams: a spurious "--- Logging error ---".
@@ -40,3 +50,23 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is marked unit, integration or e2e (exactly one)."""
+    unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(k) is not None for k in KINDS) != 1]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests need exactly one of the markers " + ", ".join(KINDS) + " (pytestmark = pytest.mark.<kind>): "
+            + ", ".join(unmarked[:10])
+        )
+
+
+@pytest.fixture(scope="session")
+def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
+    """The one devstack server (a subprocess) of a test session: moto, EMR steps, the registry."""
+    with Devstack(state_dir=tmp_path_factory.mktemp("devstack"), port=0) as stack:
+        pid = stack.pid
+        yield stack
+    # __exit__ already raises if anything survived; say it plainly here too.
+    assert pid is not None and procs.session_pids(pid) == []

@@ -12,15 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from bank_ml.evaluate import Curves
 from bank_ml.gate import GateDecision
 from bank_ml.release import Candidate, model_version
-from bank_ml.scoring import serving_module
+from bank_serving import schema
 
 REQUIRED_LINEAGE = ("features_uri", "manifest_sha256", "code_version")
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pandas", "pyarrow", "scipy")
@@ -38,7 +39,7 @@ def library_versions() -> dict[str, str]:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -47,7 +48,6 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 def model_info(onnx_bytes: bytes, threshold: float, created_at: str) -> dict[str, Any]:
     """model.json's content (docs/interfaces.md)."""
-    schema = serving_module("bank_serving.schema")
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     return {
         "version": digest[:16],

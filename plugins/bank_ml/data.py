@@ -9,12 +9,13 @@ happened to partition them into files.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bank_ml.scoring import serving_module
+from bank_serving import schema
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,11 +32,11 @@ class FeatureDataError(ValueError):
 
 def feature_columns() -> tuple[str, ...]:
     """The model's inputs (the serving contract's FEATURE_COLUMNS)."""
-    return tuple(serving_module("bank_serving.schema").FEATURE_COLUMNS)
+    return tuple(schema.FEATURE_COLUMNS)
 
 
 def categorical_columns() -> tuple[str, ...]:
-    return tuple(serving_module("bank_serving.schema").CATEGORICAL_COLUMNS)
+    return tuple(schema.CATEGORICAL_COLUMNS)
 
 
 def feature_paths(manifest: Mapping[str, Any], manifest_dir: str) -> list[str]:
@@ -166,9 +167,7 @@ def features_from_csv(path: str | Path) -> pa.Table:
 
     import pyarrow as pa
 
-    schema = serving_module("bank_serving.schema")
-    validation = serving_module("bank_serving.validation")
-    features = serving_module("bank_serving.features")
+    from bank_serving import features, validation
     ints = {name for name, kind, *_ in schema.RECORD_FIELDS if kind == "int"}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter=";"))

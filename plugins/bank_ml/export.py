@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bank_ml.scoring import load_onnx_bytes, serving_module
+from bank_ml.scoring import load_onnx_bytes
+from bank_serving import schema
 
 if TYPE_CHECKING:
     import onnx
@@ -39,7 +40,6 @@ class ExportError(RuntimeError):
 def _initial_types() -> list[tuple[str, object]]:
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-    schema = serving_module("bank_serving.schema")
     return [
         (name, StringTensorType([None, 1]) if schema.FEATURE_TYPES[name] == "string" else FloatTensorType([None, 1]))
         for name in schema.FEATURE_COLUMNS
@@ -62,7 +62,6 @@ def to_onnx(pipeline: Pipeline, threshold: float = 0.5) -> bytes:
     import sklearn
     from skl2onnx import convert_sklearn
 
-    schema = serving_module("bank_serving.schema")
     if sklearn.__version__ != schema.TRAINED_WITH_SKLEARN:
         raise ExportError(
             f"training ran scikit-learn {sklearn.__version__} but serving is built for "

@@ -1,11 +1,11 @@
 """What bank_batch_score does besides wiring operators.
 
-- Which features and which model a run scores (Params, Asset events, live.json).
-- The code it ships to EMR: the job script, one zip of the Python it imports
-  (spark_jobs/ for the job and the bank_features helpers, serving/bank_serving
-  for the scorer the Lambda runs), and the bootstrap action that installs the
-  scorer's libraries, staged by content hash so the code that ran is on record.
-- The cluster it asks for, and the check of the committed scores.
+- Which model a run scores with (Param, Asset event, live.json); the features
+  come from ``features.resolve_features_manifest``.
+- The cluster it asks for: the shared temporary cluster plus the bootstrap
+  action that installs the scorer's libraries (the job's code is staged by
+  ``emr.stage_job``, like the features job's).
+- The check of the committed scores.
 
 Light at import (the DAG imports it at parse time): no pandas, pyarrow or boto3
 until a task calls in.
@@ -15,33 +15,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import posixpath
-import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from bank_pipeline import emr
-from bank_pipeline.emr import run_key, spark_step
-from bank_pipeline.errors import BadInputError, FeaturesInvalidError, ScoresInvalidError
-from bank_pipeline.features import MANIFEST_NAME, parquet_problems, read_manifest, split_s3_uri
+from bank_pipeline.errors import BadInputError, ScoresInvalidError
+from bank_pipeline.features import newest_extra
+from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, run_key, split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline.settings import Settings
 
-# plugins/bank_pipeline/batch_score.py -> the bundle's root (dags/, plugins/, spark_jobs/, serving/)
-REPO = Path(__file__).resolve().parents[2]
-JOB_NAME = "bank_batch_score"
-PY_FILES_NAME = "bank_batch_score.zip"
-BOOTSTRAP_NAME = "bootstrap_batch_score.sh"
+JOB = "batch_score"
 # What the bootstrap action installs, and what spark-env points PySpark at: EMR 7's
 # Amazon Linux 2023 ships Python 3.9, too old for the pinned numpy and onnxruntime.
 EMR_PYTHON = "/usr/bin/python3.11"
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same sources give the same zip, hence the same code hash
 
 
 # --------------------------------------------------------------------------- inputs
@@ -50,25 +43,6 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same sources give the same zip, 
 def output_uri(cfg: Settings, run_id: str) -> str:
     """This run's own output directory, under the bank_scores Asset's URI."""
     return f"s3://{cfg.lake_bucket}/scores/bank/run={run_key(run_id)}/"
-
-
-def _newest(events: Iterable[Any], key: str) -> str | None:
-    """`extra[key]` of the newest event that has it."""
-    for event in reversed(list(events)):
-        value = (getattr(event, "extra", None) or {}).get(key)
-        if value:
-            return str(value)
-    return None
-
-
-def resolve_features_manifest(param: str, feature_events: Iterable[Any]) -> str:
-    """The features manifest to score: the Param, else the newest bank_features Asset event's."""
-    if param:
-        return param
-    found = _newest(feature_events, "manifest_uri")
-    if found:
-        return found
-    raise BadInputError("no features to score: run bank_features_emr first, or give features_manifest_uri")
 
 
 def resolve_model_version(
@@ -81,7 +55,7 @@ def resolve_model_version(
     """
     if param:
         return param
-    found = _newest(live_model_events, "version")
+    found = newest_extra(live_model_events, "version")
     if found:
         return found
     record = live()
@@ -92,71 +66,7 @@ def resolve_model_version(
     )
 
 
-# --------------------------------------------------------------------------- code shipped to EMR
-
-
-def py_files_members(repo: Path = REPO) -> list[tuple[str, Path]]:
-    """(name in the zip, source file): the job's package and the serving scorer, importable from the zip's root."""
-    jobs = repo / "spark_jobs"
-    members = [(f"spark_jobs/{name}", jobs / name) for name in ("__init__.py", "bank_features.py", "batch_score.py")]
-    members += [(f"bank_serving/{p.name}", p) for p in sorted((repo / "serving" / "bank_serving").glob("*.py"))]
-    return members
-
-
-def build_py_files(repo: Path = REPO) -> bytes:
-    """The --py-files zip, byte-for-byte reproducible (fixed times and modes, sorted members)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, path in py_files_members(repo):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes())
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class StagedCode:
-    script_uri: str
-    py_files_uri: str
-    bootstrap_uri: str
-
-
-def code_files(repo: Path = REPO) -> dict[str, bytes]:
-    """The files a run ships, by name: job script, py-files zip, bootstrap script."""
-    return {
-        "batch_score.py": (repo / "spark_jobs" / "batch_score.py").read_bytes(),
-        PY_FILES_NAME: build_py_files(repo),
-        BOOTSTRAP_NAME: (repo / "spark_jobs" / BOOTSTRAP_NAME).read_bytes(),
-    }
-
-
-def stage_code(hook: S3Hook, code_prefix: str, repo: Path = REPO) -> StagedCode:
-    """Upload the shipped files under ``<code_prefix>bank_batch_score/<hash>/``, each once per content."""
-    files = code_files(repo)
-    digest = hashlib.sha256()
-    for name, data in sorted(files.items()):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    bucket, prefix = split_s3_uri(code_prefix)
-    base = f"{prefix}{JOB_NAME}/{digest.hexdigest()[:16]}/"
-    for name, data in files.items():
-        if not hook.check_for_key(base + name, bucket_name=bucket):
-            hook.load_bytes(data, base + name, bucket_name=bucket)
-    uri = f"s3://{bucket}/{base}"
-    return StagedCode(uri + "batch_score.py", uri + PY_FILES_NAME, uri + BOOTSTRAP_NAME)
-
-
-def score_step(code: StagedCode, args: list[str]) -> dict[str, Any]:
-    """The EMR step: spark-submit --py-files <zip> batch_score.py args (client mode, see spark_step)."""
-    # CANCEL_AND_WAIT, not TERMINATE_CLUSTER: the teardown terminates the cluster
-    # after the sensor has read the step's logs.
-    return spark_step(
-        JOB_NAME,
-        code.script_uri,
-        args,
-        action_on_failure="CANCEL_AND_WAIT",
-        submit_options=["--py-files", code.py_files_uri],
-    )
+# --------------------------------------------------------------------------- the cluster
 
 
 def job_flow_overrides(cfg: Settings, bootstrap_uri: str) -> dict[str, Any]:
@@ -186,6 +96,20 @@ def job_flow_overrides(cfg: Settings, bootstrap_uri: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- prepare
 
 
+class PreparedScore(TypedDict):
+    """prepare_score's XCom: the EMR step, where its code went, and what validation checks against."""
+
+    steps: list[dict[str, Any]]
+    output_uri: str
+    bootstrap_uri: str | None
+    code_uri: str
+    features_manifest_uri: str
+    features_manifest_sha256: str
+    features_rows: int
+    model_version: str
+    model_sha256: str
+
+
 def prepare(
     hook: S3Hook,
     cfg: Settings,
@@ -193,8 +117,7 @@ def prepare(
     run_id: str,
     features_manifest_uri: str,
     model_version: str,
-    repo: Path = REPO,
-) -> dict[str, Any]:
+) -> PreparedScore:
     """Check that the inputs exist, stage the code, and build the step; what the later tasks need."""
     from bank_pipeline.registry import COMMIT_FILE, ModelRegistry
 
@@ -219,7 +142,7 @@ def prepare(
     if not isinstance(info.get("sha256"), str):
         raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
-    code = stage_code(hook, cfg.code_prefix, repo)
+    code = emr.stage_job(hook, cfg.code_prefix, JOB)
     output = output_uri(cfg, run_id)
     args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
@@ -228,7 +151,7 @@ def prepare(
         "--run-id", run_id,
     ]  # fmt: skip
     return {
-        "steps": [score_step(code, args)],
+        "steps": [emr.job_step("bank_batch_score", code, args)],
         "output_uri": output,
         "bootstrap_uri": code.bootstrap_uri,
         "code_uri": code.script_uri,
@@ -236,7 +159,7 @@ def prepare(
         "features_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "features_rows": features_rows,
         "model_version": model_version,
-        "model_sha256": info.get("sha256"),
+        "model_sha256": info["sha256"],
     }
 
 
@@ -305,10 +228,7 @@ def validate_scores(
     features_rows: int,
 ) -> CommittedScores:
     """Check the committed scores of ``run_id`` (row counts from the parquet footers); ScoresInvalidError if not."""
-    try:
-        manifest_uri, manifest = read_manifest(hook, output)
-    except FeaturesInvalidError as err:  # the shared reader names its error after the features
-        raise ScoresInvalidError(str(err)) from err
+    manifest_uri, manifest = read_manifest(hook, output, error=ScoresInvalidError)
     problems = check_scores_manifest(
         manifest,
         run_id=run_id,

@@ -1,38 +1,43 @@
-"""EMR pieces shared by the DAGs, and what the Amazon provider lacks.
+"""EMR pieces both EMR DAGs share: one way to stage a Spark job and run it on a cluster made for the run.
 
-- The temporary cluster every EMR DAG asks for (``job_flow_overrides`` and the
-  Params its templates read), and the spark-submit step (``spark_step``).
-- A step sensor that says why a step failed: the provider's EmrStepSensor fails
-  with "Error while running job" in deferrable mode and drops the step's
-  FailureDetails; users then dig through the console. This subclass fails with
-  the FailureDetails, the cluster's state, and the tail of the step's stderr and
-  stdout from the cluster's LogUri, all in the task log.
+- ``cluster_params`` / ``job_flow_overrides``: the temporary cluster every EMR DAG
+  asks for (tagged with its DAG and run; the Params its templates read);
+- ``stage_job``: the job's entry point, the ``--py-files`` zip and its bootstrap
+  script uploaded by content hash, so the code that ran is on record;
+- ``spark_step``: the spark-submit step;
+- ``transient_spark_step``: the four tasks that run a step on a temporary
+  cluster (create as a setup task, add the step, wait for it, terminate as
+  the teardown), which the DAG then wires with its own tasks in one ``chain``.
 """
 
 from __future__ import annotations
 
-import gzip
-import re
+import hashlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk import Param
 
-from bank_pipeline.errors import StepFailedError
+from bank_pipeline import resources
+from bank_pipeline.lake import split_s3_uri
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.amazon.aws.operators.emr import (
+        EmrAddStepsOperator,
+        EmrCreateJobFlowOperator,
+        EmrTerminateJobFlowOperator,
+    )
+    from airflow.sdk.definitions.xcom_arg import XComArg
 
+    from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
     from bank_pipeline.settings import Settings
 
-LOG_TAIL_LINES = 30
 INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
-
-
-def run_key(run_id: str) -> str:
-    """``run_id`` made safe for an S3 key and a Hadoop path (no ``:`` or ``+``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+# How long a step may run before its sensor gives up.
+STEP_TIMEOUT = timedelta(hours=3)
 
 
 def cluster_params() -> dict[str, Param]:
@@ -138,66 +143,110 @@ def spark_step(
     }
 
 
-class EmrStepSensorWithLogs(EmrStepSensor):
-    """EmrStepSensor whose failure names the reason and shows the end of the step's stderr."""
+@dataclass(frozen=True)
+class StagedJob:
+    """Where a job's code was staged: the entry point, the --py-files zip, and its bootstrap script (if any)."""
 
-    def poke(self, context: Context) -> bool:
-        response = self.get_emr_response(context)
-        state = self.state_from_response(response)
-        self.log.info("Step %s on cluster %s is %s", self.step_id, self.job_flow_id, state)
-        if state in self.failed_states:
-            raise StepFailedError(self.explain_failure(response))
-        return state in self.target_states
+    script_uri: str
+    py_files_uri: str
+    bootstrap_uri: str | None = None
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
-        if event and event.get("status") == "success":
-            self.log.info("Step %s completed", self.step_id)
-            return
-        # The trigger's event says only "failure"; ask EMR for the details.
-        response = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=self.step_id)
-        raise StepFailedError(self.explain_failure(response, event))
 
-    def explain_failure(self, response: dict[str, Any], event: dict[str, Any] | None = None) -> str:
-        """One message with the step's state, FailureDetails and cluster state; logs the stderr tail."""
-        status = response["Step"]["Status"]
-        parts = [f"EMR step {self.step_id} on cluster {self.job_flow_id} ended {status['State']}"]
-        details = status.get("FailureDetails") or {}
-        if details.get("Message"):
-            parts.append(f"message: {details['Message']}")
-        if details.get("Reason"):
-            parts.append(f"reason: {details['Reason']}")
-        if details.get("LogFile"):
-            parts.append(f"log: {details['LogFile']}")
-        if not details and event:
-            parts.append(f"trigger said: {event}")
-        cluster = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]
-        cluster_status = cluster["Status"]
-        reason = cluster_status.get("StateChangeReason", {}).get("Message")
-        parts.append(f"cluster is {cluster_status['State']}" + (f" ({reason})" if reason else ""))
-        message = "; ".join(parts)
-        # spark-submit merges the Python driver's stderr into its own stdout
-        # (PythonRunner redirects it), so the job's error is in stdout.gz and
-        # Spark's log4j output in stderr.gz: show the end of both.
-        for name in ("stderr", "stdout"):
-            tail = self._log_tail(cluster.get("LogUri"), name)
-            if tail:
-                self.log.error("Last lines of the step's %s:\n%s", name, tail)
-                message += f"\n{name} tail:\n{tail}"
-        return message
+def stage_job(hook: S3Hook, code_prefix: str, job: str) -> StagedJob:
+    """Upload ``job``'s files under ``<code_prefix><job>/<hash>/``, each once per content.
 
-    def _log_tail(self, log_uri: str | None, name: str) -> str | None:
-        """The last lines of ``<LogUri>/<cluster>/steps/<step>/<name>.gz``, if EMR has uploaded it."""
-        if not log_uri:
-            return None
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    The hash covers every file shipped (entry point, zip of bank_spark + bank_serving,
+    bootstrap script), so the prefix names exactly the code that ran.
+    """
+    files = resources.job_files(job)
+    digest = hashlib.sha256()
+    for name, data in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    bucket, prefix = split_s3_uri(code_prefix)
+    base = f"{prefix}{job}/{digest.hexdigest()[:16]}/"
+    for name, data in files.items():
+        if not hook.check_for_key(base + name, bucket_name=bucket):
+            hook.load_bytes(data, base + name, bucket_name=bucket)
+    uri = f"s3://{bucket}/{base}"
+    bootstrap = resources.BOOTSTRAP_SCRIPTS.get(job)
+    return StagedJob(
+        script_uri=uri + resources.entrypoint_name(job),
+        py_files_uri=uri + resources.PY_FILES_NAME,
+        bootstrap_uri=uri + bootstrap if bootstrap else None,
+    )
 
-        bucket, _, prefix = log_uri.replace("s3n://", "s3://").removeprefix("s3://").partition("/")
-        key = f"{prefix.rstrip('/')}/{self.job_flow_id}/steps/{self.step_id}/{name}.gz".lstrip("/")
-        s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify)
-        if not s3.check_for_key(key, bucket_name=bucket):
-            # EMR uploads step logs about every five minutes; a fast failure may beat it.
-            self.log.warning("%s not (yet) at s3://%s/%s", name, bucket, key)
-            return None
-        raw = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
-        lines = gzip.decompress(raw).decode("utf-8", "replace").rstrip().splitlines()
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+def job_step(name: str, staged: StagedJob, args: Sequence[str]) -> dict[str, Any]:
+    """The step of a staged job: ``spark-submit --py-files <zip> <entry point> args``.
+
+    CANCEL_AND_WAIT, not TERMINATE_CLUSTER: the teardown terminates the cluster
+    after the sensor has read the step's logs.
+    """
+    return spark_step(
+        name,
+        staged.script_uri,
+        args,
+        action_on_failure="CANCEL_AND_WAIT",
+        submit_options=["--py-files", staged.py_files_uri],
+    )
+
+
+@dataclass(frozen=True)
+class SparkStepTasks:
+    """The tasks of one Spark step on a cluster made for the run; the DAG chains them."""
+
+    create_cluster: EmrCreateJobFlowOperator
+    add_step: EmrAddStepsOperator
+    wait_for_step: EmrStepSensorWithLogs
+    terminate_cluster: EmrTerminateJobFlowOperator
+
+
+def transient_spark_step(
+    cfg: Settings, *, name: str, steps: XComArg | list[dict[str, Any]], job_flow_overrides: dict[str, Any]
+) -> SparkStepTasks:
+    """create_cluster (setup) -> run_<name> -> wait_for_<name>, and terminate_cluster (its teardown).
+
+    Call inside a DAG. The cluster is terminated whatever fails; its auto-termination
+    idle timeout is a second guard. A failed step fails wait_for_<name> with the
+    step's FailureDetails and the tail of its logs.
+    """
+    from airflow.providers.amazon.aws.operators.emr import (
+        EmrAddStepsOperator,
+        EmrCreateJobFlowOperator,
+        EmrTerminateJobFlowOperator,
+    )
+
+    from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
+
+    create = EmrCreateJobFlowOperator(
+        task_id="create_cluster",
+        aws_conn_id=cfg.aws_conn_id,
+        job_flow_overrides=job_flow_overrides,
+    )
+    # XComArgs resolve to the cluster id and the steps when the tasks run (the provider types them as values).
+    cluster_id: Any = create.output
+    add = EmrAddStepsOperator(
+        task_id=f"run_{name}",
+        aws_conn_id=cfg.aws_conn_id,
+        job_flow_id=cluster_id,
+        steps=cast(Any, steps),
+        retries=0,  # a retried add would run the job twice on the same cluster
+    )
+    wait = EmrStepSensorWithLogs(
+        task_id=f"wait_for_{name}",
+        aws_conn_id=cfg.aws_conn_id,
+        job_flow_id=cluster_id,
+        step_id=f"{{{{ ti.xcom_pull(task_ids='run_{name}')[0] }}}}",
+        deferrable=True,
+        poke_interval=cfg.poll_seconds,
+        max_attempts=int(STEP_TIMEOUT.total_seconds() // cfg.poll_seconds),
+    )
+    terminate = EmrTerminateJobFlowOperator(
+        task_id="terminate_cluster",
+        aws_conn_id=cfg.aws_conn_id,
+        job_flow_id=cluster_id,
+        deferrable=True,
+        waiter_delay=cfg.poll_seconds,
+        waiter_max_attempts=max(20, 1200 // cfg.poll_seconds),
+    ).as_teardown(setups=create)
+    return SparkStepTasks(create, add, wait, terminate)

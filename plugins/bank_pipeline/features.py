@@ -1,29 +1,67 @@
-"""Check a committed features output against its manifest.
+"""What bank_features_emr does besides wiring operators, and which features the other DAGs read.
 
-The Spark job commits by writing ``_manifest.json`` last (docs/interfaces.md);
-this module is the reader's side: it trusts nothing the manifest says that it
-can check cheaply. Row counts come from the parquet footers (a ranged read per
-file), never from scanning the data.
+- ``prepare_step``: check the source exists, stage the job, build the EMR step.
+- ``validate_output``: check a committed features output against its manifest.
+  The Spark job commits by writing ``_manifest.json`` last (docs/interfaces.md);
+  this is the reader's side: it trusts nothing the manifest says that it can
+  check cheaply. Row counts come from the parquet footers (a ranged read per
+  file), never from scanning the data.
+- ``resolve_features_manifest``: the features a release or a scoring run uses.
+
+Light at import (DAG files import it at parse time): no pyarrow or boto3 until a task calls in.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from bank_pipeline import emr
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
+from bank_pipeline.lake import parquet_problems, read_manifest, run_key, split_s3_uri
 
 if TYPE_CHECKING:
-    import pyarrow.fs
-
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-MANIFEST_NAME = "_manifest.json"
+    from bank_pipeline.settings import Settings
 
+JOB = "bank_features"
+
+
+class PreparedStep(TypedDict):
+    """prepare_step's XCom: the EMR step and what validation checks against."""
+
+    steps: list[dict[str, Any]]
+    output_uri: str
+    source_etag: str
+    code_uri: str
+
+
+def prepare_step(hook: S3Hook, cfg: Settings, *, source_uri: str, run_id: str, max_quarantine_ratio: float) -> PreparedStep:
+    """Check the source exists, stage the job code by content hash, and build the EMR step."""
+    bucket, key = split_s3_uri(source_uri)
+    head = hook.head_object(key, bucket_name=bucket)
+    if head is None:
+        raise BadInputError(f"source_uri {source_uri} does not exist")
+    staged = emr.stage_job(hook, cfg.code_prefix, JOB)
+    output_uri = f"{cfg.features_prefix}run={run_key(run_id)}/"
+    etag = head["ETag"].strip('"')
+    args = [
+        "--input", source_uri,
+        "--output", output_uri,
+        "--run-id", run_id,
+        "--max-quarantine-ratio", str(max_quarantine_ratio),
+        "--input-etag", etag,
+    ]  # fmt: skip
+    return {
+        "steps": [emr.job_step(JOB, staged, args)],
+        "output_uri": output_uri,
+        "source_etag": etag,
+        "code_uri": staged.script_uri,
+    }
 
 @dataclass(frozen=True)
 class CommittedFeatures:
@@ -38,15 +76,7 @@ class CommittedFeatures:
     baseline: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` → ``(bucket, key)``; anything else is a BadInputError."""
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise BadInputError(f"expected an s3://bucket/key URI, got {uri!r}")
-    return parts.netloc, parts.path.lstrip("/")
+        return dataclasses.asdict(self)
 
 
 def check_manifest(
@@ -83,64 +113,6 @@ def check_manifest(
     return problems
 
 
-def arrow_s3(hook: S3Hook) -> pyarrow.fs.S3FileSystem:
-    """A pyarrow S3 filesystem with the hook's credentials, region and endpoint (devstack or AWS)."""
-    from pyarrow import fs
-
-    creds = hook.get_credentials()
-    endpoint = hook.conn_config.endpoint_url
-    kwargs: dict[str, Any] = {}
-    if endpoint:
-        parts = urlsplit(endpoint)
-        kwargs = {"endpoint_override": parts.netloc, "scheme": parts.scheme or "https"}
-    return fs.S3FileSystem(
-        access_key=creds.access_key,
-        secret_key=creds.secret_key,
-        session_token=creds.token,
-        region=hook.conn_region_name or "us-east-1",
-        **kwargs,
-    )
-
-
-def read_manifest(hook: S3Hook, output_uri: str) -> tuple[str, dict[str, Any]]:
-    """The committed manifest of ``output_uri`` and its URI; FeaturesInvalidError if there is none."""
-    bucket, prefix = split_s3_uri(output_uri)
-    key = posixpath.join(prefix, MANIFEST_NAME)
-    manifest_uri = f"s3://{bucket}/{key}"
-    if not hook.check_for_key(key, bucket_name=bucket):
-        raise FeaturesInvalidError(f"no committed output: {manifest_uri} does not exist")
-    try:
-        manifest = json.loads(hook.read_key(key, bucket_name=bucket))
-    except json.JSONDecodeError as err:
-        raise FeaturesInvalidError(f"{manifest_uri} is not JSON: {err}") from err
-    return manifest_uri, manifest
-
-
-def parquet_problems(hook: S3Hook, bucket: str, prefix: str, manifest: Mapping[str, Any]) -> list[str]:
-    """Every listed parquet file that cannot be read, else a mismatch of their rows with ``rows.out``.
-
-    Counts rows from the footers (a ranged read per file), so a commit whose
-    manifest outran its data is caught without scanning it.
-    """
-    import pyarrow.parquet as pq
-
-    s3 = arrow_s3(hook)
-    problems: list[str] = []
-    parquet_rows = 0
-    for rel in manifest["files"]:
-        path = posixpath.join(bucket, prefix, rel)
-        try:
-            with s3.open_input_file(path) as f:
-                parquet_rows += pq.ParquetFile(f).metadata.num_rows
-        except OSError as err:  # FileNotFoundError included
-            problems.append(f"listed file s3://{path} unreadable: {err}")
-    if not problems and parquet_rows != manifest["rows"]["out"]:
-        problems.append(
-            f"parquet holds {parquet_rows} rows but the manifest says rows.out={manifest['rows']['out']}"
-        )
-    return problems
-
-
 def validate_output(
     hook: S3Hook,
     output_uri: str,
@@ -172,3 +144,25 @@ def validate_output(
         rows_quarantined=rows["quarantined"],
         baseline=manifest.get("baseline", {}),
     )
+
+
+def newest_extra(events: Iterable[Any], key: str) -> str | None:
+    """`extra[key]` of the newest event that has it."""
+    for event in reversed(list(events)):
+        value = (getattr(event, "extra", None) or {}).get(key)
+        if value:
+            return str(value)
+    return None
+
+
+def resolve_features_manifest(
+    param: str, triggering_events: Iterable[Any], inlet_events: Iterable[Any], *, purpose: str
+) -> str:
+    """The features manifest to use: the Param, else the newest triggering bank_features event's,
+    else the newest bank_features event's. ``purpose`` ("train on") words the error."""
+    if param:
+        return param
+    found = newest_extra(triggering_events, "manifest_uri") or newest_extra(inlet_events, "manifest_uri")
+    if found:
+        return found
+    raise BadInputError(f"no features to {purpose}: run bank_features_emr first, or give features_manifest_uri")

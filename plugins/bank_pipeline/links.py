@@ -4,7 +4,7 @@ Each operator persists the values its link needs in XCom while it runs (as the
 Amazon provider's links do); the API server builds the URL from them when the
 UI asks, so a link appears as soon as the value is known, also when the task
 fails afterwards (e.g. a published Lambda version whose smoke test failed).
-The links are registered with Airflow by ``plugins/bank_links_plugin.py``,
+The links are registered with Airflow by ``bank_pipeline.plugin`` (plugins/bank_pipeline_plugin.py),
 which the API server needs to show them for serialized DAGs.
 
 The EMR cluster link needs nothing here: the provider's EMR operators already
@@ -50,11 +50,12 @@ class _PersistedLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         try:
             values = XCom.get_value(key=self.key, ti_key=ti_key)
-        except Exception:  # a link must never break the task's page
+        except Exception:  # noqa: BLE001 - a link must never break the task's page
             return ""
         return self.format_link(**values) if isinstance(values, dict) else ""
 
-    def format_link(self, **values: Any) -> str:
+    def format_link(self, *args: Any, **values: Any) -> str:
+        """The URL from the persisted values ("" when there is none)."""
         raise NotImplementedError
 
 

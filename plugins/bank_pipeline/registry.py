@@ -12,34 +12,19 @@ only after a deploy passed its smoke test.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.features import split_s3_uri
+from bank_pipeline.lake import split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 COMMIT_FILE = "model.json"
 LIVE_FILE = "live.json"
-# The code a model depends on: training, the serving contract, and the Spark features.
-_REPO = Path(__file__).resolve().parents[2]
-CODE_DIRS = (_REPO / "plugins" / "bank_ml", _REPO / "serving", _REPO / "spark_jobs")
-
-
-def code_version(dirs: tuple[Path, ...] = CODE_DIRS) -> str:
-    """A content hash of the Python sources a model depends on (stable across checkouts and hosts)."""
-    digest = hashlib.sha256()
-    for root in dirs:
-        for path in sorted(root.rglob("*.py")):
-            digest.update(str(path.relative_to(_REPO)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 class ModelRegistry:
     """Reads and writes the registry under ``prefix_uri`` through an S3Hook."""
 

@@ -13,7 +13,8 @@ transforms and this module on the same raw rows and compares them column by colu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Lambda events in, predictions out (the rule is documented in handler.py and docs/interfaces.md).
+"""Lambda events in, predictions out (the rule is documented in lambda_handler.py and docs/interfaces.md).
 
 - API Gateway proxy event (REST v1, HTTP API v2, function URL): it has
   `requestContext`, `httpMethod` or `routeKey`; the request is its `body`, a

@@ -1,23 +1,13 @@
-"""One real devstack server (a subprocess) for the whole devstack test session."""
+"""Clients of the session's devstack (tests/conftest.py), and a bucket of the devstack tests' own."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from devstack import Devstack, procs
-
-
-@pytest.fixture(scope="session")
-def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    with Devstack(state_dir=tmp_path_factory.mktemp("devstack"), port=0) as stack:
-        pid = stack.pid
-        yield stack
-    # __exit__ already raises if anything survived; say it plainly here too.
-    assert pid is not None and procs.session_pids(pid) == []
+from devstack import Devstack
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from devstack import Devstack, procs
-
 
 SLEEPING = """\
 import time
@@ -77,10 +75,6 @@ def session_others(ds: Devstack) -> list[int]:
     return [
         p for p in procs.session_pids(ds.pid) if p != ds.pid and "docker-registry" not in " ".join(procs.cmdline(p))
     ]
-
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 def step_processes(ds: Devstack, script: str) -> list[str]:

@@ -6,10 +6,10 @@ import json
 import random
 from pathlib import Path
 
-from bank_pipeline import oci
+from bank_pipeline.utils import oci
 from devstack.base_image import build_base_image
 
-# A stand-in for serving/handler.py: the tests must not depend on the real one.
+# A stand-in for bank_serving/lambda_handler.py: the tests must not depend on the real one.
 HANDLER = '''\
 import json, os, pathlib, time
 
@@ -35,9 +35,9 @@ def handler(event, context):
 
 
 def write_serving(root: Path) -> Path:
-    """A tiny serving/ tree: handler.py and a bank_serving package."""
+    """A tiny serving tree: a stand-in bank_serving package whose lambda_handler is HANDLER."""
     (root / "bank_serving").mkdir(parents=True, exist_ok=True)
-    (root / "handler.py").write_text(HANDLER)
+    (root / "bank_serving" / "lambda_handler.py").write_text(HANDLER)
     (root / "bank_serving" / "__init__.py").write_text('"""stand-in"""\n')
     (root / "bank_serving" / "__pycache__").mkdir(exist_ok=True)
     (root / "bank_serving" / "__pycache__" / "junk.pyc").write_bytes(b"not in the image")

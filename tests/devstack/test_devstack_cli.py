@@ -11,22 +11,23 @@ import pytest
 
 import devstack
 from devstack import procs
-
-from devstack_helpers import (
+from tests.devstack.devstack_helpers import (
     SLEEPING,
     new_cluster,
     put_script,
-    repo_root,
     spark_step,
     step_processes,
     wait_until,
 )
+from tests.paths import REPO
+
+pytestmark = pytest.mark.integration
 
 
 def cli(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devstack", *args, "--state-dir", str(state_dir)],
-        cwd=repo_root(),
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=90,

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from devstack import Devstack
-
-from devstack_helpers import (
+from tests.devstack.devstack_helpers import (
     SLEEPING,
     cluster_state,
     new_cluster,
@@ -29,6 +28,8 @@ from devstack_helpers import (
     step_states,
     wait_until,
 )
+
+pytestmark = pytest.mark.integration
 
 ENDED = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -52,6 +53,7 @@ spark.stop()
 FAIL_MESSAGE = "bank_features: error: column 'age' has 3 non-integer values"
 FAILING = f"""\
 import sys
+
 print("reading input")
 print("Traceback-looking noise: ValueError somewhere", file=sys.stderr)
 print({FAIL_MESSAGE!r}, file=sys.stderr)

@@ -13,8 +13,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
+from tests.devstack.devstack_image_helpers import model_image, write_serving
 
-from devstack_image_helpers import model_image, write_serving
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +119,13 @@ def test_a_raising_handler_is_an_unhandled_function_error(lam: Any, role: str, i
     assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "ValueError"
     assert body["errorMessage"] == "records[3].age: expected int, got str"
-    assert any('File "/var/task/handler.py"' in frame for frame in body["stackTrace"])
+    assert any('File "/var/task/bank_serving/lambda_handler.py"' in frame for frame in body["stackTrace"])
 
     # ImageConfig.Command overrides the image's Cmd.
-    other = new_function(lam, role, images["v1"], ImageConfig={"Command": ["handler.no_such_function"]})
+    other = new_function(lam, role, images["v1"], ImageConfig={"Command": ["bank_serving.lambda_handler.no_such_function"]})
     resp, body = invoke(lam, other, {})
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.HandlerNotFound"
-    assert body["errorMessage"] == "Handler 'no_such_function' missing on module 'handler'"
+    assert body["errorMessage"] == "Handler 'no_such_function' missing on module 'bank_serving.lambda_handler'"
 
 
 def test_timeout_is_an_unhandled_function_error(lam: Any, role: str, images: dict[str, str]) -> None:

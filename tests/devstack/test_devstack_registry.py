@@ -1,4 +1,4 @@
-"""devstack's image registry and the daemonless image push (bank_pipeline.oci), with real processes."""
+"""devstack's image registry and the daemonless image push (bank_pipeline.utils.oci), with real processes."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 import devstack
-from bank_pipeline import oci
+from bank_pipeline.utils import oci
 from devstack import Devstack, procs
 from devstack.base_image import build_base_image
+from tests.devstack.devstack_image_helpers import model_files, write_serving
+from tests.paths import REPO
 
-from devstack_image_helpers import model_files, write_serving
-from devstack_helpers import repo_root
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_base_image_is_a_real_oci_image(ds: Devstack, serving: Path) -> None:
     cli = subprocess.run(
         [sys.executable, "-m", "devstack.base_image", "--registry", ds.registry_url, "--source", str(serving),
          "--repo", "base-test"],
-        cwd=repo_root(), capture_output=True, text=True, timeout=60,
+        cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert cli.stdout.strip() == digest
@@ -52,12 +52,12 @@ def test_base_image_is_a_real_oci_image(ds: Devstack, serving: Path) -> None:
     assert (media_type, got) == (oci.OCI_MANIFEST, digest)
     config = json.loads(client.get_blob("base-test", manifest["config"]["digest"]))
     assert (config["architecture"], config["os"]) == ("amd64", "linux")
-    assert config["config"]["Cmd"] == ["handler.handler"] and config["config"]["WorkingDir"] == "/var/task"
+    assert config["config"]["Cmd"] == ["bank_serving.lambda_handler.handler"] and config["config"]["WorkingDir"] == "/var/task"
     assert "LAMBDA_TASK_ROOT=/var/task" in config["config"]["Env"]
     blob = client.get_blob("base-test", manifest["layers"][0]["digest"])
     assert config["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()]
     names = oci_layer_names(blob)
-    assert "var/task/handler.py" in names and "var/task/bank_serving/__init__.py" in names
+    assert "var/task/bank_serving/lambda_handler.py" in names and "var/task/bank_serving/__init__.py" in names
     assert not any("__pycache__" in n for n in names)
 
 
@@ -99,7 +99,7 @@ def test_model_layer_push_is_deterministic_idempotent_and_valid(ds: Devstack, se
     assert layers[-1] == {"mediaType": oci.OCI_LAYER, "digest": layer.digest, "size": layer.size}
     assert manifest["config"]["size"] == len(client.get_blob("bank-serving", manifest["config"]["digest"]))
     assert "BANK_MODEL_DIR=/opt/ml/model" in config["config"]["Env"]
-    assert config["config"]["Cmd"] == ["handler.handler"]  # the base's, kept
+    assert config["config"]["Cmd"] == ["bank_serving.lambda_handler.handler"]  # the base's, kept
 
     # Another model: another digest; the base's layer is not sent again.
     other = oci.append_layer(client, "bank-serving", "base", oci.model_layer(model_files("m2")), "m2", env)
@@ -108,7 +108,7 @@ def test_model_layer_push_is_deterministic_idempotent_and_valid(ds: Devstack, se
 
 def test_docker_schema2_base_keeps_docker_media_types(ds: Devstack) -> None:
     client = oci.RegistryClient(ds.registry_url)
-    code = oci.layer({"var/task/handler.py": b"def handler(e, c):\n    return 1\n"})
+    code = oci.layer({"var/task/bank_serving/lambda_handler.py": b"def handler(e, c):\n    return 1\n"})
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"]},
                          "rootfs": {"type": "layers", "diff_ids": [code.diff_id]}}).encode()  # fmt: skip
     manifest = {
@@ -172,7 +172,7 @@ def test_up_prints_the_registry_and_down_stops_it(tmp_path: Path) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "devstack", *args, "--state-dir", str(tmp_path)],
-            cwd=repo_root(), capture_output=True, text=True, timeout=90,
+            cwd=REPO, capture_output=True, text=True, timeout=90,
         )  # fmt: skip
 
     up = cli("up", "--port", "0")

@@ -10,6 +10,8 @@ import pytest
 from devstack.emr import _split_spark_submit, failure_message
 from devstack.staging import Stager, StagingError
 
+pytestmark = pytest.mark.integration
+
 
 def test_split_drops_master_and_deploy_mode_but_not_the_apps_own_args() -> None:
     args = ["spark-submit", "--deploy-mode", "cluster", "--master=yarn", "--conf", "a=b", "--verbose",

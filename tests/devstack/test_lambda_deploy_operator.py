@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from devstack_image_helpers import model_image, write_serving
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
-from bank_pipeline.lambda_deploy import LambdaImageDeployOperator, subset_mismatch
+from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator, subset_mismatch
 from devstack.airflow_env import LAMBDA_ROLE_ARN, seed_release
+from tests.devstack.devstack_image_helpers import model_image, write_serving
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,10 @@ def images(ds, tmp_path_factory):
     """Two good images (models v1, v2) and one whose handler raises."""
     good = write_serving(tmp_path_factory.mktemp("good"))
     bad = tmp_path_factory.mktemp("bad")
-    (bad / "handler.py").write_text("def handler(event, context):\n    raise RuntimeError('boom at smoke')\n")
+    (bad / "bank_serving").mkdir()
+    (bad / "bank_serving" / "lambda_handler.py").write_text(
+        "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
+    )
     seed_release(ds.client("iam"), ds.registry_url, source_dir=good)  # the Lambda role
     uri = lambda pushed, repo: f"{ds.registry_url}/{repo}@{pushed.digest}"  # noqa: E731
     return {

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from devstack_image_helpers import model_files, write_serving
-
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from bank_pipeline.image import ModelImagePushOperator
-from bank_pipeline.oci import RegistryError
+
+from bank_pipeline.operators.images import ModelImagePushOperator
 from bank_pipeline.registry import ModelRegistry
+from bank_pipeline.utils.oci import RegistryError
 from devstack.base_image import build_base_image
+from tests.devstack.devstack_image_helpers import model_files, write_serving
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""Fixtures for end-to-end runs: one devstack and one SQLite Airflow per test session."""
+"""Fixtures for end-to-end runs: the session's devstack (tests/conftest.py) and one SQLite Airflow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,19 +21,13 @@ from devstack.airflow_env import (
 
 
 @pytest.fixture(scope="session")
-def devstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
-    with Devstack(state_dir=tmp_path_factory.mktemp("devstack"), port=0) as ds:
-        yield ds
+def s3(ds: Devstack):
+    return ds.client("s3")
 
 
 @pytest.fixture(scope="session")
-def s3(devstack: Devstack):
-    return devstack.client("s3")
-
-
-@pytest.fixture(scope="session")
-def emr(devstack: Devstack):
-    return devstack.client("emr")
+def emr(ds: Devstack):
+    return ds.client("emr")
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +45,9 @@ def cluster_of(emr) -> Callable[[str], dict]:
 
 
 @pytest.fixture(scope="session")
-def airflow(devstack: Devstack, s3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def airflow(ds: Devstack, s3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of a migrated SQLite Airflow pointing at devstack, with the raw CSV in the lake."""
-    env = airflow_env(tmp_path_factory.mktemp("airflow_home"), devstack.env())
+    env = airflow_env(tmp_path_factory.mktemp("airflow_home"), ds.env())
     ensure_db(env)
     seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv")
     return env
@@ -71,9 +65,9 @@ def full_features_run(airflow, tmp_path_factory: pytest.TempPathFactory) -> DagR
 
 
 @pytest.fixture(scope="session")
-def release_ready(devstack: Devstack, airflow) -> dict[str, str]:
+def release_ready(ds: Devstack, airflow) -> dict[str, str]:
     """The Lambda role and the serving base image, which CI provides on AWS."""
-    seed_release(devstack.client("iam"), devstack.registry_url)
+    seed_release(ds.client("iam"), ds.registry_url)
     return airflow
 
 

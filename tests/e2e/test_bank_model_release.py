@@ -25,8 +25,8 @@ def conf(full_features_run) -> dict:
 
 
 @pytest.fixture(scope="module")
-def lam(devstack):
-    return devstack.client("lambda")
+def lam(ds):
+    return ds.client("lambda")
 
 
 def live_json(s3) -> dict | None:
@@ -105,11 +105,13 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
     assert live_json(s3) == live_before
 
 
-def test_image_failing_its_smoke_test_is_rolled_back(release_ready, devstack, conf, s3, lam, workdir, tmp_path):
+def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3, lam, workdir, tmp_path):
     broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "handler.py").write_text("def handler(event, context):\n    raise RuntimeError('broken build')\n")
-    seed_release(devstack.client("iam"), devstack.registry_url, source_dir=broken, tag="broken-base")
+    (broken / "bank_serving").mkdir(parents=True)
+    (broken / "bank_serving" / "lambda_handler.py").write_text(
+        "def handler(event, context):\n    raise RuntimeError('broken build')\n"
+    )
+    seed_release(ds.client("iam"), ds.registry_url, source_dir=broken, tag="broken-base")
     live_before, alias_before, versions_before = live_json(s3), alias_version(lam), published_versions(lam)
 
     env = {**release_ready, "BANK_SERVING_BASE_TAG": "broken-base"}

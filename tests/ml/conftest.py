@@ -9,29 +9,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from pyspark.sql import SparkSession
 
-REPO = Path(__file__).resolve().parents[2]
-# Serving's package lives outside plugins/ (bank_ml finds it by itself; tests import it directly).
-if str(REPO / "serving") not in sys.path:
-    sys.path.insert(0, str(REPO / "serving"))
+from bank_ml import data, release
+from tests.paths import BANK_FULL_CSV as BANK_FULL
 
-from pyspark.sql import SparkSession  # noqa: E402
-
-from bank_ml import data, release  # noqa: E402
-
-BANK = REPO / "data" / "bank" / "bank.csv"
-BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
 
 @dataclass(frozen=True)
 class FeatureRun:
-    """A committed run of spark_jobs/bank_features.py."""
+    """A committed run of the features job (bank_spark.features)."""
 
     output: Path
     manifest: dict[str, Any]
@@ -44,7 +36,7 @@ class FeatureRun:
 @pytest.fixture(scope="session")
 def full_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> FeatureRun:
     """The real Spark job on bank-full.csv (about 20 s), committed under a tmp dir."""
-    from spark_jobs.bank_features import main
+    from bank_spark.features import main
 
     output = tmp_path_factory.mktemp("features") / "run=tests-ml"
     out, err = io.StringIO(), io.StringIO()

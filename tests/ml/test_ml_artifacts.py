@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bank_serving.model import load_model_dir
 
 from bank_ml import artifacts, release
 from bank_ml.gate import decide
+from bank_serving.model import load_model_dir
+
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
 
 LINEAGE = {
     "features_uri": "s3://bank-lake/features/bank/run=tests/_attempts/a/features",

@@ -6,6 +6,8 @@ import pytest
 
 from bank_ml.gate import GateDecision, decide
 
+pytestmark = pytest.mark.unit
+
 
 def gate(
     new: float, live: float | None, *, floor: float = 0.80, tolerance: float = 0.005, force: bool = False

@@ -9,11 +9,13 @@ import onnx
 import pandas as pd
 import pytest
 import sklearn
-from bank_serving.model import OnnxModel
-from bank_serving.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 
 from bank_ml import export, release
 from bank_ml.train import fit
+from bank_serving.model import OnnxModel
+from bank_serving.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
 
 TOLERANCE = 1e-5
 

@@ -9,14 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pyspark.sql import SparkSession
+
 from bank_serving import schema
 from bank_serving.features import derive_features
 from bank_serving.validation import validate_records
-from pyspark.sql import SparkSession
+from bank_spark import features as bf
+from tests.paths import BANK_CSV as BANK  # noqa: E402
 
-from spark_jobs import bank_features as bf
+pytestmark = pytest.mark.integration  # Spark
 
-BANK = Path(__file__).resolve().parents[2] / "data" / "bank" / "bank.csv"
 ROWS = 400
 
 

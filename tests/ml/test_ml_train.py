@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-
 from typing import Any
 
 import pyarrow as pa
@@ -15,8 +14,9 @@ import pytest
 
 from bank_ml import data, export, release
 from bank_ml.train import HyperParams, fit
+from tests.paths import BANK_FULL_CSV as BANK_FULL  # noqa: E402
 
-BANK_FULL = Path(__file__).resolve().parents[2] / "data" / "bank" / "bank-full.csv"
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
 
 
 def test_holdout_metrics_reach_the_target(candidate: release.Candidate, full_run: Any) -> None:
@@ -131,6 +131,7 @@ def test_too_few_rows_to_split_is_a_clear_error(full_table: pa.Table) -> None:
 _EXPORT_SCRIPT = """
 import hashlib, pickle, sys
 from bank_ml import export
+
 print(hashlib.sha256(export.to_onnx(pickle.load(open(sys.argv[1], "rb")))).hexdigest())
 """
 
@@ -145,8 +146,7 @@ def test_export_bytes_do_not_depend_on_the_hash_seed(candidate: release.Candidat
     small = fit(candidate.split.X_train.iloc[:3000], candidate.split.y_train[:3000], HyperParams(max_iter=5))
     path = tmp_path / "pipeline.pkl"
     path.write_bytes(pickle.dumps(small))
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "plugins"), str(repo / "serving")])}
+    env = dict(os.environ)
     # Seeds 0-5 include both opset orders on CPython 3.11 (seed 4 flipped them before the fix).
     procs = [
         subprocess.Popen(

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SERVING = REPO / "serving"
-if str(SERVING) not in sys.path:
-    sys.path.insert(0, str(SERVING))
-
-from bank_ml import artifacts, data, release  # noqa: E402
-
-BANK = REPO / "data" / "bank" / "bank.csv"
+from bank_ml import artifacts, data, release
+from tests.paths import BANK_CSV as BANK
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +31,15 @@ def model_dir(small_candidate: release.Candidate, tmp_path_factory: pytest.TempP
 
 
 def import_handler(model_dir: Path) -> ModuleType:
-    """A fresh handler module (its init loads the model) with BANK_MODEL_DIR=model_dir."""
+    """A fresh copy of bank_serving.lambda_handler (its init loads the model) with BANK_MODEL_DIR=model_dir.
+
+    A new module object each time, not registered in sys.modules: tests over different
+    model directories do not disturb each other (Lambda runs one init per container).
+    """
     previous = os.environ.get("BANK_MODEL_DIR")
     os.environ["BANK_MODEL_DIR"] = str(model_dir)
     try:
-        spec = importlib.util.spec_from_file_location("handler", SERVING / "handler.py")
+        spec = importlib.util.find_spec("bank_serving.lambda_handler")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -7,21 +7,22 @@ import copy
 import csv
 import itertools
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from bank_ml import release
 from bank_serving import service
 from bank_serving.features import derive_features
 from bank_serving.schema import RECORD_FIELDS
 from bank_serving.validation import validate_records
+from tests.paths import BANK_CSV as BANK  # noqa: E402
 
-from bank_ml import release
+pytestmark = pytest.mark.unit
 
-BANK = Path(__file__).resolve().parents[2] / "data" / "bank" / "bank.csv"
 INT_FIELDS = {name for name, kind, *_ in RECORD_FIELDS if kind == "int"}
 
 

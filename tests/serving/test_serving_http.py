@@ -18,13 +18,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from test_serving_handler import BAD_BODIES, RECORD, RECORDS, proxy_v1
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO  # noqa: E402
+from tests.serving.test_serving_handler import BAD_BODIES, RECORD, RECORDS, proxy_v1
+
 SERVING = REPO / "serving"
 LIMIT = 1 << 20  # bank_serving.http.DEFAULT_MAX_BODY_BYTES
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 
 def _free_port() -> int:
@@ -39,12 +40,12 @@ class Server:
     def __init__(self, model_dir: Path, log: Path, *args: str) -> None:
         self.port = _free_port()
         self.log = log
-        env = {**os.environ, "PYTHONPATH": str(SERVING)}
+        env = dict(os.environ)
         env.pop("BANK_MODEL_DIR", None)
         cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(self.port),
                "--model-dir", str(model_dir), *args]  # fmt: skip
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=SERVING, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, cwd=self.log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text()

@@ -6,18 +6,20 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import onnx
 import pytest
-from bank_serving.model import ModelLoadError, ModelVersionError, OnnxModel, load_model_dir
-from bank_serving.schema import TRAINED_WITH_SKLEARN
 
 from bank_ml import artifacts, release
+from bank_serving.model import ModelLoadError, ModelVersionError, OnnxModel, load_model_dir
+from bank_serving.schema import TRAINED_WITH_SKLEARN
+from tests.paths import REPO, locked_versions
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.unit
+
 SERVING = REPO / "serving"
 HEAVY = ("pandas", "sklearn", "scipy", "matplotlib", "pyarrow", "onnx", "skl2onnx", "pyspark")
 
@@ -57,16 +59,13 @@ def other_sklearn_dir(small_candidate: release.Candidate, tmp_path: Path) -> Pat
     return tmp_path
 
 
-def _import_handler(model_dir: Path | str, code: str = "import handler") -> subprocess.CompletedProcess[str]:
-    # A clean environment (only what the image sets), and no __pycache__ left in serving/.
-    env = {
-        "BANK_MODEL_DIR": str(model_dir),
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(SERVING),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+def _import_handler(
+    model_dir: Path | str, code: str = "import bank_serving.lambda_handler as handler"
+) -> subprocess.CompletedProcess[str]:
+    # A clean environment (only what the image sets), and no __pycache__ left in the sources.
+    env = {"BANK_MODEL_DIR": str(model_dir), "PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=SERVING, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], env=env, cwd=Path(model_dir).parent, capture_output=True, text=True, timeout=60
     )
 
 
@@ -134,7 +133,7 @@ def test_handler_imports_nothing_heavy_and_loads_the_model_once(model_dir: Path)
         "campaign": 1, "pdays": -1, "previous": 0, "poutcome": "unknown",
     }  # fmt: skip
     code = (
-        "import json, sys, handler; "
+        "import json, sys; import bank_serving.lambda_handler as handler; "
         "calls = []; handler.load_model_dir = lambda *a, **k: calls.append(a); "
         f"answers = [handler.handler({record!r}, None)['statusCode'] for _ in range(3)]; "
         "print(json.dumps({'modules': sorted({n.split('.')[0] for n in sys.modules}), 'reloads': len(calls), "
@@ -149,17 +148,12 @@ def test_handler_imports_nothing_heavy_and_loads_the_model_once(model_dir: Path)
     assert report["version"] == load_model_dir(model_dir).version
 
 
-def _lock_pins() -> dict[str, str]:
-    pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", (REPO / "requirements.lock").read_text(), re.M)
-    return {name.lower(): version for name, version in pins}
-
-
 def test_serving_is_built_for_the_locked_sklearn() -> None:
-    assert TRAINED_WITH_SKLEARN == _lock_pins()["scikit-learn"]
+    assert TRAINED_WITH_SKLEARN == locked_versions()["scikit-learn"]
 
 
 def test_serving_requirements_pin_the_locked_versions() -> None:
-    lock = _lock_pins()
+    lock = locked_versions()
     lines = [line.strip() for line in (SERVING / "requirements.txt").read_text().splitlines()]
     pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
     assert {"numpy", "onnxruntime"} <= set(pins)
@@ -169,7 +163,7 @@ def test_serving_requirements_pin_the_locked_versions() -> None:
 def test_dockerfile_builds_on_the_lambda_base_image() -> None:
     dockerfile = (SERVING / "Dockerfile").read_text()
     assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.12$", dockerfile, re.M)
-    assert 'CMD ["handler.handler"]' in dockerfile
+    assert 'CMD ["bank_serving.lambda_handler.handler"]' in dockerfile
     assert "-r /tmp/serving-requirements.txt" in dockerfile and "${LAMBDA_TASK_ROOT}/bank_serving/" in dockerfile
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +14,3 @@ if not hasattr(np, "NaN"):
 # pyspark.pandas warns at import unless this is set (it only matters for its own API).
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo on the path
-    sys.path.insert(0, str(REPO))

@@ -1,4 +1,4 @@
-"""Tests of spark_jobs/bank_features.py: transforms on inline rows, every bad-input case, main() end to end."""
+"""Tests of the features job (bank_spark.features): transforms on inline rows, every bad-input case, main() end to end."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,12 +18,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs import bank_features as bf
+from bank_spark import features as bf
 from tests.bank_csv import GOOD, HEADER, csv_line
+from tests.paths import BANK_CSV as BANK
+from tests.paths import BANK_FULL_CSV as BANK_FULL
 
-REPO = Path(__file__).resolve().parents[2]
-BANK = REPO / "data" / "bank" / "bank.csv"
-BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
+pytestmark = pytest.mark.integration
+
 GOOD_LINE = csv_line()
 
 

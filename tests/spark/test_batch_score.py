@@ -1,4 +1,4 @@
-"""Tests of spark_jobs/batch_score.py: serving's scores on Spark, the manifest commit, every bad input."""
+"""Tests of the scoring job (bank_spark.batch_score): serving's scores on Spark, the manifest commit, every bad input."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import io
 import json
 import os
 import shutil
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,18 +22,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "serving") not in sys.path:  # bank_serving, for the driver (workers get the zip)
-    sys.path.insert(0, str(REPO / "serving"))
+from bank_ml import artifacts, data, release
+from bank_pipeline.resources import py_files_zip
+from bank_serving.model import OnnxModel
+from bank_spark import batch_score as bs
+from bank_spark import features as bf
+from tests.paths import BANK_CSV as BANK
 
-from bank_serving.model import OnnxModel  # noqa: E402
+pytestmark = pytest.mark.integration
 
-from bank_ml import artifacts, data, release  # noqa: E402
-from bank_pipeline.batch_score import build_py_files  # noqa: E402
-from spark_jobs import bank_features as bf  # noqa: E402
-from spark_jobs import batch_score as bs  # noqa: E402
-
-BANK = REPO / "data" / "bank" / "bank.csv"
 FEATURES_ROWS = 4521  # bank.csv: every row is good
 
 
@@ -60,7 +57,7 @@ def tree(root: Path) -> list[str]:
 def py_files(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The DAG's --py-files zip, shipped to this session's Python workers as EMR ships it."""
     path = tmp_path_factory.mktemp("py_files") / "bank_batch_score.zip"
-    path.write_bytes(build_py_files())
+    path.write_bytes(py_files_zip())
     spark.sparkContext.addPyFile(str(path))
     return path
 
@@ -183,7 +180,7 @@ def test_the_scorer_ships_by_reference_and_each_worker_loads_the_model_once(
 
     payload = cloudpickle.dumps(bs.score_batches(b"model bytes"))
     # By reference: the module's name and the bytes, not the code (nor a copy of the model cache).
-    assert b"spark_jobs.batch_score" in payload and len(payload) < 400, payload
+    assert b"bank_spark.batch_score" in payload and len(payload) < 400, payload
 
     model_bytes = candidate.onnx_bytes
 

@@ -1,0 +1,37 @@
+"""``python -m devstack.seed --endpoint-url URL --registry HOST:PORT``: what an AWS account holds for the DAGs.
+
+The lake bucket with the raw CSV, the Lambda execution role, and the serving base image
+in the registry: what `make demo` and `make up` set up in-process, for a devstack that
+runs elsewhere (docker-compose.yaml's devstack service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devstack import client_env
+from devstack.airflow_env import REPO, seed_lake, seed_release
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.seed", description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint-url", required=True, help="devstack's AWS endpoint, e.g. http://devstack:4566")
+    parser.add_argument("--registry", required=True, help="devstack's registry as HOST:PORT")
+    args = parser.parse_args(argv)
+    import boto3
+
+    env = client_env(args.endpoint_url)
+    session = boto3.session.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=env["AWS_DEFAULT_REGION"],
+    )
+    source = seed_lake(session.client("s3", endpoint_url=args.endpoint_url), REPO / "data" / "bank" / "bank-full.csv")
+    digest = seed_release(session.client("iam", endpoint_url=args.endpoint_url), args.registry)
+    print(f"seeded {source}, the Lambda role and the serving base image {digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The lake in S3, as the DAG tasks read it: URIs, a pyarrow filesystem, committed outputs.
+
+A committed output (features or scores, docs/interfaces.md) is a directory whose
+``_manifest.json`` lists its parquet files; readers trust nothing the manifest
+says that they can check cheaply. Row counts come from the parquet footers (a
+ranged read per file), never from scanning the data.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from bank_pipeline.errors import BadInputError, FeaturesInvalidError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+MANIFEST_NAME = "_manifest.json"
+
+
+def run_key(run_id: str) -> str:
+    """``run_id`` made safe for an S3 key and a Hadoop path (no ``:`` or ``+``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → ``(bucket, key)``; anything else is a BadInputError."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise BadInputError(f"expected an s3://bucket/key URI, got {uri!r}")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def arrow_s3(hook: S3Hook) -> pyarrow.fs.S3FileSystem:
+    """A pyarrow S3 filesystem with the hook's credentials, region and endpoint (devstack or AWS)."""
+    from pyarrow import fs
+
+    creds = hook.get_credentials()
+    endpoint = hook.conn_config.endpoint_url
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        parts = urlsplit(endpoint)
+        kwargs = {"endpoint_override": parts.netloc, "scheme": parts.scheme or "https"}
+    return fs.S3FileSystem(
+        access_key=creds.access_key,
+        secret_key=creds.secret_key,
+        session_token=creds.token,
+        region=hook.conn_region_name or "us-east-1",
+        **kwargs,
+    )
+
+
+def read_manifest(
+    hook: S3Hook, output_uri: str, error: type[Exception] = FeaturesInvalidError
+) -> tuple[str, dict[str, Any]]:
+    """The committed manifest of ``output_uri`` and its URI; ``error`` if there is none or it is not JSON."""
+    bucket, prefix = split_s3_uri(output_uri)
+    key = posixpath.join(prefix, MANIFEST_NAME)
+    manifest_uri = f"s3://{bucket}/{key}"
+    if not hook.check_for_key(key, bucket_name=bucket):
+        raise error(f"no committed output: {manifest_uri} does not exist")
+    try:
+        manifest = json.loads(hook.read_key(key, bucket_name=bucket))
+    except json.JSONDecodeError as err:
+        raise error(f"{manifest_uri} is not JSON: {err}") from err
+    return manifest_uri, manifest
+
+
+def parquet_problems(hook: S3Hook, bucket: str, prefix: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Every listed parquet file that cannot be read, else a mismatch of their rows with ``rows.out``.
+
+    Counts rows from the footers (a ranged read per file), so a commit whose
+    manifest outran its data is caught without scanning it.
+    """
+    import pyarrow.parquet as pq
+
+    s3 = arrow_s3(hook)
+    problems: list[str] = []
+    parquet_rows = 0
+    for rel in manifest["files"]:
+        path = posixpath.join(bucket, prefix, rel)
+        try:
+            with s3.open_input_file(path) as f:
+                parquet_rows += pq.ParquetFile(f).metadata.num_rows
+        except OSError as err:  # FileNotFoundError included
+            problems.append(f"listed file s3://{path} unreadable: {err}")
+    if not problems and parquet_rows != manifest["rows"]["out"]:
+        problems.append(
+            f"parquet holds {parquet_rows} rows but the manifest says rows.out={manifest['rows']['out']}"
+        )
+    return problems

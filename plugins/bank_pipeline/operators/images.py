@@ -1,0 +1,116 @@
+"""Model image = serving base image + one layer holding the model, pushed without a Docker daemon.
+
+The base image (runtime, libraries, handler) changes when code changes; the
+model changes every release. So a release appends one small deterministic layer
+to the base image's manifest and pushes only that layer, a new config and a new
+manifest through the registry HTTP API (the technique of ``crane append``, ko
+and jib): seconds, no daemon, and the same model bytes give the same digest.
+On AWS the registry is ECR (credentials from EcrHook); locally, devstack's.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from airflow.sdk import BaseOperator
+
+from bank_pipeline.links import RegistryImageLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+MODEL_DIR = "/opt/ml/model"
+MODEL_FILES = ("model.onnx", "model.json")
+
+
+class PushedImage(TypedDict):
+    """What ModelImagePushOperator returns (its XCom)."""
+
+    image_uri: str
+    digest: str
+    tag: str
+    layer_bytes: int
+    pushed_bytes: int
+    push_seconds: float
+
+
+class ModelImagePushOperator(BaseOperator):
+    """Append the registered model ``version`` to the serving base image and push it, tagged ``version``.
+
+    :param version: a version registered in the S3 model registry.
+    :param registry_prefix: the registry's s3:// prefix.
+    :param registry: host[:port] of the image registry; empty: the account's ECR.
+    :param repository: holds both the base image and the model images.
+    :param base_tag: the serving base image's tag.
+    :return: a PushedImage (``image_uri`` is ``host/repo@sha256:…``)
+    """
+
+    template_fields: Sequence[str] = ("version", "registry", "repository", "base_tag")
+    operator_extra_links = (RegistryImageLink(),)
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        registry_prefix: str,
+        registry: str,
+        repository: str,
+        base_tag: str,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.version = version
+        self.registry_prefix = registry_prefix
+        self.registry = registry
+        self.repository = repository
+        self.base_tag = base_tag
+        self.aws_conn_id = aws_conn_id
+
+    def _client(self) -> tuple[str, Any]:
+        """(registry host, client): devstack's plain-HTTP registry, or ECR with temporary credentials."""
+        from bank_pipeline.utils import oci
+
+        if self.registry:
+            return self.registry, oci.RegistryClient(f"http://{self.registry}")
+        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+
+        host, auth = oci.ecr_auth(EcrHook(aws_conn_id=self.aws_conn_id))
+        return host, oci.RegistryClient(f"https://{host}", auth=auth)
+
+    def execute(self, context: Context) -> PushedImage:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from bank_pipeline.registry import ModelRegistry
+        from bank_pipeline.utils import oci
+
+        registry = ModelRegistry(S3Hook(aws_conn_id=self.aws_conn_id), self.registry_prefix)
+        if registry.model_info(self.version) is None:
+            raise ValueError(f"model version {self.version!r} is not registered under {self.registry_prefix}")
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {
+                f"{MODEL_DIR.lstrip('/')}/{name}": registry.download(self.version, name, Path(tmp)).read_bytes()
+                for name in MODEL_FILES
+            }
+        layer = oci.model_layer(files)
+        host, client = self._client()
+        pushed = oci.append_layer(
+            client, self.repository, self.base_tag, layer, tag=self.version, env={"BANK_MODEL_DIR": MODEL_DIR}
+        )
+        image_uri = f"{host}/{self.repository}@{pushed.digest}"
+        RegistryImageLink.persist(context, self, registry=host, repository=self.repository, digest=pushed.digest)
+        self.log.info(
+            "Pushed %s (layer %s, %d bytes, %d bytes sent in %.2fs)",
+            image_uri, layer.digest, layer.size, pushed.pushed_bytes, pushed.seconds,
+        )  # fmt: skip
+        return {
+            "image_uri": image_uri,
+            "digest": pushed.digest,
+            "tag": self.version,
+            "layer_bytes": layer.size,
+            "pushed_bytes": pushed.pushed_bytes,
+            "push_seconds": round(pushed.seconds, 3),
+        }

@@ -1,0 +1,1 @@
+"""Sensors: the EMR step sensor that says why a step failed."""

@@ -1,0 +1,1 @@
+"""Triggers the custom operators defer to (imported by class path in the triggerer)."""

@@ -1,0 +1,1 @@
+"""Libraries without Airflow: oci (images through the registry API), rollout (Kubernetes rollout logic)."""

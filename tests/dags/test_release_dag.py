@@ -1,0 +1,99 @@
+"""bank_model_release's own logic, without running it: which features, and the smoke check."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import SimpleNamespace
+
+import pytest
+
+from bank_pipeline import assets
+from bank_pipeline.errors import BadInputError
+from tests.paths import REPO  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+MANIFEST = "s3://bank-lake/features/bank/run=r1/_manifest.json"
+
+
+@pytest.fixture(scope="module")
+def dag_module():
+    spec = importlib.util.spec_from_file_location("bank_model_release", REPO / "dags" / "bank_model_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def event(uri: str | None) -> SimpleNamespace:
+    return SimpleNamespace(extra={"manifest_uri": uri} if uri else {})
+
+
+def resolve(dag_module, param: str = "", triggering=None, inlet=None) -> str:
+    return dag_module.resolve_features.function(
+        params={"features_manifest_uri": param}, triggering_asset_events=triggering, inlet_events=inlet
+    )
+
+
+def test_param_wins_over_the_asset_event(dag_module):
+    other = "s3://bank-lake/features/bank/run=r0/_manifest.json"
+    assert resolve(dag_module, other, triggering={assets.FEATURES: [event(MANIFEST)]}) == other
+
+
+def test_scheduled_run_uses_the_newest_triggering_event(dag_module):
+    older = "s3://bank-lake/features/bank/run=r0/_manifest.json"
+    assert resolve(dag_module, triggering={assets.FEATURES: [event(older), event(MANIFEST)]}) == MANIFEST
+
+
+def test_manual_run_falls_back_to_the_assets_latest_event(dag_module):
+    assert resolve(dag_module, triggering={}, inlet={assets.FEATURES: [event(None), event(MANIFEST)]}) == MANIFEST
+
+
+def test_no_features_anywhere_says_what_to_do(dag_module):
+    with pytest.raises(BadInputError, match="run bank_features_emr first, or give features_manifest_uri"):
+        resolve(dag_module, triggering={}, inlet={assets.FEATURES: []})
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({"predictions": [{"probability": 0.2, "label": 0}]}, None),
+        ({"predictions": []}, "expected one prediction"),
+        ({"predictions": [{"probability": 1.5, "label": 1}]}, "malformed prediction"),
+        ({"predictions": [{"probability": 0.5, "label": 2}]}, "malformed prediction"),
+        ({"error": "age: missing"}, "expected one prediction, got None"),
+    ],
+)
+def test_smoke_check(dag_module, body, problem):
+    result = dag_module.check_prediction({"statusCode": 200, "body": body})
+    assert result is None if problem is None else problem in result
+
+
+def load_release_dag(monkeypatch, targets: str):
+    monkeypatch.setenv("BANK_RELEASE_TARGETS", targets)
+    spec = importlib.util.spec_from_file_location("release_targets", REPO / "dags" / "bank_model_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+@pytest.mark.parametrize(
+    ("targets", "tasks"),
+    [
+        ("lambda,kubernetes", ["deploy_lambda", "rollout_kubernetes"]),
+        ("kubernetes, lambda", ["deploy_lambda", "rollout_kubernetes"]),  # release order, whatever the order given
+        ("lambda", ["deploy_lambda"]),
+        ("kubernetes", ["rollout_kubernetes"]),
+    ],
+)
+def test_release_targets_are_configuration(monkeypatch, targets, tasks):
+    dag = load_release_dag(monkeypatch, targets)
+    released = [t for t in ("deploy_lambda", "rollout_kubernetes") if t in dag.task_dict]
+    assert released == tasks
+    assert dag.task_dict[tasks[0]].upstream_task_ids == {"push_image"}
+    assert dag.task_dict["record_live"].upstream_task_ids >= {tasks[-1]}
+
+
+@pytest.mark.parametrize("targets", ["", "lambda,ecs", "k8s"])
+def test_unknown_release_target_is_refused_naming_it(monkeypatch, targets):
+    with pytest.raises(ValueError, match=r"BANK_RELEASE_TARGETS=.*expected a comma-separated subset of lambda, kubernetes"):
+        load_release_dag(monkeypatch, targets)

@@ -1,0 +1,100 @@
+"""The layers hold: serving <- ml | jobs <- pipeline <- dags; devstack uses only the image library;
+nothing edits sys.path; no two project modules share a name."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from devstack.deploy import runtime_requirements
+from tests.paths import DAGS, REPO
+
+pytestmark = pytest.mark.unit
+
+# Everything with Python the project owns (the venv, tools and build output excluded).
+SOURCE_ROOTS = ("serving", "plugins", "spark_jobs", "dags", "devstack", "bench", "tests")
+DAG_IMPORTS_ALLOWED = ("__future__", "datetime", "airflow", "bank_pipeline")
+
+
+def python_files(*roots: str) -> list[Path]:
+    return sorted(p for root in roots for p in (REPO / root).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, at module level or inside functions."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def test_the_import_contracts_hold() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports")], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_dags_only_wire(dag_file: Path) -> None:
+    """A DAG file imports Airflow and bank_pipeline, nothing else of the project or the ML stack."""
+    outside = {m for m in imported_modules(dag_file) if m.split(".")[0] not in DAG_IMPORTS_ALLOWED}
+    assert outside == set(), f"{dag_file.name} imports {sorted(outside)}"
+
+
+def edits_sys_path(path: Path) -> list[int]:
+    """Lines of ``path`` that change sys.path (assign, augment, or call a mutating method on it)."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        target = None
+        if isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                target = t.value if isinstance(t, ast.Subscript) else t
+                if ast.unparse(target) == "sys.path":
+                    lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if ast.unparse(node.func.value) == "sys.path" and node.func.attr in ("insert", "append", "extend", "remove"):
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_no_code_edits_sys_path() -> None:
+    offenders = {str(p.relative_to(REPO)): lines for p in python_files(*SOURCE_ROOTS) if (lines := edits_sys_path(p))}
+    assert offenders == {}
+
+
+def test_the_sys_path_check_sees_every_kind_of_edit(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\nsys.path.append('w')\n")
+    assert edits_sys_path(bad) == [2, 3, 4, 5]
+
+
+def test_no_two_package_modules_share_a_name() -> None:
+    """Each installed package's modules have distinct qualified names, and no top-level name is taken twice."""
+    tops: dict[str, Path] = {}
+    for root in ("serving", "plugins", "spark_jobs"):
+        for child in sorted((REPO / root).iterdir()):
+            if child.name.startswith((".", "__")):
+                continue
+            name = child.stem if child.suffix == ".py" else child.name
+            if child.is_dir() or child.suffix == ".py":
+                assert name not in tops, f"{name} is both {tops[name]} and {child}"
+                tops[name] = child
+    assert set(tops) == {"bank_serving", "bank_ml", "bank_pipeline", "bank_pipeline_plugin", "bank_spark"}
+
+
+def test_runtime_requirements_are_pyprojects_dependencies() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert runtime_requirements() == project["dependencies"]
+    assert not any(r.startswith(("apache-airflow==", "apache-airflow>", "moto", "pyspark", "pytest")) for r in
+                   runtime_requirements())  # fmt: skip
