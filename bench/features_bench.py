@@ -127,9 +127,9 @@ def command(
     """argv and environment of one run of an implementation."""
     io_args = ["--input", str(csv), "--output", str(out)]
     if impl == "job":
-        return spark_submit(JOB, [*io_args, "--run-id", run_id], work, events), spark_local.environment(work)
+        return spark_submit(JOB, [*io_args, "--run-id", run_id], work, events), spark_local.environment(work, python=PY)
     if impl == "copy":
-        return spark_submit(COPY, io_args, work, events), spark_local.environment(work)
+        return spark_submit(COPY, io_args, work, events), spark_local.environment(work, python=PY)
     return [PY, str(PANDAS), *io_args], python_env(TMPDIR=str(work / "tmp"))
 
 

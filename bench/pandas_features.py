@@ -78,6 +78,10 @@ FEATURES_SCHEMA = pa.schema(
 )
 QUARANTINE_SCHEMA = pa.schema([("record", pa.string()), ("reason", pa.string())])
 _VALUE_SHOWN = 40  # characters of an offending value quoted in a reason, as in the job
+STRING_COLUMNS: tuple[str, ...] = tuple(c for c in RAW_COLUMNS if c not in INT_COLUMNS)
+# As the job's: undecodable text (U+FFFD) and control characters; categories at most 64 characters.
+CONTROL = r"[\x00-\x1f\x7f]"
+MAX_CATEGORY_LENGTH = 64
 
 
 class InputError(ValueError):
@@ -162,6 +166,47 @@ def _out_of_range(column: str, low: int, high: int | None) -> Rule:
     return Rule(broken, lambda t: _concat(text, pc.cast(t[column], pa.string())))
 
 
+def _joined(parts: list[pa.ChunkedArray]) -> pa.ChunkedArray:
+    """'; '-joined non-null parts (each part a string or null), as the job's _join_reasons."""
+    with_sep = [pc.fill_null(_concat(part, "; "), "") for part in parts]
+    return pc.utf8_slice_codeunits(_concat(*with_sep), 0, -2)
+
+
+def _text_rules() -> list[Rule]:
+    """The job's _text_checks: not valid UTF-8 or control characters in any text column; long categories."""
+
+    def undecodable(t: pa.Table, c: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.match_substring(t[c], "\ufffd"), False)
+
+    def control(t: pa.Table, c: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.match_substring_regex(t[c], CONTROL), False)
+
+    def long(t: pa.Table, c: str) -> pa.ChunkedArray:
+        return pc.fill_null(pc.greater(pc.utf8_length(t[c]), MAX_CATEGORY_LENGTH), False)
+
+    def text_reason(t: pa.Table) -> pa.ChunkedArray:
+        return _joined(
+            [pc.if_else(undecodable(t, c), f"{c} is not valid UTF-8 (undecodable bytes)", None) for c in STRING_COLUMNS]
+            + [
+                pc.if_else(control(t, c), _concat(f"control character in {c}: ", _quoted(pc.replace_substring_regex(t[c], CONTROL, "?"))), None)
+                for c in STRING_COLUMNS
+            ]
+        )
+
+    def long_reason(t: pa.Table) -> pa.ChunkedArray:
+        return _joined(
+            [
+                pc.if_else(long(t, c), _concat(f"{c} is ", pc.cast(pc.utf8_length(t[c]), pa.string()), f" characters long, at most {MAX_CATEGORY_LENGTH}"), None)
+                for c in CATEGORICAL_COLUMNS
+            ]
+        )
+
+    return [
+        Rule(lambda t: functools.reduce(pc.or_, (pc.or_(undecodable(t, c), control(t, c)) for c in STRING_COLUMNS)), text_reason),
+        Rule(lambda t: functools.reduce(pc.or_, (long(t, c) for c in CATEGORICAL_COLUMNS)), long_reason),
+    ]
+
+
 def _not_in(column: str, allowed: list[str], text: str) -> Rule:
     # A null breaks only the missing rule (in Spark this reason is then null and skipped).
     return Rule(
@@ -176,7 +221,7 @@ def domain_rules() -> list[Rule]:
     Serving's RECORD_FIELDS holds the same bounds and lists the ints and the month
     in the job's order; a bound that an int32 cannot break (balance) is no rule.
     """
-    rules = [_missing(c) for c in RAW_COLUMNS]
+    rules = [*_text_rules(), *(_missing(c) for c in RAW_COLUMNS)]
     for name, kind, low, high in RECORD_FIELDS:
         if kind == "month":
             rules.append(_not_in(name, list(MONTH_NUMBER), f"{name} not jan..dec: "))

@@ -10,11 +10,13 @@ as it would online. Runs when `bank_model_release` makes a model live (the
 * **prepare_score**: which features (Param `features_manifest_uri`, else the
   newest `bank_features` event) and which model (Param `model_version`, else the
   triggering `bank_live_model` event, else `live.json`); checks both exist, stages
-  the job, its py-files zip (bank_spark + bank_serving) and the
-  bootstrap script by content hash, and builds the step.
-* **create_cluster** (setup) installs Python 3.11 with the pinned onnxruntime,
-  numpy, pandas and pyarrow on every node (bootstrap action) and points PySpark
-  at it; **terminate_cluster** (teardown) ends it whatever fails.
+  the job, its py-files zip (bank_spark + bank_serving), the bootstrap script
+  and the nodes' pinned wheels by content hash, and builds the step.
+* **create_cluster** (setup; reuses the run's cluster on a retry) makes a Python
+  3.11 with those wheels on every node (bootstrap action, no internet needed) and
+  points driver and executors at it (`spark.pyspark.python`,
+  `spark.pyspark.driver.python`); **terminate_cluster** (teardown) ends it
+  whatever fails, also when it already ended with errors.
 * **run_score** runs the scoring job (`bank_spark.batch_score`); a failed step fails
   **wait_for_score** with the job's `batch_score: error: ...` line.
 * **validate_scores** checks the committed output against its manifest (rows in
@@ -32,14 +34,12 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.batch_score import PreparedScore, job_flow_overrides
-from bank_pipeline.emr import cluster_params, transient_spark_step
+from bank_pipeline.batch_score import PreparedScore
+from bank_pipeline.emr import cluster_params, job_flow_overrides, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_batch_score"
-JOB_FLOW_OVERRIDES = job_flow_overrides(
-    CFG, bootstrap_uri="{{ ti.xcom_pull(task_ids='prepare_score', key='bootstrap_uri') }}"
-)
+JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-batch-score", prepare_task="prepare_score")
 
 
 @task(multiple_outputs=True, inlets=[assets.FEATURES])
@@ -64,7 +64,14 @@ def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet
         ModelRegistry(s3, CFG.model_registry_prefix).live,
     )
     print(f"scoring {features} with model {model_version}")
-    return batch_score.prepare(s3, CFG, run_id=run_id, features_manifest_uri=features, model_version=model_version)
+    return batch_score.prepare(
+        s3,
+        CFG,
+        run_id=run_id,
+        features_manifest_uri=features,
+        model_version=model_version,
+        instance_type=params["instance_type"],
+    )
 
 
 @task(outlets=[assets.SCORES])

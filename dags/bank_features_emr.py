@@ -5,9 +5,15 @@ Raw UCI bank-marketing CSV in S3 → a Spark step on a cluster made for this run
 → validated features parquet in S3 → an event on the `bank_features` Asset,
 which schedules `bank_model_release`.
 
+* **prepare_step** checks the source exists and stages the job, its py-files zip,
+  the bootstrap script and the nodes' pinned wheels by content hash.
 * **create_cluster** is a setup task and **terminate_cluster** its teardown: the
-  cluster is terminated whatever fails, and its auto-termination idle timeout is
-  a second guard.
+  cluster is terminated whatever fails (also when it already ended with errors),
+  and its auto-termination idle timeout is a second guard. A retried
+  create_cluster reuses the run's cluster. Every node runs the jobs' Python 3.11,
+  made from the staged wheels by a bootstrap action; account settings (subnet,
+  security groups, roles) come from the `emr_default` connection's extra,
+  merged deeply under the DAG's overrides.
 * **run_features** runs the features job (`bank_spark.features`). Rows that do not parse go
   to a quarantine with their reason; the step fails when their share exceeds
   `max_quarantine_ratio`. A failed step fails **wait_for_features** with the
@@ -31,7 +37,7 @@ from bank_pipeline.features import PreparedStep
 
 CFG = settings.load()
 DAG_ID = "bank_features_emr"
-JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-features")
+JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-features", prepare_task="prepare_step")
 
 
 @task(multiple_outputs=True)
@@ -47,6 +53,7 @@ def prepare_step(params: dict, run_id: str) -> PreparedStep:
         source_uri=params["source_uri"],
         run_id=run_id,
         max_quarantine_ratio=params["max_quarantine_ratio"],
+        instance_type=params["instance_type"],
     )
 
 

@@ -78,13 +78,41 @@ def ensure_db(env: dict[str, str]) -> None:
     marker.touch()
 
 
-def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW_KEY) -> str:
-    """Create the lake bucket (if missing) and upload the raw CSV; returns its s3:// URI."""
+def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW_KEY, iam: Any = None) -> str:
+    """Create the lake bucket (if missing) and upload the raw CSV, and (given ``iam``) the EMR roles;
+    returns the CSV's s3:// URI."""
+    if iam is not None:
+        seed_emr_roles(iam)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing:
         s3.create_bucket(Bucket=bucket)
     s3.upload_file(str(csv_path), bucket, key)
     return f"s3://{bucket}/{key}"
+
+
+EMR_SERVICE_ROLE = "EMR_DefaultRole"
+EMR_INSTANCE_PROFILE = "EMR_EC2_DefaultRole"
+
+
+def _assume_role_policy(service: str) -> str:
+    return json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    )
+
+
+def seed_emr_roles(iam: Any) -> None:
+    """The EMR service role and the nodes' instance profile (the settings' default names), which
+    RunJobFlow needs to exist; idempotent."""
+    for create in (
+        lambda: iam.create_role(RoleName=EMR_SERVICE_ROLE, AssumeRolePolicyDocument=_assume_role_policy("elasticmapreduce.amazonaws.com")),
+        lambda: iam.create_role(RoleName=EMR_INSTANCE_PROFILE, AssumeRolePolicyDocument=_assume_role_policy("ec2.amazonaws.com")),
+        lambda: iam.create_instance_profile(InstanceProfileName=EMR_INSTANCE_PROFILE),
+        lambda: iam.add_role_to_instance_profile(InstanceProfileName=EMR_INSTANCE_PROFILE, RoleName=EMR_INSTANCE_PROFILE),
+    ):
+        try:
+            create()
+        except (iam.exceptions.EntityAlreadyExistsException, iam.exceptions.LimitExceededException):
+            pass
 
 
 def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, tag: str = SERVING_BASE_TAG) -> str:
@@ -95,12 +123,7 @@ def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, ta
     from devstack.base_image import build_base_image
 
     try:
-        iam.create_role(
-            RoleName=LAMBDA_ROLE_NAME,
-            AssumeRolePolicyDocument=json.dumps(
-                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
-            ),
-        )
+        iam.create_role(RoleName=LAMBDA_ROLE_NAME, AssumeRolePolicyDocument=_assume_role_policy("lambda.amazonaws.com"))
     except iam.exceptions.EntityAlreadyExistsException:
         pass
     return build_base_image(registry_url, source_dir, repo=IMAGE_REPOSITORY, tag=tag)

@@ -206,7 +206,7 @@ def main() -> int:
         t = time.monotonic()
         ensure_db(env)
         timings["airflow_db"] = time.monotonic() - t
-        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
         progress.say(f"uploaded {source}")
 
         t = time.monotonic()

@@ -22,8 +22,9 @@ other step FAILS; MainClass and Properties are ignored), with the project's
 PySpark in ``local[2]`` client mode on this machine, whatever the instance
 types or ``--deploy-mode``; s3:// arguments are staged (``devstack.staging``),
 and a step killed by termination is not mirrored back; STARTING, BOOTSTRAPPING
-and TERMINATING last about a second, not minutes; bootstrap actions,
-applications and configurations are recorded, not applied; StepConcurrencyLevel
+and TERMINATING last about a second, not minutes; applications are recorded,
+not installed (bootstrap actions and the Spark classifications are applied:
+``devstack.emr_node``); StepConcurrencyLevel
 > 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
 is accepted (handy in tests); logs are uploaded once, when the step ends, and
 controller.gz holds devstack's own notes (command, exit code, S3 changes);
@@ -55,7 +56,7 @@ from moto.emr.exceptions import ValidationException
 from moto.emr.models import Cluster, Step
 from moto.emr.responses import ElasticMapReduceResponse
 
-from devstack import procs, spark_local
+from devstack import emr_node, procs, spark_local
 from devstack.staging import Stager, StagingError
 
 log = logging.getLogger("devstack.emr")
@@ -154,9 +155,42 @@ def _step_status(self: Step) -> dict[str, Any]:
     return status
 
 
+# EMR on EC2 release labels (the EMR release guide): RunJobFlow refuses any other.
+RELEASE_LABELS = frozenset(
+    [f"emr-6.{minor}.0" for minor in range(16)]
+    + ["emr-6.0.1", "emr-6.1.1", "emr-6.2.1", "emr-6.3.1", "emr-6.4.1", "emr-6.5.1"]
+    + [f"emr-7.{minor}.0" for minor in range(13)]
+)
+
+
+def check_run_job_flow(params: dict[str, Any], account_id: str) -> None:
+    """Refuse what EMR refuses before creating anything: an unknown release label, a service
+    role or an instance profile (JobFlowRole) that does not exist in the account's IAM."""
+    from moto.iam.models import iam_backends
+
+    label = params.get("ReleaseLabel")
+    if label not in RELEASE_LABELS:
+        raise ValidationException(f"The specified release label is not valid: {label}")
+    iam = iam_backends[account_id]["aws"]
+    service_role = str(params.get("ServiceRole") or "")
+    if not service_role:
+        raise ValidationException("ServiceRole is required to create a cluster.")
+    role_name = service_role.rsplit("/", 1)[-1]
+    if not any(role.name == role_name for role in iam.roles.values()):
+        raise ValidationException(f"Invalid ServiceRole: the role {service_role} does not exist.")
+    profile = str(params.get("JobFlowRole") or "")
+    profile_name = profile.rsplit("/", 1)[-1]
+    if not profile or not any(p.name == profile_name for p in iam.instance_profiles.values()):
+        raise ValidationException(f"Invalid InstanceProfile: {profile or '(none given)'}.")
+
+
 def _run_job_flow_keeping_idle_timeout(original: Any) -> Any:
-    # moto's run_job_flow drops AutoTerminationPolicy; keep its IdleTimeout.
+    # Refuse what EMR refuses; moto's run_job_flow drops AutoTerminationPolicy: keep its IdleTimeout.
     def run_job_flow(self: ElasticMapReduceResponse) -> Any:
+        check_run_job_flow(
+            {key: self._get_param(key) for key in ("ReleaseLabel", "ServiceRole", "JobFlowRole")},
+            self.current_account,
+        )
         result = original(self)
         idle = self._get_param("AutoTerminationPolicy.IdleTimeout")
         if idle:
@@ -185,6 +219,9 @@ def begin_termination(cluster: Cluster, code: str, message: str, errors: bool) -
     run: _Run | None = getattr(cluster, "_ds_run", None)
     if run:
         run.cancel.set()
+    boot: _Bootstrap | None = getattr(cluster, "_ds_bootstrap", None)
+    if boot:
+        boot.cancel.set()
     LOCK.notify_all()
 
 
@@ -212,6 +249,15 @@ class _Run:
 
 
 @dataclass
+class _Bootstrap:
+    """A cluster's bootstrap actions, running in a thread; ``failure`` once one has failed."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    failure: emr_node.BootstrapFailure | None = None
+
+
+@dataclass
 class _Outcome:
     state: str  # COMPLETED | FAILED | CANCELLED
     failure: dict[str, str] | None = None
@@ -226,15 +272,18 @@ def _clusters() -> list[Cluster]:
 class Executor:
     """Moves every EMR cluster of the moto process through its lifecycle and runs steps."""
 
-    def __init__(self, endpoint_url: str, work_root: Path) -> None:
+    def __init__(self, endpoint_url: str, work_root: Path, node_root: Path | None = None) -> None:
         self.endpoint_url = endpoint_url
         self.work_root = work_root
+        # Where node-local paths (/opt, /mnt, ...) of every cluster live (devstack.emr_node).
+        self.node_root = node_root or work_root.parent / "node"
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="devstack-emr", daemon=True)
         self._runners: list[threading.Thread] = []
 
     def start(self) -> None:
         self.work_root.mkdir(parents=True, exist_ok=True)
+        self.node_root.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -242,9 +291,9 @@ class Executor:
         with LOCK:
             self._stopping = True
             for cluster in _clusters():
-                run = getattr(cluster, "_ds_run", None)
-                if run:
-                    run.cancel.set()
+                for job in (getattr(cluster, "_ds_run", None), getattr(cluster, "_ds_bootstrap", None)):
+                    if job:
+                        job.cancel.set()
             LOCK.notify_all()
         self._thread.join(5)
         for runner in list(self._runners):
@@ -266,7 +315,14 @@ class Executor:
             since = cluster._ds_since = now
         if cluster.state == "STARTING" and now - since >= PHASE_SECONDS:
             cluster.state, cluster._ds_since = "BOOTSTRAPPING", now
+            self._start_bootstrap(cluster)
         elif cluster.state == "BOOTSTRAPPING" and now - since >= PHASE_SECONDS:
+            boot: _Bootstrap | None = getattr(cluster, "_ds_bootstrap", None)
+            if boot is not None and not boot.done.is_set():
+                return  # still running its bootstrap actions
+            if boot is not None and boot.failure is not None:
+                begin_termination(cluster, "BOOTSTRAP_FAILURE", boot.failure.message, errors=True)
+                return
             cluster.state, cluster._ds_since, cluster._ds_idle_since = "WAITING", now, now
             cluster.ready_datetime = utcnow()
             log.info("cluster %s ready", cluster.id)
@@ -292,7 +348,9 @@ class Executor:
                     errors=False,
                 )
         elif cluster.state == "TERMINATING":
-            if getattr(cluster, "_ds_run", None) is None and now - since >= PHASE_SECONDS:
+            boot = getattr(cluster, "_ds_bootstrap", None)
+            busy = getattr(cluster, "_ds_run", None) is not None or (boot is not None and not boot.done.is_set())
+            if not busy and now - since >= PHASE_SECONDS:
                 cluster.state = "TERMINATED_WITH_ERRORS" if getattr(cluster, "_ds_errors", False) else "TERMINATED"
                 cluster.end_datetime = utcnow()
                 log.info("cluster %s %s", cluster.id, cluster.state)
@@ -345,7 +403,7 @@ class Executor:
             path.touch()
         s3 = self._s3()
         try:
-            outcome = self._run_in(work, files, step, run, s3)
+            outcome = self._run_in(work, files, cluster, step, run, s3)
         finally:
             log_file = self._upload_logs(cluster, step, files, s3)
             shutil.rmtree(work, ignore_errors=True)
@@ -353,7 +411,9 @@ class Executor:
             outcome.failure["LogFile"] = log_file or ""
         return outcome
 
-    def _run_in(self, work: Path, files: dict[str, Path], step: Step, run: _Run, s3: Any) -> _Outcome:
+    def _run_in(
+        self, work: Path, files: dict[str, Path], cluster: Cluster, step: Step, run: _Run, s3: Any
+    ) -> _Outcome:
         def note(line: str) -> None:
             with files["controller"].open("a") as f:
                 f.write(line + "\n")
@@ -383,14 +443,9 @@ class Executor:
             return _Outcome("FAILED", {"Reason": "Staging failed", "Message": message})
         command = spark_local.command(work, [*options, *rest])
         (work / "tmp").mkdir()  # Spark's and Python's temp files go with the work dir
-        env = dict(
-            spark_local.environment(work),
-            # A job that calls AWS itself (boto3) reaches devstack, not AWS.
-            AWS_ENDPOINT_URL=self.endpoint_url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION="us-east-1",
-        )
+        # The cluster's Spark configuration as EMR writes it: the interpreter comes from there.
+        conf_dir = emr_node.write_spark_conf(work / "conf", cluster.configurations or [], self.node_root)
+        env = dict(spark_local.environment(work, conf_dir=conf_dir), **self._aws_env())
         note(f"devstack: step {step.id}: {shlex.join(args)}")
         note(f"devstack: runs {shlex.join(command)}")
         with LOCK:
@@ -436,6 +491,51 @@ class Executor:
         if procs.group_pids(proc.pid):
             procs.terminate_group(proc.pid, 1.0)
         return code
+
+    def _aws_env(self) -> dict[str, str]:
+        """A job or a bootstrap action that calls AWS itself (boto3, the AWS CLI) reaches devstack."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    # -- bootstrap actions --------------------------------------------------
+
+    def _start_bootstrap(self, cluster: Cluster) -> None:
+        """Run the cluster's bootstrap actions in a thread (call with LOCK held)."""
+        boot = cluster._ds_bootstrap = _Bootstrap()
+        actions = list(cluster.bootstrap_actions)
+        if not actions:
+            boot.done.set()
+            return
+
+        def run() -> None:
+            work = self.work_root / f"{cluster.id}-bootstrap"
+            try:
+                boot.failure = emr_node.run_bootstrap_actions(
+                    actions,
+                    s3=self._s3(),
+                    work=work,
+                    node_root=self.node_root,
+                    env=emr_node.bootstrap_env(self._aws_env()),
+                    log_uri=cluster.log_uri,
+                    cluster_id=cluster.id,
+                    cancelled=boot.cancel,
+                )
+            except Exception as exc:  # noqa: BLE001 - a devstack bug fails the bootstrap, never hangs it
+                log.exception("bootstrap of %s crashed", cluster.id)
+                boot.failure = emr_node.BootstrapFailure(0, f"devstack: bootstrap crashed: {exc}")
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+                with LOCK:
+                    boot.done.set()
+                    LOCK.notify_all()
+
+        thread = threading.Thread(target=run, name=f"bootstrap-{cluster.id}", daemon=True)
+        self._runners = [t for t in self._runners if t.is_alive()] + [thread]
+        thread.start()
 
     def _s3(self) -> Any:
         import boto3

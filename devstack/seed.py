@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
-    source = seed_lake(session.client("s3", endpoint_url=args.endpoint_url), REPO / "data" / "bank" / "bank-full.csv")
+    source = seed_lake(
+        session.client("s3", endpoint_url=args.endpoint_url),
+        REPO / "data" / "bank" / "bank-full.csv",
+        iam=session.client("iam", endpoint_url=args.endpoint_url),
+    )
     digest = seed_release(session.client("iam", endpoint_url=args.endpoint_url), args.registry)
     print(f"seeded {source}, the Lambda role and the serving base image {digest}")
     return 0

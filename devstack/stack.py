@@ -228,7 +228,7 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
         return 1
 
     t0 = time.monotonic()
-    seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+    seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
     digest = seed_release(ds.client("iam"), ds.registry_url)
     print(f"seeded: s3://bank-lake/raw/bank/bank-full.csv, Lambda role, serving base image {digest[:19]}… "
           f"({time.monotonic() - t0:.1f}s)")  # fmt: skip

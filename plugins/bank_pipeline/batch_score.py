@@ -2,9 +2,8 @@
 
 - Which model a run scores with (Param, Asset event, live.json); the features
   come from ``features.resolve_features_manifest``.
-- The cluster it asks for: the shared temporary cluster plus the bootstrap
-  action that installs the scorer's libraries (the job's code is staged by
-  ``emr.stage_job``, like the features job's).
+- What the step needs staged: the job (``emr.stage_job``) and the nodes' wheels
+  (``emr.stage_wheelhouse``), as the features job.
 - The check of the committed scores.
 
 Light at import (the DAG imports it at parse time): no pandas, pyarrow or boto3
@@ -32,9 +31,6 @@ if TYPE_CHECKING:
     from bank_pipeline.settings import Settings
 
 JOB = "batch_score"
-# What the bootstrap action installs, and what spark-env points PySpark at: EMR 7's
-# Amazon Linux 2023 ships Python 3.9, too old for the pinned numpy and onnxruntime.
-EMR_PYTHON = "/usr/bin/python3.11"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -66,33 +62,6 @@ def resolve_model_version(
     )
 
 
-# --------------------------------------------------------------------------- the cluster
-
-
-def job_flow_overrides(cfg: Settings, bootstrap_uri: str) -> dict[str, Any]:
-    """The shared temporary cluster (``emr.job_flow_overrides``), plus Python 3.11 with the scorer's libraries.
-
-    ``bootstrap_uri`` may be a template (the staged script's URI is known only
-    once prepare_score has run).
-    """
-    return emr.job_flow_overrides(
-        cfg,
-        "bank-batch-score",
-        # Every node, the primary too: the driver checks the model with onnxruntime.
-        bootstrap_actions=[
-            {"Name": "python3.11 with the scorer's libraries", "ScriptBootstrapAction": {"Path": bootstrap_uri}}
-        ],
-        configurations=[
-            {
-                "Classification": "spark-env",
-                "Configurations": [
-                    {"Classification": "export", "Properties": {"PYSPARK_PYTHON": EMR_PYTHON}},
-                ],
-            }
-        ],
-    )
-
-
 # --------------------------------------------------------------------------- prepare
 
 
@@ -101,7 +70,8 @@ class PreparedScore(TypedDict):
 
     steps: list[dict[str, Any]]
     output_uri: str
-    bootstrap_uri: str | None
+    bootstrap_uri: str
+    wheelhouse_uri: str
     code_uri: str
     features_manifest_uri: str
     features_manifest_sha256: str
@@ -117,6 +87,7 @@ def prepare(
     run_id: str,
     features_manifest_uri: str,
     model_version: str,
+    instance_type: str,
 ) -> PreparedScore:
     """Check that the inputs exist, stage the code, and build the step; what the later tasks need."""
     from bank_pipeline.registry import COMMIT_FILE, ModelRegistry
@@ -154,6 +125,7 @@ def prepare(
         "steps": [emr.job_step("bank_batch_score", code, args)],
         "output_uri": output,
         "bootstrap_uri": code.bootstrap_uri,
+        "wheelhouse_uri": emr.stage_wheelhouse(hook, cfg.code_prefix, instance_type),
         "code_uri": code.script_uri,
         "features_manifest_uri": features_manifest_uri,
         "features_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),

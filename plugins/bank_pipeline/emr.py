@@ -13,7 +13,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -25,17 +30,21 @@ from bank_pipeline.lake import split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from airflow.providers.amazon.aws.operators.emr import (
-        EmrAddStepsOperator,
-        EmrCreateJobFlowOperator,
-        EmrTerminateJobFlowOperator,
-    )
+    from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
     from airflow.sdk.definitions.xcom_arg import XComArg
 
+    from bank_pipeline.operators.emr import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
     from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
     from bank_pipeline.settings import Settings
 
 INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
+# The Python both jobs run on, on every node: made by the bootstrap action (bank_spark/bootstrap).
+PYTHON_ENV = "/opt/bank-ml/python"
+PYTHON = f"{PYTHON_ENV}/bin/python"
+# Python of the wheels staged for the nodes: EMR 7's Amazon Linux 2023 installs python3.11 from its own
+# repository (its system Python is 3.9, too old for the pinned numpy and onnxruntime).
+NODE_PYTHON_VERSION = "3.11"
+GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*\.")  # m6g.xlarge, c7gn.large, r8g.2xlarge: arm64
 # How long a step may run before its sensor gives up.
 STEP_TIMEOUT = timedelta(hours=3)
 
@@ -60,25 +69,31 @@ def cluster_params() -> dict[str, Param]:
     }
 
 
-def job_flow_overrides(
-    cfg: Settings,
-    name: str,
-    *,
-    bootstrap_actions: Sequence[Mapping[str, Any]] = (),
-    configurations: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
+def _xcom(task_id: str, key: str) -> str:
+    """A template pulling ``key`` of ``task_id``'s XCom (rendered when the cluster is created)."""
+    return "{{ ti.xcom_pull(task_ids='" + task_id + "', key='" + key + "') }}"
+
+
+def account_defaults(cfg: Settings) -> dict[str, Any]:
+    """The lowest layer of the cluster's configuration: the role names from settings. The ``emr_default``
+    connection's extra is merged over it, the DAG's overrides over both (operators.emr)."""
+    return {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
+
+
+def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[str, Any]:
     """The overrides of a cluster ``<name>-<run id>`` made for one run and tagged with its DAG and run.
 
     It stays up between steps, so the DAG's teardown must terminate it; the
     idle timeout is a second guard. Its size comes from ``cluster_params()``,
     rendered as native objects (InstanceCount must reach EMR as an int).
-    ``bootstrap_actions`` and ``configurations`` are added only when given.
+
+    Every node runs the bootstrap action ``prepare_task`` staged (XComs ``bootstrap_uri``,
+    ``wheelhouse_uri``): a Python 3.11 environment at PYTHON_ENV with the pinned wheels the
+    DAG staged, no internet needed. ``spark.pyspark.python`` and ``spark.pyspark.driver.python``
+    point driver and executors at it: EMR's stock spark-env.sh sets PYSPARK_DRIVER_PYTHON to
+    the system Python, which only these properties override (an exported PYSPARK_PYTHON
+    would leave the client-mode driver on the system Python without the job's libraries).
     """
-    extras: dict[str, Any] = {}
-    if bootstrap_actions:
-        extras["BootstrapActions"] = [dict(action) for action in bootstrap_actions]
-    if configurations:
-        extras["Configurations"] = [dict(configuration) for configuration in configurations]
     return {
         "Name": name + "-{{ run_id }}",
         "ReleaseLabel": cfg.emr_release_label,
@@ -104,10 +119,22 @@ def job_flow_overrides(
             "KeepJobFlowAliveWhenNoSteps": True,
             "TerminationProtected": False,
         },
-        **extras,
+        "BootstrapActions": [
+            {
+                "Name": "bank-ml python",
+                "ScriptBootstrapAction": {
+                    "Path": _xcom(prepare_task, "bootstrap_uri"),
+                    "Args": [_xcom(prepare_task, "wheelhouse_uri"), PYTHON_ENV],
+                },
+            }
+        ],
+        "Configurations": [
+            {
+                "Classification": "spark-defaults",
+                "Properties": {"spark.pyspark.python": PYTHON, "spark.pyspark.driver.python": PYTHON},
+            }
+        ],
         "AutoTerminationPolicy": {"IdleTimeout": cfg.emr_idle_timeout_seconds},
-        "JobFlowRole": "EMR_EC2_DefaultRole",
-        "ServiceRole": "EMR_DefaultRole",
         "VisibleToAllUsers": True,
         "Tags": [
             {"Key": "airflow:dag_id", "Value": "{{ dag.dag_id }}"},
@@ -145,11 +172,16 @@ def spark_step(
 
 @dataclass(frozen=True)
 class StagedJob:
-    """Where a job's code was staged: the entry point, the --py-files zip, and its bootstrap script (if any)."""
+    """Where a job's code was staged: the entry point, the --py-files zip, and the nodes' bootstrap script."""
 
     script_uri: str
     py_files_uri: str
-    bootstrap_uri: str | None = None
+    bootstrap_uri: str
+
+
+def _upload_once(hook: S3Hook, bucket: str, key: str, data: bytes) -> None:
+    if not hook.check_for_key(key, bucket_name=bucket):
+        hook.load_bytes(data, key, bucket_name=bucket)
 
 
 def stage_job(hook: S3Hook, code_prefix: str, job: str) -> StagedJob:
@@ -165,15 +197,59 @@ def stage_job(hook: S3Hook, code_prefix: str, job: str) -> StagedJob:
     bucket, prefix = split_s3_uri(code_prefix)
     base = f"{prefix}{job}/{digest.hexdigest()[:16]}/"
     for name, data in files.items():
-        if not hook.check_for_key(base + name, bucket_name=bucket):
-            hook.load_bytes(data, base + name, bucket_name=bucket)
+        _upload_once(hook, bucket, base + name, data)
     uri = f"s3://{bucket}/{base}"
-    bootstrap = resources.BOOTSTRAP_SCRIPTS.get(job)
     return StagedJob(
         script_uri=uri + resources.entrypoint_name(job),
         py_files_uri=uri + resources.PY_FILES_NAME,
-        bootstrap_uri=uri + bootstrap if bootstrap else None,
+        bootstrap_uri=uri + resources.BOOTSTRAP_SCRIPT,
     )
+
+
+def node_arch(instance_type: str) -> str:
+    """The CPU architecture of an EC2 instance type's nodes: aarch64 for Graviton (m6g, c7gn...), else x86_64."""
+    return "aarch64" if GRAVITON.match(instance_type) else "x86_64"
+
+
+def stage_wheelhouse(hook: S3Hook, code_prefix: str, instance_type: str) -> str:
+    """The pinned wheels of the nodes' Python, for the instance type's architecture, staged once per content.
+
+    ``<code_prefix>wheelhouse/<arch>/<hash>/``: the wheels of bank_spark/bootstrap/requirements.txt
+    (cp311 manylinux, no dependencies resolved: the file pins every one) and that file, uploaded
+    last as the marker that the set is complete. The cluster installs them with
+    ``pip --no-index``: its nodes need no route to PyPI; this worker downloads them through its
+    own index (PIP_INDEX_URL and pip's configuration apply).
+    """
+    arch = node_arch(instance_type)
+    requirements = resources.node_requirements()
+    digest = hashlib.sha256(arch.encode() + b"\0" + requirements).hexdigest()[:16]
+    bucket, prefix = split_s3_uri(code_prefix)
+    base = f"{prefix}wheelhouse/{arch}/{digest}/"
+    uri = f"s3://{bucket}/{base}"
+    if hook.check_for_key(base + resources.NODE_REQUIREMENTS, bucket_name=bucket):
+        return uri
+    with tempfile.TemporaryDirectory() as tmp:
+        req = f"{tmp}/{resources.NODE_REQUIREMENTS}"
+        with open(req, "wb") as f:
+            f.write(requirements)
+        platforms = [f"manylinux_2_{minor}_{arch}" for minor in (28, 27, 26, 17)] + [f"manylinux2014_{arch}"]
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+            "--only-binary=:all:", "--no-deps", "--implementation", "cp",
+            "--python-version", NODE_PYTHON_VERSION, *(f"--platform={p}" for p in platforms),
+            "--requirement", req, "--dest", f"{tmp}/wheels",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"cannot download the cluster's wheels for {arch} (pip download exited {result.returncode}): "
+                + " ".join(result.stderr.split())[-1500:]
+            )
+        for name in sorted(os.listdir(f"{tmp}/wheels")):
+            with open(f"{tmp}/wheels/{name}", "rb") as f:
+                hook.load_bytes(f.read(), base + name, bucket_name=bucket, replace=True)
+    hook.load_bytes(requirements, base + resources.NODE_REQUIREMENTS, bucket_name=bucket, replace=True)
+    return uri
 
 
 def job_step(name: str, staged: StagedJob, args: Sequence[str]) -> dict[str, Any]:
@@ -195,10 +271,10 @@ def job_step(name: str, staged: StagedJob, args: Sequence[str]) -> dict[str, Any
 class SparkStepTasks:
     """The tasks of one Spark step on a cluster made for the run; the DAG chains them."""
 
-    create_cluster: EmrCreateJobFlowOperator
+    create_cluster: EmrCreateRunClusterOperator
     add_step: EmrAddStepsOperator
     wait_for_step: EmrStepSensorWithLogs
-    terminate_cluster: EmrTerminateJobFlowOperator
+    terminate_cluster: EmrTerminateRunClusterOperator
 
 
 def transient_spark_step(
@@ -210,18 +286,16 @@ def transient_spark_step(
     idle timeout is a second guard. A failed step fails wait_for_<name> with the
     step's FailureDetails and the tail of its logs.
     """
-    from airflow.providers.amazon.aws.operators.emr import (
-        EmrAddStepsOperator,
-        EmrCreateJobFlowOperator,
-        EmrTerminateJobFlowOperator,
-    )
+    from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
+    from bank_pipeline.operators.emr import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
     from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
 
-    create = EmrCreateJobFlowOperator(
+    create = EmrCreateRunClusterOperator(
         task_id="create_cluster",
         aws_conn_id=cfg.aws_conn_id,
         job_flow_overrides=job_flow_overrides,
+        account_defaults=account_defaults(cfg),
     )
     # XComArgs resolve to the cluster id and the steps when the tasks run (the provider types them as values).
     cluster_id: Any = create.output
@@ -241,7 +315,7 @@ def transient_spark_step(
         poke_interval=cfg.poll_seconds,
         max_attempts=int(STEP_TIMEOUT.total_seconds() // cfg.poll_seconds),
     )
-    terminate = EmrTerminateJobFlowOperator(
+    terminate = EmrTerminateRunClusterOperator(
         task_id="terminate_cluster",
         aws_conn_id=cfg.aws_conn_id,
         job_flow_id=cluster_id,

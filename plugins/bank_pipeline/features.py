@@ -38,10 +38,14 @@ class PreparedStep(TypedDict):
     output_uri: str
     source_etag: str
     code_uri: str
+    bootstrap_uri: str
+    wheelhouse_uri: str
 
 
-def prepare_step(hook: S3Hook, cfg: Settings, *, source_uri: str, run_id: str, max_quarantine_ratio: float) -> PreparedStep:
-    """Check the source exists, stage the job code by content hash, and build the EMR step."""
+def prepare_step(
+    hook: S3Hook, cfg: Settings, *, source_uri: str, run_id: str, max_quarantine_ratio: float, instance_type: str
+) -> PreparedStep:
+    """Check the source exists, stage the job code and the nodes' wheels by content hash, build the EMR step."""
     bucket, key = split_s3_uri(source_uri)
     head = hook.head_object(key, bucket_name=bucket)
     if head is None:
@@ -61,6 +65,8 @@ def prepare_step(hook: S3Hook, cfg: Settings, *, source_uri: str, run_id: str, m
         "output_uri": output_uri,
         "source_etag": etag,
         "code_uri": staged.script_uri,
+        "bootstrap_uri": staged.bootstrap_uri,
+        "wheelhouse_uri": emr.stage_wheelhouse(hook, cfg.code_prefix, instance_type),
     }
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 - the Spark jobs' entry points (``bank_spark/entrypoints/*.py``) and one
   deterministic ``--py-files`` zip of ``bank_spark`` and ``bank_serving``;
-- the EMR bootstrap script of a job (``bank_spark/bootstrap/*.sh``);
+- the EMR nodes' bootstrap script and the pinned requirements of their Python
+  (``bank_spark/bootstrap/``);
 - the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``);
 - ``code_version()``: a hash of the sources a model depends on.
 
@@ -21,8 +22,9 @@ from typing import Any
 
 JOBS = ("bank_features", "batch_score")
 PY_FILES_NAME = "bank_jobs.zip"
-# A job's EMR bootstrap action, by job (bank_spark/bootstrap/<name>).
-BOOTSTRAP_SCRIPTS = {"batch_score": "batch_score.sh"}
+# The nodes' bootstrap action (both jobs) and the requirements of the Python it makes (bank_spark/bootstrap/).
+BOOTSTRAP_SCRIPT = "python_env.sh"
+NODE_REQUIREMENTS = "requirements.txt"
 # What the --py-files zip holds: the jobs and the serving code they import.
 PY_FILES_PACKAGES = ("bank_spark", "bank_serving")
 # The code a model depends on: training, the serving contract and scorer, the Spark features.
@@ -53,10 +55,14 @@ def entrypoint(job: str) -> bytes:
     return _file("bank_spark", "entrypoints", entrypoint_name(job)).read_bytes()
 
 
-def bootstrap_script(job: str) -> bytes | None:
-    """The EMR bootstrap action ``job`` needs on every node, or None."""
-    name = BOOTSTRAP_SCRIPTS.get(job)
-    return _file("bank_spark", "bootstrap", name).read_bytes() if name else None
+def bootstrap_script() -> bytes:
+    """The EMR bootstrap action every node runs: the jobs' Python from the staged wheels."""
+    return _file("bank_spark", "bootstrap", BOOTSTRAP_SCRIPT).read_bytes()
+
+
+def node_requirements() -> bytes:
+    """The pinned requirements of the nodes' Python (every dependency listed: installed without resolving)."""
+    return _file("bank_spark", "bootstrap", NODE_REQUIREMENTS).read_bytes()
 
 
 def py_files_zip() -> bytes:
@@ -77,11 +83,7 @@ def py_files_zip() -> bytes:
 
 def job_files(job: str) -> dict[str, bytes]:
     """Everything ``job`` ships to EMR, by file name: entry point, py-files zip, bootstrap script."""
-    files = {entrypoint_name(job): entrypoint(job), PY_FILES_NAME: py_files_zip()}
-    script = bootstrap_script(job)
-    if script is not None:
-        files[BOOTSTRAP_SCRIPTS[job]] = script
-    return files
+    return {entrypoint_name(job): entrypoint(job), PY_FILES_NAME: py_files_zip(), BOOTSTRAP_SCRIPT: bootstrap_script()}
 
 
 def _sources(packages: tuple[str, ...], *, entrypoints: bool = False) -> dict[str, bytes]:

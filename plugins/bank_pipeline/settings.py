@@ -22,6 +22,10 @@ class Settings:
     """How often sensors and triggers poll AWS; devstack sets it low."""
     emr_idle_timeout_seconds: int
     """Auto-termination idle timeout: a second guard behind the teardown task."""
+    emr_service_role: str
+    """The EMR service role (name or ARN); the emr connection's extra may override it."""
+    emr_job_flow_role: str
+    """The EC2 instance profile of the cluster's nodes (JobFlowRole); the emr connection's extra may override it."""
     image_registry: str
     """host[:port] of the image registry; empty means the account's ECR (credentials from EcrHook)."""
     image_repository: str
@@ -82,6 +86,8 @@ def load() -> Settings:
         emr_release_label=env.get("BANK_EMR_RELEASE_LABEL", "emr-7.12.0"),
         poll_seconds=int(env.get("BANK_POLL_SECONDS", "30")),
         emr_idle_timeout_seconds=int(env.get("BANK_EMR_IDLE_TIMEOUT_SECONDS", "3600")),
+        emr_service_role=env.get("BANK_EMR_SERVICE_ROLE", "EMR_DefaultRole"),
+        emr_job_flow_role=env.get("BANK_EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole"),
         image_registry=env.get("BANK_IMAGE_REGISTRY", ""),
         image_repository=env.get("BANK_IMAGE_REPOSITORY", "bank-model"),
         serving_base_tag=env.get("BANK_SERVING_BASE_TAG", "serving-base"),

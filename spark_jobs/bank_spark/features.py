@@ -78,6 +78,14 @@ MODEL_NUMERIC_COLUMNS: tuple[str, ...] = (
     "pdays", "was_contacted", "previous",
 )  # fmt: skip
 
+# Text that cannot be real: undecodable bytes (read as U+FFFD: Spark's CSV reader decodes
+# UTF-8 and replaces what it cannot) and control characters. A row holding any goes to the
+# quarantine rather than into the features with its text silently altered.
+NOT_TEXT = r"[\x00-\x1f\x7f\x{FFFD}]"
+REPLACEMENT_CHARACTER = "\ufffd"
+# The longest real category is 13 characters ("self-employed"); anything near this is not one.
+MAX_CATEGORY_LENGTH = 64
+
 CORRUPT_COLUMN = "_corrupt_record"
 # RFC 4180 quoting (a quote inside a quoted field is doubled); the field counter
 # in flag_rows assumes the same rules.
@@ -220,7 +228,8 @@ def _parse_reason(line: Column, tokens: Column) -> Column:
         for c in INT_COLUMNS
     ]
     return (
-        F.when(n_quotes % 2 == 1, F.lit("unbalanced quotes"))
+        F.when(F.instr(line, REPLACEMENT_CHARACTER) > 0, F.lit("not valid UTF-8: undecodable bytes in the line"))
+        .when(n_quotes % 2 == 1, F.lit("unbalanced quotes"))
         .when(
             n_fields != len(EXPECTED_COLUMNS),
             F.format_string(f"wrong field count: %d, expected {len(EXPECTED_COLUMNS)}", n_fields),
@@ -234,6 +243,37 @@ def _range_check(column: str, low: int, high: int | None = None) -> tuple[Column
     if high is None:
         return c < low, F.concat(F.lit(f"{column} below {low}: "), c.cast("string"))
     return (c < low) | (c > high), F.concat(F.lit(f"{column} out of range {low}..{high}: "), c.cast("string"))
+
+
+def _text_checks() -> list[tuple[Column, Column]]:
+    """Text that cannot be real: not valid UTF-8, control characters, implausibly long categories.
+
+    Each is one test per row over all the columns it concerns (the per-column reasons are
+    built only for a row that breaks it).
+    """
+    undecodable = [
+        F.when(F.instr(F.col(c), REPLACEMENT_CHARACTER) > 0, F.lit(f"{c} is not valid UTF-8 (undecodable bytes)"))
+        for c in STRING_COLUMNS
+    ]
+    control = [
+        F.when(
+            F.col(c).rlike(r"[\x00-\x1f\x7f]"),
+            F.concat(F.lit(f"control character in {c}: "), _quoted(F.regexp_replace(F.col(c), r"[\x00-\x1f\x7f]", "?"))),
+        )
+        for c in STRING_COLUMNS
+    ]
+    too_long = [
+        F.when(
+            F.length(F.col(c)) > MAX_CATEGORY_LENGTH,
+            F.format_string(f"{c} is %d characters long, at most {MAX_CATEGORY_LENGTH}", F.length(F.col(c))),
+        )
+        for c in CATEGORICAL_COLUMNS
+    ]
+    text = F.concat_ws("", *STRING_COLUMNS)
+    return [
+        (text.rlike(NOT_TEXT), _join_reasons([*undecodable, *control])),
+        (F.greatest(*(F.length(F.col(c)) for c in CATEGORICAL_COLUMNS)) > MAX_CATEGORY_LENGTH, _join_reasons(too_long)),
+    ]
 
 
 def _domain_checks() -> list[tuple[Column, Column]]:
@@ -250,6 +290,7 @@ def _domain_checks() -> list[tuple[Column, Column]]:
         for c in (*YES_NO_COLUMNS, "y")
     ]
     return [
+        *_text_checks(),
         *missing,
         _range_check("age", 1, 120),
         _range_check("day", 1, 31),

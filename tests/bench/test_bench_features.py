@@ -139,6 +139,10 @@ BAD_LINES = [
     csv_line().rsplit(";", 1)[0],  # 16 fields
     csv_line() + ';"extra"',
     csv_line(age=59) + ";",
+    csv_line(job="admin.\x07"),  # a control character
+    csv_line(loan="no\t", contact="cell\x1bular"),  # two of them, one also not yes/no
+    csv_line(education="x" * 500),  # implausibly long
+    csv_line(marital="marr\ufffdied"),  # what undecodable bytes read as
 ]
 
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bank_pipeline import assets, resources, settings
+from bank_pipeline import assets, emr, settings
 from bank_pipeline import batch_score as bs
 from bank_pipeline.errors import BadInputError
 from bank_pipeline.features import resolve_features_manifest
@@ -55,17 +55,26 @@ def test_a_release_emits_the_live_model_event():
     assert release.task_dict["record_live"].outlets == [assets.LIVE_MODEL]
 
 
-def test_cluster_runs_python_311_with_the_scorers_libraries(dag_module):
-    overrides = dag_module.JOB_FLOW_OVERRIDES
+@pytest.mark.parametrize("dag_name", ["bank_batch_score", "bank_features_emr"])
+def test_every_node_runs_the_jobs_python_and_spark_points_driver_and_executors_at_it(dag_name):
+    overrides = load_dag_module(dag_name).JOB_FLOW_OVERRIDES
+    prepare = {"bank_batch_score": "prepare_score", "bank_features_emr": "prepare_step"}[dag_name]
     assert overrides["ReleaseLabel"] == settings.load().emr_release_label
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
     assert {t["Key"] for t in overrides["Tags"]} == {"airflow:dag_id", "airflow:run_id"}
     [action] = overrides["BootstrapActions"]
-    assert "xcom_pull(task_ids='prepare_score', key='bootstrap_uri')" in action["ScriptBootstrapAction"]["Path"]
-    [spark_env] = overrides["Configurations"]
-    assert spark_env["Classification"] == "spark-env"
-    assert spark_env["Configurations"][0]["Properties"] == {"PYSPARK_PYTHON": bs.EMR_PYTHON}
-    assert bs.EMR_PYTHON.rsplit("/", 1)[1] in resources.bootstrap_script("batch_score").decode()
+    script = action["ScriptBootstrapAction"]
+    assert f"xcom_pull(task_ids='{prepare}', key='bootstrap_uri')" in script["Path"]
+    assert f"xcom_pull(task_ids='{prepare}', key='wheelhouse_uri')" in script["Args"][0]
+    assert script["Args"][1] == emr.PYTHON_ENV
+    [defaults] = overrides["Configurations"]
+    # Not an exported PYSPARK_PYTHON: EMR's spark-env keeps the client-mode driver on the system Python.
+    assert defaults == {
+        "Classification": "spark-defaults",
+        "Properties": {"spark.pyspark.python": emr.PYTHON, "spark.pyspark.driver.python": emr.PYTHON},
+    }
+    # The account's role names come from settings and the emr connection, not from the DAG.
+    assert "ServiceRole" not in overrides and "JobFlowRole" not in overrides
 
 
 # --------------------------------------------------------------------------- which features, which model

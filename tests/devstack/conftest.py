@@ -17,6 +17,10 @@ def s3(ds: Devstack) -> Any:
 
 @pytest.fixture(scope="session")
 def emr(ds: Devstack) -> Any:
+    """An EMR client; the account has the EMR roles RunJobFlow needs (devstack refuses missing ones)."""
+    from devstack.airflow_env import seed_emr_roles
+
+    seed_emr_roles(ds.client("iam"))
     return ds.client("emr")
 
 

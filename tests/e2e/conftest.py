@@ -49,7 +49,7 @@ def airflow(ds: Devstack, s3, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """Environment of a migrated SQLite Airflow pointing at devstack, with the raw CSV in the lake."""
     env = airflow_env(tmp_path_factory.mktemp("airflow_home"), ds.env())
     ensure_db(env)
-    seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv")
+    seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
     return env
 
 

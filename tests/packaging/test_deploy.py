@@ -55,7 +55,7 @@ out.update(
     package_files={m.__name__: m.__file__ for m in (bank_pipeline, bank_serving, bank_spark)},
     staged=staged,
     uploaded=sorted(k for _, k in FakeS3.objects),
-    bootstrap=len(resources.bootstrap_script("batch_score") or b""),
+    bootstrap=len(resources.bootstrap_script()) + len(resources.node_requirements()),
     manifests=sorted(d["kind"] for d in resources.kubernetes_manifests()),
     code_version=resources.code_version(),
     dev_modules=[m for m in ("moto", "pyspark", "pytest", "kmock", "playwright", "devstack") if __import__("importlib").util.find_spec(m)],
@@ -97,7 +97,7 @@ def test_the_wheel_holds_the_packages_and_the_files_that_travel_with_a_run(deplo
     for package in ("bank_serving", "bank_ml", "bank_pipeline", "bank_spark"):
         assert f"{package}/__init__.py" in names
     assert {"bank_spark/entrypoints/bank_features.py", "bank_spark/entrypoints/batch_score.py"} <= set(names)
-    assert "bank_spark/bootstrap/batch_score.sh" in names
+    assert {"bank_spark/bootstrap/python_env.sh", "bank_spark/bootstrap/requirements.txt"} <= set(names)
     assert {f"bank_pipeline/manifests/{k}.yaml" for k in ("deployment", "service", "hpa", "pdb")} <= set(names)
     assert not [n for n in names if n.startswith(("devstack/", "bench/", "tests/", "dags/"))]
 
@@ -137,10 +137,10 @@ def test_a_fresh_airflow_with_the_bundle_loads_every_dag_and_finds_what_tasks_sh
     assert "bank_pipeline" in out["plugins"]
     site = str(deployed["venv"] / "lib")
     assert all(path.startswith(site) for path in out["package_files"].values()), out["package_files"]
-    assert out["staged"]["batch_score"]["bootstrap_uri"].endswith("/batch_score.sh")
+    assert out["staged"]["batch_score"]["bootstrap_uri"].endswith("/python_env.sh")
     assert out["staged"]["bank_features"]["script_uri"].endswith("/bank_features.py")
     assert {key.rsplit("/", 1)[1] for key in out["uploaded"]} == {
-        "bank_features.py", "batch_score.py", "bank_jobs.zip", "batch_score.sh",
+        "bank_features.py", "batch_score.py", "bank_jobs.zip", "python_env.sh",
     }  # fmt: skip
     assert out["bootstrap"] > 0 and out["manifests"] == sorted(["Deployment", "HorizontalPodAutoscaler",
                                                                   "PodDisruptionBudget", "Service"])  # fmt: skip

@@ -18,17 +18,32 @@ from tests.paths import locked_versions
 pytestmark = pytest.mark.unit
 
 
-def test_bootstrap_pins_the_locked_versions():
-    script = resources.bootstrap_script("batch_score").decode()
-    pins = dict(re.findall(r"^\s+([A-Za-z0-9_.-]+)==(\S+)", script, re.M))
-    assert {"numpy", "pandas", "pyarrow", "onnxruntime"} <= set(pins)
+def test_the_nodes_requirements_pin_the_locked_versions_of_every_dependency():
+    lines = resources.node_requirements().decode().splitlines()
+    pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+    assert {"numpy", "pandas", "pyarrow", "onnxruntime", "pip"} <= set(pins)
     lock = locked_versions()
     assert {name: lock.get(name.lower()) for name in pins} == pins
+    # Installed with --no-deps from the staged wheels: every dependency must be listed.
+    import tomllib
+
+    from tests.paths import REPO
+
+    packages = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    needed = {dep["name"] for name in pins for dep in packages[name.lower()].get("dependencies", [])
+              if "marker" not in dep or "linux" in dep["marker"] or "python_version" in dep["marker"]}  # fmt: skip
+    assert needed <= {name.lower() for name in pins}, needed - {name.lower() for name in pins}
+
+
+def test_the_bootstrap_installs_from_the_staged_wheels_only():
+    script = resources.bootstrap_script().decode()
+    assert "--no-index" in script and "--find-links" in script
+    assert '"$pip_wheel/pip" install' in script and "https://" not in script and "PIP_INDEX_URL" not in script
 
 
 def test_each_job_ships_its_entry_point_the_zip_and_its_bootstrap():
-    assert set(resources.job_files("bank_features")) == {"bank_features.py", resources.PY_FILES_NAME}
-    assert set(resources.job_files("batch_score")) == {"batch_score.py", resources.PY_FILES_NAME, "batch_score.sh"}
+    assert set(resources.job_files("bank_features")) == {"bank_features.py", resources.PY_FILES_NAME, "python_env.sh"}
+    assert set(resources.job_files("batch_score")) == {"batch_score.py", resources.PY_FILES_NAME, "python_env.sh"}
     assert b"from bank_spark.features import main" in resources.entrypoint("bank_features")
     with pytest.raises(ValueError, match="unknown Spark job 'nope'; known: bank_features, batch_score"):
         resources.job_files("nope")
@@ -79,10 +94,10 @@ def test_code_is_staged_by_content_hash():
     second = emr.stage_job(s3, "s3://lake/code/", "batch_score")
     assert first == second and s3.objects == uploaded  # nothing rewritten
     assert re.fullmatch(r"s3://lake/code/batch_score/[0-9a-f]{16}/batch_score\.py", first.script_uri)
-    assert first.bootstrap_uri == first.script_uri.replace("batch_score.py", "batch_score.sh")
-    assert {k.rsplit("/", 1)[1] for _, k in uploaded} == {"batch_score.py", resources.PY_FILES_NAME, "batch_score.sh"}
+    assert first.bootstrap_uri == first.script_uri.replace("batch_score.py", "python_env.sh")
+    assert {k.rsplit("/", 1)[1] for _, k in uploaded} == {"batch_score.py", resources.PY_FILES_NAME, "python_env.sh"}
     features = emr.stage_job(s3, "s3://lake/code/", "bank_features")
-    assert features.bootstrap_uri is None and features.py_files_uri.endswith(resources.PY_FILES_NAME)
+    assert features.bootstrap_uri.endswith("/python_env.sh") and features.py_files_uri.endswith(resources.PY_FILES_NAME)
 
 
 def test_step_ships_the_zip_before_the_script():

@@ -133,6 +133,10 @@ PARSE_CASES: dict[str, tuple[str, str]] = {
     "pdays": (csv_line(pdays=-2), "pdays below -1: -2"),
     "previous": (csv_line(previous=-1), "previous below 0: -1"),
     "several violations": (csv_line(age=200, y="?"), "age out of range 1..120: 200; y not yes/no: '?'"),
+    "control character": (csv_line(job="admin.\x07"), "control character in job: 'admin.?'"),
+    "tab in a yes/no": (csv_line(loan="no\t"), "control character in loan: 'no?'; loan not yes/no: 'no\t'"),
+    "implausibly long": (csv_line(education="x" * 500), "education is 500 characters long, at most 64"),
+    "U+FFFD in the file": (csv_line(marital="marr\ufffdied"), "marital is not valid UTF-8 (undecodable bytes)"),
 }
 # Spark reads "" as null and keeps no text of rows it parsed: their record is rebuilt.
 PARSE_RECORDS = {"empty string": csv_line(job=None)}
@@ -166,6 +170,35 @@ def test_reason_of_each_bad_row(parsed_cases: DataFrame, name: str) -> None:
     line, reason = PARSE_CASES[name]
     reasons = {r["record"]: r["reason"] for r in parsed_cases.transform(bf.quarantine_rows).collect()}
     assert reasons[PARSE_RECORDS.get(name, line)] == reason
+
+
+def test_undecodable_bytes_send_the_row_to_the_quarantine_never_altered_into_the_features(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The documented rule (docs/interfaces.md): a row that is not valid UTF-8 is quarantined, its
+    record showing U+FFFD where the file's bytes could not be decoded; the other rows are kept as they are."""
+    good = GOOD_LINE.encode()
+    lines = [
+        HEADER.encode(),
+        good,
+        good.replace(b"management", b"manag\xe9ment"),  # Latin-1, not UTF-8
+        good.replace(b'"married"', b'"marr\xed\xa0\x80ied"'),  # a lone surrogate's bytes
+        good.replace(b"2143", b"21\xff43"),  # in an int: the line does not parse either
+    ]
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    flagged = bf.read_bank_csv(spark, str(path)).transform(bf.flag_rows)
+    reasons = sorted(r["reason"] for r in flagged.transform(bf.quarantine_rows).collect())
+    assert reasons == [
+        "job is not valid UTF-8 (undecodable bytes)",
+        "marital is not valid UTF-8 (undecodable bytes)",
+        "not valid UTF-8: undecodable bytes in the line",
+    ]
+    records = [r["record"] for r in flagged.transform(bf.quarantine_rows).collect()]
+    assert all("\ufffd" in record for record in records)
+    assert [tuple(r) for r in flagged.transform(bf.valid_rows).select("job", "marital", "balance").collect()] == [
+        ("management", "married", 2143)
+    ]
 
 
 def test_good_rows_pass_including_quoted_separators(parsed_cases: DataFrame) -> None:
