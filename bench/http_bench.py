@@ -85,8 +85,8 @@ def one_record(csv_path: Path) -> dict[str, Any]:
     return raw_records(csv_path, 1)[0]
 
 
-def _get(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def _get(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
         response = conn.getresponse()
