@@ -25,6 +25,7 @@ from bank_serving.validation import validate_records
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_serving_handler import RECORD, RECORDS, proxy_v1, proxy_v2
+from test_serving_http import Server, server  # noqa: F401 - the module's live server fixture
 
 BUDGET = 300  # examples per property test; with derandomize the same ones on every run
 FUZZ = settings(
@@ -240,6 +241,19 @@ def test_valid_records_match_the_scorer(handler: ModuleType, records: list[dict[
         check_answer(handler, handler.handler(event, None), body)
 
 
+@settings(FUZZ, max_examples=BUDGET // 3)
+@given(request=request_bodies(), ascii_only=st.booleans())
+def test_http_bodies_get_the_lambdas_answer(
+    server: Server, handler: ModuleType, request: tuple[Any, str | None], ascii_only: bool  # noqa: F811
+) -> None:
+    body, path = request
+    raw = utf8(json_text(body, ascii_only))  # lone surrogates as \ud800 escapes, or as raw bytes ED A0 80
+    status, _, answer = server.request("POST", "/predict", raw)
+    lambda_response = handler.handler(proxy_v1(base64.b64encode(raw).decode(), isBase64Encoded=True), None)
+    assert (status, answer) == (lambda_response["statusCode"], json.loads(lambda_response["body"]))
+    check_answer(handler, lambda_response, body, path)
+
+
 # ------------------------------------------------------------------------------------------ regressions
 
 # Failing examples hypothesis found (or the issue reported), kept as named tests.
@@ -258,12 +272,14 @@ def test_a_lone_surrogate_in_a_category_is_a_400(handler: ModuleType, value: str
     assert "UTF-8" in handler.handler(body, None)["body"]["error"]
 
 
-def test_raw_surrogate_bytes_in_a_body_are_a_400(handler: ModuleType) -> None:
+def test_raw_surrogate_bytes_in_a_body_are_a_400(handler: ModuleType, server: Server) -> None:  # noqa: F811
     # json.loads(bytes) decodes with surrogatepass: ED A0 80 becomes the lone surrogate U+D800.
     raw = json.dumps(dict(RECORD, marital="x"), ensure_ascii=False).encode().replace(b'"x"', b'"\xed\xa0\x80"')
     event = proxy_v1(base64.b64encode(raw).decode(), isBase64Encoded=True)
     check_answer(handler, handler.handler(event, None), path="marital")
     check_answer(handler, handler.handler(raw, None), path="marital")
+    status, _, answer = server.request("POST", "/predict", raw)
+    assert status == 400 and answer["error"].startswith("marital: cannot be encoded as UTF-8"), answer
 
 
 def test_one_surrogate_record_names_its_index_in_a_full_batch(handler: ModuleType) -> None:
