@@ -1,6 +1,7 @@
 """Abuse the HTTP server (bank_serving.http) as a hostile client would: memory and liveness under attack.
 
     .venv/bin/python bench/abuse_bench.py [--duration 15] [--hostile 16] [--many 1000] [--case NAME ...]
+        [--serving DIR] [--label before|after]
 
 Each case starts a fresh server on a free loopback port (the model is
 build/bench/model, trained as bench/http_bench.py trains it if missing), waits
@@ -16,10 +17,14 @@ probes GET /healthz the way the kubelet does (a new connection per probe, every
 - idle-connections: --many connections that connect and never send a byte;
 - many-connections: --many connections that each send an incomplete request head, then nothing.
 
+The attacker is persistent: each of its connections is opened again as soon as
+the server closes it, so an attack lasts the whole case however fast the
+server refuses it.
+
 Reported per case: the server's RSS before and at its peak, /healthz latency
 (p50, p99, max; a probe that fails or times out counts as 2 s) and failures, and
-how many hostile connections the server closed within the case and after how
-long (with the first status line it sent them, if any). A case stops early if
+how many hostile connections were opened and how many the server closed, after
+how long (with the first status line it sent them, if any). A case stops early if
 the server's RSS passes --rss-cap-mib, so a server without limits cannot take
 the machine down. Loopback only; every loop is bounded in time.
 
@@ -32,6 +37,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import resource
 import statistics
 import subprocess
@@ -116,16 +122,26 @@ async def _hostile(port: int, first: bytes, repeat: bytes, every: float, deadlin
     return result
 
 
-async def _attack(port: int, case: str, connections: int, duration: float) -> list[dict[str, Any]]:
+async def _persistent(port: int, case: str, deadline: float) -> list[dict[str, Any]]:
+    """One attacker slot: a hostile connection, and a new one each time the server closes it, until the deadline."""
     _, first, repeat, every = CASES[case]
+    results = []
+    while time.monotonic() < deadline:
+        results.append(await _hostile(port, first, repeat, every, deadline))
+        if not results[-1]["connected"]:
+            await asyncio.sleep(0.05)  # refused (backlog full): try again shortly, not in a tight loop
+    return results
+
+
+async def _attack(port: int, case: str, connections: int, duration: float) -> list[dict[str, Any]]:
     deadline = time.monotonic() + duration
     # Open the connections at once but not all in one burst: the listen backlog is finite.
     tasks = []
     for i in range(connections):
-        tasks.append(asyncio.ensure_future(_hostile(port, first, repeat, every, deadline)))
+        tasks.append(asyncio.ensure_future(_persistent(port, case, deadline)))
         if i % 100 == 99:
             await asyncio.sleep(0.01)
-    return list(await asyncio.gather(*tasks))
+    return [result for slot in await asyncio.gather(*tasks) for result in slot]
 
 
 def _attacker(port: int, case: str, connections: int, duration: float, out: Any) -> None:
@@ -170,13 +186,13 @@ def run_case(case: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
     kind = CASES[case][0]
     connections = args.hostile if kind == "hostile" else args.many
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(SERVING)}
+    env = {**os.environ, "PYTHONPATH": str(args.serving)}
     cmd = [sys.executable, "-m", "bank_serving.http", "--host", HOST, "--port", str(port),
            "--model-dir", str(model_dir), "--log-level", "error", *args.server_arg]  # fmt: skip
     # The server inherits this process's file limit; 1,000 connections need more than 1,024 descriptors.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = subprocess.Popen(cmd, env=env, cwd=SERVING)
+    server = subprocess.Popen(cmd, env=env, cwd=args.serving)
     try:
         wait_ready(server, port)
         rss_start = rss_bytes(server.pid)
@@ -197,15 +213,20 @@ def run_case(case: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
         attacker.start()
         for thread in observers:
             thread.start()
-        while attacker.is_alive() and len(peak) == 1 and time.monotonic() - started < args.duration + 30:
-            attacker.join(0.05)
+        conns: list[dict[str, Any]] = []
+        # Read the attacker's results as they come: a process does not exit before its queue is drained.
+        while len(peak) == 1 and time.monotonic() - started < args.duration + 30:
+            try:
+                conns = results.get(timeout=0.05)
+                break
+            except queue.Empty:
+                if not attacker.is_alive():
+                    break
         capped = len(peak) > 1
-        if attacker.is_alive():
+        attack_s = time.monotonic() - started
+        if attacker.is_alive() and not conns:
             attacker.terminate()
-            attacker.join()
-            conns: list[dict[str, Any]] = []
-        else:
-            conns = results.get(timeout=5)
+        attacker.join()
         stop.set()
         for thread in observers:
             thread.join()
@@ -224,9 +245,10 @@ def run_case(case: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
     return {
         "case": case,
         "connections": connections,
-        "connected": sum(1 for c in conns if c.get("connected")),
+        "connections_opened": sum(1 for c in conns if c.get("connected")),
         "duration_s": args.duration,
         "stopped_at_rss_cap": capped,
+        "attack_s": round(attack_s, 1),
         "bytes_sent_mib": round(sum(c.get("sent", 0) for c in conns) / 2**20, 1),
         "rss_start_mib": round(rss_start / 2**20, 1),
         "rss_peak_mib": round(peak[0] / 2**20, 1),
@@ -255,6 +277,8 @@ def main() -> None:
     parser.add_argument("--case", action="append", dest="cases", choices=sorted(CASES), help="default: all")
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra argument for the server")
+    parser.add_argument("--serving", type=Path, default=SERVING,
+                        help="directory holding bank_serving/ (e.g. an older checkout's, for a before/after)")  # fmt: skip
     args = parser.parse_args()
     model_dir = ensure_model(args.csv)
     results = []
@@ -265,17 +289,18 @@ def main() -> None:
     report = {
         "label": args.label,
         "server": "python -m bank_serving.http " + " ".join(args.server_arg),
+        "serving_dir": str(args.serving),
         "probe": f"GET /healthz, new connection every {PROBE_INTERVAL_S} s, timeout {PROBE_TIMEOUT_S} s",
         "cases": results,
     }
     print(f"\n{'case':20} {'conns':>5} {'RSS start→peak MiB':>19} {'healthz p50/p99/max ms':>24} "
-          f"{'fail':>4} {'closed (median s)':>18}  answers")  # fmt: skip
+          f"{'fail':>4} {'opened/closed (median s)':>24}  answers")  # fmt: skip
     for r in results:
-        closed = f"{r['closed_by_server']} ({r['closed_after_s_median']})"
+        closed = f"{r['connections_opened']}/{r['closed_by_server']} ({r['closed_after_s_median']})"
         print(f"{r['case']:20} {r['connections']:>5} {r['rss_start_mib']:>8}→{r['rss_peak_mib']:<8}"
               f"{'*' if r['stopped_at_rss_cap'] else ' ':1} "
               f"{r['healthz_p50_ms']:>8}/{r['healthz_p99_ms']}/{r['healthz_max_ms']:<8} "
-              f"{r['healthz_failures']:>4} {closed:>18}  {', '.join(r['answers'])}")  # fmt: skip
+              f"{r['healthz_failures']:>4} {closed:>24}  {', '.join(r['answers'])}")  # fmt: skip
     write_result(f"abuse{'-' + args.label if args.label else ''}", report)
 
 

@@ -261,7 +261,7 @@ def main() -> None:
     report = {
         "endpoint": "POST /predict, one record",
         "body_bytes": len(record),
-        "server": "python -m bank_serving.http (uvicorn + httptools + uvloop, one process)",
+        "server": "python -m bank_serving.http (uvicorn + h11 + uvloop, one process)",
         "load_generator": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
         .stdout.split("Copyright")[0]
         .strip(),

@@ -172,7 +172,7 @@ class ServingApp:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:
-            if name == b"content-length" and int(value) > self.max_body_bytes:  # httptools checked it is digits
+            if name == b"content-length" and int(value) > self.max_body_bytes:  # h11 checked it is digits
                 raise TooLarge
         chunks: list[bytes] = []
         size = 0

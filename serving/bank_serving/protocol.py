@@ -13,11 +13,13 @@ uvicorn lacks, added here, in one small class:
   followed by a lingering close (half-close, then discard what the client still
   sends for up to LINGER_SECONDS) so that the client reads the answer instead of
   a reset;
-- draining: at shutdown a connection in the middle of receiving a request is
-  not cut (uvicorn closes it): its request finishes and its answer carries
-  ``Connection: close``; `close_unfinished` answers 503 to requests still
-  incomplete at the graceful timeout, before uvicorn would cancel them into a
-  500 with a traceback.
+- draining: at shutdown uvicorn closes every connection not busy with an
+  answer, cutting requests on their way; here a connection receiving a request
+  keeps it, an idle one stays open SHUTDOWN_IDLE_GRACE for a request already
+  sent, and such answers carry ``Connection: close`` (the application adds it
+  while draining); `close_unfinished` answers 503 to requests still incomplete
+  at the graceful timeout, before uvicorn would cancel them into a 500 with a
+  traceback.
 
 The keep-alive idle timeout is uvicorn's (Config.timeout_keep_alive).
 """
@@ -42,6 +44,9 @@ REQUEST_TIMEOUT = 10.0  # seconds for a whole request (head + body) to arrive, f
 # upstream connection, so the proxy closes first and never reuses one this server is closing (a 502).
 KEEP_ALIVE_TIMEOUT = 75
 LINGER_SECONDS = 2.0  # after an error answer: how long to drain what the client still sends
+# At shutdown an idle keep-alive connection stays open this long: a request the client sent before it
+# could see the close is still answered (with Connection: close) instead of being cut.
+SHUTDOWN_IDLE_GRACE = 1.0
 
 
 class LimitedH11Protocol(H11Protocol):
@@ -124,18 +129,27 @@ class LimitedH11Protocol(H11Protocol):
             reason = HTTPStatus(status).phrase.encode()
             data = self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
             self.transport.write(data + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))  # type: ignore[operator]
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close our side now and the connection once the client closes its side, or in LINGER_SECONDS."""
         self._lingering = True
+        self._unset_keepalive_if_required()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def shutdown(self) -> None:
-        """Called by uvicorn when the listening socket closes: close if idle, else let the request finish."""
-        if self._lingering:
+        """Called by uvicorn when the listening socket closes: let requests on their way finish."""
+        if self._lingering or self.transport.is_closing():
             return
-        if self._incomplete() and (self.cycle is None or self.cycle.response_complete):
-            return  # a request is arriving: its answer carries Connection: close (the app is draining)
-        super().shutdown()
+        if self.cycle is not None and not self.cycle.response_complete:
+            super().shutdown()  # an answer is under way: uvicorn closes after it
+        elif not self._incomplete():
+            # Idle: close after a short grace, through the keep-alive timer, which a request's first byte cancels.
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(SHUTDOWN_IDLE_GRACE, self._linger)
+        # else a request is arriving: it finishes (or the request timeout or graceful timeout ends it)
 
     def close_unfinished(self) -> None:
         """At the graceful timeout: answer a request still incomplete 503 and close; idle ones just close."""

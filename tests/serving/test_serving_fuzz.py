@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from test_serving_handler import RECORD, RECORDS, proxy_v1, proxy_v2
 from test_serving_http import Server, server  # noqa: F401 - the module's live server fixture
 
-BUDGET = 300  # examples per property test; with derandomize the same ones on every run
+BUDGET = 500  # examples per property test; with derandomize the same ones on every run
 FUZZ = settings(
     derandomize=True,
     max_examples=BUDGET,

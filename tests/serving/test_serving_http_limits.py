@@ -178,6 +178,36 @@ def test_answers_carry_connection_close_while_draining(start: Any, model_dir: Pa
     assert server.proc.wait(timeout=15) == 0
 
 
+def _wait_until_refused(port: int) -> None:
+    """Poll until the listening socket is closed (the shutdown has begun)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, "still accepting connections"
+        time.sleep(0.01)
+
+
+def test_an_idle_keep_alive_connection_still_gets_an_answer_at_shutdown(
+    start: Any, model_dir: Path, handler: ModuleType
+) -> None:
+    server = start(model_dir)
+    server.wait_for("/readyz", 200)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_post_head() + BODY)
+        assert "connection" not in _one_response(sock).headers
+        server.proc.send_signal(signal.SIGTERM)
+        _wait_until_refused(server.port)
+        # Sent before the client could know: answered (uvicorn alone would close the idle connection).
+        sock.sendall(_post_head() + BODY)
+        reply = _read(sock, 10)
+    assert reply.status == 200 and reply.headers["connection"] == "close"
+    assert (200, reply.json()) == _lambda_answer(handler, BODY.decode())
+    assert server.proc.wait(timeout=15) == 0
+
+
 def test_a_request_arriving_at_shutdown_is_answered(start: Any, model_dir: Path, handler: ModuleType) -> None:
     server = start(model_dir)
     server.wait_for("/readyz", 200)
@@ -186,14 +216,7 @@ def test_a_request_arriving_at_shutdown_is_answered(start: Any, model_dir: Path,
         sock.sendall(head[:20])
         server.wait_for("/healthz", 200)  # the partial head has surely reached the server
         server.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while True:  # the listening socket closes: new connections are refused
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-            except ConnectionRefusedError:
-                break
-            assert time.monotonic() < deadline, "still accepting connections"
-            time.sleep(0.01)
+        _wait_until_refused(server.port)
         sock.sendall(head[20:] + BODY)
         reply = _read(sock, 10)
     assert reply.status == 200 and reply.headers["connection"] == "close"
