@@ -278,7 +278,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra argument for the server")
     parser.add_argument("--serving", type=Path, default=SERVING,
-                        help="directory holding bank_serving/ (e.g. an older checkout's, for a before/after)")  # fmt: skip
+                        help="directory holding bank_serving/ (an older checkout's, for a before/after)")  # fmt: skip
     args = parser.parse_args()
     model_dir = ensure_model(args.csv)
     results = []

@@ -21,7 +21,10 @@ uvicorn lacks, added here, in one small class:
   at the graceful timeout, before uvicorn would cancel them into a 500 with a
   traceback.
 
-The keep-alive idle timeout is uvicorn's (Config.timeout_keep_alive).
+The keep-alive idle timeout is uvicorn's (Config.timeout_keep_alive). This
+relies on H11Protocol's attributes (conn, cycle, transport, the keep-alive
+timer): uvicorn is pinned, and tests/serving/test_serving_http_limits.py
+exercises every path over raw sockets.
 """
 
 from __future__ import annotations
@@ -126,9 +129,9 @@ class LimitedH11Protocol(H11Protocol):
             body = json.dumps({"error": message}).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"connection", b"close")]  # fmt: skip
-            reason = HTTPStatus(status).phrase.encode()
-            data = self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
-            self.transport.write(data + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))  # type: ignore[operator]
+            response = h11.Response(status_code=status, headers=headers, reason=HTTPStatus(status).phrase.encode())
+            events = (response, h11.Data(data=body), h11.EndOfMessage())
+            self.transport.write(b"".join(self.conn.send(event) or b"" for event in events))
         self._linger()
 
     def _linger(self) -> None:

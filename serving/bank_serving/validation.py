@@ -115,9 +115,9 @@ def _check_strings(values: list[Any], name: str, prefix: str) -> None:
         "".join(distinct).encode("utf-8")
     except UnicodeEncodeError:
         i = _first(values, _not_utf8)
-        bad = next(c for c in values[i] if 0xD800 <= ord(c) <= 0xDFFF)
+        at = next(j for j, c in enumerate(values[i]) if 0xD800 <= ord(c) <= 0xDFFF)
         raise RequestError(
-            f"{_path(prefix, i, name)}: cannot be encoded as UTF-8: lone surrogate {bad!r} at index {values[i].index(bad)}"
+            f"{_path(prefix, i, name)}: cannot be encoded as UTF-8: lone surrogate {values[i][at]!r} at index {at}"
         ) from None
 
 

@@ -24,7 +24,8 @@ BODY = json.dumps(RECORD).encode()
 
 
 def _post_head(length: int = len(BODY), extra: str = "") -> bytes:
-    return f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}\r\n\r\n".encode()
+    head = f"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{extra}Content-Length: {length}"
+    return f"{head}\r\n\r\n".encode()
 
 
 class Reply:
