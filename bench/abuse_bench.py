@@ -28,7 +28,9 @@ how long (with the first status line it sent them, if any). A case stops early i
 the server's RSS passes --rss-cap-mib, so a server without limits cannot take
 the machine down. Loopback only; every loop is bounded in time.
 
-Prints a summary and writes build/bench/abuse.json. Not part of the test suite.
+Prints a summary and writes build/bench/abuse.json (abuse-<label>.json with
+--label). Not part of the test suite nor of `make bench`; BENCHMARKS.md's notes
+hold its before/after figures.
 """
 
 from __future__ import annotations
