@@ -1,6 +1,7 @@
 """Benchmark the HTTP server (bank_serving.http): requests/s and latency percentiles with wrk on loopback.
 
     .venv/bin/python bench/http_bench.py [--runs 3] [--duration 10] [--connections 32] [--split 1:0 ...]
+        [--rate R] [--serving DIR --out NAME]
 
 Needs wrk (Debian/Ubuntu: `apt-get install wrk`) and taskset (util-linux). The
 model is build/bench/model, which bench/serving_bench.py writes; if it is
@@ -78,13 +79,13 @@ def ensure_model(csv_path: Path) -> Path:
 
 
 def one_record(csv_path: Path) -> dict[str, Any]:
-    from serving_bench import raw_records
+    from bench.serving_bench import raw_records
 
     return raw_records(csv_path, 1)[0]
 
 
-def _get(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def _get(port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
         response = conn.getresponse()
@@ -153,10 +154,11 @@ def _pinned(cpus: str | None, argv: list[str]) -> list[str]:
 def bench_split(split: str, model_dir: Path, script: Path, args: argparse.Namespace) -> dict[str, Any]:
     server_cpus, wrk_cpus = (None, None) if split == "none" else split.split(":")
     port = free_port()
-    env = dict(os.environ)
+    # --serving: another checkout's bank_serving, first on the path of the server process only.
+    env = {**os.environ, "PYTHONPATH": str(args.serving)} if args.serving else dict(os.environ)
     server_cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(port),
                   "--model-dir", str(model_dir), "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(_pinned(server_cpus, server_cmd), env=env, cwd=OUT)
+    server = subprocess.Popen(_pinned(server_cpus, server_cmd), env=env, cwd=args.serving or OUT)
     try:
         wait_ready(server, port)
         status, answer = _get(port, "POST", "/predict", script.with_suffix(".json").read_bytes())
@@ -228,6 +230,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, help="pace wrk near this many requests/s (default: as fast as it can)")
     parser.add_argument("--split", action="append", dest="splits", metavar="SERVER_CPUS:WRK_CPUS",
                         help='taskset CPU lists, e.g. 1:0; "none": unpinned (default: 1:0, then none)')  # fmt: skip
+    parser.add_argument("--serving", type=Path, default=None,
+                        help="directory holding bank_serving/ (an older checkout's, for a before/after)")  # fmt: skip
+    parser.add_argument("--out", default="http", help="result name: build/bench/<out>.json")
     args = parser.parse_args()
     args.runs = max(3, args.runs)
     # Paced: each connection sends, waits for the answer, then waits delay ms; rate ≈ connections / (delay + latency).
@@ -259,7 +264,9 @@ def main() -> None:
     report = {
         "endpoint": "POST /predict, one record",
         "body_bytes": len(record),
-        "server": "python -m bank_serving.http (uvicorn + httptools + uvloop, one process)",
+        "server": "python -m bank_serving.http (uvicorn + h11 + uvloop, one process)"
+        if args.serving is None
+        else f"python -m bank_serving.http from {args.serving} (one process)",
         "load_generator": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
         .stdout.split("Copyright")[0]
         .strip(),
@@ -281,7 +288,7 @@ def main() -> None:
             f"p99 {p99['median']} ms ({p99['min']}–{p99['max']}); "
             f"CPU: server {min(server_cpu)}–{max(server_cpu)} %, other work {min(other)}–{max(other)} % (of one CPU)"
         )
-    write_result("http", report)
+    write_result(args.out, report)
 
 
 if __name__ == "__main__":

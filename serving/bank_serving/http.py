@@ -10,7 +10,14 @@ The same image as the Lambda (serving/Dockerfile) with another command. Routes:
 - ``GET /healthz``: liveness, 200 while the process serves (model loading or draining included).
 - ``GET /readyz``: readiness, 200 ``{"status": "ready", "model_version"}`` only once the
   model is loaded and until SIGTERM; 503 ``{"status": "loading" | "draining"}`` otherwise.
+- ``GET /openapi.json``: the OpenAPI document of all this (bank_serving.openapi, docs/openapi.json).
 - anything else: 404 (unknown path) or 405 (known path, other method), JSON ``{"error"}``.
+
+Limits (bank_serving.protocol): request line + headers buffered up to 16 KiB; a
+target over 8 KiB gets 414, more than 100 header fields or 16 KiB of them 431; a
+request not complete within --request-timeout (10 s) of its start, or of the
+connection's, gets 408 and the connection closes; an idle keep-alive connection
+closes after --keep-alive-timeout (75 s). Protocol errors answer JSON too.
 
 Start-up: the socket listens first, then the model loads in a background thread
 from $BANK_MODEL_DIR (default /opt/ml/model), checked exactly as the Lambda's init
@@ -20,22 +27,30 @@ score. A load that fails (missing, corrupt, other scikit-learn) logs the error,
 writes it to the Kubernetes termination log (/dev/termination-log, when it
 exists) and exits 1: `kubectl get pods` shows the crash, `describe` the reason.
 
-Shutdown: on SIGTERM (or SIGINT) /readyz answers 503 at once; after
+Shutdown: on SIGTERM (or SIGINT) /readyz answers 503 at once and every answer
+carries ``Connection: close``, so keep-alive clients move to other pods; after
 --drain-delay seconds (default 0; give Kubernetes' endpoint removal a few
 seconds to spread, or use a preStop sleep) the listening socket closes, idle
-keep-alive connections close, in-flight requests finish (at most
---graceful-timeout seconds) and the process exits 0. Keep drain delay + graceful
-timeout below the pod's terminationGracePeriodSeconds (default 30).
+keep-alive connections close, requests in flight or still arriving finish (at
+most --graceful-timeout seconds; those still incomplete then get 503 and a
+close, not a cancelled task) and the process exits 0. Keep drain delay +
+graceful timeout below the pod's terminationGracePeriodSeconds (default 30).
 
-Server: uvicorn with httptools and uvloop, and a plain ASGI callable (no
-framework). Scoring runs on the event loop: it is CPU work of about 0.06 ms per
-record (5 ms for 1,000), cheaper than a hop to a thread. One process serves one
-core; scale with replicas.
+Server: uvicorn with h11 and uvloop, and a plain ASGI callable (no framework).
+h11 rather than httptools: h11 bounds the request head it buffers (httptools
+accumulates an endless header or URL on the event loop: hundreds of MB from a
+few connections) and keeps the body of a request with an ``Upgrade`` header
+(httptools stops parsing at it); it costs about 40 % of the peak throughput,
+which stays about twice the goal (BENCHMARKS.md). Scoring runs on the event
+loop: it is CPU work of about 0.06 ms per record (5 ms for 1,000), cheaper than
+a hop to a thread. One process serves one core; scale with replicas.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import signal
@@ -51,13 +66,21 @@ from typing import Any
 import uvicorn
 
 from bank_serving.model import OnnxModel, load_model_dir
+from bank_serving.openapi import build_openapi
+from bank_serving.protocol import (
+    DEFAULT_MAX_BODY_BYTES,
+    KEEP_ALIVE_TIMEOUT,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_TARGET_BYTES,
+    REQUEST_TIMEOUT,
+    limited_h11,
+)
 from bank_serving.service import encode_answer, respond_to_body
 
 logger = logging.getLogger("bank_serving.http")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"  # as handler.py
-# 1 MiB: four times the largest valid compact body (1,000 records), and ingress-nginx's default limit.
-DEFAULT_MAX_BODY_BYTES = 1 << 20
 TERMINATION_LOG = "/dev/termination-log"
 
 Scope = dict[str, Any]
@@ -66,7 +89,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
-_ROUTES = {"/predict": "POST", "/healthz": "GET", "/readyz": "GET"}
+_ROUTES = {"/predict": "POST", "/healthz": "GET", "/readyz": "GET", "/openapi.json": "GET"}
 _ROUTE_LIST = ", ".join(f"{method} {path}" for path, method in _ROUTES.items())
 
 
@@ -90,13 +113,17 @@ class ServingApp:
         self.max_body_bytes = max_body_bytes
         self.model: OnnxModel | None = None
         self.draining = False
+        self._openapi: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are switched off in the Config
             return
         path, method = scope["path"], scope["method"]
         allowed = _ROUTES.get(path)
-        if allowed is None:
+        too_large = _too_large(scope)
+        if too_large is not None:
+            status, body, headers = too_large
+        elif allowed is None:
             status, body, headers = _json(404, {"error": f"not found: {path} (routes: {_ROUTE_LIST})"})
         elif method != allowed:
             status, body, headers = _json(
@@ -109,10 +136,21 @@ class ServingApp:
                 return
         elif path == "/healthz":
             status, body, headers = _json(200, {"status": "ok"})
-        else:
+        elif path == "/readyz":
             status, body, headers = self._readiness()
+        else:
+            body = self.openapi()
+            status, headers = 200, [_JSON, (b"content-length", str(len(body)).encode())]
+        if self.draining and _CLOSE not in headers:  # keep-alive clients reconnect, through the Service, elsewhere
+            headers = [*headers, _CLOSE]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def openapi(self) -> bytes:
+        """The OpenAPI document, encoded on first use (not at start-up: it costs nothing until asked)."""
+        if self._openapi is None:
+            self._openapi = json.dumps(build_openapi(), separators=(",", ":")).encode()
+        return self._openapi
 
     def _readiness(self) -> tuple[int, bytes, list]:
         if self.draining:
@@ -135,7 +173,7 @@ class ServingApp:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:
-            if name == b"content-length" and int(value) > self.max_body_bytes:  # httptools checked it is digits
+            if name == b"content-length" and int(value) > self.max_body_bytes:  # h11 checked it is digits
                 raise TooLarge
         chunks: list[bytes] = []
         size = 0
@@ -152,15 +190,29 @@ class ServingApp:
             chunks.append(chunk)
 
 
+def _too_large(scope: Scope) -> tuple[int, bytes, list] | None:
+    """431 or 414 for a head within what h11 buffers but beyond the limits; None for the rest."""
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADERS:
+        return _json(431, {"error": f"headers: more than {MAX_HEADERS} header fields"}, [_CLOSE])
+    # h11 refuses a head over MAX_HEAD_BYTES only while it is incomplete; one read can bring a whole one.
+    if sum(len(name) + len(value) for name, value in headers) > MAX_HEAD_BYTES:
+        return _json(431, {"error": f"headers: larger than {MAX_HEAD_BYTES} bytes"}, [_CLOSE])
+    if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_TARGET_BYTES:
+        return _json(414, {"error": f"url: longer than {MAX_TARGET_BYTES} bytes"}, [_CLOSE])
+    return None
+
+
 class ServingServer(uvicorn.Server):
     """uvicorn's server, plus: load the model once listening, drain on SIGTERM, exit 0 after a drain."""
 
     def __init__(self, config: uvicorn.Config, app: ServingApp, model_dir: Path, drain_delay: float,
-                 termination_log: str = TERMINATION_LOG) -> None:  # fmt: skip
+                 termination_log: str = TERMINATION_LOG, graceful_timeout: float = 20) -> None:  # fmt: skip
         super().__init__(config)
         self.app = app
         self.model_dir = model_dir
         self.drain_delay = drain_delay
+        self.graceful_timeout = graceful_timeout
         self.termination_log = termination_log
         self.exit_code = 0
         self._drain_until: float | None = None
@@ -205,6 +257,26 @@ class ServingServer(uvicorn.Server):
         else:
             self.should_exit = True
 
+    async def shutdown(self, sockets: Any = None) -> None:
+        # At the graceful timeout, requests still arriving get a 503 and a close: uvicorn would
+        # cancel their tasks a moment later (its own timeout is one second longer), which logs a
+        # traceback and answers text/plain 500.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.graceful_timeout, self._close_unfinished)
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            timer.cancel()
+
+    def _close_unfinished(self) -> None:
+        unfinished = list(self.server_state.connections)
+        if unfinished:
+            logger.warning("graceful timeout: closing %d connection(s) with an unfinished request", len(unfinished))
+        for connection in unfinished:
+            close = getattr(connection, "close_unfinished", None)
+            if close is not None:
+                close()
+
     async def on_tick(self, counter: int) -> bool:
         if self._drain_until is not None and time.monotonic() >= self._drain_until:
             self.should_exit = True
@@ -234,6 +306,8 @@ def build_server(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     drain_delay: float = 0.0,
     graceful_timeout: int = 20,
+    request_timeout: float = REQUEST_TIMEOUT,
+    keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
     access_log: bool = False,
     termination_log: str = TERMINATION_LOG,
 ) -> ServingServer:
@@ -243,16 +317,19 @@ def build_server(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=limited_h11(request_timeout),
+        h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         ws="none",
         lifespan="off",
         interface="asgi3",
         log_config=None,  # our logging.basicConfig formats uvicorn's records too
         access_log=access_log,
         server_header=False,
-        timeout_graceful_shutdown=graceful_timeout,
+        timeout_keep_alive=keep_alive_timeout,
+        # A backstop: ServingServer.shutdown closes unfinished requests at graceful_timeout itself.
+        timeout_graceful_shutdown=graceful_timeout + 1,
     )
-    return ServingServer(config, app, Path(model_dir), drain_delay, termination_log)
+    return ServingServer(config, app, Path(model_dir), drain_delay, termination_log, graceful_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds between SIGTERM (readyz 503) and closing the listening socket")  # fmt: skip
     parser.add_argument("--graceful-timeout", type=int, default=20,
                         help="seconds in-flight requests get to finish after the socket closes")  # fmt: skip
+    parser.add_argument("--request-timeout", type=float, default=REQUEST_TIMEOUT,
+                        help="seconds a request (head and body) may take to arrive; then 408 and close")  # fmt: skip
+    parser.add_argument("--keep-alive-timeout", type=int, default=KEEP_ALIVE_TIMEOUT,
+                        help="seconds an idle keep-alive connection stays open")  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--termination-log", default=TERMINATION_LOG, help=argparse.SUPPRESS)
@@ -281,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         drain_delay=args.drain_delay,
         graceful_timeout=args.graceful_timeout,
+        request_timeout=args.request_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
         access_log=args.access_log,
         termination_log=args.termination_log,
     )

@@ -9,6 +9,7 @@ RequestError whose message starts with the field's path, e.g.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from bank_serving.schema import MAX_RECORDS, MONTH_NUMBER, RECORD_FIELD_NAMES, RECORD_FIELDS
@@ -37,10 +38,14 @@ def _shown(value: str) -> str:
 
 
 def _shown_int(value: int) -> str:
-    digits = len(str(abs(value)))
+    sign = "negative " if value < 0 else ""
+    try:
+        digits = len(str(abs(value)))
+    except ValueError:  # beyond sys.get_int_max_str_digits(): only a direct invocation can carry one
+        return f"a {sign}int of more than {sys.get_int_max_str_digits()} digits"
     if digits <= _SHOWN:
         return str(value)
-    return f"a {digits}-digit {'negative ' if value < 0 else ''}int"
+    return f"a {digits}-digit {sign}int"
 
 
 def extract_records(body: Any) -> tuple[list[Any], str]:
@@ -99,10 +104,29 @@ def _check_strings(values: list[Any], name: str, prefix: str) -> None:
     if set(map(type, values)) != {str}:
         i = _first(values, lambda v: type(v) is not str)
         raise RequestError(f"{_path(prefix, i, name)}: expected str, got {type_name(values[i])}")
+    distinct = set(values)
     # The Spark job quarantines blank strings as missing: checking the distinct values is enough.
-    if any(not v.strip() for v in set(values)):
+    if any(not v.strip() for v in distinct):
         i = _first(values, lambda v: not v.strip())
         raise RequestError(f"{_path(prefix, i, name)}: must not be empty")
+    # JSON's \ud800 escapes and json.loads(bytes) (surrogatepass) both let lone UTF-16 surrogates
+    # through; ONNX Runtime encodes strings as UTF-8 and would fail the whole batch on one of them.
+    try:
+        "".join(distinct).encode("utf-8")
+    except UnicodeEncodeError:
+        i = _first(values, _not_utf8)
+        at = next(j for j, c in enumerate(values[i]) if 0xD800 <= ord(c) <= 0xDFFF)
+        raise RequestError(
+            f"{_path(prefix, i, name)}: cannot be encoded as UTF-8: lone surrogate {values[i][at]!r} at index {at}"
+        ) from None
+
+
+def _not_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_allowed(values: list[str], name: str, allowed: frozenset[str], expected: str, prefix: str) -> None:

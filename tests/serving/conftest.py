@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from bank_ml import artifacts, data, release
 from tests.paths import BANK_CSV as BANK
+from tests.serving.http_server import Server
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +62,33 @@ def handler(model_dir: Path) -> ModuleType:
 def load_handler() -> Callable[[Path], ModuleType]:
     """import_handler, for tests that need a handler over another model directory."""
     return import_handler
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Any]:
+    """Start servers for one test; none may outlive it (a leftover is killed and fails the test)."""
+    servers: list[Server] = []
+
+    def _start(model_dir: Path, *args: str) -> Server:
+        server = Server(model_dir, tmp_path / f"server{len(servers)}.log", *args)
+        servers.append(server)
+        return server
+
+    yield _start
+    left = [s for s in servers if s.proc.poll() is None]
+    for server in left:
+        server.proc.kill()
+        server.proc.wait()
+    assert not left, "server process left running"
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One ready server for the request tests; it must stop with 0 on SIGTERM."""
+    running = Server(model_dir, tmp_path_factory.mktemp("http") / "server.log")
+    try:
+        running.wait_for("/readyz", 200)
+        yield running
+    finally:
+        code = running.stop()
+    assert code == 0, running.output()

@@ -4,115 +4,25 @@ messages, body limits, readiness while the model loads, a failed load, and drain
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from bank_serving.protocol import DEFAULT_MAX_BODY_BYTES as LIMIT
 from tests.paths import REPO  # noqa: E402
-from tests.serving.test_serving_handler import BAD_BODIES, RECORD, RECORDS, proxy_v1
+from tests.serving.http_server import Server, lambda_answer
+from tests.serving.test_serving_handler import BAD_BODIES, RECORD, RECORDS
 
 SERVING = REPO / "serving"
-LIMIT = 1 << 20  # bank_serving.http.DEFAULT_MAX_BODY_BYTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`python -m bank_serving.http` on a free loopback port; its log goes to a file (no pipe to fill)."""
-
-    def __init__(self, model_dir: Path, log: Path, *args: str) -> None:
-        self.port = _free_port()
-        self.log = log
-        env = dict(os.environ)
-        env.pop("BANK_MODEL_DIR", None)
-        cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(self.port),
-               "--model-dir", str(model_dir), *args]  # fmt: skip
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=self.log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def request(self, method: str, path: str, body: bytes | str | None = None) -> tuple[int, dict[str, str], Any]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body)
-            response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
-        finally:
-            conn.close()
-
-    def wait_for(self, path: str, status: int, timeout: float = 30.0) -> Any:
-        """Poll GET path until it answers `status`; its answer. Fails at once if the process exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited {self.proc.returncode}:\n{self.output()}"
-            try:
-                got, _, answer = self.request("GET", path)
-                if got == status:
-                    return answer
-            except OSError:  # not listening yet
-                pass
-            time.sleep(0.01)
-        pytest.fail(f"GET {path} did not answer {status} within {timeout} s:\n{self.output()}")
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then the exit code; a process still running after `timeout` is killed and fails the test."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail(f"server still running {timeout} s after SIGTERM:\n{self.output()}")
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
-    """Start servers for one test; none may outlive it (a leftover is killed and fails the test)."""
-    servers: list[Server] = []
-
-    def _start(model_dir: Path, *args: str) -> Server:
-        server = Server(model_dir, tmp_path / f"server{len(servers)}.log", *args)
-        servers.append(server)
-        return server
-
-    yield _start
-    left = [s for s in servers if s.proc.poll() is None]
-    for server in left:
-        server.proc.kill()
-        server.proc.wait()
-    assert not left, "server process left running"
-
-
-@pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One ready server for the request tests; it must stop with 0 on SIGTERM."""
-    running = Server(model_dir, tmp_path_factory.mktemp("http") / "server.log")
-    try:
-        running.wait_for("/readyz", 200)
-        yield running
-    finally:
-        code = running.stop()
-    assert code == 0, running.output()
 
 
 def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], Any]:
@@ -128,19 +38,11 @@ def _raw(port: int, data: bytes) -> tuple[int, dict[str, str], Any]:
     return int(status_line.split()[1]), headers, json.loads(body)
 
 
-def _lambda_answer(handler: ModuleType, body: str) -> tuple[int, Any]:
-    response = handler.handler(proxy_v1(body), None)
-    return response["statusCode"], json.loads(response["body"])
-
-
-# --------------------------------------------------------------------------- requests
-
-
 @pytest.mark.parametrize("body", [RECORD, {"records": RECORDS}], ids=["one-record", "records"])
 def test_predict_answers_as_the_lambda(server: Server, handler: ModuleType, body: Any) -> None:
     status, headers, answer = server.request("POST", "/predict", json.dumps(body))
     assert (status, headers["content-type"]) == (200, "application/json")
-    assert (status, answer) == _lambda_answer(handler, json.dumps(body))
+    assert (status, answer) == lambda_answer(handler, json.dumps(body))
     assert len(answer["predictions"]) == (len(body["records"]) if "records" in body else 1)
 
 
@@ -160,7 +62,7 @@ UNREADABLE = [
 def test_bad_body_is_the_lambdas_400(server: Server, handler: ModuleType, body: str) -> None:
     status, _, answer = server.request("POST", "/predict", body)
     assert status == 400
-    assert (status, answer) == _lambda_answer(handler, body)
+    assert (status, answer) == lambda_answer(handler, body)
 
 
 def test_invalid_utf8_is_a_400(server: Server) -> None:
@@ -205,7 +107,7 @@ def test_chunked_body_limit(start: Any, model_dir: Path, handler: ModuleType) ->
 
     record = json.dumps(RECORD).encode()
     status, _, answer = _raw(server.port, chunked(record[:100], record[100:]))
-    assert (status, answer) == _lambda_answer(handler, record.decode())
+    assert (status, answer) == lambda_answer(handler, record.decode())
     status, _, answer = _raw(server.port, chunked(b" " * 600, b" " * 401))
     assert (status, answer) == (413, {"error": "body: larger than 1000 bytes"})
     assert server.stop() == 0
@@ -289,6 +191,6 @@ def test_sigterm_drains_an_in_flight_request_and_exits_0(start: Any, model_dir: 
             reply += chunk
     head_out, _, answer = reply.partition(b"\r\n\r\n")
     assert head_out.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head_out.lower()
-    assert (200, json.loads(answer)) == _lambda_answer(handler, body.decode())
+    assert (200, json.loads(answer)) == lambda_answer(handler, body.decode())
     assert server.proc.wait(timeout=15) == 0, server.output()
     assert "stopped cleanly" in server.output()
