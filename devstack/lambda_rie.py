@@ -24,7 +24,12 @@ v0.0.0-20261030222936-bef5c4ba774d), which differs from Lambda's Invoke API:
 - timeout: RIE 200 with the plain text ``Task timed out after N.00 seconds``
   (not JSON; the runtime is killed and the next invoke is a cold start) ->
   ``Unhandled`` with the payload ``{"errorType": "Sandbox.Timedout",
-  "errorMessage": "<that text>"}``, the shape Lambda reports.
+  "errorMessage": "<that text>"}``, the shape Lambda reports;
+- concurrency: one invoke at a time. A second invoke while one runs crashes this
+  RIE (nil pointer panic in rapidcore.Server.Invoke after "ReserveFailed:
+  AlreadyReserved"; it is PID 1, so the container exits and the first invoke's
+  connection drops). Lambda would start another execution environment;
+  ``invoke`` serialises, and concurrent load needs one container per invoke.
 
 ``HttpContainer`` runs the Kubernetes command of the same image
 (``python -m bank_serving.http --port P``, k8s/deployment.yaml) with the pod's
@@ -37,6 +42,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -130,6 +136,7 @@ class LambdaContainer(pm.Container):
         super().__init__(image, [handler] if handler else [], options=options, env=lambda_env, group=group,
                          store=store)  # fmt: skip
         self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Poll until the RIE accepts connections; RuntimeError with the container's log if it never does."""
@@ -137,23 +144,30 @@ class LambdaContainer(pm.Container):
             raise RuntimeError(f"RIE of {self.name} did not listen on 127.0.0.1:{self.port}:\n{self.logs()[-3000:]}")
 
     def invoke(self, event: Any, timeout: float = 60.0) -> Invocation:
-        """POST the event (JSON-encoded unless bytes) to the RIE; the answer as Lambda's Invoke API gives it."""
+        """POST the event (JSON-encoded unless bytes) to the RIE; the answer as Lambda's Invoke API gives it.
+
+        Invokes are serialised: one execution environment runs one invoke at a
+        time, as on Lambda, and this RIE crashes (nil pointer panic, the container
+        exits) when a second invoke arrives while one runs.
+        """
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        started = time.perf_counter()
-        for attempt in (1, 2):  # a kept-alive connection the RIE closed: reconnect once
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-            try:
-                self._conn.request("POST", INVOKE_PATH, body=body, headers={"Content-Type": "application/json"})
-                resp = self._conn.getresponse()
-                data = resp.read()
-                break
-            except (ConnectionError, http.client.HTTPException):
-                self._conn.close()
-                self._conn = None
-                if attempt == 2:
-                    raise
-        seconds = time.perf_counter() - started
+        with self._lock:
+            started = time.perf_counter()
+            while True:
+                reused = self._conn is not None
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+                try:
+                    self._conn.request("POST", INVOKE_PATH, body=body, headers={"Content-Type": "application/json"})
+                    resp = self._conn.getresponse()
+                    data = resp.read()
+                    break
+                except (ConnectionError, http.client.HTTPException):
+                    self._conn.close()
+                    self._conn = None
+                    if not reused:  # only an idle kept-alive connection the RIE closed is retried
+                        raise
+            seconds = time.perf_counter() - started
         function_error, payload = read_function_error(resp.status, data)
         return Invocation(payload=payload, function_error=function_error, rie_status=resp.status, seconds=seconds)
 
