@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +209,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float, alive: object = None, host: str = "127.0.0.1") -> bool:
+def wait_for_port(
+    port: int, timeout: float, alive: Callable[[], bool] | None = None, host: str = "127.0.0.1"
+) -> bool:
     """Poll until ``host:port`` accepts a connection (True) or ``timeout`` passes or ``alive()`` is False."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -218,7 +220,7 @@ def wait_for_port(port: int, timeout: float, alive: object = None, host: str = "
                 return True
         except OSError:
             pass
-        if callable(alive) and not alive():
+        if alive is not None and not alive():
             return False
         time.sleep(0.01)
     return False
