@@ -162,7 +162,9 @@ def test_serving_requirements_pin_the_locked_versions() -> None:
 
 def test_dockerfile_builds_on_the_lambda_base_image() -> None:
     dockerfile = (SERVING / "Dockerfile").read_text()
-    assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.12$", dockerfile, re.M)
+    # The AWS base by default; devstack builds it FROM its local base (--build-arg BASE_IMAGE=...).
+    assert re.search(r"^ARG BASE_IMAGE=public\.ecr\.aws/lambda/python:3\.12$", dockerfile, re.M)
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", dockerfile, re.M)
     assert 'CMD ["bank_serving.lambda_handler.handler"]' in dockerfile
     assert "-r /tmp/serving-requirements.txt" in dockerfile and "${LAMBDA_TASK_ROOT}/bank_serving/" in dockerfile
 
