@@ -3,7 +3,8 @@
     .venv/bin/python bench/release_bench.py [--runs 7]
 
 Needs the model bench/serving_bench.py writes to build/bench/model (run it first).
-Starts devstack, pushes the serving base image once, then per run pushes the
+Starts devstack, pushes the serving base image (serving/Dockerfile built with podman
+on the local Lambda base, cached) to each repository, then per run pushes the
 model image to a fresh repository (so the layer and config really travel) and
 once more to the same one (the idempotent re-push: no blob bytes). Prints
 median/min/max and writes build/bench/release.json. Not part of the test suite.
@@ -20,7 +21,7 @@ from pathlib import Path
 from bank_pipeline.utils import oci  # noqa: E402
 from bench.common import OUT, summary, write_result
 from devstack import Devstack  # noqa: E402
-from devstack.base_image import build_base_image  # noqa: E402
+from devstack.lambda_image import push_serving  # noqa: E402
 
 
 def main() -> int:
@@ -37,7 +38,7 @@ def main() -> int:
         client = oci.RegistryClient(ds.registry_url)
         for i in range(args.runs):
             repo = f"bench-{i}"
-            build_base_image(ds.registry_url, None, repo, "serving-base")
+            push_serving(ds.registry_url, repo, "serving-base")
             t = time.perf_counter()
             layer = oci.model_layer(files)
             pushed = oci.append_layer(client, repo, "serving-base", layer, "m", {"BANK_MODEL_DIR": "/opt/ml/model"})

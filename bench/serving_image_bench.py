@@ -31,16 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "plugins", REPO / "serving", REPO / "bench"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-from common import quiet_check, write_result  # noqa: E402
-
-from devstack import lambda_image, podman  # noqa: E402
-from devstack.lambda_rie import HttpContainer, LambdaContainer, init_duration_ms  # noqa: E402
-from devstack.registry import Registry  # noqa: E402
+from bench.common import REPO, quiet_check, write_result
+from devstack import lambda_image, podman
+from devstack.lambda_rie import HttpContainer, LambdaContainer, init_duration_ms
+from devstack.registry import Registry
 
 BANK = REPO / "data" / "bank" / "bank.csv"
 INT_FIELDS = {"age", "balance", "day", "campaign", "pdays", "previous"}

@@ -70,8 +70,9 @@ def down(state_dir: Path) -> int:
         # The server died without cleaning up: its steps, registry and Lambda
         # runs may remain in its session. The pid may have been reused, so only
         # kill processes working in this devstack's directories.
-        for sub in ("work", "registry", "lambda-images"):
+        for sub in ("work", "registry"):
             procs.kill_session(pid, only_under=state_dir / sub)
+        _remove_lambda_containers(state_dir)
         devstack.remove_state(state_dir)
         return 0
     left = devstack.stop_server(pid)
@@ -81,6 +82,13 @@ def down(state_dir: Path) -> int:
         return 1
     print(f"devstack: stopped (pid {pid})")
     return 0
+
+
+def _remove_lambda_containers(state_dir: Path) -> None:
+    """The Lambda containers a crashed server of ``state_dir`` left (none if podman is not installed)."""
+    from devstack import lambda_containers
+
+    lambda_containers.remove_leftovers(lambda_containers.label_for(state_dir))
 
 
 def status(state_dir: Path) -> int:

@@ -115,18 +115,20 @@ def seed_emr_roles(iam: Any) -> None:
             pass
 
 
-def seed_release(iam: Any, registry_url: str, source_dir: Path | None = None, tag: str = SERVING_BASE_TAG) -> str:
+def seed_release(iam: Any, registry_url: str, tag: str = SERVING_BASE_TAG) -> str:
     """What a release needs that CI provides on AWS: the Lambda role and the serving base image.
 
-    Returns the base image's digest. ``source_dir`` (holding bank_serving/) defaults to the installed package.
+    The serving base image is serving/Dockerfile built with podman on the local
+    Lambda base (devstack.lambda_image: both rebuilt only when their inputs
+    change), pushed to ``registry_url`` as ``bank-model:<tag>``. Returns its digest.
     """
-    from devstack.base_image import build_base_image
+    from devstack.lambda_image import push_serving
 
     try:
         iam.create_role(RoleName=LAMBDA_ROLE_NAME, AssumeRolePolicyDocument=_assume_role_policy("lambda.amazonaws.com"))
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return build_base_image(registry_url, source_dir, repo=IMAGE_REPOSITORY, tag=tag)
+    return push_serving(registry_url, IMAGE_REPOSITORY, tag).rsplit("@", 1)[1]
 
 
 @dataclass

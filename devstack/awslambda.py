@@ -2,24 +2,20 @@
 
 moto runs Zip functions in Docker and cannot invoke ``PackageType=Image``
 functions at all. ``install()`` patches moto so that, for image functions
-whose ImageUri is in devstack's registry (``devstack.registry``), Invoke:
-
-1. resolves the ImageUri (``HOST:PORT/REPO@sha256:...`` or ``:TAG``) to a
-   manifest (an index resolves to linux/amd64) and extracts its layers, in
-   order, under ``<state-dir>/lambda-images/<digest>/rootfs`` (once per digest);
-2. runs the handler named by the image config's Cmd (or the function's
-   ImageConfig.Command) in a fresh process of the project's interpreter, with
-   cwd and PYTHONPATH = ``rootfs/var/task`` (LAMBDA_TASK_ROOT), the event
-   on stdin, and the environment of the image config's Env, Lambda's own
-   variables and the function's Environment.Variables; any absolute path in
-   those values that exists in the rootfs (e.g. BANK_MODEL_DIR=/opt/ml/model)
-   is rewritten to the rootfs's copy;
-3. answers as Lambda does: status 200 with the handler's JSON result, or, if
-   the handler raised, timed out or could not be imported, the header
-   ``X-Amz-Function-Error: Unhandled`` (boto3: ``FunctionError``) and the
-   payload ``{"errorMessage", "errorType", "requestId", "stackTrace"}``;
-   ``X-Amz-Executed-Version`` names the version that ran; ``LogType=Tail``
-   gives the last 4 KB of the log; the log also goes to moto's CloudWatch Logs.
+whose ImageUri is in devstack's registry (``devstack.registry``), Invoke runs
+the image as Lambda does, as a container (``devstack.lambda_containers``):
+pulled by digest, started by podman with AWS's Runtime Interface Emulator
+serving the invoke, the function's Environment.Variables, MemorySize
+(``--memory``), Timeout and EphemeralStorage, kept warm for the next invoke of
+the same version and replaced when the version's code or configuration
+changes. It answers as Lambda does: status 200 with the handler's result, or,
+if the handler raised, its init failed, it timed out or its container died,
+``X-Amz-Function-Error: Unhandled`` (boto3: ``FunctionError``) and Lambda's
+error payload (``errorMessage``, ``errorType``...). ``X-Amz-Executed-Version``
+names the version that ran; ``LogType=Tail`` gives the last 4 KB of the
+container's output for the invoke (START ... REPORT); the output also goes to
+moto's CloudWatch Logs. ``X-Devstack-Container-Image`` (devstack only) names
+the image the container ran, ``repo@sha256:...`` as podman reports it.
 
 The patch also fixes what the deploy path needs from moto 5.2.5:
 
@@ -39,42 +35,27 @@ The patch also fixes what the deploy path needs from moto 5.2.5:
   naming a missing image fails those calls with InvalidParameterValueException.
   ``ResolvedImageUri`` keeps the registry's port (moto cut it at the first ':').
 
-Not faithful: every invoke is a cold start (a new process: imports and model
-loading are paid each time; no execution environment is reused), with this
-machine's Python and the venv's packages (the image's own runtime, libraries
-and ENTRYPOINT are ignored: the local base image holds only the serving code);
-MemorySize, concurrency limits, architectures and alias RoutingConfig weights
-are ignored; ``Event`` (async) invocations run synchronously before the 202,
-without retries or destinations; whiteouts are applied simply (``.wh.NAME``
-deletes, ``.wh..wh..opq`` empties the directory) and links that point outside
-the rootfs are skipped; the rootfs is writable (Lambda's is read-only besides
-/tmp); the init phase may take 10 s, then the handler has the function's
-Timeout (enforced with SIGALRM, a hard kill 2 s later); images from other
-registries (ECR hosts with moto's stubbed ImageUri) cannot be run: they
-answer a ``DevstackImageError`` function error. moto's states are unchanged:
-State is Active and LastUpdateStatus Successful at once (no Pending or
-InProgress).
+Not faithful (see devstack/containers/README.md for the RIE's own
+differences): more than ``max_per_version`` concurrent invokes of one version
+wait for a container instead of scaling out; idle containers are not reclaimed
+on a timer (only the two most recently invoked versions of a function keep
+theirs); alias RoutingConfig weights and architectures are ignored; ``Event``
+(async) invocations run synchronously before the 202, without retries or
+destinations; the function gets devstack's credentials, not its execution
+role's; images from other registries (ECR hosts with moto's stubbed ImageUri)
+cannot be run: they answer a ``DevstackImageError`` function error. moto's
+states are unchanged: State is Active and LastUpdateStatus Successful at once
+(no Pending or InProgress).
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import io
 import json
 import logging
-import math
-import os
-import posixpath
-import shutil
-import subprocess
-import sys
-import tarfile
-import threading
-import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError
@@ -82,31 +63,27 @@ from moto.awslambda.models import LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
-from devstack import procs
+from devstack.lambda_containers import Environments, FunctionSpec
 
 log = logging.getLogger("devstack.lambda")
 
-INIT_TIMEOUT = 10.0  # Lambda's init phase limit
-KILL_AFTER = 2.0  # past the handler's Timeout, the process is killed
 LOG_TAIL = 4096  # bytes of log in X-Amz-Log-Result, as on Lambda
 
 
 @dataclass
 class _Config:
     registry: str = ""  # host:port of devstack's registry
-    cache_dir: Path = Path("/nonexistent")
     endpoint_url: str = ""  # moto's endpoint, given to handlers as AWS_ENDPOINT_URL
+    environments: Environments | None = None  # the functions' containers
 
 
 CONFIG = _Config()
 _ORIGINAL: dict[str, Any] = {}
-_EXTRACT_LOCK = threading.Lock()
 
 
-def install(registry: str, cache_dir: Path, endpoint_url: str = "") -> None:
-    """Patch moto's Lambda (idempotent); ``registry`` is devstack's ``host:port``."""
-    CONFIG.registry, CONFIG.cache_dir, CONFIG.endpoint_url = registry, Path(cache_dir), endpoint_url
-    CONFIG.cache_dir.mkdir(parents=True, exist_ok=True)
+def install(registry: str, environments: Environments, endpoint_url: str = "") -> None:
+    """Patch moto's Lambda (idempotent); ``registry`` is devstack's ``host:port``, ``environments`` runs invokes."""
+    CONFIG.registry, CONFIG.environments, CONFIG.endpoint_url = registry, environments, endpoint_url
     if _ORIGINAL:
         return
     _ORIGINAL.update(
@@ -126,6 +103,8 @@ def install(registry: str, cache_dir: Path, endpoint_url: str = "") -> None:
 def set_endpoint(endpoint_url: str) -> None:
     """The moto endpoint handlers reach AWS through (known once the server listens)."""
     CONFIG.endpoint_url = endpoint_url
+    if CONFIG.environments is not None:
+        CONFIG.environments.extra_env["AWS_ENDPOINT_URL"] = endpoint_url
 
 
 def _is_ours(registry: str) -> bool:
@@ -217,317 +196,78 @@ def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_head
     if invocation_type == "DryRun":
         return b""
     request_id = str(uuid.uuid4())
-    payload, errored, log_text = run(self, json.dumps(event).encode(), request_id)
-    if errored:
+    tail = request_headers.get("x-amz-log-type") == "Tail"
+    ran = run(self, json.dumps(event).encode(), request_id, tail=tail)
+    if ran.errored:
         response_headers["x-amz-function-error"] = "Unhandled"
     response_headers["x-amz-executed-version"] = str(self.version)
+    if ran.container_image:
+        response_headers["x-devstack-container-image"] = ran.container_image
     try:
         self.logs_backend.ensure_log_group(self.logs_group_name)
-        self.save_logs(log_text)
+        self.save_logs(ran.log)
     except Exception:  # logs are a courtesy; never fail the invoke for them
         log.exception("cannot save logs of %s", self.function_name)
     if invocation_type == "Event":
         return b""
-    response_headers["x-amz-log-result"] = base64.b64encode(log_text.encode()[-LOG_TAIL:]).decode()
-    return payload
+    response_headers["x-amz-log-result"] = base64.b64encode(ran.log.encode()[-LOG_TAIL:]).decode()
+    return ran.payload
 
 
-# -- images -------------------------------------------------------------------
+# -- running an invoke ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Image:
-    """An extracted image: its manifest digest, rootfs and config (the config's "config" part)."""
+class Ran:
+    """One invoke as devstack ran it: Lambda's payload and error flag, the log, the container's image."""
 
-    digest: str
-    rootfs: Path
-    config: dict[str, Any]
-
-
-def fetch_image(ref: oci.ImageRef) -> Image:
-    """Extract ``ref``'s layers under the cache (once per manifest digest)."""
-    cache = CONFIG.cache_dir
-    home = cache / ref.reference.replace(":", "-")
-    if not (ref.reference.startswith("sha256:") and (home / "config.json").exists()):
-        client = oci.RegistryClient(ref.registry)
-        manifest, media_type, digest = client.get_manifest(ref.repo, ref.reference)
-        if media_type in oci.INDEX_TYPES:
-            manifest, media_type, digest = oci.select_platform(client, ref.repo, manifest, ref.reference)
-        home = cache / digest.replace(":", "-")
-        with _EXTRACT_LOCK:
-            if not (home / "config.json").exists():
-                _extract(client, ref.repo, manifest, home)
-    config = json.loads((home / "config.json").read_text())
-    return Image(home.name.replace("-", ":", 1), home / "rootfs", config.get("config") or {})
-
-
-def _extract(client: oci.RegistryClient, repo: str, manifest: dict[str, Any], home: Path) -> None:
-    tmp = home.with_name(f".{home.name}.{uuid.uuid4().hex[:8]}")
-    try:
-        (tmp / "rootfs").mkdir(parents=True)
-        for desc in manifest.get("layers", []):
-            if "zstd" in desc.get("mediaType", ""):
-                raise ValueError(f"layer {desc['digest']}: zstd layers are not supported")
-            apply_layer(tmp / "rootfs", client.get_blob(repo, desc["digest"]))
-        (tmp / "config.json").write_bytes(client.get_blob(repo, manifest["config"]["digest"]))
-        shutil.rmtree(home, ignore_errors=True)
-        os.replace(tmp, home)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _inside(root: Path, name: str) -> Path | None:
-    path = (root / name).resolve()
-    return path if path.is_relative_to(root.resolve()) and path != root.resolve() else None
-
-
-def apply_layer(rootfs: Path, blob: bytes) -> None:
-    """Extract a (gzip'd) tar layer onto ``rootfs``, whiteouts first."""
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
-        members = tar.getmembers()
-        for member in members:  # whiteouts hide what lower layers put there
-            parent, base = posixpath.split(member.name)
-            if base == ".wh..wh..opq":
-                target = _inside(rootfs, parent) if parent else None
-                if target is not None and target.is_dir():
-                    for child in target.iterdir():
-                        _remove(child)
-            elif base.startswith(".wh."):
-                target = _inside(rootfs, posixpath.join(parent, base[4:]))
-                if target is not None:
-                    _remove(target)
-        keep = [m for m in members if not posixpath.basename(m.name).startswith(".wh.")]
-        tar.extractall(rootfs, members=keep, filter=_safe_member)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    try:
-        return tarfile.data_filter(member, dest)
-    except tarfile.FilterError as exc:  # e.g. an absolute symlink of a distro base image
-        log.debug("skipping %s: %s", member.name, exc)
-        return None
-
-
-def rewrite_paths(value: str, rootfs: Path) -> str:
-    """Rewrite each ':'-separated absolute path that exists in ``rootfs`` to the rootfs's copy."""
-
-    def one(item: str) -> str:
-        rel = item.lstrip("/")
-        if item.startswith("/") and rel and (rootfs / rel).exists():
-            return str(rootfs / rel)
-        return item
-
-    return ":".join(one(part) for part in value.split(":"))
-
-
-# -- running a handler --------------------------------------------------------
-
-# Runs in the function's process: python -c RUNNER TASK_ROOT HANDLER TIMEOUT REQUEST_ID ARN.
-# Prints one JSON object on the original stdout, {"result": ...} or {"error": {...}};
-# the handler's own stdout goes to stderr with its logs.
-RUNNER = r"""
-import importlib, json, os, signal, sys, time, traceback
-
-task_root, spec, timeout, request_id, arn = sys.argv[1:6]
-timeout = float(timeout)
-result_out = os.fdopen(os.dup(1), "w")
-os.dup2(2, 1)
-
-
-def report(obj):
-    result_out.write(json.dumps(obj))
-    result_out.flush()
-
-
-def error(message, kind, exc=None):
-    # The user's frames only: not this runner's ("<string>"), not importlib's.
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not (f.filename.startswith("<") or f.filename.endswith("importlib/__init__.py"))] if exc else []
-    return {"error": {"errorMessage": message, "errorType": kind, "requestId": request_id,
-                      "stackTrace": traceback.format_list(frames)}}
-
-
-class Context:
-    def __init__(self, deadline):
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
-        self.invoked_function_arn = arn
-        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.aws_request_id = request_id
-        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self._deadline = deadline
-
-    def get_remaining_time_in_millis(self):
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class TimedOut(BaseException):
-    pass
-
-
-def on_alarm(signum, frame):
-    raise TimedOut()
-
-
-def main():
-    module_name, _, function_name = spec.rpartition(".")
-    try:  # the init phase; errors typed as the Python runtime (awslambdaric) types them
-        module = importlib.import_module(module_name.replace("/", "."))
-    except ImportError as exc:
-        return report(error(f"Unable to import module '{module_name}': {exc}", "Runtime.ImportModuleError"))
-    except SyntaxError as exc:
-        return report(error(f"Syntax error in module '{module_name}': {exc}", "Runtime.UserCodeSyntaxError"))
-    except Exception as exc:
-        traceback.print_exc()
-        return report(error(str(exc), type(exc).__name__, exc))
-    handler = getattr(module, function_name, None)
-    if not callable(handler):
-        return report(error(f"Handler '{function_name}' missing on module '{module_name}'", "Runtime.HandlerNotFound"))
-    event = json.loads(sys.stdin.read() or "{}")
-    started = time.monotonic()
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        result = handler(event, Context(started + timeout))
-    except TimedOut:
-        return report({"error": {"errorMessage": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-                                 f"{request_id} Task timed out after {timeout:.2f} seconds",
-                                 "errorType": "Sandbox.Timedout", "requestId": request_id, "stackTrace": []}})
-    except Exception as exc:
-        traceback.print_exc()
-        return report(error(str(exc), type(exc).__name__, exc))
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
-        return report(error(f"Unable to marshal response: {exc}", "Runtime.MarshalError"))
-    report({"result": result})
-
-
-main()
-"""
+    payload: bytes
+    errored: bool
+    log: str
+    container_image: str = ""  # repo@sha256:... the container ran; empty when none ran
 
 
 def _error_payload(message: str, kind: str, request_id: str) -> bytes:
     return json.dumps({"errorMessage": message, "errorType": kind, "requestId": request_id, "stackTrace": []}).encode()
 
 
-def run(fn: LambdaFunction, event: bytes, request_id: str) -> tuple[bytes, bool, str]:
-    """Run an image function's handler once: (payload, errored, log text)."""
-    uri = getattr(fn, "_ds_image", None) or fn.code.get("ImageUri", "")
-    lines = [f"START RequestId: {request_id} Version: {fn.version}"]
+def spec_of(fn: LambdaFunction, image: str) -> FunctionSpec:
+    """The execution environment a function version asks for (``image``: registry/repo@sha256:...)."""
+    return FunctionSpec(
+        function_arn=fn.function_arn.split(":function:", 1)[0] + ":function:" + fn.function_name,
+        function_name=fn.function_name,
+        version=str(fn.version),
+        image=image,
+        memory_mb=int(fn.memory_size or 128),
+        timeout_s=int(fn.timeout or 3),
+        tmp_mb=int(fn.ephemeral_storage or 512),
+        environment=tuple(sorted((str(k), str(v)) for k, v in (fn.environment_vars or {}).items())),
+        entrypoint=tuple(fn.image_config.entry_point or ()),
+        command=tuple(fn.image_config.cmd or ()),
+        workdir=fn.image_config.working_directory or None,
+        region=fn.region,
+    )
 
-    def done(payload: bytes, errored: bool, duration_ms: float = 0.0) -> tuple[bytes, bool, str]:
-        lines.append(f"END RequestId: {request_id}")
-        lines.append(
-            f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
-            f"Billed Duration: {math.ceil(duration_ms)} ms\tMemory Size: {fn.memory_size} MB"
-        )
-        return payload, errored, "\n".join(lines) + "\n"
+
+def run(fn: LambdaFunction, event: bytes, request_id: str, tail: bool = False) -> Ran:
+    """Run one invoke of an image function version in its container (see the module doc)."""
+    uri = getattr(fn, "_ds_image", None) or fn.code.get("ImageUri", "")
+
+    def failed(message: str) -> Ran:
+        lines = f"START RequestId: {request_id} Version: {fn.version}\n{message}\nEND RequestId: {request_id}\n"
+        return Ran(_error_payload(message, "DevstackImageError", request_id), True, lines)
 
     try:
         ref = oci.parse_image_ref(uri)
     except ValueError as exc:
-        return done(_error_payload(f"devstack: {exc}", "DevstackImageError", request_id), True)
-    if not _is_ours(ref.registry):
-        message = f"devstack runs only images in its registry {CONFIG.registry}; this function's ImageUri is {uri}"
-        lines.append(message)
-        return done(_error_payload(message, "DevstackImageError", request_id), True)
+        return failed(f"devstack: {exc}")
+    if not _is_ours(ref.registry) or not ref.reference.startswith("sha256:"):
+        return failed(f"devstack runs only images in its registry {CONFIG.registry}; this function's ImageUri is {uri}")
+    if CONFIG.environments is None:
+        return failed("devstack: Lambda's execution environments are not installed")
     try:
-        image = fetch_image(ref)
-    except (oci.RegistryError, ValueError, tarfile.TarError, OSError) as exc:
-        message = f"devstack: cannot get image {uri}: {exc}"
-        lines.append(message)
-        return done(_error_payload(message, "DevstackImageError", request_id), True)
-
-    rootfs = image.rootfs
-    command = fn.image_config.cmd or image.config.get("Cmd") or []
-    if not command:
-        message = f"image {uri} has no Cmd and the function no ImageConfig.Command: no handler to run"
-        return done(_error_payload(message, "Runtime.InvalidEntrypoint", request_id), True)
-    env = _environment(fn, image, command[0], request_id)
-    task_root = env["LAMBDA_TASK_ROOT"]
-    env["PYTHONPATH"] = task_root  # the image's code first, as LAMBDA_TASK_ROOT is on Lambda
-    workdir = rewrite_paths(fn.image_config.working_directory or image.config.get("WorkingDir") or "/var/task", rootfs)
-    if not Path(workdir).is_dir():
-        workdir = task_root
-    timeout = float(fn.timeout or 3)
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, task_root, command[0], str(timeout), request_id, fn.function_arn],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        process_group=0,  # killed as a group on timeout or when devstack stops
-    )
-    timed_out = False
-    try:
-        out, err = proc.communicate(event, timeout=INIT_TIMEOUT + timeout + KILL_AFTER)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        procs.terminate_group(proc.pid, 1.0)
-        out, err = proc.communicate()
-    if procs.group_pids(proc.pid):  # whatever the handler started dies with it
-        procs.terminate_group(proc.pid, 1.0)
-    duration_ms = (time.monotonic() - started) * 1000
-    strip = str(rootfs)  # show image paths (/var/task/...), not the cache's
-    lines.extend(err.decode(errors="replace").replace(strip, "").splitlines())
-    try:
-        answer = json.loads(out) if out.strip() else None
-    except ValueError:
-        answer = None
-    if isinstance(answer, dict) and "result" in answer:
-        return done(json.dumps(answer["result"]).encode(), False, duration_ms)
-    if answer and "error" in answer:
-        error = json.loads(json.dumps(answer["error"]).replace(json.dumps(strip)[1:-1], ""))
-        return done(json.dumps(error).encode(), True, duration_ms)
-    if timed_out:
-        message = f"{request_id} Task timed out after {timeout:.2f} seconds (killed by devstack)"
-        return done(_error_payload(message, "Sandbox.Timedout", request_id), True, duration_ms)
-    message = f"RequestId: {request_id} Error: Runtime exited with error: exit status {proc.returncode}"
-    return done(_error_payload(message, "Runtime.ExitError", request_id), True, duration_ms)
-
-
-def _environment(fn: LambdaFunction, image: Image, handler: str, request_id: str) -> dict[str, str]:
-    """Image Env, then Lambda's variables, then the function's; image paths point into the rootfs."""
-    rootfs = image.rootfs
-    env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    for item in image.config.get("Env") or []:
-        key, _, value = item.partition("=")
-        env[key] = rewrite_paths(value, rootfs)
-    region = fn.region
-    env.update(
-        {
-            "LAMBDA_TASK_ROOT": rewrite_paths(env.get("LAMBDA_TASK_ROOT", "/var/task"), rootfs),
-            "_HANDLER": handler,
-            "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
-            "AWS_LAMBDA_FUNCTION_VERSION": str(fn.version),
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
-            "AWS_LAMBDA_LOG_GROUP_NAME": fn.logs_group_name,
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"devstack/[{fn.version}]{request_id}",
-            "AWS_REGION": region,
-            "AWS_DEFAULT_REGION": region,
-            # The execution role's credentials on Lambda; devstack's moto here.
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only on Lambda: keep the cache pristine
-        }
-    )
-    if CONFIG.endpoint_url:
-        env["AWS_ENDPOINT_URL"] = CONFIG.endpoint_url
-    for key, value in (fn.environment_vars or {}).items():
-        env[str(key)] = rewrite_paths(str(value), rootfs)
-    if not Path(env["LAMBDA_TASK_ROOT"]).is_dir():
-        env["LAMBDA_TASK_ROOT"] = str(rootfs / "var" / "task")
-    return env
+        result = CONFIG.environments.invoke(spec_of(fn, uri), event, request_id, tail=tail)
+    except Exception as exc:  # noqa: BLE001 - podman or the registry failed: the invoke fails, devstack serves on
+        log.exception("cannot run %s version %s", fn.function_name, fn.version)
+        return failed(f"devstack: cannot run image {uri}: {type(exc).__name__}: {exc}")
+    return Ran(result.payload, result.function_error is not None, result.log, result.image)

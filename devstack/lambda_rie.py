@@ -32,9 +32,10 @@ v0.0.0-20261030222936-bef5c4ba774d), which differs from Lambda's Invoke API:
   ``invoke`` serialises, and concurrent load needs one container per invoke.
 
 ``HttpContainer`` runs the Kubernetes command of the same image
-(``python -m bank_serving.http --port P``, k8s/deployment.yaml) with the pod's
-security settings: user 1000:1000, read-only root, tmpfs /tmp, all capabilities
-dropped, no privilege escalation, HOME=/tmp, PYTHONDONTWRITEBYTECODE=1.
+(``python -m bank_serving.http``) with what the Deployment manifest
+(plugins/bank_pipeline/manifests/deployment.yaml) asks, read from it: user
+1000:1000, read-only root, the emptyDir /tmp as a tmpfs, all capabilities
+dropped, no privilege escalation, the memory and CPU limits, its env.
 """
 
 from __future__ import annotations
@@ -52,13 +53,11 @@ from typing import Any
 from devstack import podman as pm
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+INIT_SECONDS = 10  # Lambda's limit on the init phase (imports, model load)
 LAMBDA_USER = "993:990"  # any unprivileged uid: Lambda runs images as a least-privileged user, not root
 TIMEOUT_TEXT = re.compile(r"^Task timed out after [0-9.]+ seconds$")
 ERROR_KEYS = {"errorMessage", "errorType"}
 INIT_REPORT = re.compile(r"INIT REPORT\(durationMs: ([0-9.]+)\)")
-# Kubernetes' pod and container securityContext of k8s/deployment.yaml, as podman options.
-K8S_SECURITY = ("--user", "1000:1000", "--read-only", "--tmpfs", "/tmp:rw,size=64m",
-                "--cap-drop=ALL", "--security-opt", "no-new-privileges")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,11 +73,12 @@ class Invocation:
         return json.loads(self.payload)
 
 
-def read_function_error(status: int, body: bytes) -> tuple[str | None, bytes]:
+def read_function_error(status: int, body: bytes, request_id: str = "") -> tuple[str | None, bytes]:
     """(FunctionError, payload) of a RIE answer: Lambda's Invoke API view of it (see the module doc)."""
     text = body.decode(errors="replace").strip()
     if status == 200 and TIMEOUT_TEXT.match(text):
-        return "Unhandled", json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": text}).encode()
+        message = f"RequestId: {request_id} Error: {text}" if request_id else text
+        return "Unhandled", json.dumps({"errorType": "Sandbox.Timedout", "errorMessage": message}).encode()
     try:
         value = json.loads(body) if body else None
     except ValueError:
@@ -87,7 +87,8 @@ def read_function_error(status: int, body: bytes) -> tuple[str | None, bytes]:
     is_error = isinstance(value, dict) and ERROR_KEYS <= set(value) <= ERROR_KEYS | {"requestId", "stackTrace"}
     if status != 200 or is_error:
         if not isinstance(value, dict):
-            message = f"RIE answered {status}: {text}"
+            prefix = f"RequestId: {request_id} " if request_id else ""
+            message = f"{prefix}Error: Runtime exited without providing a reason (RIE answered {status}: {text[:500]})"
             body = json.dumps({"errorType": "Runtime.Unknown", "errorMessage": message}).encode()
         return "Unhandled", body
     return None, body
@@ -100,7 +101,13 @@ def init_duration_ms(logs: str) -> float | None:
 
 
 class LambdaContainer(pm.Container):
-    """An image run as a Lambda function under the RIE, on 127.0.0.1 ports of its own."""
+    """An image run as a Lambda function under the RIE, on 127.0.0.1 ports of its own.
+
+    ``env`` is the function's environment (Lambda's own variables win over it,
+    as Lambda reserves them); ``entrypoint``, ``handler`` and ``workdir`` are
+    the function's ImageConfig (EntryPoint, Command, WorkingDirectory);
+    ``tmp_mb`` its ephemeral storage (/tmp).
+    """
 
     def __init__(
         self,
@@ -112,29 +119,41 @@ class LambdaContainer(pm.Container):
         env: Mapping[str, str] | None = None,
         volumes: Sequence[str] = (),
         function_name: str = "bank-model",
+        version: str = "$LATEST",
+        region: str = "us-east-1",
+        entrypoint: Sequence[str] = (),
+        command: Sequence[str] = (),
+        workdir: str | None = None,
+        tmp_mb: int = 512,
         group: str = "lambda",
         store: pm.Store | None = None,
     ) -> None:
         self.port = pm.free_port()
         self.runtime_api_port = pm.free_port()
+        self.timeout_s = timeout_s
         lambda_env = {
+            **(env or {}),
             "RIE_ADDRESS": f"127.0.0.1:{self.port}",
             "RIE_RUNTIME_API_ADDRESS": f"127.0.0.1:{self.runtime_api_port}",
             "AWS_LAMBDA_FUNCTION_NAME": function_name,
+            "AWS_LAMBDA_FUNCTION_VERSION": version,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            **(env or {}),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function_name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": f"devstack/[{version}]",
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
         }
         options = [
             "--network=host", f"--memory={memory_mb}m", "--memory-swap", f"{memory_mb}m",
-            "--read-only", "--tmpfs", "/tmp:rw,size=512m", "--user", LAMBDA_USER,
+            "--read-only", "--tmpfs", f"/tmp:rw,size={tmp_mb}m", "--user", LAMBDA_USER,
             "--cap-drop=ALL", "--security-opt", "no-new-privileges",
             *[flag for volume in volumes for flag in ("--volume", volume)],
+            *(["--entrypoint", json.dumps(list(entrypoint))] if entrypoint else []),
+            *(["--workdir", workdir] if workdir else []),
         ]  # fmt: skip
-        super().__init__(image, [handler] if handler else [], options=options, env=lambda_env, group=group,
-                         store=store)  # fmt: skip
+        args = list(command) or ([handler] if handler else [])
+        super().__init__(image, args, options=options, env=lambda_env, group=group, store=store)
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
@@ -143,14 +162,19 @@ class LambdaContainer(pm.Container):
         if not pm.wait_for_port(self.port, timeout, alive=self.running):
             raise RuntimeError(f"RIE of {self.name} did not listen on 127.0.0.1:{self.port}:\n{self.logs()[-3000:]}")
 
-    def invoke(self, event: Any, timeout: float = 60.0) -> Invocation:
+    def invoke(self, event: Any, timeout: float | None = None, request_id: str | None = None) -> Invocation:
         """POST the event (JSON-encoded unless bytes) to the RIE; the answer as Lambda's Invoke API gives it.
 
         Invokes are serialised: one execution environment runs one invoke at a
         time, as on Lambda, and this RIE crashes (nil pointer panic, the container
-        exits) when a second invoke arrives while one runs.
+        exits) when a second invoke arrives while one runs. ``request_id`` becomes
+        the invoke's id (the RIE reads ``X-Amzn-RequestId``: context.aws_request_id,
+        the log's START/END/REPORT lines). ``timeout``: the client's, by default the
+        function's timeout plus Lambda's 10 s init phase and a margin.
         """
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
+        timeout = timeout if timeout is not None else self.timeout_s + INIT_SECONDS + 5
+        headers = {"Content-Type": "application/json", **({"X-Amzn-RequestId": request_id} if request_id else {})}
         with self._lock:
             started = time.perf_counter()
             while True:
@@ -158,7 +182,10 @@ class LambdaContainer(pm.Container):
                 if self._conn is None:
                     self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
                 try:
-                    self._conn.request("POST", INVOKE_PATH, body=body, headers={"Content-Type": "application/json"})
+                    self._conn.timeout = timeout
+                    if self._conn.sock is not None:
+                        self._conn.sock.settimeout(timeout)
+                    self._conn.request("POST", INVOKE_PATH, body=body, headers=headers)
                     resp = self._conn.getresponse()
                     data = resp.read()
                     break
@@ -168,7 +195,7 @@ class LambdaContainer(pm.Container):
                     if not reused:  # only an idle kept-alive connection the RIE closed is retried
                         raise
             seconds = time.perf_counter() - started
-        function_error, payload = read_function_error(resp.status, data)
+        function_error, payload = read_function_error(resp.status, data, request_id or "")
         return Invocation(payload=payload, function_error=function_error, rie_status=resp.status, seconds=seconds)
 
     def remove(self) -> None:
@@ -178,28 +205,85 @@ class LambdaContainer(pm.Container):
         super().remove()
 
 
+DEPLOYMENT = Path(__file__).resolve().parents[1] / "plugins" / "bank_pipeline" / "manifests" / "deployment.yaml"
+
+
+def _quantity_mb(value: str) -> int:
+    """A Kubernetes memory quantity (512Mi, 64Mi, 1Gi, 500M) in MiB."""
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    match = re.fullmatch(r"([0-9.]+)([KMG]i?)?", str(value))
+    if match is None:
+        raise ValueError(f"unsupported quantity {value!r}")
+    return max(1, int(float(match.group(1)) * units.get(match.group(2) or "", 1 / 2**20)))
+
+
+def pod_options(manifest: Path = DEPLOYMENT) -> tuple[list[str], list[str], dict[str, str]]:
+    """(podman run options, args, env) for the Deployment's serving container, as the kubelet would run it.
+
+    From the manifest itself, so the container is what Kubernetes gets: command
+    (as ENTRYPOINT), args, workingDir, env, the pod's runAsUser/runAsGroup, the
+    container's readOnlyRootFilesystem, dropped capabilities and
+    allowPrivilegeEscalation, its memory and CPU limits, and emptyDir volumes as
+    tmpfs mounts of their sizeLimit.
+    """
+    import yaml
+
+    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
+    [container] = [c for c in pod["containers"] if c["name"] == "serving"]
+    pod_sc, sc = pod.get("securityContext") or {}, container.get("securityContext") or {}
+    limits = (container.get("resources") or {}).get("limits") or {}
+    options = ["--entrypoint", json.dumps(container["command"])]
+    if container.get("workingDir"):
+        options += ["--workdir", container["workingDir"]]
+    if "runAsUser" in pod_sc:
+        options += ["--user", f"{pod_sc['runAsUser']}:{pod_sc.get('runAsGroup', pod_sc['runAsUser'])}"]
+    if sc.get("readOnlyRootFilesystem"):
+        options.append("--read-only")
+    options += [f"--cap-drop={cap}" for cap in (sc.get("capabilities") or {}).get("drop", [])]
+    if sc.get("allowPrivilegeEscalation") is False:
+        options += ["--security-opt", "no-new-privileges"]
+    if "memory" in limits:
+        options += [f"--memory={_quantity_mb(limits['memory'])}m", f"--memory-swap={_quantity_mb(limits['memory'])}m"]
+    if "cpu" in limits:
+        cpu = str(limits["cpu"])
+        options.append(f"--cpus={int(cpu[:-1]) / 1000 if cpu.endswith('m') else float(cpu)}")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        empty_dir = volumes[mount["name"]].get("emptyDir")
+        if empty_dir is None:
+            raise ValueError(f"volume {mount['name']}: only emptyDir volumes can be run here")
+        size = f",size={_quantity_mb(empty_dir['sizeLimit'])}m" if "sizeLimit" in empty_dir else ""
+        options += ["--tmpfs", f"{mount['mountPath']}:rw{size}"]
+    env = {e["name"]: str(e["value"]) for e in container.get("env", [])}
+    return options, list(container.get("args", [])), env
+
+
 class HttpContainer(pm.Container):
-    """The Kubernetes command of the image (``python -m bank_serving.http``) under the pod's security settings."""
+    """The Kubernetes command of the image (``python -m bank_serving.http``), run as the Deployment says.
+
+    ``pod_options()`` reads the settings from the Deployment manifest; the port
+    is a free one on 127.0.0.1 (the host network), replacing the manifest's.
+    """
 
     def __init__(
         self,
         image: str,
         *,
-        memory_mb: int = 512,
         volumes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        cpus: float | None = None,
         group: str = "http",
         store: pm.Store | None = None,
     ) -> None:
         self.port = pm.free_port()
+        pod, args, env = pod_options()
+        if "--port" in args:  # the manifest's port is the pod's own; here the host network is shared
+            del args[args.index("--port") : args.index("--port") + 2]
         options = [
-            "--network=host", f"--memory={memory_mb}m", *K8S_SECURITY, "--workdir", "/var/task",
-            # command: replaces the image's ENTRYPOINT, as a container's `command` does in Kubernetes.
-            "--entrypoint", json.dumps(["python", "-m", "bank_serving.http"]),
+            "--network=host", *pod, *([f"--cpus={cpus}"] if cpus is not None else []),
             *[flag for volume in volumes for flag in ("--volume", volume)],
         ]  # fmt: skip
-        env = {"BANK_MODEL_DIR": "/opt/ml/model", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp"}
-        args = ["--host", "127.0.0.1", "--port", str(self.port), *extra_args]
+        args = [*args, "--host", "127.0.0.1", "--port", str(self.port), *extra_args]
         super().__init__(image, args, options=options, env=env, group=group, store=store)
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:

@@ -3,7 +3,8 @@
 One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
 IAM, STS, ... all on one endpoint), ``devstack.emr.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
-Lambda (``devstack.awslambda``) that runs image functions; plus one child
+Lambda (``devstack.awslambda``) that runs image functions as podman containers
+(``devstack.lambda_containers``, removed when the server stops); plus one child
 process, the image registry (``devstack.registry``), in its own process group.
 """
 
@@ -63,13 +64,20 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    from devstack import client_env, lambda_containers
+
+    label = lambda_containers.label_for(state_dir)
+    # The execution role's credentials on Lambda; devstack's own here (AWS_ENDPOINT_URL follows once it listens).
+    credentials = {k: v for k, v in client_env("").items() if k.startswith("AWS_") and "KEY" in k}
+    environments = lambda_containers.Environments(label, extra_env=credentials)
     try:
         from moto.server import ThreadedMotoServer
 
         from devstack import awslambda, emr
 
+        lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
         emr.install()
-        awslambda.install(registry_url, state_dir / "lambda-images")
+        awslambda.install(registry_url, environments)
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
     except BaseException:
@@ -101,6 +109,7 @@ def serve(
         logging.getLogger("devstack").info("stopping")
         executor.stop()
         server.stop()
+        environments.close()
         registry.stop()
         remove_state(state_dir, os.getpid())
     return 0

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devstack import Devstack, procs
+from devstack import Devstack, lambda_containers, podman, procs
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -70,3 +70,6 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
         yield stack
     # __exit__ already raises if anything survived; say it plainly here too.
     assert pid is not None and procs.session_pids(pid) == []
+    # Its Lambda containers went with it.
+    if podman.unavailable_reason() is None:
+        assert podman.containers(lambda_containers.label_for(stack.state_dir)) == []

@@ -1,4 +1,9 @@
-"""Lambda image functions on devstack: the handler of the image in the registry really runs."""
+"""Lambda image functions on devstack: the image in the registry runs as a container, as Lambda runs it.
+
+The images are the real serving image (the local Lambda base: Debian's Python,
+awslambdaric, AWS's RIE) with a stand-in handler and a model layer
+(tests/devstack/devstack_image_helpers.py).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,26 @@ import base64
 import json
 import time
 import uuid
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from devstack import Devstack
-from tests.devstack.devstack_image_helpers import model_image, write_serving
+from devstack import Devstack, lambda_containers, podman
+from tests.devstack.devstack_image_helpers import model_image
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+INIT_FAILS = "raise RuntimeError('model.onnx: corrupt at import')\n"
 
 
 @pytest.fixture(scope="module")
-def images(ds: Devstack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """ImageUri by digest of two model images (v1, v2) on the same base."""
-    source = write_serving(tmp_path_factory.mktemp("serving"))
-    return {v: f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, source, v).digest}" for v in ("v1", "v2")}
+def images(ds: Devstack) -> dict[str, str]:
+    """ImageUri by digest of two model images (v1, v2) on the same stand-in, and one whose init fails."""
+    uri = {v: f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, v).digest}" for v in ("v1", "v2")}
+    uri["init-fails"] = f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, 'v3', handler=INIT_FAILS).digest}"
+    return uri
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +58,26 @@ def invoke(lam: Any, name: str, event: dict[str, Any], **kwargs: Any) -> tuple[d
     return resp, json.loads(resp["Payload"].read())
 
 
-def test_invoke_through_an_alias_runs_the_image_handler(
+def containers_of(ds: Devstack, name: str) -> list[str]:
+    """The function's containers, as podman lists them (by the environment variable they were started with)."""
+    out = podman.podman(
+        "ps", "-a", "--filter", f"label={podman.LABEL}={lambda_containers.label_for(ds.state_dir)}",
+        "--format", "{{.Names}} {{.Status}}",
+    )  # fmt: skip
+    names = []
+    for line in out.splitlines():
+        cname = line.split()[0]
+        env = podman.podman("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", cname)
+        if f"AWS_LAMBDA_FUNCTION_NAME={name}" in env.splitlines():
+            names.append(cname)
+    return names
+
+
+def test_invoke_through_an_alias_runs_the_image_in_a_container(
     ds: Devstack, lam: Any, role: str, images: dict[str, str]
 ) -> None:
     name = new_function(
-        lam, role, images["v1"], Timeout=10,
+        lam, role, images["v1"], Timeout=10, MemorySize=256,
         Environment={"Variables": {"EXTRA_DIR": "/opt/ml/model", "PLAIN": "/not/in/the/image"}},
     )  # fmt: skip
     version = lam.publish_version(FunctionName=name)["Version"]
@@ -65,19 +88,51 @@ def test_invoke_through_an_alias_runs_the_image_handler(
     assert resp["ExecutedVersion"] == version == "1"
     assert body["model"] == {"version": "v1"}
     assert body["event"] == {"record": {"age": 41}}
-    # BANK_MODEL_DIR=/opt/ml/model (image config) and EXTRA_DIR (function env) point into the extracted image.
-    rootfs = ds.state_dir / "lambda-images"
-    assert Path(body["model_dir"]).is_relative_to(rootfs) and body["model_dir"].endswith("/rootfs/opt/ml/model")
-    assert body["extra_dir_listing"] == ["model.json", "model.onnx"]
-    assert body["plain"] == "/not/in/the/image"  # not in the image: left alone
-    assert body["cwd"].endswith("/rootfs/var/task")
+    # The image's own paths, as the container sees them: nothing is rewritten any more.
+    assert body["model_dir"] == "/opt/ml/model" and body["extra_dir_listing"] == ["model.json", "model.onnx"]
+    assert body["plain"] == "/not/in/the/image"
+    assert body["cwd"] == "/var/task" and body["uid"] == 993  # Lambda's layout, an unprivileged user
     assert body["aws_endpoint"] == ds.endpoint_url  # a handler calling AWS reaches devstack
+    assert (body["memory_size"], body["function_version"]) == ("256", "1")
+    assert 0 < body["remaining_ms"] <= 10_000
     tail = base64.b64decode(resp["LogResult"]).decode()
     assert f"START RequestId: {body['request_id']} Version: 1" in tail and "handling" in tail
+    assert f"REPORT RequestId: {body['request_id']}" in tail
+    # The container ran the image by the digest the version was published with.
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-devstack-container-image"] == images["v1"]
 
-    # The same through "name:alias" and through the version number.
-    assert invoke(lam, f"{name}:live", {})[1]["model"] == {"version": "v1"}
+    # The same container again (warm: same init), through "name:alias" and through the version number.
+    [container] = containers_of(ds, name)
+    assert invoke(lam, f"{name}:live", {})[1]["init_pid"] == body["init_pid"]
     assert invoke(lam, name, {}, Qualifier="1")[1]["model"] == {"version": "v1"}
+    assert containers_of(ds, name) == [container]
+    limit = podman.podman("inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.ReadonlyRootfs}}", container)
+    assert limit.split() == [str(256 * 1024 * 1024), "true"]
+
+
+def test_warm_invokes_reuse_the_container_and_new_code_replaces_it(
+    ds: Devstack, lam: Any, role: str, images: dict[str, str]
+) -> None:
+    name = new_function(lam, role, images["v1"])
+    started = time.monotonic()
+    first = invoke(lam, name, {})[1]
+    cold = time.monotonic() - started
+    started = time.monotonic()
+    second = invoke(lam, name, {})[1]
+    warm = time.monotonic() - started
+    assert second["init_pid"] == first["init_pid"] and second["request_id"] != first["request_id"]
+    assert warm < cold
+    [before] = containers_of(ds, name)
+
+    lam.update_function_code(FunctionName=name, ImageUri=images["v2"])
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v2"}
+    [after] = containers_of(ds, name)
+    assert after != before  # the old code's container is gone, as Lambda retires its environments
+
+    lam.update_function_configuration(FunctionName=name, Environment={"Variables": {"PLAIN": "changed"}})
+    assert invoke(lam, name, {})[1]["plain"] == "changed"
+    assert containers_of(ds, name) != [after]
 
 
 def test_versions_keep_their_images_and_aliases_move(lam: Any, role: str, images: dict[str, str]) -> None:
@@ -119,22 +174,63 @@ def test_a_raising_handler_is_an_unhandled_function_error(lam: Any, role: str, i
     assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled"
     assert body["errorType"] == "ValueError"
     assert body["errorMessage"] == "records[3].age: expected int, got str"
-    assert any('File "/var/task/bank_serving/lambda_handler.py"' in frame for frame in body["stackTrace"])
+    assert any("/var/task/bank_serving/lambda_handler.py" in frame for frame in body["stackTrace"])
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}  # the environment survives a handler error
 
-    # ImageConfig.Command overrides the image's Cmd.
+    # ImageConfig.Command overrides the image's Cmd; awslambdaric names the missing handler.
     other = new_function(lam, role, images["v1"], ImageConfig={"Command": ["bank_serving.lambda_handler.no_such_function"]})
     resp, body = invoke(lam, other, {})
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.HandlerNotFound"
-    assert body["errorMessage"] == "Handler 'no_such_function' missing on module 'bank_serving.lambda_handler'"
+    assert "no_such_function" in body["errorMessage"]
+
+
+def test_an_init_error_is_a_function_error_and_init_is_retried(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["init-fails"])
+    for _ in range(2):  # Lambda initialises again on the next invoke
+        resp, body = invoke(lam, name, {})
+        assert resp["FunctionError"] == "Unhandled"
+        assert body["errorType"] == "RuntimeError" and body["errorMessage"] == "model.onnx: corrupt at import"
 
 
 def test_timeout_is_an_unhandled_function_error(lam: Any, role: str, images: dict[str, str]) -> None:
     name = new_function(lam, role, images["v1"], Timeout=1)
     started = time.monotonic()
     resp, body = invoke(lam, name, {"sleep": 30})
-    assert time.monotonic() - started < 8
+    assert time.monotonic() - started < 10
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Sandbox.Timedout"
     assert "Task timed out after 1.00 seconds" in body["errorMessage"]
+    # The RIE killed the runtime: the next invoke is a cold start in the same container, and works.
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}
+
+
+def test_the_memory_limit_is_enforced(ds: Devstack, lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"], MemorySize=128, Timeout=20)
+    assert invoke(lam, name, {"allocate_mb": 16})[1]["model"] == {"version": "v1"}
+    resp, body = invoke(lam, name, {"allocate_mb": 400})
+    # The kernel's OOM killer ends the runtime; the RIE reports it in Lambda's words.
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.ExitError", body
+    assert body["errorMessage"].endswith("Error: Runtime exited with error: signal: killed")
+    # A new environment serves the next invoke.
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}
+
+
+def test_the_root_file_system_is_read_only_and_tmp_is_writable(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"])
+    resp, body = invoke(lam, name, {"write": "/var/task/new-file"})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "OSError"
+    assert "Read-only file system" in body["errorMessage"]
+    assert invoke(lam, name, {"write": "/tmp/new-file"})[1]["model"] == {"version": "v1"}
+
+
+def test_concurrent_invokes_get_a_container_each(ds: Devstack, lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"], Timeout=20)
+    invoke(lam, name, {})  # one warm container
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: invoke(lam, name, {"sleep": 2})[1], range(2)))
+    assert time.monotonic() - started < 3.9  # side by side, not one after the other
+    assert [a["model"] for a in answers] == [{"version": "v1"}] * 2
+    assert len(containers_of(ds, name)) == 2
 
 
 def test_an_image_missing_from_the_registry_is_rejected(ds: Devstack, lam: Any, role: str) -> None:

@@ -7,26 +7,20 @@ import pytest
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator, subset_mismatch
 from devstack.airflow_env import LAMBDA_ROLE_ARN, seed_release
-from tests.devstack.devstack_image_helpers import model_image, write_serving
+from tests.devstack.devstack_image_helpers import RAISING_HANDLER, model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def images(ds, tmp_path_factory):
-    """Two good images (models v1, v2) and one whose handler raises."""
-    good = write_serving(tmp_path_factory.mktemp("good"))
-    bad = tmp_path_factory.mktemp("bad")
-    (bad / "bank_serving").mkdir()
-    (bad / "bank_serving" / "lambda_handler.py").write_text(
-        "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
-    )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=good)  # the Lambda role
+def images(ds):
+    """Two good images (models v1, v2) and one whose handler raises, all run as containers."""
+    seed_release(ds.client("iam"), ds.registry_url)  # the Lambda role
     uri = lambda pushed, repo: f"{ds.registry_url}/{repo}@{pushed.digest}"  # noqa: E731
     return {
-        "v1": uri(model_image(ds.registry_url, good, "v1", repo="deploy-good"), "deploy-good"),
-        "v2": uri(model_image(ds.registry_url, good, "v2", repo="deploy-good"), "deploy-good"),
-        "bad": uri(model_image(ds.registry_url, bad, "v3", repo="deploy-bad"), "deploy-bad"),
+        "v1": uri(model_image(ds.registry_url, "v1", repo="deploy-good"), "deploy-good"),
+        "v2": uri(model_image(ds.registry_url, "v2", repo="deploy-good"), "deploy-good"),
+        "bad": uri(model_image(ds.registry_url, "v3", repo="deploy-bad", handler=RAISING_HANDLER), "deploy-bad"),
     }
 
 

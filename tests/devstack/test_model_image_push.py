@@ -10,8 +10,7 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from bank_pipeline.operators.images import ModelImagePushOperator
 from bank_pipeline.registry import ModelRegistry
 from bank_pipeline.utils.oci import RegistryError
-from devstack.base_image import build_base_image
-from tests.devstack.devstack_image_helpers import model_files, write_serving
+from tests.devstack.devstack_image_helpers import code_image, model_files
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +54,7 @@ def test_changed_bytes_under_an_existing_version_are_refused(registry, tmp_path)
 
 
 def test_push_is_deterministic_and_sends_nothing_the_second_time(ds, registry, tmp_path):
-    build_base_image(ds.registry_url, write_serving(tmp_path / "serving"), "push-test", "serving-base")
+    code_image(ds.registry_url, "push-test", "serving-base", {"var/task/app.py": b"def handler(e, c):\n    return e\n"})
     first = push(ds, registry, "v1")
     second = push(ds, registry, "v1")
     assert first["digest"] == second["digest"]

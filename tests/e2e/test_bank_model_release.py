@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from devstack.airflow_env import LAKE_BUCKET, run_dag, seed_release
+from devstack.airflow_env import IMAGE_REPOSITORY, LAKE_BUCKET, run_dag
+from tests.devstack.devstack_image_helpers import stand_in_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -105,13 +106,10 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
     assert live_json(s3) == live_before
 
 
-def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3, lam, workdir, tmp_path):
-    broken = tmp_path / "broken"
-    (broken / "bank_serving").mkdir(parents=True)
-    (broken / "bank_serving" / "lambda_handler.py").write_text(
-        "def handler(event, context):\n    raise RuntimeError('broken build')\n"
-    )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=broken, tag="broken-base")
+def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3, lam, workdir):
+    # The serving image with a handler that raises: its container fails the smoke test.
+    broken = "def handler(event, context):\n    raise RuntimeError('broken build')\n"
+    stand_in_image(ds.registry_url, IMAGE_REPOSITORY, "broken-base", broken)
     live_before, alias_before, versions_before = live_json(s3), alias_version(lam), published_versions(lam)
 
     env = {**release_ready, "BANK_SERVING_BASE_TAG": "broken-base"}
