@@ -19,6 +19,8 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   the registry API (no Docker daemon); same model → same digest.
 * **deploy_lambda**: update the function to the image *by digest*, wait, publish
   a version, move the `live` alias, smoke-test it, roll back on failure.
+* **lambda_url**: the `live` alias's function URL (auth `AWS_IAM`, or `NONE`
+  when the Param `function_url_auth` says so), smoke-tested with a POST.
 * **rollout_kubernetes**: patch the Deployment's image to the same digest, wait
   for the rollout as `kubectl rollout status` judges it (deferred), roll back
   on failure with the stuck pods' reasons. Skipped, saying so, when no
@@ -40,6 +42,7 @@ from bank_pipeline import assets, settings
 from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
 from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator
+from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
 from bank_pipeline.release import SMOKE_RECORD, TrainedCandidate, check_prediction
 
 CFG = settings.load()
@@ -140,6 +143,11 @@ with DAG(
             title="Features manifest",
             description="s3:// URI of a features _manifest.json; empty: the latest bank_features event.",
         ),
+        "function_url_auth": Param(
+            "AWS_IAM", type="string", enum=["AWS_IAM", "NONE"],
+            title="Function URL auth",
+            description="AWS_IAM: callers sign with SigV4. NONE: anyone on the internet may call the URL.",
+        ),
         "hyperparameters": Param(
             {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "l2_regularization": 1.0},
             type="object",
@@ -185,6 +193,19 @@ with DAG(
                 waiter_delay=CFG.poll_seconds,
                 # A failed smoke test has already rolled back; retrying would redeploy the same image.
                 retries=0,
+            )
+        )
+        releases.append(
+            LambdaFunctionUrlOperator(
+                task_id="lambda_url",
+                aws_conn_id=CFG.aws_conn_id,
+                function_name=CFG.lambda_function,
+                alias="live",
+                auth_type="{{ params.function_url_auth }}",
+                smoke_body=SMOKE_RECORD,
+                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+                smoke_check=check_prediction,
+                poll_interval=CFG.poll_seconds,
             )
         )
     if "kubernetes" in CFG.release_targets:

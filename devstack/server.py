@@ -4,7 +4,8 @@ One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
 IAM, STS, ... all on one endpoint), ``devstack.emr.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
 Lambda (``devstack.awslambda``) that runs image functions as podman containers
-(``devstack.lambda_containers``, removed when the server stops); plus one child
+(``devstack.lambda_containers``, removed when the server stops) and serves their
+function URLs (``devstack.function_urls``); plus one child
 process, the image registry (``devstack.registry``), in its own process group.
 """
 
@@ -73,11 +74,12 @@ def serve(
     try:
         from moto.server import ThreadedMotoServer
 
-        from devstack import awslambda, emr
+        from devstack import awslambda, emr, function_urls
 
         lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
         emr.install()
         awslambda.install(registry_url, environments)
+        function_urls.install(host, public_host)
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
     except BaseException:
@@ -109,6 +111,7 @@ def serve(
         logging.getLogger("devstack").info("stopping")
         executor.stop()
         server.stop()
+        function_urls.close()
         environments.close()
         registry.stop()
         remove_state(state_dir, os.getpid())

@@ -79,15 +79,15 @@ def load_release_dag(monkeypatch, targets: str):
 @pytest.mark.parametrize(
     ("targets", "tasks"),
     [
-        ("lambda,kubernetes", ["deploy_lambda", "rollout_kubernetes"]),
-        ("kubernetes, lambda", ["deploy_lambda", "rollout_kubernetes"]),  # release order, whatever the order given
-        ("lambda", ["deploy_lambda"]),
+        ("lambda,kubernetes", ["deploy_lambda", "lambda_url", "rollout_kubernetes"]),
+        ("kubernetes, lambda", ["deploy_lambda", "lambda_url", "rollout_kubernetes"]),  # release order, whatever the order given
+        ("lambda", ["deploy_lambda", "lambda_url"]),
         ("kubernetes", ["rollout_kubernetes"]),
     ],
 )
 def test_release_targets_are_configuration(monkeypatch, targets, tasks):
     dag = load_release_dag(monkeypatch, targets)
-    released = [t for t in ("deploy_lambda", "rollout_kubernetes") if t in dag.task_dict]
+    released = [t for t in ("deploy_lambda", "lambda_url", "rollout_kubernetes") if t in dag.task_dict]
     assert released == tasks
     assert dag.task_dict[tasks[0]].upstream_task_ids == {"push_image"}
     assert dag.task_dict["record_live"].upstream_task_ids >= {tasks[-1]}
@@ -97,3 +97,14 @@ def test_release_targets_are_configuration(monkeypatch, targets, tasks):
 def test_unknown_release_target_is_refused_naming_it(monkeypatch, targets):
     with pytest.raises(ValueError, match=r"BANK_RELEASE_TARGETS=.*expected a comma-separated subset of lambda, kubernetes"):
         load_release_dag(monkeypatch, targets)
+
+
+def test_the_function_url_follows_the_alias_with_auth_from_a_param(monkeypatch):
+    dag = load_release_dag(monkeypatch, "lambda")
+    url = dag.task_dict["lambda_url"]
+    assert url.upstream_task_ids == {"deploy_lambda"} and "lambda_url" in dag.task_dict["record_live"].upstream_task_ids
+    assert (url.alias, url.auth_type) == ("live", "{{ params.function_url_auth }}")
+    param = dag.params.get_param("function_url_auth")
+    assert param.value == "AWS_IAM" and param.schema["enum"] == ["AWS_IAM", "NONE"]
+    with pytest.raises(ValueError, match="BASIC"):
+        param.resolve("BASIC")

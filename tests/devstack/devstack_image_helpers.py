@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from pathlib import Path
 
 from bank_pipeline.utils import oci
 from devstack import lambda_image
@@ -104,3 +105,23 @@ def model_image(registry: str, version: str, repo: str = "bank-serving", handler
     client = oci.RegistryClient(registry)
     layer = oci.model_layer(model_files(version))
     return oci.append_layer(client, repo, base_tag, layer, f"model-{version}", {"BANK_MODEL_DIR": "/opt/ml/model"})
+
+
+def trained_model(directory: Path) -> Path:
+    """A small real model (bank.csv, about 1 s) written to ``directory`` as model.onnx + model.json."""
+    from bank_ml import artifacts, data, release
+    from tests.paths import BANK_CSV
+
+    candidate = release.train_candidate(data.features_from_csv(BANK_CSV))
+    directory.mkdir(parents=True, exist_ok=True)
+    artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
+    return directory
+
+
+def serving_model_image(registry: str, repo: str, model_dir: Path) -> str:
+    """The real serving image + ``model_dir``'s model layer, as a release makes it; ``host:port/repo@sha256:...``."""
+    serving_base(registry, repo)
+    files = {f"{oci.MODEL_DIR}/{name}": (model_dir / name).read_bytes() for name in ("model.onnx", "model.json")}
+    pushed = oci.append_layer(oci.RegistryClient(registry), repo, SERVING_TAG, oci.model_layer(files), "model",
+                              {"BANK_MODEL_DIR": "/" + oci.MODEL_DIR})  # fmt: skip
+    return f"{registry}/{repo}@{pushed.digest}"

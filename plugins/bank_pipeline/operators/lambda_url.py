@@ -1,0 +1,220 @@
+"""An HTTP front door for the released alias: a Lambda function URL, smoke-tested through HTTP.
+
+The book's chapter ends with curl against API Gateway; a function URL is the
+same front door without an API to manage. ``LambdaFunctionUrlOperator`` runs
+after the release moved the alias:
+
+1. create the alias's URL config, or update it when its AuthType differs
+   (``AWS_IAM`` by default: callers sign with SigV4; ``NONE`` only when asked);
+2. ``NONE``: add the resource-policy statement Lambda needs for public access
+   (lambda:InvokeFunctionUrl for ``*``, FunctionUrlAuthType NONE); ``AWS_IAM``:
+   remove that statement if an earlier release added it;
+3. POST a known body to the URL (SigV4-signed with the connection's
+   credentials for ``AWS_IAM``) until it answers, and check the answer. A new
+   URL or permission can take a few seconds to reach Lambda's front end, so
+   403/404/429/5xx and connection errors are retried until ``smoke_timeout``;
+   any other status fails at once.
+
+It changes nothing about versions or aliases: a failure here fails the task
+(the release is not recorded) and leaves the alias where the deploy put it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from bank_pipeline.errors import BadInputError, DeployFailedError
+from bank_pipeline.operators.lambda_function import SmokeCheck, check_http_ok, subset_mismatch
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+AUTH_TYPES = ("AWS_IAM", "NONE")
+PUBLIC_STATEMENT_ID = "FunctionURLAllowPublicAccess"  # the id the Lambda console gives this statement
+RETRIED_STATUSES = {403, 404, 429, 500, 502, 503, 504}
+
+
+class UrlSmoke(TypedDict):
+    """The smoke POST through the URL: status, the answer's body, seconds until it answered, attempts."""
+
+    status: int
+    answer: Any
+    seconds: float
+    attempts: int
+
+
+class FunctionUrl(TypedDict):
+    """What LambdaFunctionUrlOperator returns (its XCom)."""
+
+    url: str
+    auth_type: str
+    function_arn: str
+    alias: str
+    changed: bool  # the URL config was created or its AuthType changed
+    smoke: UrlSmoke
+
+
+def signed_request(
+    method: str, url: str, body: bytes, credentials: Any, region: str, headers: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
+    """(url, headers) of a request signed with SigV4 for service ``lambda``, as the AWS SDKs sign function URL calls."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    SigV4Auth(credentials, "lambda", region).add_auth(request)
+    return request.url, dict(request.headers.items())
+
+
+def curl_command(url: str, body: str, auth_type: str, region: str) -> str:
+    """The curl line that makes the same call (curl >= 7.75 signs with --aws-sigv4), for people to paste."""
+    sign = f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" " if auth_type == "AWS_IAM" else ""
+    return f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
+
+
+class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
+    """Give ``function_name:alias`` a function URL with ``auth_type`` and smoke-test it with a POST.
+
+    :param function_name: the Lambda function (it and the alias must exist).
+    :param alias: the URL's qualifier: the alias the release moves.
+    :param auth_type: ``AWS_IAM`` (SigV4-signed callers only) or ``NONE`` (public).
+    :param smoke_body: the JSON body POSTed to the URL.
+    :param smoke_expect: values the answer (``{"statusCode": ..., "body": <JSON answer>}``) must contain (templated).
+    :param smoke_check: returns None if that answer is right, else what is wrong.
+    :param smoke_timeout: seconds to keep retrying a URL that is not answering yet.
+    :param poll_interval: seconds between those retries.
+    :return: a FunctionUrl
+    """
+
+    aws_hook_class = LambdaHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "function_name", "alias", "auth_type", "smoke_body", "smoke_expect"
+    )
+
+    def __init__(
+        self,
+        *,
+        function_name: str,
+        smoke_body: dict[str, Any],
+        alias: str = "live",
+        auth_type: str = "AWS_IAM",
+        smoke_expect: dict[str, Any] | None = None,
+        smoke_check: SmokeCheck = check_http_ok,
+        smoke_timeout: float = 60.0,
+        poll_interval: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.function_name = function_name
+        self.smoke_body = smoke_body
+        self.alias = alias
+        self.auth_type = auth_type
+        self.smoke_expect = smoke_expect or {}
+        self.smoke_check = smoke_check
+        self.smoke_timeout = smoke_timeout
+        self.poll_interval = poll_interval
+
+    def execute(self, context: Context) -> FunctionUrl:
+        if self.auth_type not in AUTH_TYPES:
+            raise BadInputError(f"auth_type={self.auth_type!r}: expected one of {', '.join(AUTH_TYPES)}")
+        config, changed = self._ensure_config()
+        self._ensure_public_access(self.auth_type == "NONE")
+        url = config["FunctionUrl"]
+        self.log.info("Function URL of %s:%s (%s): %s", self.function_name, self.alias, self.auth_type, url)
+        body = json.dumps(self.smoke_body)
+        self.log.info("The same call with curl: %s", curl_command(url, body, self.auth_type, self.hook.conn_region_name))
+        smoke = self._smoke(url, body.encode())
+        return {
+            "url": url,
+            "auth_type": self.auth_type,
+            "function_arn": config["FunctionArn"],
+            "alias": self.alias,
+            "changed": changed,
+            "smoke": smoke,
+        }
+
+    # -- the URL config and the permission -------------------------------------------
+
+    def _ensure_config(self) -> tuple[dict[str, Any], bool]:
+        conn = self.hook.conn
+        try:
+            config = conn.get_function_url_config(FunctionName=self.function_name, Qualifier=self.alias)
+        except conn.exceptions.ResourceNotFoundException:
+            self.log.info("Creating the function URL of %s:%s", self.function_name, self.alias)
+            created = conn.create_function_url_config(
+                FunctionName=self.function_name, Qualifier=self.alias, AuthType=self.auth_type
+            )
+            return created, True
+        if config["AuthType"] == self.auth_type:
+            return config, False
+        self.log.info("Function URL auth %s -> %s", config["AuthType"], self.auth_type)
+        updated = conn.update_function_url_config(
+            FunctionName=self.function_name, Qualifier=self.alias, AuthType=self.auth_type
+        )
+        return updated, True
+
+    def _ensure_public_access(self, public: bool) -> None:
+        conn = self.hook.conn
+        if public:
+            try:
+                conn.add_permission(
+                    FunctionName=self.function_name, Qualifier=self.alias, StatementId=PUBLIC_STATEMENT_ID,
+                    Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE",
+                )  # fmt: skip
+                self.log.info("Added %s: anyone may call the URL", PUBLIC_STATEMENT_ID)
+            except conn.exceptions.ResourceConflictException:
+                self.log.info("%s is already in the alias's resource policy", PUBLIC_STATEMENT_ID)
+            return
+        try:
+            conn.remove_permission(FunctionName=self.function_name, Qualifier=self.alias, StatementId=PUBLIC_STATEMENT_ID)
+            self.log.info("Removed %s: the URL takes signed calls only", PUBLIC_STATEMENT_ID)
+        except conn.exceptions.ResourceNotFoundException:
+            pass
+
+    # -- the smoke test -----------------------------------------------------------------
+
+    def _smoke(self, url: str, body: bytes) -> UrlSmoke:
+        import requests
+
+        headers = {"Content-Type": "application/json"}
+        started = time.monotonic()
+        deadline = started + self.smoke_timeout
+        attempts = 0
+        while True:
+            attempts += 1
+            send_headers = headers
+            if self.auth_type == "AWS_IAM":  # signed afresh each time: a signature is valid for 15 minutes
+                credentials = self.hook.get_credentials()
+                _, send_headers = signed_request("POST", url, body, credentials, self.hook.conn_region_name, headers)
+            try:
+                resp = requests.post(url, data=body, headers=send_headers, timeout=60)
+                status, text = resp.status_code, resp.text
+            except requests.RequestException as exc:
+                status, text = 0, f"{type(exc).__name__}: {exc}"
+            if status not in RETRIED_STATUSES and status != 0:
+                break
+            if time.monotonic() + self.poll_interval > deadline:
+                raise DeployFailedError(
+                    f"function URL {url} did not answer the smoke POST within {self.smoke_timeout:.0f} s "
+                    f"({attempts} attempts); last: {status or 'no answer'} {text[:500]}"
+                )
+            self.log.info("Function URL answered %s; trying again in %s s", status or text, self.poll_interval)
+            time.sleep(self.poll_interval)  # the URL's front end learns of the config and permission eventually
+        seconds = round(time.monotonic() - started, 3)
+        try:
+            answer = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DeployFailedError(f"function URL {url} answered {status} with a body that is not JSON: {text[:500]!r}") from exc
+        envelope = {"statusCode": status, "body": answer}
+        problem = subset_mismatch(self.smoke_expect, envelope) or self.smoke_check(envelope)
+        if problem:
+            raise DeployFailedError(f"function URL {url} failed its smoke POST: {problem}")
+        self.log.info("Smoke POST through %s: %s in %.3f s", url, status, seconds)
+        return {"status": status, "answer": answer, "seconds": seconds, "attempts": attempts}

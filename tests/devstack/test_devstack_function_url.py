@@ -1,0 +1,179 @@
+"""Lambda function URLs on devstack: the URL config API with a Qualifier, and the URL served for real.
+
+The function runs the real serving image with a small real model, in a
+container, so what comes back through the URL is the handler's own answer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from devstack import Devstack
+from tests.devstack.devstack_image_helpers import serving_model_image, trained_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+RECORD = {"age": 41, "job": "technician", "marital": "married", "education": "secondary", "default": "no",
+          "balance": 1200, "housing": "yes", "loan": "no", "contact": "cellular", "day": 15, "month": "may",
+          "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown"}  # fmt: skip
+KEYS = Credentials("testing", "testing")  # devstack's own client credentials
+
+
+@pytest.fixture(scope="module")
+def lam(ds: Devstack) -> Any:
+    return ds.client("lambda")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_model(tmp_path_factory.mktemp("url-model"))
+
+
+@pytest.fixture(scope="module")
+def function(ds: Devstack, lam: Any, model_dir: Path) -> str:
+    """A function on the real serving image and model, its version 1 behind the alias live."""
+    image = serving_model_image(ds.registry_url, "url-test", model_dir)
+    role = ds.client("iam").create_role(
+        RoleName=f"url-test-{uuid.uuid4().hex[:6]}",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
+    )["Role"]["Arn"]  # fmt: skip
+    name = f"url-test-{uuid.uuid4().hex[:6]}"
+    lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": image}, MemorySize=512,
+                        Timeout=10)  # fmt: skip
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    return name
+
+
+@pytest.fixture(scope="module")
+def iam_url(lam: Any, function: str) -> str:
+    return lam.create_function_url_config(FunctionName=function, Qualifier="live", AuthType="AWS_IAM")["FunctionUrl"]
+
+
+def signed(method: str, url: str, body: bytes = b"", keys: Credentials = KEYS, region: str = "us-east-1",
+           service: str = "lambda", headers: dict[str, str] | None = None) -> requests.Response:  # fmt: skip
+    """The request signed with SigV4 as AWS's SDKs sign a function URL call."""
+    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    SigV4Auth(keys, service, region).add_auth(request)
+    return requests.request(method, url, data=body, headers=dict(request.headers), timeout=60)
+
+
+def test_the_url_config_belongs_to_the_alias(lam: Any, function: str, iam_url: str) -> None:
+    config = lam.get_function_url_config(FunctionName=function, Qualifier="live")
+    assert config["FunctionUrl"] == iam_url and iam_url.startswith("http://127.0.0.1:") and iam_url.endswith("/")
+    assert config["FunctionArn"].endswith(f":function:{function}:live") and config["AuthType"] == "AWS_IAM"
+    assert config["InvokeMode"] == "BUFFERED"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_url_config(FunctionName=function)  # the function itself has none
+    with pytest.raises(ClientError) as conflict:
+        lam.create_function_url_config(FunctionName=function, Qualifier="live", AuthType="AWS_IAM")
+    assert conflict.value.response["Error"]["Code"] == "ResourceConflictException"
+
+
+@pytest.mark.parametrize(
+    ("qualifier", "auth", "code"),
+    [("live", "BASIC", "ValidationException"), ("1", "AWS_IAM", "ValidationException"),
+     ("no-such-alias", "AWS_IAM", "ResourceNotFoundException")],
+)  # fmt: skip
+def test_bad_url_configs_are_refused(lam: Any, function: str, qualifier: str, auth: str, code: str) -> None:
+    with pytest.raises(ClientError) as info:
+        lam.create_function_url_config(FunctionName=function, Qualifier=qualifier, AuthType=auth)
+    assert info.value.response["Error"]["Code"] == code
+
+
+def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, model_dir: Path) -> None:
+    resp = signed("POST", iam_url, json.dumps(RECORD).encode())
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Content-Type"] == "application/json"
+    answer = resp.json()
+    assert answer["model_version"] == json.loads((model_dir / "model.json").read_text())["version"]
+    [prediction] = answer["predictions"]
+    assert 0 <= prediction["probability"] <= 1 and prediction["label"] in (0, 1)
+    assert "@sha256:" in resp.headers["x-devstack-container-image"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b"{not json", "body"), (json.dumps({**RECORD, "age": "forty"}).encode(), "age"),
+     (json.dumps({"records": [RECORD, {**RECORD, "month": "smarch"}]}).encode(), "records[1].month")],
+)  # fmt: skip
+def test_a_bad_body_gets_the_handlers_400_naming_the_field(iam_url: str, body: bytes, field: str) -> None:
+    resp = signed("POST", iam_url, body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"].startswith(f"{field}: ")
+
+
+def test_a_body_over_6_mb_is_413(iam_url: str) -> None:
+    resp = signed("POST", iam_url, b"[" + b" " * (6 * 1024 * 1024) + b"]")
+    assert resp.status_code == 413
+    assert "6291456 bytes" in resp.json()["Message"]
+
+
+def test_without_valid_credentials_it_is_403(iam_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = json.dumps(RECORD).encode()
+    assert requests.post(iam_url, data=body, timeout=30).status_code == 403  # not signed
+    assert signed("POST", iam_url, body, keys=Credentials("testing", "wrong")).status_code == 403
+    assert signed("POST", iam_url, body, keys=Credentials("AKIANOSUCHKEY0000000", "x")).status_code == 403
+    assert signed("POST", iam_url, body, region="eu-west-1").status_code == 403
+    assert signed("POST", iam_url, body, service="execute-api").status_code == 403
+    # A body changed after signing.
+    request = AWSRequest(method="POST", url=iam_url, data=body, headers={"Content-Type": "application/json"})
+    SigV4Auth(KEYS, "lambda", "us-east-1").add_auth(request)
+    assert requests.post(iam_url, data=body + b" ", headers=dict(request.headers), timeout=30).status_code == 403
+    # A signature made 20 minutes ago.
+    import botocore.auth
+
+    stale = datetime.now(UTC) - timedelta(minutes=20)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: stale.replace(tzinfo=None))
+    assert signed("POST", iam_url, body).status_code == 403
+    monkeypatch.undo()
+    assert signed("POST", iam_url, body).status_code == 200
+
+
+def test_auth_none_needs_the_public_permission(lam: Any, function: str) -> None:
+    lam.create_alias(FunctionName=function, Name="public", FunctionVersion="1")
+    url = lam.create_function_url_config(FunctionName=function, Qualifier="public", AuthType="NONE")["FunctionUrl"]
+    body = json.dumps(RECORD).encode()
+    assert requests.post(url, data=body, timeout=60).status_code == 403  # no resource policy yet
+    lam.add_permission(FunctionName=function, Qualifier="public", StatementId="FunctionURLAllowPublicAccess",
+                       Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")  # fmt: skip
+    resp = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] in (0, 1)
+    # The permission is the alias's: the function's other alias still wants SigV4.
+
+    lam.update_function_url_config(FunctionName=function, Qualifier="public", AuthType="AWS_IAM")
+    assert requests.post(url, data=body, timeout=60).status_code == 403
+    lam.delete_function_url_config(FunctionName=function, Qualifier="public")
+    port = int(url.rsplit(":", 1)[1].rstrip("/"))
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_url_config(FunctionName=function, Qualifier="public")
+
+
+def test_curl_with_aws_sigv4_like_the_book(iam_url: str) -> None:
+    """The README's and the demo's curl line, run for real (curl: the Makefile's APT_NEEDS)."""
+    assert shutil.which("curl"), "curl is not installed: `make setup` installs it"
+    result = subprocess.run(
+        ["curl", "-sS", "--aws-sigv4", "aws:amz:us-east-1:lambda", "--user", "testing:testing",
+         "-H", "Content-Type: application/json", "-d", json.dumps(RECORD), "-w", "\n%{http_code}", iam_url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    body, _, status = result.stdout.rpartition("\n")
+    assert (result.returncode, status) == (0, "200"), result.stdout + result.stderr
+    assert json.loads(body)["predictions"][0]["label"] in (0, 1)
