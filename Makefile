@@ -18,12 +18,16 @@ export UV_COMPILE_BYTECODE := 1
 # Debian package → the command it provides; installed only when the command is missing.
 # openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
 # chromium: the browser the UI test drives through Playwright (playwright cannot download one here).
-APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry chromium:chromium
+# podman + runc: devstack's Lambda runs the released image as a container (devstack/containers/README.md);
+# debootstrap: the local Lambda base image's Debian root file system; curl: the demo's and README's
+# function URL call (--aws-sigv4). The base also needs Go >= 1.26.6 for AWS's RIE (Go module proxy).
+APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry chromium:chromium \
+	podman:podman runc:runc debootstrap:debootstrap curl:curl
 AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup demo test check bench up down lock wheel mwaa clean sysdeps
+.PHONY: help setup lambda-base demo test check bench up down lock wheel mwaa clean sysdeps
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
@@ -32,6 +36,7 @@ help:
 	@echo "make wheel  the bundle's wheel in dist/; make mwaa: build/mwaa/{plugins.zip,requirements.txt}"
 	@echo "make bench  benchmarks (features at scale, batch scoring, DAG parse, serving, release, demo) -> BENCHMARKS.md"
 	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
+	@echo "make lambda-base  build the local Lambda base image (debootstrap + awslambdaric + AWS's RIE; once, ~2 min)"
 	@echo "make lock   re-resolve uv.lock from pyproject.toml"
 
 setup: sysdeps $(STAMP)
@@ -76,10 +81,16 @@ wheel: setup
 mwaa: wheel
 	$(PY) -m devstack.deploy mwaa --wheel dist/*.whl --out build/mwaa
 
-demo: setup
+# The local Lambda base image (devstack/lambda_image.py) in the project's podman store: built
+# once at the lowest priority (a couple of minutes), then a content-hash check that takes
+# a fraction of a second. devstack runs the released serving image on it.
+lambda-base: setup
+	nice -n 19 $(PY) -m devstack.lambda_image build --quiet
+
+demo: setup lambda-base
 	$(PY) -m devstack.demo
 
-test: setup
+test: setup lambda-base
 	$(PY) -m pytest
 
 # Figures, not pass/fail: JSON, plots and report.md under build/bench/, and the
@@ -97,7 +108,7 @@ bench: setup
 	$(PY) -m bench.demo_bench
 	$(PY) -m bench.report --update BENCHMARKS.md
 
-up: setup
+up: setup lambda-base
 	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)
 
 down:

@@ -5,7 +5,9 @@ with a local SQLite Airflow, then bank_model_release on the features it made
 (explicitly, with the manifest its Asset event names: dag.test() runs one DAG,
 not the scheduler), printing task and EMR state changes as they happen, then a
 summary, also written to build/demo/summary.json, with the model's ROC and PR
-curves and model card copied beside it. Stops everything it started.
+curves and model card copied beside it. Then, as the book's chapter ends with
+curl against API Gateway, it POSTs one record to the live alias's function URL
+(SigV4-signed) and shows the curl line that does the same. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from devstack.airflow_env import (
 )
 
 OUT = REPO / "build" / "demo"
+# One customer, as a client of the front door would send it (bank-full.csv's fields without duration and y).
+DEMO_RECORD = {"age": 35, "job": "management", "marital": "single", "education": "tertiary", "default": "no",
+               "balance": 2143, "housing": "no", "loan": "no", "contact": "cellular", "day": 12, "month": "oct",
+               "campaign": 1, "pdays": 91, "previous": 2, "poutcome": "success"}  # fmt: skip
 FEATURES_DAG = "bank_features_emr"
 RELEASE_DAG = "bank_model_release"
 
@@ -170,6 +176,51 @@ def kubernetes_summary(release: Any) -> dict[str, Any]:
     return {"status": state}
 
 
+def post_through_url(ds: Devstack, url: str, auth_type: str, progress: Progress) -> dict[str, Any]:
+    """POST DEMO_RECORD to the function URL as curl --aws-sigv4 would (signed unless auth is NONE); show it."""
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    env = ds.env()
+    region = env["AWS_DEFAULT_REGION"]
+    body = json.dumps(DEMO_RECORD, separators=(",", ":"))
+    headers = {"Content-Type": "application/json"}
+    sign = ""
+    if auth_type == "AWS_IAM":
+        request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
+        SigV4Auth(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "lambda", region).add_auth(request)
+        headers = dict(request.headers.items())
+        sign = f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
+    curl = f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
+    started = time.monotonic()
+    resp = requests.post(url, data=body.encode(), headers=headers, timeout=60)
+    seconds = time.monotonic() - started
+    progress.say(f"POST one record to the function URL, as the book's curl does ({auth_type}):")
+    print(f"    {curl}", flush=True)
+    print(f"    -> {resp.status_code} {resp.text}  ({seconds * 1000:.0f} ms)", flush=True)
+    answer = resp.json() if resp.headers.get("Content-Type") == "application/json" else resp.text
+    return {"status": resp.status_code, "answer": answer, "seconds": round(seconds, 3), "curl": curl,
+            "container_image": resp.headers.get("x-devstack-container-image")}  # fmt: skip
+
+
+def url_summary(release: Any, front: dict[str, Any] | None) -> dict[str, Any]:
+    """The function URL parts of summary.json's lambda: the URL, the release's smoke POST, the image that ran."""
+    url = release.xcom.get("lambda_url") or {}
+    if not url:
+        return {"url": None, "url_smoke": None, "container_image": None}
+    smoke = url["smoke"]
+    return {
+        "url": url["url"],
+        "url_auth": url["auth_type"],
+        "url_smoke": {"status": smoke["status"], "seconds": smoke["seconds"], "attempts": smoke["attempts"],
+                      "model_version": (smoke["answer"] or {}).get("model_version")},  # fmt: skip
+        "container_image": (front or {}).get("container_image"),
+        "url_post": front,
+    }
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     f, emr, t = summary["features"], summary["emr"], summary["timings"]
     print()
@@ -186,6 +237,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         print(f"  image      {img['uri']} (layer {img['layer_bytes']:,} B, pushed in {img['push_seconds']:.2f}s)")
         if lam.get("version"):
             print(f"  lambda     {lam['function']}:{lam['alias']} -> version {lam['version']}, smoke test passed")
+        if lam.get("url"):
+            post = lam["url_post"] or {}
+            print(f"             URL {lam['url']} ({lam['url_auth']}): smoke POST {lam['url_smoke']['status']}, "
+                  f"demo POST {post.get('status')} in {post.get('seconds', 0) * 1000:.0f} ms")  # fmt: skip
+            print(f"             container ran {lam['container_image']}")
         print(f"  kubernetes {summary['kubernetes']['status']}")
         print(f"  plots      {', '.join(str(p) for p in m['plots'])}")
     stages = {k: v for k, v in t.items() if "." not in k}  # per-task times are in the JSON
@@ -230,6 +286,8 @@ def main() -> int:
         if failed(release):
             return 1
         plots = fetch_model_files(ds.client("s3"), release.xcom["train_candidate"]["registry_uri"])
+        url = release.xcom.get("lambda_url")
+        front = post_through_url(ds, url["url"], url["auth_type"], progress) if url else None
 
     features = run.xcom["validate_features"]
     summary = {
@@ -250,6 +308,7 @@ def main() -> int:
         **release_summary(release, plots),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
+    summary["lambda"].update(url_summary(release, front))
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return 0

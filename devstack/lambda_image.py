@@ -204,7 +204,10 @@ def go_binary() -> str:
     """The go command (PATH, else /usr/local/go/bin/go)."""
     exe = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if exe is None:
-        raise BuildError("the RIE is built from its Go module, and no `go` command was found")
+        raise BuildError(
+            "the RIE is built from its Go module, and no `go` command was found: install Go >= 1.21 "
+            "(https://go.dev/dl; it fetches the 1.26.6 toolchain the RIE's go.mod asks for from the Go module proxy)"
+        )
     return exe
 
 
@@ -215,7 +218,8 @@ def build_rie(cache: Path) -> Path:
     if binary.exists():
         return binary
     bindir.mkdir(parents=True, exist_ok=True)
-    env = {"GOBIN": str(bindir), "CGO_ENABLED": str(RIE_BUILD["CGO_ENABLED"]), "GOFLAGS": "", "GOTOOLCHAIN": "local"}
+    # GOTOOLCHAIN=auto: a Go older than the RIE's go.mod (1.26.6) fetches that toolchain from the module proxy.
+    env = {"GOBIN": str(bindir), "CGO_ENABLED": str(RIE_BUILD["CGO_ENABLED"]), "GOFLAGS": "", "GOTOOLCHAIN": "auto"}
     flags = [str(flag) for flag in RIE_BUILD["flags"]]  # type: ignore[attr-defined]
     _run("go install (RIE)", [go_binary(), "install", *flags, f"{RIE_MODULE}/cmd/aws-lambda-rie@{RIE_VERSION}"], env)
     return binary
@@ -288,8 +292,37 @@ def build_base(
     return report
 
 
+def _manifest_bytes(registry: str, repo: str, digest: str) -> tuple[bytes, str]:
+    """The raw manifest ``repo@digest`` (bytes as stored: its digest is theirs) and its media type."""
+    import requests
+
+    accept = ", ".join(oci.MANIFEST_TYPES)
+    resp = requests.get(f"http://{registry}/v2/{repo}/manifests/{digest}", headers={"Accept": accept}, timeout=30)
+    resp.raise_for_status()
+    return resp.content, resp.headers.get("Content-Type", "").split(";")[0]
+
+
 def push(ref: str, destination: str, store: pm.Store | None = None) -> str:
-    """``podman push --tls-verify=false ref docker://destination``; return ``HOST:PORT/REPO@sha256:...``."""
+    """Push image ``ref`` to ``destination`` (``HOST:PORT/REPO:TAG``, plain http); return ``HOST:PORT/REPO@sha256:...``.
+
+    ``podman push`` compresses every layer again unless it pushed them to that
+    very host:port before (its blob cache is per location), and devstack's
+    registry gets a new port at each start: 6 s for the serving image, every
+    time. So a push is recorded under the cache (image id -> manifest bytes), and
+    a later push of the same image to a registry whose repository already holds
+    that manifest only puts the tag (milliseconds).
+    """
+    store = store or pm.default_store()
+    name, tag = destination.rsplit(":", 1) if ":" in destination.rsplit("/", 1)[-1] else (destination, "latest")
+    registry, repo = name.split("/", 1)
+    image_id = str(pm.image_inspect(ref, store)["Id"])
+    record = pm.cache_dir() / "pushed" / f"{image_id}.json"
+    if record.exists():
+        known = json.loads(record.read_text())
+        client = oci.RegistryClient(registry)
+        if client.manifest_digest(repo, known["digest"]) == known["digest"]:
+            client.put_manifest(repo, tag, bytes.fromhex(known["manifest"]), known["media_type"])
+            return f"{name}@{known['digest']}"
     with tempfile.TemporaryDirectory() as tmp:
         digest_file = Path(tmp) / "digest"
         pm.podman(
@@ -297,34 +330,65 @@ def push(ref: str, destination: str, store: pm.Store | None = None) -> str:
             store=store, timeout=1800,
         )  # fmt: skip
         digest = digest_file.read_text().strip()
-    name = destination.rsplit("@", 1)[0]
-    if ":" in name.rsplit("/", 1)[-1]:
-        name = name.rsplit(":", 1)[0]
+    manifest, media_type = _manifest_bytes(registry, repo, digest)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"digest": digest, "media_type": media_type, "manifest": manifest.hex()}))
     return f"{name}@{digest}"
 
 
 def build_serving(
-    base: str, tag: str = f"{SERVING_NAME}:latest", store: pm.Store | None = None, context: Path = REPO_ROOT
+    base: str,
+    tag: str = f"{SERVING_NAME}:latest",
+    store: pm.Store | None = None,
+    context: Path = REPO_ROOT,
+    labels: dict[str, str] | None = None,
+    extra_tags: list[str] | None = None,
 ) -> str:
     """``podman build`` of serving/Dockerfile FROM ``base`` (pip reaches PyPI: --network=host); the image id."""
     out = pm.podman(
         "build", "--network=host", "--pull=never", *ca_mount(), "--build-arg", f"BASE_IMAGE={base}",
-        "-f", str(SERVING_DOCKERFILE), "-t", tag, "-q", str(context),
+        *[flag for key, value in (labels or {}).items() for flag in ("--label", f"{key}={value}")],
+        "-f", str(SERVING_DOCKERFILE), "-t", tag, *[flag for t in extra_tags or [] for flag in ("-t", t)],
+        "-q", str(context),
         store=store, timeout=1800,
     )  # fmt: skip
     return out.strip().splitlines()[-1]
 
 
-def serving_image(store: pm.Store | None = None, tag: str = f"{SERVING_NAME}:latest") -> str:
-    """serving/Dockerfile built on the local Lambda base, both rebuilt only when their inputs changed; ``tag``.
+SERVING_HASH_LABEL = "org.bank-ml.serving.inputs"
 
-    The base is skipped by its content hash (``build_base``); the serving build by
-    podman's layer cache (its COPY steps hash the files they copy), so an
-    unchanged checkout costs two cache checks, about a second.
+
+def serving_inputs(base: str, context: Path = REPO_ROOT) -> dict[str, object]:
+    """What decides the serving image: the base, serving/Dockerfile, and every file its COPY steps take."""
+    files = {"serving/Dockerfile": SERVING_DOCKERFILE, "serving/requirements.txt": context / "serving" / "requirements.txt"}
+    for path in sorted((context / "serving" / "bank_serving").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+            files[path.relative_to(context).as_posix()] = path
+    return {
+        "base": base,
+        "files": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()},
+        "builder": BUILDER_VERSION,
+    }
+
+
+def serving_image(store: pm.Store | None = None, tag: str = f"{SERVING_NAME}:latest") -> str:
+    """serving/Dockerfile built on the local Lambda base, each rebuilt only when its inputs changed; its reference.
+
+    Both are found by a content hash first (the base's inputs, then the
+    Dockerfile, requirements and serving code on that base): an unchanged
+    checkout costs two image lookups, a fraction of a second. The result is
+    ``localhost/bank-serving:<hash12>``, also tagged ``tag``.
     """
     base = build_base(store).ref
-    build_serving(base, tag, store)
-    return tag
+    digest = _digest(serving_inputs(base))
+    ref = f"{SERVING_NAME}:{digest[:12]}"
+    if pm.image_exists(ref, store):
+        labels = pm.image_inspect(ref, store).get("Labels") or {}
+        if isinstance(labels, dict) and labels.get(SERVING_HASH_LABEL) == digest:
+            pm.podman("tag", ref, tag, store=store)
+            return ref
+    build_serving(base, tag, store, labels={SERVING_HASH_LABEL: digest}, extra_tags=[ref])
+    return ref
 
 
 def push_serving(registry: str, repo: str, tag: str, store: pm.Store | None = None) -> str:
@@ -379,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--push", metavar="HOST:PORT/REPO:TAG", help="then push it there (--tls-verify=false)")
     build.add_argument("--mirror", help="Debian mirror for debootstrap (default: apt's)")
     build.add_argument("--force", action="store_true", help="rebuild every step, ignoring the caches")
+    build.add_argument("--quiet", action="store_true", help="one line instead of the JSON report")
     sub.add_parser("hash", help="print the inputs hash")
     sub.add_parser("ref", help="print the cached base's reference; exit 1 if it is not built")
     serving = sub.add_parser("serving", help="build serving/Dockerfile on the base; print the image id")
@@ -402,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.monotonic()
                 report.pushed = push(report.ref, args.push)
                 report.steps["push"] = round(time.monotonic() - started, 2)
-            print(json.dumps(report.as_dict(), indent=2))
+            if args.quiet:
+                how = "cached" if report.cached else "built (" + ", ".join(f"{k} {v}s" for k, v in report.steps.items()) + ")"
+                print(f"local Lambda base {report.ref}: {how}")
+            else:
+                print(json.dumps(report.as_dict(), indent=2))
         else:
             base = args.base or cached_base()
             if base is None:
