@@ -21,12 +21,19 @@ is closed-loop: every connection waits for its answer, so at saturation latency
 connection waits connections/R ms between requests, wrk's delay() hook): the
 latency at a given load rather than at the limit.
 
+--container runs the server as Kubernetes would, in the serving image under
+podman (serving/Dockerfile on the local Lambda base, the model appended as a
+release does; the Deployment's command, user, read-only root, limits: one
+CPU), pinned to the split's server CPUs with --cpuset-cpus; its result is
+build/bench/http_container.json unless --out says otherwise.
+
 Prints a summary and writes build/bench/http.json. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,16 +159,56 @@ def _pinned(cpus: str | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", cpus, *argv] if cpus else argv
 
 
+class _Server:
+    """The server under test: a host process, or the serving image's HTTP command in a container."""
+
+    def __init__(self, cpus: str | None, model_dir: Path, args: argparse.Namespace) -> None:
+        self.container = None
+        if args.image:
+            from devstack.lambda_rie import HttpContainer
+
+            options = [f"--cpuset-cpus={cpus}"] if cpus else []
+            self.container = HttpContainer(args.image, options=options, extra_args=["--log-level", "warning"],
+                                           group="bench")  # fmt: skip
+            self.container.start()
+            self.port = self.container.port
+            self.pid = int(self.container.state()["Pid"])  # type: ignore[call-overload]
+            return
+        self.port = free_port()
+        # --serving: another checkout's bank_serving, first on the path of the server process only.
+        env = {**os.environ, "PYTHONPATH": str(args.serving)} if args.serving else dict(os.environ)
+        cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(self.port),
+               "--model-dir", str(model_dir), "--log-level", "warning"]  # fmt: skip
+        self.proc = subprocess.Popen(_pinned(cpus, cmd), env=env, cwd=args.serving or OUT)
+        self.pid = self.proc.pid
+
+    def wait_ready(self) -> None:
+        if self.container is not None:
+            self.container.wait_ready()
+        else:
+            wait_ready(self.proc, self.port)
+
+    def stop(self) -> int:
+        """SIGTERM (podman stop for the container); the exit code."""
+        if self.container is not None:
+            try:
+                return self.container.stop(timeout=30)
+            finally:
+                self.container.remove()
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
 def bench_split(split: str, model_dir: Path, script: Path, args: argparse.Namespace) -> dict[str, Any]:
     server_cpus, wrk_cpus = (None, None) if split == "none" else split.split(":")
-    port = free_port()
-    # --serving: another checkout's bank_serving, first on the path of the server process only.
-    env = {**os.environ, "PYTHONPATH": str(args.serving)} if args.serving else dict(os.environ)
-    server_cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(port),
-                  "--model-dir", str(model_dir), "--log-level", "warning"]  # fmt: skip
-    server = subprocess.Popen(_pinned(server_cpus, server_cmd), env=env, cwd=args.serving or OUT)
+    server = _Server(server_cpus, model_dir, args)
+    port = server.port
     try:
-        wait_ready(server, port)
+        server.wait_ready()
         status, answer = _get(port, "POST", "/predict", script.with_suffix(".json").read_bytes())
         if status != 200:
             raise SystemExit(f"POST /predict answered {status}: {answer!r}")
@@ -192,12 +240,7 @@ def bench_split(split: str, model_dir: Path, script: Path, args: argparse.Namesp
             runs.append(wrk(args.duration))
             print(f"  {split}: {runs[-1]}", flush=True)
     finally:
-        server.terminate()
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            code = server.wait()
+        code = server.stop()
     if code != 0:
         raise SystemExit(f"the server exited with {code} after SIGTERM (expected 0)")
 
@@ -220,6 +263,25 @@ def bench_split(split: str, model_dir: Path, script: Path, args: argparse.Namesp
     }
 
 
+@contextlib.contextmanager
+def _model_image(model_dir: Path, tmp: Path, wanted: bool) -> Iterator[str | None]:
+    """With --container: the serving image + the model layer (as a release makes it) in the project's podman store."""
+    if not wanted:
+        yield None
+        return
+    from devstack import lambda_image, podman
+    from devstack.registry import Registry
+
+    registry = Registry(tmp / "registry")
+    host = registry.start()
+    try:
+        image = lambda_image.model_image(lambda_image.serving_image(), model_dir, host, tag="http-bench")
+        yield image
+        podman.podman("rmi", "--ignore", image)
+    finally:
+        registry.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=REPO / "data" / "bank" / "bank-full.csv")
@@ -232,8 +294,12 @@ def main() -> None:
                         help='taskset CPU lists, e.g. 1:0; "none": unpinned (default: 1:0, then none)')  # fmt: skip
     parser.add_argument("--serving", type=Path, default=None,
                         help="directory holding bank_serving/ (an older checkout's, for a before/after)")  # fmt: skip
-    parser.add_argument("--out", default="http", help="result name: build/bench/<out>.json")
+    parser.add_argument("--container", action="store_true",
+                        help="the server in the serving image under podman, as the Deployment runs it")  # fmt: skip
+    parser.add_argument("--out", default=None, help="result name: build/bench/<out>.json (http, http_container)")
     args = parser.parse_args()
+    args.out = args.out or ("http_container" if args.container else "http")
+    args.image = None
     args.runs = max(3, args.runs)
     # Paced: each connection sends, waits for the answer, then waits delay ms; rate ≈ connections / (delay + latency).
     args.delay_ms = args.connections * 1000 // args.rate if args.rate else None
@@ -250,7 +316,7 @@ def main() -> None:
     model_dir = ensure_model(args.csv)
     record = json.dumps(one_record(args.csv), separators=(",", ":"))
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _model_image(model_dir, Path(tmp), args.container) as args.image:
         script = Path(tmp) / "post.lua"
         lua = LUA.format(body=json.dumps(record))  # a JSON string is a valid Lua string literal
         script.write_text(lua + (LUA_DELAY.format(ms=args.delay_ms) if args.delay_ms else ""))
@@ -265,6 +331,7 @@ def main() -> None:
         "endpoint": "POST /predict, one record",
         "body_bytes": len(record),
         "server": "python -m bank_serving.http (uvicorn + h11 + uvloop, one process)"
+        + (" in the serving image under podman, as the Deployment runs it" if args.container else "")
         if args.serving is None
         else f"python -m bank_serving.http from {args.serving} (one process)",
         "load_generator": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)

@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError
-from moto.awslambda.models import LambdaFunction, LambdaStorage
+from moto.awslambda.models import LambdaBackend, LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
@@ -92,8 +92,10 @@ def install(registry: str, environments: Environments, endpoint_url: str = "") -
         get_code=LambdaFunction.get_code,
         publish=LambdaStorage.publish_version,
         response_invoke=LambdaResponse.invoke,
+        delete_function=LambdaBackend.delete_function,
     )
     LambdaFunction.invoke = _invoke  # type: ignore[method-assign]
+    LambdaBackend.delete_function = _delete_function  # type: ignore[method-assign]
     LambdaFunction._set_function_code = _set_function_code  # type: ignore[method-assign]
     LambdaFunction.get_code = _get_code  # type: ignore[method-assign]
     LambdaStorage.publish_version = _publish_version  # type: ignore[method-assign]
@@ -130,6 +132,15 @@ def _set_function_code(self: LambdaFunction, updated_spec: dict[str, Any]) -> No
         self._ds_image = resolved
         if resolved:
             self.code_sha_256 = resolved.rsplit("@sha256:", 1)[1]
+
+
+def _delete_function(self: LambdaBackend, function_name: str, qualifier: str | None = None) -> None:
+    # Lambda retires a deleted function's (or version's) execution environments: so do its containers.
+    fn = self.get_function(function_name, qualifier)
+    arn = spec_of(fn, "").function_arn
+    _ORIGINAL["delete_function"](self, function_name, qualifier)
+    if CONFIG.environments is not None:
+        CONFIG.environments.forget(arn, qualifier)
 
 
 def _resolve(uri: str) -> str | None:

@@ -82,6 +82,9 @@ class FunctionSpec:
         return self.function_arn, self.version
 
 
+_RETIRED = FunctionSpec(function_arn="", function_name="", version="", image="")  # a deleted function's
+
+
 @dataclass(frozen=True)
 class Result:
     """One invoke's outcome, as Lambda's Invoke API reports it, plus what devstack saw."""
@@ -278,11 +281,13 @@ class Environments:
         with self._cond:
             env.busy = False
             env.last_used = time.monotonic()
-            envs = self._envs.get(env.spec.key, [])
-            if not healthy and env in envs:
-                envs.remove(env)
+            retire = not healthy or env.spec is _RETIRED
+            if retire:
+                for envs in self._envs.values():
+                    if env in envs:
+                        envs.remove(env)
             self._cond.notify_all()
-        if not healthy:
+        if retire:
             self._remove([env])
 
     def _pull(self, image: str) -> None:
@@ -333,6 +338,23 @@ class Environments:
                 log.warning("cannot remove %s: %s", env.container.name, exc)
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def forget(self, function_arn: str, version: str | None = None) -> None:
+        """Remove the containers of a deleted function (or one deleted version); busy ones go when released."""
+        with self._cond:
+            keys = [k for k in self._envs if k[0] == function_arn and (version is None or k[1] == version)]
+            gone = []
+            for key in keys:
+                envs = self._envs[key]
+                gone += [e for e in envs if not e.busy]
+                for env in envs:
+                    env.spec = _RETIRED  # a busy one no longer matches any spec: released, then replaced
+                envs[:] = [e for e in envs if e.busy]
+                if not envs:
+                    del self._envs[key]
+            if version is None:
+                self._recent.pop(function_arn, None)
+        self._remove(gone)
 
     def containers(self) -> list[str]:
         """Names of this devstack's Lambda containers, as podman lists them."""

@@ -271,7 +271,7 @@ class HttpContainer(pm.Container):
         *,
         volumes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
-        cpus: float | None = None,
+        options: Sequence[str] = (),
         group: str = "http",
         store: pm.Store | None = None,
     ) -> None:
@@ -280,7 +280,7 @@ class HttpContainer(pm.Container):
         if "--port" in args:  # the manifest's port is the pod's own; here the host network is shared
             del args[args.index("--port") : args.index("--port") + 2]
         options = [
-            "--network=host", *pod, *([f"--cpus={cpus}"] if cpus is not None else []),
+            "--network=host", *pod, *options,
             *[flag for volume in volumes for flag in ("--volume", volume)],
         ]  # fmt: skip
         args = [*args, "--host", "127.0.0.1", "--port", str(self.port), *extra_args]

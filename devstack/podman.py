@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 CONTAINERS_CONF = Path(__file__).resolve().parent / "containers" / "containers.conf"
 DEBIAN_PACKAGES = ("podman", "runc", "fuse-overlayfs", "uidmap", "slirp4netns", "skopeo")
@@ -262,7 +263,7 @@ class Container:
         self.id: str | None = None
         self.started_at = 0.0  # time.monotonic() just before `podman run`
 
-    def start(self) -> Container:
+    def start(self) -> Self:
         """``podman run -d``; returns once podman has started the container's process."""
         env_flags = [flag for key, value in sorted(self.env.items()) for flag in ("--env", f"{key}={value}")]
         self.started_at = time.monotonic()
@@ -315,7 +316,7 @@ class Container:
             podman("rm", "-f", "--ignore", "-t", "0", self.name, store=self.store, timeout=120)
             self.id = None
 
-    def __enter__(self) -> Container:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -134,6 +134,9 @@ def test_warm_invokes_reuse_the_container_and_new_code_replaces_it(
     assert invoke(lam, name, {})[1]["plain"] == "changed"
     assert containers_of(ds, name) != [after]
 
+    lam.delete_function(FunctionName=name)  # and its execution environments go with it
+    assert containers_of(ds, name) == []
+
 
 def test_versions_keep_their_images_and_aliases_move(lam: Any, role: str, images: dict[str, str]) -> None:
     name = new_function(lam, role, images["v1"])

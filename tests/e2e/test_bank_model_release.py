@@ -72,6 +72,11 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     deployed = run.xcom["deploy_lambda"]
     assert alias_version(lam) == deployed["version"]
     assert run.xcom["push_image"]["image_uri"].endswith(run.xcom["push_image"]["digest"])
+    # The alias's function URL (AWS_IAM by default) answered the release's signed smoke POST.
+    url = run.xcom["lambda_url"]
+    assert (url["auth_type"], url["alias"], url["smoke"]["status"]) == ("AWS_IAM", "live", 200)
+    assert url["smoke"]["answer"]["model_version"] == trained["version"]
+    assert lam.get_function_url_config(FunctionName=FUNCTION, Qualifier="live")["FunctionUrl"] == url["url"]
     answer = invoke_live(lam, {"age": 30, "job": "student", "marital": "single", "education": "tertiary",
                                "default": "no", "balance": 500, "housing": "no", "loan": "no", "contact": "cellular",
                                "day": 3, "month": "oct", "campaign": 1, "pdays": 90, "previous": 2, "poutcome": "success"})  # fmt: skip
@@ -100,7 +105,7 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
 
     assert run.state == "success", run.log[-6000:]
     assert run.tasks["deploy_gate"] == "success"
-    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "rollout_kubernetes", "record_live")} == {"skipped"}
+    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "lambda_url", "rollout_kubernetes", "record_live")} == {"skipped"}
     assert "not deployed: new ROC AUC" in run.log and "below the floor 0.99" in run.log
     assert alias_version(lam) == alias_before
     assert live_json(s3) == live_before
@@ -117,7 +122,7 @@ def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3
 
     assert run.state == "failed"
     assert run.tasks["deploy_lambda"] == "failed"
-    assert run.tasks["rollout_kubernetes"] == run.tasks["record_live"] == "upstream_failed"
+    assert run.tasks["lambda_url"] == run.tasks["rollout_kubernetes"] == run.tasks["record_live"] == "upstream_failed"
     assert "failed its smoke test" in run.log and "broken build" in run.log
     assert f"rolled back to version {alias_before}" in run.log
     assert len(published_versions(lam)) == len(versions_before) + 1  # published, then abandoned
