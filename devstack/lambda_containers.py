@@ -180,8 +180,6 @@ class Environments:
                 # The RIE is PID 1: the connection drops only if the container died (OOM kill, crash).
                 healthy = False
                 function_error, body = "Unhandled", self._exit_error(env, request_id, exc)
-            if healthy and not env.container.running():
-                healthy = False
             lines = self._log_lines(env, request_id, wait=tail and healthy)
             return Result(
                 payload=body,
