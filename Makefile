@@ -23,7 +23,7 @@ AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup demo test check bench up down lock wheel mwaa clean sysdeps
+.PHONY: help setup demo test check bench up down lock wheel mwaa clean sysdeps jars
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
@@ -34,7 +34,7 @@ help:
 	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
 	@echo "make lock   re-resolve uv.lock from pyproject.toml"
 
-setup: sysdeps $(STAMP)
+setup: sysdeps $(STAMP) jars
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -57,6 +57,10 @@ endef
 
 sysdeps:
 	@$(call apt_ensure,$(APT_NEEDS))
+
+# The S3A jars local Spark reads s3:// with (Maven Central, sha256-pinned, cached per machine).
+jars: $(STAMP)
+	@$(PY) -m devstack.spark_local jars >/dev/null
 
 lock: | $(UV)
 	$(UV) lock
