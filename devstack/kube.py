@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -45,8 +46,8 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def _ensure_pki(pki: Path) -> None:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     pki.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     years = datetime.timedelta(days=3650)
 
     def key_pem(key: Any) -> bytes:
@@ -391,7 +392,9 @@ class KubeCluster:
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self._temporary = state_dir is None
-        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="bank-kube-"))
+        # A temporary state directory is only named here: start() makes it, stop() removes it.
+        temporary = Path(tempfile.gettempdir()) / f"bank-kube-{uuid.uuid4().hex[:12]}"
+        self.state_dir = Path(state_dir) if state_dir else temporary
         self.bin_dir = Path(bin_dir) if bin_dir else default_bin_dir()
         self.etcd_binary = Path(etcd_binary) if etcd_binary else self.bin_dir / "etcd"
         self.nodes = nodes
@@ -407,6 +410,7 @@ class KubeCluster:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._binaries: dict[str, str] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._t0 = time.monotonic()
 
     # -- context manager --
 
@@ -427,14 +431,14 @@ class KubeCluster:
             missing.append(str(self.etcd_binary))
         if missing:
             raise KubeError(f"not built in {self.bin_dir}: {', '.join(missing)}; run devstack/kube/build.sh")
-        t0 = time.monotonic()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        t0 = self._t0 = time.monotonic()
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=not self._temporary)
         stop_recorded(self.state_dir)  # a cluster an earlier run left behind
         self.logs.mkdir(exist_ok=True)
         if self.reset:
             shutil.rmtree(self.state_dir / "etcd", ignore_errors=True)
         _ensure_pki(self.pki)
-        self.timings["pki"] = time.monotonic() - t0
+        self.timings["pki"] = round(time.monotonic() - t0, 3)
         self.ports = {
             "etcd": _free_port(),
             "etcd-peer": _free_port(),
@@ -449,10 +453,8 @@ class KubeCluster:
         try:
             self._start_etcd()
             self._wait("etcd /health", self._etcd_healthy)
-            self.timings["etcd"] = time.monotonic() - t0
             self._start_apiserver()
             self._wait("kube-apiserver /readyz", lambda: self._get_status("/readyz") == 200)
-            self.timings["apiserver"] = time.monotonic() - t0
             self._start_controller_manager()
             self._start_scheduler()
             self._install_kwok_stages()
@@ -462,12 +464,19 @@ class KubeCluster:
             self._wait("kube-controller-manager /healthz", lambda: self._component_healthy("controller-manager"))
             self._wait("kube-scheduler /healthz", lambda: self._component_healthy("scheduler"))
             self._wait(f"{self.nodes} kwok Node(s) Ready and untainted", self._nodes_ready)
-            self._wait("ServiceAccount default/default", lambda: self._get_status("/api/v1/namespaces/default/serviceaccounts/default") == 200)
+            default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
+            self._wait("ServiceAccount default/default", lambda: self._get_status(default_sa) == 200)
             self.version = self.get("/version")
-        except BaseException:
-            self.stop(keep_state_dir=True)
+        except BaseException as exc:
+            # A temporary state directory goes with stop(): keep what its logs said.
+            tails = "".join(
+                f"\n--- {name}.log ---\n{self.log_tail(name, 15)}" for name in self._procs
+            ) if self._temporary else ""
+            self.stop()
+            if tails and isinstance(exc, Exception):
+                raise KubeError(f"{exc}{tails}") from exc
             raise
-        self.timings["ready"] = time.monotonic() - t0
+        self.timings["ready"] = round(time.monotonic() - t0, 3)
         self._write_state()
         return self
 
@@ -529,6 +538,14 @@ class KubeCluster:
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
+                # Published in kube-system/extension-apiserver-authentication, which the
+                # controller manager and scheduler read (they log errors every few seconds
+                # without it). No front proxy exists: allowed-names matches no certificate.
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
@@ -641,7 +658,7 @@ class KubeCluster:
 
     def _wait(self, what: str, ready: Callable[[], bool], timeout: float | None = None) -> None:
         """Poll ``ready`` until true; fail at once if a started process died."""
-        deadline = time.monotonic() + (timeout or self.start_timeout)
+        deadline = self._t0 + (timeout or self.start_timeout)  # one budget for all of start()
         delay = 0.05
         while True:
             for name, proc in self._procs.items():
@@ -651,11 +668,13 @@ class KubeCluster:
                     )
             try:
                 if ready():
+                    self.timings[what] = round(time.monotonic() - self._t0, 3)
                     return
             except (OSError, urllib.error.URLError, KubeError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise KubeError(f"timed out waiting for {what}; logs in {self.logs}")
+                elapsed = time.monotonic() - self._t0
+                raise KubeError(f"timed out after {elapsed:.0f} s waiting for {what}; logs in {self.logs}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -791,7 +810,7 @@ class KubeCluster:
 
     # -- stop --
 
-    def stop(self, keep_state_dir: bool = False) -> None:
+    def stop(self) -> None:
         """Stop every component (clients first, etcd last): SIGTERM to its process group,
         SIGKILL after a grace period. Removes the state directory if it was temporary."""
         order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
@@ -799,28 +818,22 @@ class KubeCluster:
         for group in groups:
             live = [self._procs[n] for n in group if n in self._procs]
             for proc in live:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
             deadline = time.monotonic() + STOP_GRACE
             for proc in live:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
             for proc in live:
                 # Whatever is left of the group (the component or anything it started).
                 if procs.group_pids(proc.pid):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 proc.wait()
         self._procs.clear()
         stop_recorded(self.state_dir)  # processes recorded by another object (e.g. the CLI)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
-        if self._temporary and not keep_state_dir:
+        if self._temporary:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

@@ -65,7 +65,7 @@ fi
 
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
-log "waiting for the build lock $cache/.lock"
+log "taking the build lock $cache/.lock (waits while another build of this version runs)"
 flock 9
 if complete "$bin"; then # another run built it while this one waited
 	log "built by another run meanwhile: $bin"
@@ -73,6 +73,10 @@ if complete "$bin"; then # another run built it while this one waited
 	exit 0
 fi
 
+if ! "$GO" version >/dev/null 2>&1; then
+	log "no Go toolchain ($GO): install Go >= $(awk '$1 == "go" {print $2}' "$here/go.mod") or set GO=/path/to/go"
+	exit 2
+fi
 tmp="$(mktemp -d "$cache/.build.XXXXXX")"
 chmod 755 "$tmp" # mktemp makes it 0700
 trap 'rm -rf "$tmp"' EXIT
@@ -126,7 +130,8 @@ for b in "${binaries[@]}"; do
 done
 log "sizes: $(cd "$tmp" && du -sh "${binaries[@]}" | awk '{printf "%s %s  ", $2, $1}')"
 
-# Swap the new bin/ in: rename is atomic; an old or partial bin/ is moved aside first.
+# Swap the new bin/ in with two renames (an old or partial bin/ moved aside first):
+# bin/ may be missing for an instant, never half-filled.
 if [[ -e $bin ]]; then
 	mv "$bin" "$tmp/old-bin"
 fi

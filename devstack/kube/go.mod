@@ -1,9 +1,10 @@
-// Builds the local Kubernetes control plane (kube-apiserver, kube-controller-manager,
-// and etcd from the etcd server module that k8s.io/kubernetes itself requires) from
-// k8s.io/kubernetes at a release tag. k8s.io/kubernetes replaces its staging
-// modules with ./staging paths, so it cannot be `go install`ed: this module requires
-// it and pins every staging module to the matching v0.X.Y tag instead. build.sh
-// builds from here; see README.md beside this file.
+// Builds the local Kubernetes control plane: kube-apiserver, kube-controller-manager,
+// kube-scheduler from k8s.io/kubernetes at a release tag, and etcd from the etcd server
+// module that k8s.io/kubernetes itself requires (see the tool block). k8s.io/kubernetes
+// replaces its staging modules with ./staging paths, so it cannot be `go install`ed:
+// this module requires it and pins every staging module to the matching v0.X.Y tag
+// instead (replace block). To move to another release: change both, `go mod tidy`.
+// build.sh builds from here; see README.md beside this file.
 module bankml.invalid/devstack/kube
 
 go 1.26.0

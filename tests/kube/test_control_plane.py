@@ -7,8 +7,12 @@ builds them). Slow: each cluster start takes seconds to tens of seconds on 2 cor
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,7 +70,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.KubeClust
 @pytest.fixture(scope="module")
 def k8s(cluster: kube.KubeCluster) -> Any:
     """The kubernetes Python client, configured only by the cluster's kubeconfig file."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
 
@@ -135,10 +139,12 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
     assert pod.status.phase == "Pending" and pod.spec.node_name
     dep = apps.read_namespaced_deployment("broken", "default")
     assert not dep.status.ready_replicas
-    # Still in backoff a moment later: the default pod-ready stage did not take over.
-    time.sleep(2)
-    (pod,) = core.list_namespaced_pod("default", label_selector="app=broken").items
-    assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
+    # And it stays there: kwok's default pod-ready stage (weight 0) never takes over.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        (pod,) = core.list_namespaced_pod("default", label_selector="app=broken").items
+        assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
+        assert pod.status.phase == "Pending"
 
 
 def test_stop_leaves_no_process_port_or_directory() -> None:
@@ -146,8 +152,10 @@ def test_stop_leaves_no_process_port_or_directory() -> None:
     sessions is alive, no port of it accepts connections and the directory is gone."""
     kc = kube.KubeCluster(nodes=1)
     state_dir = kc.state_dir
+    assert not state_dir.exists()  # made by start(), not by the constructor
     try:
         kc.start()
+        assert state_dir.is_dir()
         pids = kc.pids()
         ports = dict(kc.ports)
         assert set(pids) == set(kube.BINARIES)
@@ -160,3 +168,49 @@ def test_stop_leaves_no_process_port_or_directory() -> None:
     for name, port in ports.items():
         assert not kube.port_open(port), f"port {port} ({name}) still open after stop()"
     assert not state_dir.exists()
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    """``up`` leaves the cluster running after the CLI exits and says where it listens;
+    ``down`` (another process) stops every component it recorded."""
+    state_dir = tmp_path / "kube"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devstack.kube", *args, "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=kube.REPO_ROOT,
+        )
+
+    up = cli("up", "--nodes", "1")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((state_dir / "cluster.json").read_text())
+        assert f"listening on {state['server']}" in up.stdout
+        assert f"KUBECONFIG={state_dir / 'kubeconfig'}" in up.stdout
+        status = cli("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("running") == len(kube.BINARIES)
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    for name, info in state["processes"].items():
+        assert not procs.alive(info["pid"]), f"{name} survived down"
+    assert not any(kube.port_open(p) for p in state["ports"].values())
+    assert cli("status").returncode == 1
+
+
+def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) -> None:
+    """etcd cannot use a data directory that is a file: start() reports that etcd exited,
+    with the end of its log, well before the start timeout, and nothing keeps running."""
+    (tmp_path / "etcd").write_text("not a directory")
+    kc = kube.KubeCluster(tmp_path, nodes=1)
+    t0 = time.monotonic()
+    with pytest.raises(kube.KubeError, match=r"etcd exited with \d+ while waiting for etcd /health") as err:
+        kc.start()
+    assert time.monotonic() - t0 < 30
+    assert "etcd" in str(err.value).split("\n", 1)[1]  # the log tail follows
+    assert kc.pids() == {}
+    assert kube.read_state(tmp_path) is None
