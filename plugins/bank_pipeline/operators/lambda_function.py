@@ -311,8 +311,13 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
             raise DeployFailedError(
                 f"version {version} of {self.function_name} ({self.image_uri}) failed its smoke test: {problem}; {alias}"
             )
-        self.log.info("Smoke test of %s version %s passed; moving alias %s from %s", self.function_name, version,
-                      self.alias, previous)  # fmt: skip
+        self.log.info(
+            "Smoke test of %s version %s passed; moving alias %s from %s",
+            self.function_name,
+            version,
+            self.alias,
+            previous,
+        )
         if previous is None:
             self.hook.conn.create_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=version)
         elif previous != version:
@@ -352,8 +357,8 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
                 **args, WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts}
             )
         except WaiterError as exc:
-            self._check_event({"status": "error", "message": str(exc)}, f"version {version}" if version else
-                              "the function's code", version)  # fmt: skip
+            what = f"version {version}" if version else "the function's code"
+            self._check_event({"status": "error", "message": str(exc)}, what, version)
 
     def _check_event(self, event: dict[str, Any] | None, what: str, version: str | None = None) -> None:
         """Raise unless ``event`` says success: a Failed state names its reason; anything else may pass on retry."""
