@@ -4,7 +4,8 @@ One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
 IAM, STS, ... all on one endpoint), ``devstack.emr.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
 Lambda (``devstack.awslambda``) that runs image functions; plus one child
-process, the image registry (``devstack.registry``), in its own process group.
+process, the image registry (``devstack.registry``), in its own process group,
+behind a proxy thread that reads moto's ECR repositories for immutable tags.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def serve(
     if port and not _port_free(port):
         print(f"devstack: port {port} on 127.0.0.1 is in use", file=sys.stderr)
         return 2
-    from devstack.registry import Registry, RegistryUnavailable
+    from devstack.registry import Registry, RegistryUnavailable, moto_tag_immutable
 
-    registry = Registry(state_dir, registry_port, bind=host, public_host=public_host)
+    # Tags are immutable where moto's ECR repository of the same name says so (ECR's IMMUTABLE).
+    registry = Registry(state_dir, registry_port, bind=host, public_host=public_host, tag_policy=moto_tag_immutable)
     try:
         registry_url = registry.start()
     except RegistryUnavailable as exc:

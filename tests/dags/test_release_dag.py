@@ -97,3 +97,15 @@ def test_release_targets_are_configuration(monkeypatch, targets, tasks):
 def test_unknown_release_target_is_refused_naming_it(monkeypatch, targets):
     with pytest.raises(ValueError, match=r"BANK_RELEASE_TARGETS=.*expected a comma-separated subset of lambda, kubernetes"):
         load_release_dag(monkeypatch, targets)
+
+
+@pytest.mark.parametrize(("targets", "reverts"), [("lambda,kubernetes", True), ("lambda", False), ("kubernetes", False)])
+def test_a_failed_rollout_reverts_the_lambda_alias_only_when_both_targets_release(monkeypatch, targets, reverts):
+    dag = load_release_dag(monkeypatch, targets)
+    assert ("revert_lambda" in dag.task_dict) is reverts
+    if reverts:
+        revert = dag.task_dict["revert_lambda"]
+        assert revert.upstream_task_ids == {"rollout_kubernetes"} and revert.trigger_rule == "one_failed"
+        assert revert.deploy_task_id == "deploy_lambda"
+        # Not upstream of record_live: live.json waits for every target, never for the revert.
+        assert "revert_lambda" not in dag.task_dict["record_live"].upstream_task_ids

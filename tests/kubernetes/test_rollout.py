@@ -50,6 +50,7 @@ def operator(image: str, **kwargs: Any) -> KubernetesRolloutOperator:
         "deferrable": False,
         "poll_interval": 0.01,
         "timeout": 10,
+        "image_platform": "linux/amd64",  # the images are made up: no registry to read it from
     }
     return KubernetesRolloutOperator(task_id="rollout", image=image, **{**options, **kwargs})
 
@@ -372,14 +373,14 @@ def test_trigger_reports_an_api_error_as_an_event_and_the_task_rolls_nothing_bac
 
 
 def test_missing_connection_skips_when_asked_and_fails_otherwise(api: MockApi, monkeypatch) -> None:
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CLUSTER", raising=False)
     op = operator(V1, kubernetes_conn_id="no_such_cluster", skip_without_connection=True)
     with pytest.raises(AirflowSkipException, match="no Kubernetes connection 'no_such_cluster' is configured"):
         op.execute(context={})
     op = operator(V1, kubernetes_conn_id="no_such_cluster")
-    with pytest.raises(AirflowNotFoundException, match="no_such_cluster"):
+    with pytest.raises(BadInputError, match="no Kubernetes connection 'no_such_cluster' is configured: nothing rolled out"):
         op.execute(context={})
 
 

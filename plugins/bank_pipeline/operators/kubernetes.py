@@ -15,6 +15,16 @@ style of operators/lambda_function.py (thin API calls through KubernetesHook, va
    conditions, waiting or crashing containers and recent events), put the previous
    image back, and fail saying both.
 
+Before any change it refuses an image whose architecture (its config in the registry,
+or ``image_platform``) is not the one the Deployment's pods are scheduled on (the pod
+template's ``nodeSelector`` ``kubernetes.io/arch``; the live Deployment's if it exists,
+else the manifest's), naming both.
+
+A connection that does not say where the cluster is (no ``in_cluster``,
+``kube_config_path`` or ``kube_config`` in its extra) is "not configured": the task
+skips (``skip_without_connection``) or fails saying so, and never lets the
+Kubernetes client fall back to ``~/.kube/config`` or ``$KUBECONFIG``.
+
 A rerun with the image already deployed patches nothing and still verifies the
 rollout. A failed first deploy is left in place (nothing to roll back to; its
 unready pods get no Service traffic, and its events say why). The rollback is a
@@ -48,6 +58,7 @@ from bank_pipeline.utils.rollout import (
     KINDS,
     MAX_PODS_EXPLAINED,
     api_error,
+    arch_mismatch,
     check_image,
     container_image,
     describe_conditions,
@@ -93,11 +104,15 @@ class KubernetesRolloutOperator(BaseOperator):
     :param timeout: seconds to wait for the verdict; keep it above the Deployment's
         progressDeadlineSeconds so the controller's judgement comes first.
     :param skip_without_connection: skip (saying so) rather than fail when
-        ``kubernetes_conn_id`` is not configured: a bundle may release to Lambda only.
+        ``kubernetes_conn_id`` is not configured (missing, or without in_cluster,
+        kube_config_path or kube_config): a bundle may release to Lambda only.
+    :param image_platform: the image's ``os/architecture`` if known (``linux/amd64``); default:
+        read from its config in the registry (ECR with ``aws_conn_id``'s credentials).
+    :param aws_conn_id: for reading an ECR image's config.
     :return: a RolloutResult
     """
 
-    template_fields: Sequence[str] = ("image", "namespace")
+    template_fields: Sequence[str] = ("image", "namespace", "image_platform")
     operator_extra_links = (KubernetesDeploymentLink(),)
 
     def __init__(
@@ -112,10 +127,14 @@ class KubernetesRolloutOperator(BaseOperator):
         poll_interval: float = 10.0,
         timeout: float = 1200.0,
         skip_without_connection: bool = False,
+        image_platform: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.skip_without_connection = skip_without_connection
+        self.image_platform = image_platform
+        self.aws_conn_id = aws_conn_id
         self.image = image
         self.manifests = manifests
         self.container_name = container_name
@@ -196,27 +215,59 @@ class KubernetesRolloutOperator(BaseOperator):
 
     # -- the release ------------------------------------------------------------------
 
-    def _connection_missing(self) -> bool:
+    def _not_configured(self) -> str | None:
+        """Why the connection does not say where the cluster is, or None if it does.
+
+        The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
+        the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
+        """
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
         if not self.kubernetes_conn_id:
-            return True
+            return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
         try:
-            BaseHook.get_connection(self.kubernetes_conn_id)
+            conn = BaseHook.get_connection(self.kubernetes_conn_id)
         except AirflowNotFoundException:
-            return True
-        return False
+            return f"no Kubernetes connection {self.kubernetes_conn_id!r} is configured"
+        extra = conn.extra_dejson or {}
+        fields = ("in_cluster", "kube_config_path", "kube_config")
+        if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
+            return (
+                f"Kubernetes connection {self.kubernetes_conn_id!r} holds no cluster configuration "
+                f"(none of {', '.join(fields)} in its extra), and the worker's ~/.kube/config is never used instead"
+            )
+        return None
+
+    def _platform(self) -> str:
+        """The image's ``os/architecture``: given, or read from its config in the registry."""
+        if self.image_platform:
+            return self.image_platform
+        from bank_pipeline.operators.images import registry_client
+        from bank_pipeline.utils import oci
+
+        ref = oci.parse_image_ref(self.image)
+        _host, client = registry_client(ref.registry, self.aws_conn_id)
+        try:
+            return str(oci.image_platform(client, ref.repo, ref.reference))
+        except oci.RegistryError as exc:
+            if exc.status == 404 or "image index" in str(exc) or "media type" in str(exc):
+                raise BadInputError(f"cannot roll out {self.image}: {exc}") from exc
+            raise
 
     def execute(self, context: Context) -> RolloutResult:
-        if self.skip_without_connection and self.kubernetes_conn_id and self._connection_missing():
+        problem = self._not_configured()
+        if problem and self.skip_without_connection:
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(
-                f"no Kubernetes connection {self.kubernetes_conn_id!r} is configured: the rollout is skipped "
+                f"{problem}: the rollout is skipped "
                 "(configure the connection, or leave kubernetes out of BANK_RELEASE_TARGETS)"
             )
+        if problem:
+            raise BadInputError(f"{problem}: nothing rolled out")
         check_image(self.image)
+        platform = self._platform()
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
             from bank_pipeline.resources import kubernetes_manifests
@@ -227,6 +278,11 @@ class KubernetesRolloutOperator(BaseOperator):
         manifests = prepare_manifests(
             load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
         )
+        planned = next(m for m in manifests if m["kind"] == "Deployment")
+        live = self._read("Deployment", namespace, planned["metadata"]["name"])
+        mismatch = arch_mismatch(live or planned, self.image, platform)
+        if mismatch:
+            raise BadInputError(f"refused before any change: {mismatch}")
         state = self._apply(manifests, namespace)
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
