@@ -27,7 +27,8 @@ applications and configurations are recorded, not applied; StepConcurrencyLevel
 > 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
 is accepted (handy in tests); logs are uploaded once, when the step ends, and
 controller.gz holds devstack's own notes (command, exit code, S3 changes);
-staging and logs use moto's default account (that of the "testing" keys).
+staging, logs and the step's own AWS calls use devstack's admin credentials
+(on EMR, the nodes' instance profile: its policy is not exercised here).
 
 Where a failure's message comes from: spark-submit's PythonRunner merges the
 Python driver's stderr into stdout, so the job's ``prog: error: ...`` line is
@@ -226,8 +227,11 @@ def _clusters() -> list[Cluster]:
 class Executor:
     """Moves every EMR cluster of the moto process through its lifecycle and runs steps."""
 
-    def __init__(self, endpoint_url: str, work_root: Path) -> None:
+    def __init__(
+        self, endpoint_url: str, work_root: Path, credentials: tuple[str, str] = ("testing", "testing")
+    ) -> None:
         self.endpoint_url = endpoint_url
+        self.credentials = credentials  # (access key id, secret): devstack's admin under IAM enforcement
         self.work_root = work_root
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="devstack-emr", daemon=True)
@@ -387,8 +391,8 @@ class Executor:
             spark_local.environment(work),
             # A job that calls AWS itself (boto3) reaches devstack, not AWS.
             AWS_ENDPOINT_URL=self.endpoint_url,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_ACCESS_KEY_ID=self.credentials[0],
+            AWS_SECRET_ACCESS_KEY=self.credentials[1],
             AWS_DEFAULT_REGION="us-east-1",
         )
         note(f"devstack: step {step.id}: {shlex.join(args)}")
@@ -444,8 +448,8 @@ class Executor:
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self.credentials[0],
+            aws_secret_access_key=self.credentials[1],
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )

@@ -110,6 +110,8 @@ def job_flow_overrides(
         "ServiceRole": "EMR_DefaultRole",
         "VisibleToAllUsers": True,
         "Tags": [
+            # The EMR service role's AmazonEMRServicePolicy_v2 (infra/bank-ml.cfn.yaml) acts only on tagged resources.
+            {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
             {"Key": "airflow:dag_id", "Value": "{{ dag.dag_id }}"},
             {"Key": "airflow:run_id", "Value": "{{ run_id }}"},
         ],

@@ -59,7 +59,9 @@ def test_cluster_runs_python_311_with_the_scorers_libraries(dag_module):
     overrides = dag_module.JOB_FLOW_OVERRIDES
     assert overrides["ReleaseLabel"] == settings.load().emr_release_label
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
-    assert {t["Key"] for t in overrides["Tags"]} == {"airflow:dag_id", "airflow:run_id"}
+    assert {t["Key"] for t in overrides["Tags"]} == {
+        "airflow:dag_id", "airflow:run_id", "for-use-with-amazon-emr-managed-policies"
+    }
     [action] = overrides["BootstrapActions"]
     assert "xcom_pull(task_ids='prepare_score', key='bootstrap_uri')" in action["ScriptBootstrapAction"]["Path"]
     [spark_env] = overrides["Configurations"]

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def images(ds, tmp_path_factory):
+def images(ds, account, tmp_path_factory):
     """Two good images (models v1, v2) and one whose handler raises."""
     good = write_serving(tmp_path_factory.mktemp("good"))
     bad = tmp_path_factory.mktemp("bad")
@@ -21,7 +21,7 @@ def images(ds, tmp_path_factory):
     (bad / "bank_serving" / "lambda_handler.py").write_text(
         "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
     )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=good)  # the Lambda role
+    seed_release(ds.registry_url, source_dir=good)  # `account` made the Lambda role
     uri = lambda pushed, repo: f"{ds.registry_url}/{repo}@{pushed.digest}"  # noqa: E731
     return {
         "v1": uri(model_image(ds.registry_url, good, "v1", repo="deploy-good"), "deploy-good"),

@@ -111,7 +111,7 @@ def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3
     (broken / "bank_serving" / "lambda_handler.py").write_text(
         "def handler(event, context):\n    raise RuntimeError('broken build')\n"
     )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=broken, tag="broken-base")
+    seed_release(ds.registry_url, source_dir=broken, tag="broken-base")
     live_before, alias_before, versions_before = live_json(s3), alias_version(lam), published_versions(lam)
 
     env = {**release_ready, "BANK_SERVING_BASE_TAG": "broken-base"}
