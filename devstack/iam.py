@@ -136,7 +136,9 @@ def _lambda_resource(response: Any) -> str:
 
 def _emr_resource(response: Any) -> str:
     body = _json_body(response)
-    cluster = body.get("ClusterId") or body.get("ResourceId") or (body.get("JobFlowIds") or [None])[0]
+    cluster = (
+        body.get("ClusterId") or body.get("JobFlowId") or body.get("ResourceId") or (body.get("JobFlowIds") or [None])[0]
+    )
     if not cluster or not str(cluster).startswith("j-"):
         return "*"  # RunJobFlow, ListClusters: no resource-level permission on AWS either
     return f"arn:aws:elasticmapreduce:{response.region}:{response.current_account}:cluster/{cluster}"
