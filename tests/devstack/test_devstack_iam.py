@@ -101,6 +101,12 @@ def test_the_worker_reaches_only_its_function_and_repository(ds: Devstack, accou
     with pytest.raises(ClientError) as err:
         worker.client("iam", endpoint_url=ds.endpoint_url).list_users()
     denied(err, "iam:ListUsers")
+    with pytest.raises(ClientError) as err:
+        worker.client("cloudformation", endpoint_url=ds.endpoint_url).describe_stacks()
+    denied(err, "cloudformation:DescribeStacks")
+    # As on AWS, anyone may ask who they are.
+    arn = worker.client("sts", endpoint_url=ds.endpoint_url).get_caller_identity()["Arn"]
+    assert arn == "arn:aws:iam::123456789012:user/bank-airflow-worker"
 
 
 def test_pass_role_is_checked_with_the_service_it_is_passed_to(ds: Devstack, account: Account) -> None:
