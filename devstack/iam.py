@@ -124,7 +124,7 @@ def _lambda_resource(response: Any) -> str:
         return "*"  # ListFunctions, or a body moto will refuse anyway
     qualifier = (response.querystring.get("Qualifier") or [None])[0]
     if name.startswith("arn:"):
-        base, _, tail = name.partition(":function:")
+        _, _, tail = name.partition(":function:")
         fn, _, in_arn = tail.partition(":")
         name, qualifier = fn, qualifier or in_arn or None
     elif ":" in name:  # name:qualifier
