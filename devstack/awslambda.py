@@ -110,6 +110,7 @@ from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
 from devstack import procs
+from devstack.iam import role_credentials
 
 log = logging.getLogger("devstack.lambda")
 
@@ -703,12 +704,12 @@ def _environment(fn: LambdaFunction, image: Image, handler: str, request_id: str
             "AWS_LAMBDA_LOG_STREAM_NAME": f"devstack/[{fn.version}]{request_id}",
             "AWS_REGION": region,
             "AWS_DEFAULT_REGION": region,
-            # The execution role's credentials on Lambda; devstack's moto here.
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
             "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only on Lambda: keep the cache pristine
         }
     )
+    # The execution role's temporary credentials, as on Lambda: calls the handler makes are
+    # checked against the role's policies (devstack.iam).
+    env.update(role_credentials(fn.role, fn.function_name, region))
     if CONFIG.endpoint_url:
         env["AWS_ENDPOINT_URL"] = CONFIG.endpoint_url
     for key, value in (fn.environment_vars or {}).items():

@@ -28,6 +28,7 @@ from devstack.airflow_env import (
     start_dag_run,
     task_states,
 )
+from devstack.infra import provision
 
 OUT = REPO / "build" / "demo"
 FEATURES_DAG = "bank_features_emr"
@@ -202,11 +203,15 @@ def main() -> int:
     with Devstack(state_dir=OUT / "devstack", port=0) as ds:
         timings["devstack_start"] = time.monotonic() - t
         progress.say(f"devstack at {ds.endpoint_url}")
-        env = airflow_env(OUT / "airflow", ds.env())
+        t = time.monotonic()
+        account = provision(ds)
+        timings["infra_stack"] = time.monotonic() - t
+        progress.say(f"deployed infra/bank-ml.cfn.yaml ({account.stack_seconds:.1f}s); Airflow signs as the worker user")
+        env = airflow_env(OUT / "airflow", ds.env(), account)
         t = time.monotonic()
         ensure_db(env)
         timings["airflow_db"] = time.monotonic() - t
-        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
+        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
         progress.say(f"uploaded {source}")
 
         t = time.monotonic()
@@ -219,7 +224,7 @@ def main() -> int:
             return 1
 
         t = time.monotonic()
-        seed_release(ds.client("iam"), ds.registry_url)
+        seed_release(ds.registry_url)
         timings["serving_base_image"] = time.monotonic() - t
         progress.say(f"serving base image pushed to {ds.registry_url}")
         manifest_uri = run.asset_events[0]["extra"]["manifest_uri"]

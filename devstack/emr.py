@@ -31,8 +31,9 @@ not installed (bootstrap actions and the Spark classifications are applied:
 ``devstack.emr_node``); StepConcurrencyLevel
 > 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
 is accepted (handy in tests); logs are uploaded once, when the step ends, and
-controller.gz holds devstack's own notes (command, exit code); S3A and the logs
-use moto's default account (that of the "testing" keys).
+controller.gz holds devstack's own notes (command, exit code); S3A, the logs,
+bootstrap actions and the step's own AWS calls use devstack's admin credentials
+(on EMR, the nodes' instance profile: its policy is not exercised here).
 
 Where a failure's message comes from: spark-submit's PythonRunner merges the
 Python driver's stderr into stdout, so the job's ``prog: error: ...`` line is
@@ -275,8 +276,15 @@ def _clusters() -> list[Cluster]:
 class Executor:
     """Moves every EMR cluster of the moto process through its lifecycle and runs steps."""
 
-    def __init__(self, endpoint_url: str, work_root: Path, node_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        work_root: Path,
+        credentials: tuple[str, str] = ("testing", "testing"),
+        node_root: Path | None = None,
+    ) -> None:
         self.endpoint_url = endpoint_url
+        self.credentials = credentials  # (access key id, secret): devstack's admin under IAM enforcement
         self.work_root = work_root
         # Where node-local paths (/opt, /mnt, ...) of every cluster live (devstack.emr_node).
         self.node_root = node_root or work_root.parent / "node"
@@ -493,8 +501,8 @@ class Executor:
         """A job or a bootstrap action that calls AWS itself (boto3, the AWS CLI) reaches devstack."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.credentials[0],
+            "AWS_SECRET_ACCESS_KEY": self.credentials[1],
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
@@ -541,8 +549,8 @@ class Executor:
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self.credentials[0],
+            aws_secret_access_key=self.credentials[1],
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )

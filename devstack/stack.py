@@ -5,8 +5,9 @@
     python -m devstack.stack status [--state-dir build/stack]
 
 - up: start devstack (the `python -m devstack up` machinery, state under
-  <state-dir>/devstack), seed it (the raw CSV in the lake, the Lambda role, the
-  serving base image), then start `airflow standalone` (SQLite, LocalExecutor,
+  <state-dir>/devstack), deploy infra/bank-ml.cfn.yaml on it and make the Airflow
+  workers' user (devstack.infra), seed it (the raw CSV in the lake, the serving
+  base image), then start `airflow standalone` (SQLite, LocalExecutor,
   the simple auth manager with a known user) in its own session; wait until the
   API answers and both DAGs are parsed; print the UI address and the login.
   Idempotent: a running stack is reported, not started twice.
@@ -35,6 +36,7 @@ import devstack
 from devstack import __main__ as devstack_cli
 from devstack import procs
 from devstack.airflow_env import REPO, airflow_env, seed_lake, seed_release
+from devstack.infra import Account, provision
 
 DEFAULT_STATE_DIR = REPO / "build" / "stack"
 DEFAULT_PORT = 8080
@@ -137,7 +139,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stack_env(state_dir: Path, ds: devstack.Devstack, port: int, marker: str, password: str) -> dict[str, str]:
+def stack_env(
+    state_dir: Path, ds: devstack.Devstack, account: Account, port: int, marker: str, password: str
+) -> dict[str, str]:
     """airflow_env() for a long-running `airflow standalone` on ``port``."""
     home = state_dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -147,7 +151,7 @@ def stack_env(state_dir: Path, ds: devstack.Devstack, port: int, marker: str, pa
     if not secrets.exists():
         secrets.write_text(json.dumps({"jwt": uuid.uuid4().hex + uuid.uuid4().hex, "api": uuid.uuid4().hex}))
     secret = json.loads(secrets.read_text())
-    env = airflow_env(home, ds.env())
+    env = airflow_env(home, ds.env(), account)
     base = f"http://127.0.0.1:{port}"
     env.update(
         {
@@ -228,13 +232,14 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
         return 1
 
     t0 = time.monotonic()
-    seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
-    digest = seed_release(ds.client("iam"), ds.registry_url)
-    print(f"seeded: s3://bank-lake/raw/bank/bank-full.csv, Lambda role, serving base image {digest[:19]}… "
-          f"({time.monotonic() - t0:.1f}s)")  # fmt: skip
+    account = provision(ds)
+    seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+    digest = seed_release(ds.registry_url)
+    print(f"deployed infra/bank-ml.cfn.yaml; seeded s3://bank-lake/raw/bank/bank-full.csv and the serving base "
+          f"image {digest[:19]}… ({time.monotonic() - t0:.1f}s); Airflow signs as the worker user")  # fmt: skip
 
     marker = uuid.uuid4().hex
-    env = stack_env(state_dir, ds, port, marker, password)
+    env = stack_env(state_dir, ds, account, port, marker, password)
     log_path = state_dir / LOG_FILE
     import subprocess
 

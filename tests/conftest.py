@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devstack import Devstack, procs
+from devstack.infra import Account, provision
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -70,3 +71,9 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
         yield stack
     # __exit__ already raises if anything survived; say it plainly here too.
     assert pid is not None and procs.session_pids(pid) == []
+
+
+@pytest.fixture(scope="session")
+def account(ds: Devstack) -> Account:
+    """infra/bank-ml.cfn.yaml deployed on the session's devstack, and the Airflow workers' user (its key)."""
+    return provision(ds)

@@ -18,6 +18,7 @@ import devstack
 from bank_pipeline.utils import oci
 from devstack import Devstack, procs
 from devstack.base_image import build_base_image
+from devstack.infra import Account
 from tests.devstack.devstack_image_helpers import model_files, write_serving
 from tests.paths import REPO
 
@@ -277,3 +278,22 @@ def test_a_push_by_skopeo_goes_through_the_proxy(ds: Devstack, serving: Path) ->
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr
     assert oci.RegistryClient(ds.registry_url).manifest_digest("skopeo-dst", "v1") == digest
+
+def test_the_templates_repository_moves_the_base_tag_and_keeps_model_tags(
+    ds: Devstack, account: Account, serving: Path
+) -> None:
+    # infra/bank-ml.cfn.yaml's repository: CI re-pushes serving-base per code change; a model tag never moves.
+    repo = account.outputs["ImageRepositoryUri"].rsplit("/", 1)[-1]
+    described = ds.client("ecr").describe_repositories(repositoryNames=[repo])["repositories"][0]
+    assert described["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    build_base_image(ds.registry_url, serving, repo, "serving-base-test")
+    (serving / "bank_serving" / "extra.py").write_text("X = 2\n")
+    try:
+        build_base_image(ds.registry_url, serving, repo, "serving-base-test")
+    finally:
+        (serving / "bank_serving" / "extra.py").unlink()
+    oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                     oci.model_layer({"m": b"m1"}), "tmpl-v1")  # fmt: skip
+    with pytest.raises(oci.RegistryError, match="TAG_INVALID"):
+        oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                         oci.model_layer({"m": b"m2"}), "tmpl-v1")  # fmt: skip

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def images(ds, tmp_path_factory):
+def images(ds, account, tmp_path_factory):
     """Good images (models v1, v2; v1 also for arm64), one whose handler raises, one that cannot be
     unpacked, and an image index (what `docker buildx build` pushes without --provenance=false)."""
     good = write_serving(tmp_path_factory.mktemp("good"))
@@ -38,7 +38,7 @@ def images(ds, tmp_path_factory):
     (bad / "bank_serving" / "lambda_handler.py").write_text(
         "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
     )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=good)  # the Lambda role
+    seed_release(ds.registry_url, source_dir=good)  # `account` made the Lambda role
     uri = lambda pushed, repo: f"{ds.registry_url}/{repo}@{pushed.digest}"  # noqa: E731
     v1 = model_image(ds.registry_url, good, "v1", repo="deploy-good")
     return {

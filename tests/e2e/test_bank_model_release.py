@@ -111,7 +111,7 @@ def test_image_failing_its_smoke_test_never_gets_the_alias(release_ready, ds, co
     (broken / "bank_serving" / "lambda_handler.py").write_text(
         "def handler(event, context):\n    raise RuntimeError('broken build')\n"
     )
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=broken, tag="broken-base")
+    seed_release(ds.registry_url, source_dir=broken, tag="broken-base")
     live_before, versions_before = live_json(s3), published_versions(lam)
     alias_before = lam.get_alias(FunctionName=FUNCTION, Name="live")
 

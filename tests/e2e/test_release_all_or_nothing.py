@@ -104,7 +104,7 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     shutil.copytree(REPO / "serving" / "bank_serving", source / "bank_serving",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     (source / "bank_serving" / "rebuilt.py").write_text('"""A rebuild of the serving base image."""\n')
-    seed_release(ds.client("iam"), ds.registry_url, source_dir=source, tag="serving-base-rebuilt")
+    seed_release(ds.registry_url, source_dir=source, tag="serving-base-rebuilt")
     # The cluster cannot pull any other image than the live one; the controller gives up after 5 s.
     stage = kube.image_pull_backoff_stage(live_image, name="aon-pull-backoff")
     stage["spec"]["selector"]["matchExpressions"][1]["cel"]["expression"] = (
