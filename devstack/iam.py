@@ -31,6 +31,10 @@ What ``install()`` adds, each the smallest faithful piece:
 - the signature of GET, HEAD and DELETE requests without a body (every Lambda
   GetFunction, GetAlias, DeleteAlias): moto signed the parsed parameters as if they
   were the payload and answered SignatureDoesNotMatch;
+- the signature over exactly the headers the client lists in SignedHeaders, as AWS
+  checks it: moto recomputes it with botocore's signer, which leaves out
+  ``User-Agent`` (and ``Expect``), so every request of the AWS SDK for Java (S3A,
+  EMRFS's client), which signs its User-Agent, failed with SignatureDoesNotMatch;
 - AccessDenied messages in AWS's words, naming the action and the resource
   (``User: arn:... is not authorized to perform: s3:PutObject on resource:
   "arn:aws:s3:::bank-lake/code/..." because no identity-based policy allows the
@@ -333,12 +337,41 @@ def install() -> None:
         finally:
             self._data = data
 
+    for cls in (access_control.IAMRequest, access_control.S3IAMRequest):
+        cls._create_auth = _signing_what_the_client_signed(cls._create_auth)
+
     base.__init__ = __init__
     base.check_action_permitted = check_action_permitted
     base._create_aws_request = _create_aws_request
     access_control.IAMRequest._raise_access_denied = _raise_access_denied
     access_control.S3IAMRequest._raise_access_denied = _raise_access_denied
     _install_cloudformation()
+
+
+def _signing_what_the_client_signed(create_auth: Any) -> Any:
+    """Wrap ``_create_auth`` so the signer uses every header of the request it is given.
+
+    moto builds that request from the client's SignedHeaders only; botocore's signer
+    would still drop those on its own blacklist (User-Agent, Expect, X-Amzn-Trace-Id).
+    """
+    from botocore.auth import _host_from_url
+    from botocore.awsrequest import HTTPHeaders
+
+    def wrapped(self: Any, credentials: Any) -> Any:
+        auth = create_auth(self, credentials)
+
+        def headers_to_sign(request: Any) -> Any:
+            headers = HTTPHeaders()
+            for name, value in request.headers.items():
+                headers[name.lower()] = value
+            if "host" not in headers:
+                headers["host"] = _host_from_url(request.url)
+            return headers
+
+        auth.headers_to_sign = headers_to_sign
+        return auth
+
+    return wrapped
 
 
 def _install_cloudformation() -> None:
