@@ -1,0 +1,216 @@
+"""The local control plane (devstack.kube): a real kube-apiserver, controller manager,
+scheduler and etcd built from Go modules, with kwok's fake Nodes, runs a Deployment.
+
+Skipped when the binaries are not built (``devstack/kube/build.sh``; the test never
+builds them). Slow: each cluster start takes seconds to tens of seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack import kube, procs
+
+MISSING = kube.missing_binaries()
+pytestmark = [
+    pytest.mark.skipif(
+        bool(MISSING),
+        reason=f"kube binaries not built in {kube.default_bin_dir()} (missing {', '.join(MISSING)}): "
+        "run devstack/kube/build.sh",
+    ),
+    pytest.mark.timeout(300),
+]
+
+BAD_IMAGE = "registry.invalid/bank-model:does-not-exist"
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]},
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.KubeCluster]:
+    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as kc:
+        yield kc
+
+
+@pytest.fixture(scope="module")
+def k8s(cluster: kube.KubeCluster) -> Any:
+    """The kubernetes Python client, configured only by the cluster's kubeconfig file."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+def test_version_is_the_built_release(cluster: kube.KubeCluster, k8s: Any) -> None:
+    from kubernetes import client
+
+    info = client.VersionApi(k8s).get_code()
+    assert info.git_version == kube.kube_version() == cluster.version["gitVersion"]
+    assert (info.major, info.minor) == ("1", kube.kube_version().split(".")[1])
+
+
+def test_nodes_are_kwok_nodes_and_ready(k8s: Any) -> None:
+    from kubernetes import client
+
+    nodes = client.CoreV1Api(k8s).list_node().items
+    assert sorted(n.metadata.name for n in nodes) == ["kwok-node-0", "kwok-node-1"]
+    for node in nodes:
+        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        assert ready == "True"
+        assert node.metadata.annotations[kube.NODE_ANNOTATION] == "fake"
+
+
+def test_deployment_becomes_available(k8s: Any) -> None:
+    """The deployment controller makes a ReplicaSet and pods, the scheduler binds them to
+    kwok's nodes, kwok marks them Running and Ready: the Deployment is Available."""
+    from kubernetes import client
+
+    apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
+    apps.create_namespaced_deployment("default", deployment("web", "registry.invalid/bank-model:1"))
+
+    def available() -> Any:
+        dep = apps.read_namespaced_deployment("web", "default")
+        conditions = {c.type: c.status for c in dep.status.conditions or []}
+        return dep if dep.status.ready_replicas == 2 and conditions.get("Available") == "True" else None
+
+    dep = wait_for("Deployment web Available with 2 ready replicas", available)
+    assert dep.status.updated_replicas == 2 and dep.status.observed_generation == dep.metadata.generation
+    pods = core.list_namespaced_pod("default", label_selector="app=web").items
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod.status.phase == "Running"
+        assert pod.spec.node_name in ("kwok-node-0", "kwok-node-1")
+        assert pod.metadata.owner_references[0].kind == "ReplicaSet"
+        assert pod.status.pod_ip  # kwok hands out IPs from its CIDR
+
+
+def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.KubeCluster, k8s: Any) -> None:
+    from kubernetes import client
+
+    cluster.add_stage(kube.image_pull_backoff_stage(BAD_IMAGE))
+    apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
+    apps.create_namespaced_deployment("default", deployment("broken", BAD_IMAGE, replicas=1))
+
+    def backoff() -> Any:
+        pods = core.list_namespaced_pod("default", label_selector="app=broken").items
+        waiting = [
+            s.state.waiting.reason
+            for p in pods
+            for s in p.status.container_statuses or []
+            if s.state and s.state.waiting
+        ]
+        return pods if waiting == ["ImagePullBackOff"] else None
+
+    (pod,) = wait_for("the pod of Deployment broken in ImagePullBackOff", backoff)
+    assert pod.status.phase == "Pending" and pod.spec.node_name
+    dep = apps.read_namespaced_deployment("broken", "default")
+    assert not dep.status.ready_replicas
+    # And it stays there: kwok's default pod-ready stage (weight 0) never takes over.
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        (pod,) = core.list_namespaced_pod("default", label_selector="app=broken").items
+        assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
+        assert pod.status.phase == "Pending"
+
+
+def test_stop_leaves_no_process_port_or_directory() -> None:
+    """A cluster in a temporary state directory: after stop() no process of any of its
+    sessions is alive, no port of it accepts connections and the directory is gone."""
+    kc = kube.KubeCluster(nodes=1)
+    state_dir = kc.state_dir
+    assert not state_dir.exists()  # made by start(), not by the constructor
+    try:
+        kc.start()
+        assert state_dir.is_dir()
+        pids = kc.pids()
+        ports = dict(kc.ports)
+        assert set(pids) == set(kube.BINARIES)
+        assert all(kube.port_open(p) for p in ports.values())
+    finally:
+        kc.stop()
+    for name, pid in pids.items():
+        assert not procs.alive(pid), f"{name} (pid {pid}) survived stop()"
+        assert procs.session_pids(pid) == [], f"processes of {name}'s session survived stop()"
+    for name, port in ports.items():
+        assert not kube.port_open(port), f"port {port} ({name}) still open after stop()"
+    assert not state_dir.exists()
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    """``up`` leaves the cluster running after the CLI exits and says where it listens;
+    ``down`` (another process) stops every component it recorded."""
+    state_dir = tmp_path / "kube"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devstack.kube", *args, "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=kube.REPO_ROOT,
+        )
+
+    up = cli("up", "--nodes", "1")
+    try:
+        assert up.returncode == 0, up.stderr
+        state = json.loads((state_dir / "cluster.json").read_text())
+        assert f"listening on {state['server']}" in up.stdout
+        assert f"KUBECONFIG={state_dir / 'kubeconfig'}" in up.stdout
+        status = cli("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("running") == len(kube.BINARIES)
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    for name, info in state["processes"].items():
+        assert not procs.alive(info["pid"]), f"{name} survived down"
+    assert not any(kube.port_open(p) for p in state["ports"].values())
+    assert cli("status").returncode == 1
+
+
+def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) -> None:
+    """etcd cannot use a data directory that is a file: start() reports that etcd exited,
+    with the end of its log, well before the start timeout, and nothing keeps running."""
+    (tmp_path / "etcd").write_text("not a directory")
+    kc = kube.KubeCluster(tmp_path, nodes=1)
+    t0 = time.monotonic()
+    with pytest.raises(kube.KubeError, match=r"etcd exited with \d+ while waiting for etcd /health") as err:
+        kc.start()
+    assert time.monotonic() - t0 < 30
+    assert "etcd" in str(err.value).split("\n", 1)[1]  # the log tail follows
+    assert kc.pids() == {}
+    assert kube.read_state(tmp_path) is None
