@@ -430,7 +430,9 @@ class KubeCluster:
         if not os.access(self.etcd_binary, os.X_OK):
             missing.append(str(self.etcd_binary))
         if missing:
-            raise KubeError(f"not built in {self.bin_dir}: {', '.join(missing)}; run devstack/kube/build.sh")
+            raise KubeError(
+                f"not built in {self.bin_dir}: {', '.join(missing)}; run `make kube` (devstack/kube/build.sh)"
+            )
         t0 = self._t0 = time.monotonic()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=not self._temporary)
         stop_recorded(self.state_dir)  # a cluster an earlier run left behind

@@ -21,6 +21,8 @@ from devstack import Devstack, procs
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from devstack.kube import KubeCluster
+
 KINDS = ("unit", "integration", "e2e")
 
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
@@ -70,3 +72,16 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
         yield stack
     # __exit__ already raises if anything survived; say it plainly here too.
     assert pid is not None and procs.session_pids(pid) == []
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The one local Kubernetes control plane of a test session (devstack.kube: etcd, kube-apiserver,
+    controller manager, scheduler, kwok with 2 Nodes; about 7 s to start). Tests share it, each in
+    namespaces of its own. Without the binaries it fails, saying ``make kube``."""
+    from devstack import kube
+
+    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as cluster:
+        pids = cluster.pids()
+        yield cluster
+    assert [name for name, pid in pids.items() if procs.alive(pid)] == []

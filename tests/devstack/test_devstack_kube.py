@@ -1,8 +1,9 @@
 """The local control plane (devstack.kube): a real kube-apiserver, controller manager,
 scheduler and etcd built from Go modules, with kwok's fake Nodes, runs a Deployment.
 
-Skipped when the binaries are not built (``devstack/kube/build.sh``; the test never
-builds them). Slow: each cluster start takes seconds to tens of seconds on 2 cores.
+The session's cluster (``kube_cluster``, tests/conftest.py) for what a cluster does; clusters
+of their own for starting and stopping. The binaries come from ``make kube``; without them the
+tests fail saying so.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,7 @@ import pytest
 
 from devstack import kube, procs
 
-MISSING = kube.missing_binaries()
-pytestmark = [
-    pytest.mark.skipif(
-        bool(MISSING),
-        reason=f"kube binaries not built in {kube.default_bin_dir()} (missing {', '.join(MISSING)}): "
-        "run devstack/kube/build.sh",
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BAD_IMAGE = "registry.invalid/bank-model:does-not-exist"
 
@@ -62,9 +55,8 @@ def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.KubeCluster]:
-    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as kc:
-        yield kc
+def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    return kube_cluster
 
 
 @pytest.fixture(scope="module")
