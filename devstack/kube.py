@@ -33,6 +33,7 @@ import argparse
 import base64
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -48,7 +49,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ from devstack import procs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KUBE_SRC = REPO_ROOT / "devstack" / "kube"
 DEFAULT_STATE_DIR = REPO_ROOT / "build" / "kube"
+# The least-privilege identity of the release (package data of bank_pipeline, read from the
+# checkout: devstack does not import the pipeline's packages).
+RELEASE_RBAC_DIR = REPO_ROOT / "plugins" / "bank_pipeline" / "manifests" / "rbac"
+RELEASE_IDENTITY = "bank-model-release"  # the ServiceAccount in RELEASE_RBAC_DIR
+FIELD_MANAGER = "devstack"
 STATE_FILE = "cluster.json"
 # Every binary build.sh puts into the bin directory; kwok.d/ holds kwok's manifests.
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -100,6 +106,8 @@ __all__ = [
     "default_bin_dir",
     "missing_binaries",
     "image_pull_backoff_stage",
+    "release_rbac",
+    "airflow_connection",
     "DEFAULT_STATE_DIR",
 ]
 
@@ -760,6 +768,55 @@ class KubeCluster:
             return body
         raise KubeError(f"POST {path}: {status} {body}")
 
+    def apply(self, manifest: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Create or update an object by server-side apply, as admin (idempotent): a Namespace,
+        ServiceAccount, Role or RoleBinding, in ``namespace`` unless cluster-scoped."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if kind not in _APPLY_PATHS:
+            raise KubeError(f"apply: kind {kind!r} of {name!r} is not one of {', '.join(_APPLY_PATHS)}")
+        prefix, plural, namespaced = _APPLY_PATHS[kind]
+        if namespaced and not namespace:
+            raise KubeError(f"apply: {kind} {name} needs a namespace")
+        where = f"/namespaces/{namespace}" if namespaced else ""
+        path = f"{prefix}{where}/{plural}/{name}?fieldManager={FIELD_MANAGER}&force=true"
+        body = {**manifest, "metadata": {**manifest["metadata"], **({"namespace": namespace} if namespaced else {})}}
+        status, answer = self.request("PATCH", path, json.dumps(body), content_type="application/apply-patch+yaml")
+        if status not in (200, 201):
+            raise KubeError(f"apply {kind} {name}: {status} {answer}")
+        return answer
+
+    def token_kubeconfig(self, namespace: str, service_account: str, seconds: int = 3600) -> dict[str, Any]:
+        """A kubeconfig whose user is a fresh token of ``service_account`` (TokenRequest, valid
+        ``seconds``), its context in ``namespace``: what a workload of that identity would use."""
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+        token = self.create(path, request)["status"]["token"]
+        ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devstack", "cluster": {"server": self.server, "certificate-authority-data": ca}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "devstack", "context": {"cluster": "devstack", "user": user, "namespace": namespace}}],
+            "current-context": "devstack",
+        }
+
+    def release_identity(
+        self, namespace: str, rbac: Sequence[dict[str, Any]] | None = None, seconds: int = 3600
+    ) -> dict[str, Any]:
+        """The namespace, the release's ServiceAccount, Role and RoleBinding in it (``rbac``,
+        by default the package's manifests/rbac), and a kubeconfig with a token of that
+        ServiceAccount: the operator then has exactly the Role's permissions."""
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        manifests = list(rbac) if rbac is not None else release_rbac()
+        accounts = [m["metadata"]["name"] for m in manifests if m["kind"] == "ServiceAccount"]
+        if len(accounts) != 1:
+            raise KubeError(f"the release's RBAC needs exactly one ServiceAccount, found {accounts}")
+        for manifest in manifests:
+            self.apply(manifest, namespace)
+        return self.token_kubeconfig(namespace, accounts[0], seconds)
+
     def add_stage(self, stage: dict[str, Any] | str) -> Any:
         """Create or replace a kwok Stage (dict or YAML) by server-side apply. kwok picks
         it up from the API at once; among matching stages one of weight > 0 always wins
@@ -839,13 +896,17 @@ class KubeCluster:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def image_pull_backoff_stage(image: str, name: str = "pod-image-pull-backoff") -> dict[str, Any]:
+def image_pull_backoff_stage(image: str, name: str | None = None) -> dict[str, Any]:
     """A kwok Stage that keeps every pod with a container of ``image`` Pending, its
-    containers waiting in ImagePullBackOff, as a kubelet does when a pull fails.
+    containers waiting in ImagePullBackOff, as a kubelet does when a pull fails. Its name
+    (default: from the image) is cluster-wide: one stage per image.
 
     Weight 1 makes it win over kwok's pod-ready (weight 0) for those pods. Its status
-    has no timestamps, so applying it again changes nothing and kwok stops there.
+    has no timestamps, so applying it again changes nothing and kwok stops there. Like
+    the kubelet, it records a Warning event ``Failed`` on the pod (once: kwok applies a
+    stage once), which says that a stage, not a registry, refused the image.
     """
+    name = name or f"pod-image-pull-backoff-{hashlib.sha256(image.encode()).hexdigest()[:12]}"
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "Stage",
@@ -860,6 +921,11 @@ def image_pull_backoff_stage(image: str, name: str = "pod-image-pull-backoff") -
             },
             "weight": 1,
             "next": {
+                "event": {
+                    "type": "Warning",
+                    "reason": "Failed",
+                    "message": f"Failed to pull image {json.dumps(image)}: kwok stage {name} makes this image unpullable",
+                },
                 "statusTemplate": """\
 conditions:
 - type: Initialized
@@ -889,6 +955,31 @@ phase: Pending
             },
         },
     }
+
+
+# What apply() can write: API path prefix, resource, namespaced.
+_APPLY_PATHS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+
+
+def release_rbac(directory: Path = RELEASE_RBAC_DIR) -> list[dict[str, Any]]:
+    """The release's ServiceAccount, Role and RoleBinding (bank_pipeline/manifests/rbac), as dicts."""
+    import yaml
+
+    docs = [doc for f in sorted(directory.glob("*.yaml")) for doc in yaml.safe_load_all(f.read_text()) if doc]
+    if not docs:
+        raise KubeError(f"no RBAC manifests in {directory}")
+    return docs
+
+
+def airflow_connection(kubeconfig: dict[str, Any], namespace: str) -> str:
+    """An AIRFLOW_CONN_* value (JSON) for the cncf-kubernetes provider's hooks: the kubeconfig
+    inline (the hooks write it to a file of their own) and the namespace."""
+    return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig, "namespace": namespace}})
 
 
 def _condition(obj: dict[str, Any], kind: str) -> bool:

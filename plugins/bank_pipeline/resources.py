@@ -3,7 +3,8 @@
 - the Spark jobs' entry points (``bank_spark/entrypoints/*.py``) and one
   deterministic ``--py-files`` zip of ``bank_spark`` and ``bank_serving``;
 - the EMR bootstrap script of a job (``bank_spark/bootstrap/*.sh``);
-- the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``);
+- the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``; the RBAC
+  the release needs is in ``manifests/rbac/``, applied by a namespace's administrator, not by a run);
 - ``code_version()``: a hash of the sources a model depends on.
 
 They come from the package, wherever it is installed (a wheel in site-packages,
@@ -114,7 +115,7 @@ def code_version() -> str:
 
 
 def kubernetes_manifests() -> list[dict[str, Any]]:
-    """The model server's manifests (Deployment, Service, HPA, PDB, RBAC) as dicts, in file order."""
+    """The model server's manifests (Deployment, Service, HPA, PDB; not rbac/) as dicts, in file order."""
     import yaml
 
     directory = resources.files("bank_pipeline").joinpath("manifests")
