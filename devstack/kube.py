@@ -808,11 +808,11 @@ class KubeCluster:
         """The namespace, the release's ServiceAccount, Role and RoleBinding in it (``rbac``,
         by default the package's manifests/rbac), and a kubeconfig with a token of that
         ServiceAccount: the operator then has exactly the Role's permissions."""
-        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         manifests = list(rbac) if rbac is not None else release_rbac()
         accounts = [m["metadata"]["name"] for m in manifests if m["kind"] == "ServiceAccount"]
         if len(accounts) != 1:
             raise KubeError(f"the release's RBAC needs exactly one ServiceAccount, found {accounts}")
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         for manifest in manifests:
             self.apply(manifest, namespace)
         return self.token_kubeconfig(namespace, accounts[0], seconds)

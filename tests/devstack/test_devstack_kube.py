@@ -54,8 +54,12 @@ def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
     }
 
 
+NS = "devstack-kube-tests"  # this module's namespace in the session's cluster
+
+
 @pytest.fixture(scope="module")
 def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    kube_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     return kube_cluster
 
 
@@ -86,22 +90,22 @@ def test_nodes_are_kwok_nodes_and_ready(k8s: Any) -> None:
         assert node.metadata.annotations[kube.NODE_ANNOTATION] == "fake"
 
 
-def test_deployment_becomes_available(k8s: Any) -> None:
+def test_deployment_becomes_available(cluster: kube.KubeCluster, k8s: Any) -> None:
     """The deployment controller makes a ReplicaSet and pods, the scheduler binds them to
     kwok's nodes, kwok marks them Running and Ready: the Deployment is Available."""
     from kubernetes import client
 
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
-    apps.create_namespaced_deployment("default", deployment("web", "registry.invalid/bank-model:1"))
+    apps.create_namespaced_deployment(NS, deployment("web", "registry.invalid/bank-model:1"))
 
     def available() -> Any:
-        dep = apps.read_namespaced_deployment("web", "default")
+        dep = apps.read_namespaced_deployment("web", NS)
         conditions = {c.type: c.status for c in dep.status.conditions or []}
         return dep if dep.status.ready_replicas == 2 and conditions.get("Available") == "True" else None
 
     dep = wait_for("Deployment web Available with 2 ready replicas", available)
     assert dep.status.updated_replicas == 2 and dep.status.observed_generation == dep.metadata.generation
-    pods = core.list_namespaced_pod("default", label_selector="app=web").items
+    pods = core.list_namespaced_pod(NS, label_selector="app=web").items
     assert len(pods) == 2
     for pod in pods:
         assert pod.status.phase == "Running"
@@ -115,10 +119,10 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
 
     cluster.add_stage(kube.image_pull_backoff_stage(BAD_IMAGE))
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
-    apps.create_namespaced_deployment("default", deployment("broken", BAD_IMAGE, replicas=1))
+    apps.create_namespaced_deployment(NS, deployment("broken", BAD_IMAGE, replicas=1))
 
     def backoff() -> Any:
-        pods = core.list_namespaced_pod("default", label_selector="app=broken").items
+        pods = core.list_namespaced_pod(NS, label_selector="app=broken").items
         waiting = [
             s.state.waiting.reason
             for p in pods
@@ -129,12 +133,12 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
 
     (pod,) = wait_for("the pod of Deployment broken in ImagePullBackOff", backoff)
     assert pod.status.phase == "Pending" and pod.spec.node_name
-    dep = apps.read_namespaced_deployment("broken", "default")
+    dep = apps.read_namespaced_deployment("broken", NS)
     assert not dep.status.ready_replicas
     # And it stays there: kwok's default pod-ready stage (weight 0) never takes over.
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
-        (pod,) = core.list_namespaced_pod("default", label_selector="app=broken").items
+        (pod,) = core.list_namespaced_pod(NS, label_selector="app=broken").items
         assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
         assert pod.status.phase == "Pending"
 
@@ -206,3 +210,39 @@ def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) 
     assert "etcd" in str(err.value).split("\n", 1)[1]  # the log tail follows
     assert kc.pids() == {}
     assert kube.read_state(tmp_path) is None
+
+
+def test_a_token_kubeconfig_has_exactly_its_service_accounts_rights(cluster: kube.KubeCluster) -> None:
+    """release_identity: the package's RBAC applied, and a kubeconfig that authenticates as its ServiceAccount."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    namespace = "devstack-kube-identity"
+    kubeconfig = cluster.release_identity(namespace, seconds=600)
+    api = config.new_client_from_config_dict(kubeconfig)
+    review = client.AuthenticationV1Api(api).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
+                                                                          "kind": "SelfSubjectReview"})  # fmt: skip
+    assert review.status.user_info.username == f"system:serviceaccount:{namespace}:{kube.RELEASE_IDENTITY}"
+    assert kubeconfig["contexts"][0]["context"]["namespace"] == namespace
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api).list_namespaced_secret(namespace)
+    assert refused.value.status == 403
+    assert cluster.release_identity(namespace)["clusters"] == kubeconfig["clusters"]  # applying again is fine
+    connection = json.loads(kube.airflow_connection(kubeconfig, namespace))
+    assert connection == {"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig, "namespace": namespace}}
+
+
+def test_apply_and_identity_refuse_what_they_cannot_do(tmp_path: Path) -> None:
+    kc = kube.KubeCluster(tmp_path)  # not started: the refusals come first
+    with pytest.raises(kube.KubeError, match=r"apply: kind 'Secret' of 'creds' is not one of Namespace, "):
+        kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}}, "ns")
+    with pytest.raises(kube.KubeError, match=r"apply: Role reader needs a namespace"):
+        kc.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"}})
+    with pytest.raises(kube.KubeError, match=rf"no RBAC manifests in {tmp_path}"):
+        kube.release_rbac(tmp_path)
+
+
+def test_an_identity_needs_exactly_one_service_account(cluster: kube.KubeCluster) -> None:
+    without = [m for m in kube.release_rbac() if m["kind"] != "ServiceAccount"]
+    with pytest.raises(kube.KubeError, match=r"exactly one ServiceAccount, found \[\]"):
+        cluster.release_identity("devstack-kube-no-identity", without)
