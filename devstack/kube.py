@@ -98,6 +98,8 @@ CONTROLLERS = (
 )
 START_TIMEOUT = 180.0  # a cold start on a loaded 2-core machine takes well under a minute
 STOP_GRACE = 10.0  # the API server drains requests on SIGTERM; etcd closes cleanly
+# Stopping order: the clients of the API server first, etcd last.
+STOP_ORDER = ("view", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 __all__ = [
     "KubeCluster",
@@ -108,6 +110,7 @@ __all__ = [
     "image_pull_backoff_stage",
     "release_rbac",
     "airflow_connection",
+    "running",
     "DEFAULT_STATE_DIR",
 ]
 
@@ -397,6 +400,7 @@ class KubeCluster:
         etcd_binary: Path | None = None,
         nodes: int = 2,
         reset: bool = False,
+        view: bool = False,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self._temporary = state_dir is None
@@ -407,6 +411,8 @@ class KubeCluster:
         self.etcd_binary = Path(etcd_binary) if etcd_binary else self.bin_dir / "etcd"
         self.nodes = nodes
         self.reset = reset
+        self.view = view
+        self.view_url = ""
         self.start_timeout = start_timeout
         self.pki = self.state_dir / "pki"
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -419,6 +425,18 @@ class KubeCluster:
         self._binaries: dict[str, str] = {}
         self._ssl: ssl.SSLContext | None = None
         self._t0 = time.monotonic()
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> KubeCluster:
+        """API access (as admin) to the cluster another object or process started in ``state_dir``;
+        ``stop()`` on it stops that cluster too."""
+        state = running(state_dir)
+        if state is None:
+            raise KubeError(f"no running cluster recorded in {state_dir}")
+        cluster = cls(state_dir)
+        cluster.server, cluster.view_url, cluster.ports = state["server"], state.get("view_url", ""), state["ports"]
+        cluster.version = cluster.get("/version")
+        return cluster
 
     # -- context manager --
 
@@ -455,6 +473,7 @@ class KubeCluster:
             "apiserver": _free_port(),
             "controller-manager": _free_port(),
             "scheduler": _free_port(),
+            **({"view": _free_port()} if self.view else {}),
         }
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         for user in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
@@ -470,6 +489,8 @@ class KubeCluster:
             self._install_kwok_stages()
             self._create_nodes()
             self._start_kwok()
+            if self.view:
+                self._start_view()
             self._write_state()
             self._wait("kube-controller-manager /healthz", lambda: self._component_healthy("controller-manager"))
             self._wait("kube-scheduler /healthz", lambda: self._component_healthy("scheduler"))
@@ -490,7 +511,7 @@ class KubeCluster:
         self._write_state()
         return self
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
@@ -498,7 +519,7 @@ class KubeCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
+                cwd=cwd or self.state_dir,
                 env=env,
                 start_new_session=True,  # own session and process group
             )
@@ -623,6 +644,17 @@ class KubeCluster:
             ],
             env=env,
         )
+
+    def _start_view(self) -> None:
+        """devstack.kube_view: the read-only page per Deployment that links point at (make up)."""
+        self.view_url = f"http://127.0.0.1:{self.ports['view']}"
+        self._spawn(
+            "view",
+            [sys.executable, "-m", "devstack.kube_view", "--server", self.server,
+             "--state-dir", str(self.state_dir), "--port", str(self.ports["view"])],
+            cwd=REPO_ROOT,  # `python -m devstack...` imports devstack from the checkout
+        )  # fmt: skip
+        self._wait("the view answers", lambda: _http_ok(self.view_url + "/"))
 
     def _install_kwok_stages(self) -> None:
         """kwok's Stage CRD, then its default node and pod stages (kwokctl's defaults:
@@ -857,6 +889,7 @@ class KubeCluster:
             self.state_dir / STATE_FILE,
             {
                 "server": self.server,
+                "view_url": self.view_url,
                 "kubeconfig": str(self.kubeconfig),
                 "ports": self.ports,
                 "version": self.version.get("gitVersion", ""),
@@ -872,8 +905,7 @@ class KubeCluster:
     def stop(self) -> None:
         """Stop every component (clients first, etcd last): SIGTERM to its process group,
         SIGKILL after a grace period. Removes the state directory if it was temporary."""
-        order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-        groups = [[n for n in order[:3] if n in self._procs], ["kube-apiserver"], ["etcd"]]
+        groups = [[n for n in STOP_ORDER[:4] if n in self._procs], ["kube-apiserver"], ["etcd"]]
         for group in groups:
             live = [self._procs[n] for n in group if n in self._procs]
             for proc in live:
@@ -982,6 +1014,11 @@ def airflow_connection(kubeconfig: dict[str, Any], namespace: str) -> str:
     return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig, "namespace": namespace}})
 
 
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
 def _condition(obj: dict[str, Any], kind: str) -> bool:
     conditions = obj.get("status", {}).get("conditions") or []
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
@@ -995,6 +1032,16 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def running(state_dir: Path) -> dict[str, Any] | None:
+    """cluster.json of a state directory if every process it records still runs, else None."""
+    state = read_state(state_dir)
+    if not state or not state.get("processes"):
+        return None
+    if all(_is_ours(info["pid"], info["binary"]) for info in state["processes"].values()):
+        return state
+    return None
+
+
 def stop_recorded(state_dir: Path) -> list[str]:
     """Stop the processes recorded in ``state_dir``/cluster.json that still run their
     binary (clients first, etcd last); return the names of those it stopped."""
@@ -1002,8 +1049,7 @@ def stop_recorded(state_dir: Path) -> list[str]:
     if not state:
         return []
     stopped = []
-    order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-    for name in order:
+    for name in STOP_ORDER:
         info = state.get("processes", {}).get(name)
         if info and _is_ours(info["pid"], info["binary"]):
             procs.terminate_group(info["pid"], grace=STOP_GRACE)
@@ -1022,6 +1068,8 @@ def _status(state_dir: Path) -> int:
         return 1
     print(f"server      {state['server']}")
     print(f"kubeconfig  {state['kubeconfig']}")
+    if state.get("view_url"):
+        print(f"view        {state['view_url']}/")
     print(f"version     {state.get('version', '')}")
     alive = True
     for name, info in state["processes"].items():
@@ -1043,6 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2, help="fake kwok Nodes to create (up)")
     parser.add_argument("--etcd", type=Path, default=None, help="etcd binary to use instead of the built one")
     parser.add_argument("--reset", action="store_true", help="wipe etcd's data first (up)")
+    parser.add_argument("--no-view", action="store_true", help="no read-only web view of the Deployments (up)")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "down":
@@ -1051,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(state_dir)
-    cluster = KubeCluster(state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset)
+    cluster = KubeCluster(state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset, view=not args.no_view)
     try:
         cluster.start()
     except KubeError as err:
@@ -1060,6 +1109,8 @@ def main(argv: list[str] | None = None) -> int:
     # The components run in their own sessions and outlive this process; `down` stops them.
     print(f"kube-apiserver {cluster.version.get('gitVersion')} listening on {cluster.server}")
     print(f"ready in {cluster.timings['ready']:.1f} s; logs in {cluster.logs}")
+    if cluster.view_url:
+        print(f"Deployments (read-only view): {cluster.view_url}/")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 

@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -186,9 +188,11 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         state = json.loads((state_dir / "cluster.json").read_text())
         assert f"listening on {state['server']}" in up.stdout
         assert f"KUBECONFIG={state_dir / 'kubeconfig'}" in up.stdout
+        assert f"Deployments (read-only view): {state['view_url']}/" in up.stdout
         status = cli("status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("running") == len(kube.BINARIES)
+        assert status.stdout.count("running") == len(kube.BINARIES) + 1  # and the view
+        check_the_view(kube.KubeCluster.attach(state_dir))
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
@@ -196,6 +200,40 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert not procs.alive(info["pid"]), f"{name} survived down"
     assert not any(kube.port_open(p) for p in state["ports"].values())
     assert cli("status").returncode == 1
+
+
+def get(url: str, method: str = "GET") -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def check_the_view(cluster: kube.KubeCluster) -> None:
+    """The read-only view of a cluster: a page per Deployment, its JSON, 404 and 405 where due."""
+    cluster.create("/apis/apps/v1/namespaces/default/deployments", deployment("web", "registry.invalid/web:1", replicas=1))
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    wait_for("Deployment web ready", lambda: (cluster.get(path).get("status") or {}).get("readyReplicas") == 1)
+    code, index = get(cluster.view_url + "/")
+    assert code == 200 and "href='/deployments/default/web'" in index and "registry.invalid/web:1" in index
+    code, page = get(cluster.view_url + "/deployments/default/web")
+    assert code == 200 and "<h1>Deployment default/web</h1>" in page
+    assert "kwok-node-0" in page and "MinimumReplicasAvailable" in page  # its pod and its conditions
+    code, raw = get(cluster.view_url + "/deployments/default/web?format=json")
+    assert code == 200 and json.loads(raw)["metadata"]["uid"] == cluster.get(path)["metadata"]["uid"]
+    code, page = get(cluster.view_url + "/deployments/default/nothing-here")
+    assert code == 404 and "There is no Deployment default/nothing-here (yet)." in page
+    assert get(cluster.view_url + "/deployments/default/web", method="DELETE")[0] == 405
+    assert get(cluster.view_url + "/deployments/default/web", method="POST")[0] == 405
+    assert cluster.get(path)["metadata"].get("deletionTimestamp") is None
+    assert get(cluster.view_url + "/deployments/Bad_Name/x")[0] == 404
+
+
+def test_attach_needs_a_running_cluster(tmp_path: Path) -> None:
+    with pytest.raises(kube.KubeError, match=f"no running cluster recorded in {tmp_path}"):
+        kube.KubeCluster.attach(tmp_path)
 
 
 def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) -> None:
