@@ -29,8 +29,10 @@ IMAGE_REPOSITORY = "bank-model"
 SERVING_BASE_TAG = "serving-base"
 
 
-def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
-    """Environment for an Airflow whose AWS connection points at devstack."""
+def airflow_env(home: Path, aws_env: dict[str, str], kubernetes_connection: str | None = None) -> dict[str, str]:
+    """Environment for an Airflow whose AWS connection points at devstack; with
+    ``kubernetes_connection`` (``devstack.kube.airflow_connection``) also ``kubernetes_default``,
+    without it the release's rollout task skips, saying so."""
     endpoint = aws_env["AWS_ENDPOINT_URL"]
     aws_conn = {
         "conn_type": "aws",
@@ -58,6 +60,8 @@ def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
             "BANK_LAMBDA_ROLE_ARN": LAMBDA_ROLE_ARN,
         }
     )
+    if kubernetes_connection:
+        env["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = kubernetes_connection
     return env
 
 

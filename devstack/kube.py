@@ -45,6 +45,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -111,6 +112,7 @@ __all__ = [
     "release_rbac",
     "airflow_connection",
     "running",
+    "start_in_background",
     "DEFAULT_STATE_DIR",
 ]
 
@@ -1030,6 +1032,30 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
         return json.loads((Path(state_dir) / STATE_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def start_in_background(cluster: KubeCluster) -> Callable[[], KubeCluster]:
+    """Start ``cluster`` in a thread (start() mostly waits on its processes), so that other
+    work overlaps its ~7 s; the function returned waits for it and returns it, or raises what
+    start() raised. Call it before stopping the cluster, also when other work failed."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            cluster.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by join()
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="kube-start", daemon=True)
+    thread.start()
+
+    def join() -> KubeCluster:
+        thread.join()
+        if failure:
+            raise failure[0]
+        return cluster
+
+    return join
 
 
 def running(state_dir: Path) -> dict[str, Any] | None:
