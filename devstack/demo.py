@@ -14,6 +14,7 @@ beside it. Stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -243,6 +244,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    if missing := kube.missing_binaries():
+        print(f"the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr)
+        return 1
     OUT.mkdir(parents=True, exist_ok=True)
     progress = Progress()
     # The control plane starts while devstack starts and the features DAG runs; a fresh etcd each run.
@@ -252,10 +256,8 @@ def main() -> int:
     try:
         return run_demo(progress, started)
     finally:
-        try:
+        with contextlib.suppress(kube.KubeError):  # run_demo said so
             started()  # never stopped half-started
-        except kube.KubeError as exc:
-            print(f"the Kubernetes control plane did not start: {exc}", file=sys.stderr)
         cluster.stop()
 
 
@@ -287,7 +289,11 @@ def run_demo(progress: Progress, kube_started: Callable[[], kube.KubeCluster]) -
         seed_release(ds.client("iam"), ds.registry_url)
         timings["serving_base_image"] = time.monotonic() - t
         progress.say(f"serving base image pushed to {ds.registry_url}")
-        kc = kube_started()
+        try:
+            kc = kube_started()
+        except kube.KubeError as exc:
+            print(f"\nthe local Kubernetes control plane did not start: {exc}", file=sys.stderr)
+            return 1
         timings["kube_ready"] = kc.timings["ready"]  # overlapped the stages above
         kubeconfig = kc.release_identity(KUBE_NAMESPACE)
         progress.say(f"Kubernetes {kc.version['gitVersion']} at {kc.server} (ready in {kc.timings['ready']:.1f}s); "

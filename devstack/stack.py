@@ -247,6 +247,9 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
     if state is not None:  # stale or half-started: clean up before starting again
         down(state_dir, quiet=True)
 
+    if missing := kube.missing_binaries():
+        print(f"stack: the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr)
+        return 1
     ds_dir = state_dir / "devstack"
     if devstack_cli.up(devstack_port, ds_dir) != 0:
         return 1

@@ -9,6 +9,7 @@ tests fail saying so.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -284,3 +285,18 @@ def test_an_identity_needs_exactly_one_service_account(cluster: kube.KubeCluster
     without = [m for m in kube.release_rbac() if m["kind"] != "ServiceAccount"]
     with pytest.raises(kube.KubeError, match=r"exactly one ServiceAccount, found \[\]"):
         cluster.release_identity("devstack-kube-no-identity", without)
+
+
+@pytest.mark.parametrize("command", [["devstack.demo"], ["devstack.stack", "up", "--devstack-port", "0"]], ids=["demo", "stack"])
+def test_demo_and_stack_say_make_kube_before_starting_anything(tmp_path: Path, command: list[str]) -> None:
+    """Without the binaries, `make demo` and `make up` stop at once (not after a minute of other work)."""
+    extra = ["--state-dir", str(tmp_path / "stack")] if command[0] == "devstack.stack" else []
+    env = {**os.environ, "BANK_KUBE_BIN_DIR": str(tmp_path / "no-binaries")}
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", *command, *extra], cwd=kube.REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "the local Kubernetes is not built (missing etcd, kube-apiserver," in run.stderr
+    assert "run `make kube`" in run.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "stack" / "devstack").exists()
