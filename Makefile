@@ -23,7 +23,7 @@ AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup demo test check bench up down lock wheel mwaa clean sysdeps jars
+.PHONY: help setup kube demo test check bench up down lock wheel mwaa clean sysdeps jars
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
@@ -31,7 +31,8 @@ help:
 	@echo "make check  lint, types, import contracts and unit tests (under a minute)"
 	@echo "make wheel  the bundle's wheel in dist/; make mwaa: build/mwaa/{plugins.zip,requirements.txt}"
 	@echo "make bench  benchmarks (features at scale, batch scoring, DAG parse, serving, release, demo) -> BENCHMARKS.md"
-	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
+	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin) + the local Kubernetes"
+	@echo "make kube   build the local Kubernetes control plane from Go modules (once per version; needs Go >= 1.26)"
 	@echo "make lock   re-resolve uv.lock from pyproject.toml"
 
 setup: sysdeps $(STAMP) jars
@@ -80,10 +81,16 @@ wheel: setup
 mwaa: wheel
 	$(PY) -m devstack.deploy mwaa --wheel dist/*.whl --out build/mwaa
 
-demo: setup
+# The local Kubernetes control plane (kube-apiserver, controller manager, scheduler, etcd, kwok)
+# built from Go modules into ~/.cache/bank-ml/kube/<version>/bin: once per version (minutes, at
+# the lowest priority), then a check that takes milliseconds. devstack/kube/README.md.
+kube:
+	nice -n 19 devstack/kube/build.sh
+
+demo: setup kube
 	$(PY) -m devstack.demo
 
-test: setup
+test: setup kube
 	$(PY) -m pytest
 
 # Figures, not pass/fail: JSON, plots and report.md under build/bench/, and the
@@ -101,11 +108,11 @@ bench: setup
 	$(PY) -m bench.demo_bench
 	$(PY) -m bench.report --update BENCHMARKS.md
 
-up: setup
+up: setup kube
 	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; $(PY) -m devstack.kube down; fi
 
 clean: down
 	rm -rf build .pytest_cache

@@ -1,6 +1,6 @@
 """Benchmark the local Kubernetes control plane (devstack.kube): start time and memory.
 
-    .venv/bin/python bench/kube_bench.py [--runs 3] [--etcd /usr/bin/etcd] [--idle 30]
+    .venv/bin/python -m bench.kube_bench [--runs 3] [--etcd /usr/bin/etcd] [--idle 30]
 
 Each run starts a cluster (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, kwok with 2 fake Nodes), creates a Deployment of 2 replicas and
@@ -35,15 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-for p in (str(BENCH), str(REPO)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-from common import quiet_check, summary, write_result  # noqa: E402
-
-from devstack import kube  # noqa: E402
+from bench.common import quiet_check, summary, write_result
+from devstack import kube
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",
@@ -120,7 +113,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="kube-bench-"))
     try:
         for i in range(args.runs):
-            for kind in runs:
+            for kind, results in runs.items():
                 state = scratch / f"run{i}"
                 if kind != "restart":
                     shutil.rmtree(state, ignore_errors=True)
@@ -130,7 +123,7 @@ def main() -> None:
                 result = one_run(state, args.etcd, idle=args.idle if last else 0.0)
                 ready, available = result["ready_s"], result["deployment_s"]
                 print(f"{kind:8s} run {i}: ready {ready:6.2f} s, Deployment Available {available:6.2f} s")
-                runs[kind].append(result)
+                results.append(result)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     rss = runs["restart"][-1]["rss_mib"]

@@ -32,7 +32,9 @@ IMAGE_REPOSITORY = "bank-model"
 SERVING_BASE_TAG = "serving-base"
 
 
-def airflow_env(home: Path, aws_env: dict[str, str], account: Account) -> dict[str, str]:
+def airflow_env(
+    home: Path, aws_env: dict[str, str], account: Account, kubernetes_connection: str | None = None
+) -> dict[str, str]:
     """Environment for an Airflow whose AWS connection points at devstack with the workers' credentials.
 
     ``aws_env`` gives the endpoint, region and registry (``Devstack.env()``);
@@ -40,6 +42,8 @@ def airflow_env(home: Path, aws_env: dict[str, str], account: Account) -> dict[s
     ``aws_default`` connection and the processes' AWS_* variables hold (nothing in
     Airflow can fall back to devstack's admin key), and the BANK_* settings its
     stack's outputs give: what README's "Pointing it at real AWS" sets on AWS.
+    With ``kubernetes_connection`` (``devstack.kube.airflow_connection``) also
+    ``kubernetes_default``; without it the release's rollout task skips, saying so.
     """
     aws_env = account.worker_env(aws_env)
     endpoint = aws_env["AWS_ENDPOINT_URL"]
@@ -68,6 +72,8 @@ def airflow_env(home: Path, aws_env: dict[str, str], account: Account) -> dict[s
             "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
         }
     )
+    if kubernetes_connection:
+        env["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = kubernetes_connection
     return env
 
 

@@ -33,6 +33,7 @@ import argparse
 import base64
 import contextlib
 import datetime
+import hashlib
 import ipaddress
 import json
 import os
@@ -44,11 +45,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,11 @@ from devstack import procs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KUBE_SRC = REPO_ROOT / "devstack" / "kube"
 DEFAULT_STATE_DIR = REPO_ROOT / "build" / "kube"
+# The least-privilege identity of the release (package data of bank_pipeline, read from the
+# checkout: devstack does not import the pipeline's packages).
+RELEASE_RBAC_DIR = REPO_ROOT / "plugins" / "bank_pipeline" / "manifests" / "rbac"
+RELEASE_IDENTITY = "bank-model-release"  # the ServiceAccount in RELEASE_RBAC_DIR
+FIELD_MANAGER = "devstack"
 STATE_FILE = "cluster.json"
 # Every binary build.sh puts into the bin directory; kwok.d/ holds kwok's manifests.
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -92,6 +99,8 @@ CONTROLLERS = (
 )
 START_TIMEOUT = 180.0  # a cold start on a loaded 2-core machine takes well under a minute
 STOP_GRACE = 10.0  # the API server drains requests on SIGTERM; etcd closes cleanly
+# Stopping order: the clients of the API server first, etcd last.
+STOP_ORDER = ("view", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 __all__ = [
     "KubeCluster",
@@ -100,6 +109,10 @@ __all__ = [
     "default_bin_dir",
     "missing_binaries",
     "image_pull_backoff_stage",
+    "release_rbac",
+    "airflow_connection",
+    "running",
+    "start_in_background",
     "DEFAULT_STATE_DIR",
 ]
 
@@ -389,6 +402,7 @@ class KubeCluster:
         etcd_binary: Path | None = None,
         nodes: int = 2,
         reset: bool = False,
+        view: bool = False,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self._temporary = state_dir is None
@@ -399,6 +413,8 @@ class KubeCluster:
         self.etcd_binary = Path(etcd_binary) if etcd_binary else self.bin_dir / "etcd"
         self.nodes = nodes
         self.reset = reset
+        self.view = view
+        self.view_url = ""
         self.start_timeout = start_timeout
         self.pki = self.state_dir / "pki"
         self.kubeconfig = self.state_dir / "kubeconfig"
@@ -411,6 +427,18 @@ class KubeCluster:
         self._binaries: dict[str, str] = {}
         self._ssl: ssl.SSLContext | None = None
         self._t0 = time.monotonic()
+
+    @classmethod
+    def attach(cls, state_dir: Path) -> KubeCluster:
+        """API access (as admin) to the cluster another object or process started in ``state_dir``;
+        ``stop()`` on it stops that cluster too."""
+        state = running(state_dir)
+        if state is None:
+            raise KubeError(f"no running cluster recorded in {state_dir}")
+        cluster = cls(state_dir)
+        cluster.server, cluster.view_url, cluster.ports = state["server"], state.get("view_url", ""), state["ports"]
+        cluster.version = cluster.get("/version")
+        return cluster
 
     # -- context manager --
 
@@ -430,7 +458,9 @@ class KubeCluster:
         if not os.access(self.etcd_binary, os.X_OK):
             missing.append(str(self.etcd_binary))
         if missing:
-            raise KubeError(f"not built in {self.bin_dir}: {', '.join(missing)}; run devstack/kube/build.sh")
+            raise KubeError(
+                f"not built in {self.bin_dir}: {', '.join(missing)}; run `make kube` (devstack/kube/build.sh)"
+            )
         t0 = self._t0 = time.monotonic()
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=not self._temporary)
         stop_recorded(self.state_dir)  # a cluster an earlier run left behind
@@ -445,6 +475,7 @@ class KubeCluster:
             "apiserver": _free_port(),
             "controller-manager": _free_port(),
             "scheduler": _free_port(),
+            **({"view": _free_port()} if self.view else {}),
         }
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         for user in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
@@ -460,6 +491,8 @@ class KubeCluster:
             self._install_kwok_stages()
             self._create_nodes()
             self._start_kwok()
+            if self.view:
+                self._start_view()
             self._write_state()
             self._wait("kube-controller-manager /healthz", lambda: self._component_healthy("controller-manager"))
             self._wait("kube-scheduler /healthz", lambda: self._component_healthy("scheduler"))
@@ -480,7 +513,7 @@ class KubeCluster:
         self._write_state()
         return self
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             proc = subprocess.Popen(
@@ -488,7 +521,7 @@ class KubeCluster:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.state_dir,
+                cwd=cwd or self.state_dir,
                 env=env,
                 start_new_session=True,  # own session and process group
             )
@@ -613,6 +646,17 @@ class KubeCluster:
             ],
             env=env,
         )
+
+    def _start_view(self) -> None:
+        """devstack.kube_view: the read-only page per Deployment that links point at (make up)."""
+        self.view_url = f"http://127.0.0.1:{self.ports['view']}"
+        self._spawn(
+            "view",
+            [sys.executable, "-m", "devstack.kube_view", "--server", self.server,
+             "--state-dir", str(self.state_dir), "--port", str(self.ports["view"])],
+            cwd=REPO_ROOT,  # `python -m devstack...` imports devstack from the checkout
+        )  # fmt: skip
+        self._wait("the view answers", lambda: _http_ok(self.view_url + "/"))
 
     def _install_kwok_stages(self) -> None:
         """kwok's Stage CRD, then its default node and pod stages (kwokctl's defaults:
@@ -758,6 +802,55 @@ class KubeCluster:
             return body
         raise KubeError(f"POST {path}: {status} {body}")
 
+    def apply(self, manifest: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Create or update an object by server-side apply, as admin (idempotent): a Namespace,
+        ServiceAccount, Role or RoleBinding, in ``namespace`` unless cluster-scoped."""
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if kind not in _APPLY_PATHS:
+            raise KubeError(f"apply: kind {kind!r} of {name!r} is not one of {', '.join(_APPLY_PATHS)}")
+        prefix, plural, namespaced = _APPLY_PATHS[kind]
+        if namespaced and not namespace:
+            raise KubeError(f"apply: {kind} {name} needs a namespace")
+        where = f"/namespaces/{namespace}" if namespaced else ""
+        path = f"{prefix}{where}/{plural}/{name}?fieldManager={FIELD_MANAGER}&force=true"
+        body = {**manifest, "metadata": {**manifest["metadata"], **({"namespace": namespace} if namespaced else {})}}
+        status, answer = self.request("PATCH", path, json.dumps(body), content_type="application/apply-patch+yaml")
+        if status not in (200, 201):
+            raise KubeError(f"apply {kind} {name}: {status} {answer}")
+        return answer
+
+    def token_kubeconfig(self, namespace: str, service_account: str, seconds: int = 3600) -> dict[str, Any]:
+        """A kubeconfig whose user is a fresh token of ``service_account`` (TokenRequest, valid
+        ``seconds``), its context in ``namespace``: what a workload of that identity would use."""
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+        token = self.create(path, request)["status"]["token"]
+        ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devstack", "cluster": {"server": self.server, "certificate-authority-data": ca}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "devstack", "context": {"cluster": "devstack", "user": user, "namespace": namespace}}],
+            "current-context": "devstack",
+        }
+
+    def release_identity(
+        self, namespace: str, rbac: Sequence[dict[str, Any]] | None = None, seconds: int = 3600
+    ) -> dict[str, Any]:
+        """The namespace, the release's ServiceAccount, Role and RoleBinding in it (``rbac``,
+        by default the package's manifests/rbac), and a kubeconfig with a token of that
+        ServiceAccount: the operator then has exactly the Role's permissions."""
+        manifests = list(rbac) if rbac is not None else release_rbac()
+        accounts = [m["metadata"]["name"] for m in manifests if m["kind"] == "ServiceAccount"]
+        if len(accounts) != 1:
+            raise KubeError(f"the release's RBAC needs exactly one ServiceAccount, found {accounts}")
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        for manifest in manifests:
+            self.apply(manifest, namespace)
+        return self.token_kubeconfig(namespace, accounts[0], seconds)
+
     def add_stage(self, stage: dict[str, Any] | str) -> Any:
         """Create or replace a kwok Stage (dict or YAML) by server-side apply. kwok picks
         it up from the API at once; among matching stages one of weight > 0 always wins
@@ -798,6 +891,7 @@ class KubeCluster:
             self.state_dir / STATE_FILE,
             {
                 "server": self.server,
+                "view_url": self.view_url,
                 "kubeconfig": str(self.kubeconfig),
                 "ports": self.ports,
                 "version": self.version.get("gitVersion", ""),
@@ -813,8 +907,7 @@ class KubeCluster:
     def stop(self) -> None:
         """Stop every component (clients first, etcd last): SIGTERM to its process group,
         SIGKILL after a grace period. Removes the state directory if it was temporary."""
-        order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-        groups = [[n for n in order[:3] if n in self._procs], ["kube-apiserver"], ["etcd"]]
+        groups = [[n for n in STOP_ORDER[:4] if n in self._procs], ["kube-apiserver"], ["etcd"]]
         for group in groups:
             live = [self._procs[n] for n in group if n in self._procs]
             for proc in live:
@@ -837,13 +930,17 @@ class KubeCluster:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def image_pull_backoff_stage(image: str, name: str = "pod-image-pull-backoff") -> dict[str, Any]:
+def image_pull_backoff_stage(image: str, name: str | None = None) -> dict[str, Any]:
     """A kwok Stage that keeps every pod with a container of ``image`` Pending, its
-    containers waiting in ImagePullBackOff, as a kubelet does when a pull fails.
+    containers waiting in ImagePullBackOff, as a kubelet does when a pull fails. Its name
+    (default: from the image) is cluster-wide: one stage per image.
 
     Weight 1 makes it win over kwok's pod-ready (weight 0) for those pods. Its status
-    has no timestamps, so applying it again changes nothing and kwok stops there.
+    has no timestamps, so applying it again changes nothing and kwok stops there. Like
+    the kubelet, it records a Warning event ``Failed`` on the pod (once: kwok applies a
+    stage once), which says that a stage, not a registry, refused the image.
     """
+    name = name or f"pod-image-pull-backoff-{hashlib.sha256(image.encode()).hexdigest()[:12]}"
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "Stage",
@@ -858,6 +955,11 @@ def image_pull_backoff_stage(image: str, name: str = "pod-image-pull-backoff") -
             },
             "weight": 1,
             "next": {
+                "event": {
+                    "type": "Warning",
+                    "reason": "Failed",
+                    "message": f"Failed to pull image {json.dumps(image)}: kwok stage {name} makes this image unpullable",
+                },
                 "statusTemplate": """\
 conditions:
 - type: Initialized
@@ -889,6 +991,36 @@ phase: Pending
     }
 
 
+# What apply() can write: API path prefix, resource, namespaced.
+_APPLY_PATHS: dict[str, tuple[str, str, bool]] = {
+    "Namespace": ("/api/v1", "namespaces", False),
+    "ServiceAccount": ("/api/v1", "serviceaccounts", True),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+}
+
+
+def release_rbac(directory: Path = RELEASE_RBAC_DIR) -> list[dict[str, Any]]:
+    """The release's ServiceAccount, Role and RoleBinding (bank_pipeline/manifests/rbac), as dicts."""
+    import yaml
+
+    docs = [doc for f in sorted(directory.glob("*.yaml")) for doc in yaml.safe_load_all(f.read_text()) if doc]
+    if not docs:
+        raise KubeError(f"no RBAC manifests in {directory}")
+    return docs
+
+
+def airflow_connection(kubeconfig: dict[str, Any], namespace: str) -> str:
+    """An AIRFLOW_CONN_* value (JSON) for the cncf-kubernetes provider's hooks: the kubeconfig
+    inline (the hooks write it to a file of their own) and the namespace."""
+    return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig, "namespace": namespace}})
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
 def _condition(obj: dict[str, Any], kind: str) -> bool:
     conditions = obj.get("status", {}).get("conditions") or []
     return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
@@ -902,6 +1034,40 @@ def read_state(state_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def start_in_background(cluster: KubeCluster) -> Callable[[], KubeCluster]:
+    """Start ``cluster`` in a thread (start() mostly waits on its processes), so that other
+    work overlaps its ~7 s; the function returned waits for it and returns it, or raises what
+    start() raised. Call it before stopping the cluster, also when other work failed."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            cluster.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by join()
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="kube-start", daemon=True)
+    thread.start()
+
+    def join() -> KubeCluster:
+        thread.join()
+        if failure:
+            raise failure[0]
+        return cluster
+
+    return join
+
+
+def running(state_dir: Path) -> dict[str, Any] | None:
+    """cluster.json of a state directory if every process it records still runs, else None."""
+    state = read_state(state_dir)
+    if not state or not state.get("processes"):
+        return None
+    if all(_is_ours(info["pid"], info["binary"]) for info in state["processes"].values()):
+        return state
+    return None
+
+
 def stop_recorded(state_dir: Path) -> list[str]:
     """Stop the processes recorded in ``state_dir``/cluster.json that still run their
     binary (clients first, etcd last); return the names of those it stopped."""
@@ -909,8 +1075,7 @@ def stop_recorded(state_dir: Path) -> list[str]:
     if not state:
         return []
     stopped = []
-    order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
-    for name in order:
+    for name in STOP_ORDER:
         info = state.get("processes", {}).get(name)
         if info and _is_ours(info["pid"], info["binary"]):
             procs.terminate_group(info["pid"], grace=STOP_GRACE)
@@ -929,6 +1094,8 @@ def _status(state_dir: Path) -> int:
         return 1
     print(f"server      {state['server']}")
     print(f"kubeconfig  {state['kubeconfig']}")
+    if state.get("view_url"):
+        print(f"view        {state['view_url']}/")
     print(f"version     {state.get('version', '')}")
     alive = True
     for name, info in state["processes"].items():
@@ -950,6 +1117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=2, help="fake kwok Nodes to create (up)")
     parser.add_argument("--etcd", type=Path, default=None, help="etcd binary to use instead of the built one")
     parser.add_argument("--reset", action="store_true", help="wipe etcd's data first (up)")
+    parser.add_argument("--no-view", action="store_true", help="no read-only web view of the Deployments (up)")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "down":
@@ -958,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(state_dir)
-    cluster = KubeCluster(state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset)
+    cluster = KubeCluster(state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset, view=not args.no_view)
     try:
         cluster.start()
     except KubeError as err:
@@ -967,6 +1135,8 @@ def main(argv: list[str] | None = None) -> int:
     # The components run in their own sessions and outlive this process; `down` stops them.
     print(f"kube-apiserver {cluster.version.get('gitVersion')} listening on {cluster.server}")
     print(f"ready in {cluster.timings['ready']:.1f} s; logs in {cluster.logs}")
+    if cluster.view_url:
+        print(f"Deployments (read-only view): {cluster.view_url}/")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
 

@@ -22,6 +22,8 @@ from devstack.infra import Account, provision
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from devstack.kube import KubeCluster
+
 KINDS = ("unit", "integration", "e2e")
 
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
@@ -77,3 +79,16 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
 def account(ds: Devstack) -> Account:
     """infra/bank-ml.cfn.yaml deployed on the session's devstack, and the Airflow workers' user (its key)."""
     return provision(ds)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The one local Kubernetes control plane of a test session (devstack.kube: etcd, kube-apiserver,
+    controller manager, scheduler, kwok with 2 Nodes; about 7 s to start). Tests share it, each in
+    namespaces of its own. Without the binaries it fails, saying ``make kube``."""
+    from devstack import kube
+
+    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as cluster:
+        pids = cluster.pids()
+        yield cluster
+    assert [name for name, pid in pids.items() if procs.alive(pid)] == []

@@ -7,27 +7,23 @@ keeps the new image's pods in ImagePullBackOff; progressDeadlineSeconds 5): the 
 its Deployment back, ``revert_lambda`` moves the alias back, the run fails saying both, and
 neither live.json nor the bank_live_model Asset event is written.
 
-Its own lake bucket, Lambda function and namespace: the other release tests' state is not touched.
-Skipped when the control plane's binaries are not built (``devstack/kube/build.sh``).
+Its own lake bucket, Lambda function and namespace (on the session's control plane): the other
+release tests' state is not touched. The worker's policy is the template's, copied for them.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+import uuid
 
 import pytest
 
-from devstack import kube
+from devstack import Devstack, kube
 from devstack.airflow_env import REPO, airflow_env, ensure_db, run_dag, seed_release
+from devstack.infra import Account, worker_credentials
 
-MISSING = kube.missing_binaries()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(bool(MISSING), reason=f"kube binaries not built (missing {', '.join(MISSING)}): devstack/kube/build.sh"),
-    pytest.mark.timeout(900),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DAG_ID = "bank_model_release"
 BUCKET = "bank-lake-all-or-nothing"
@@ -37,28 +33,42 @@ DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/bank-model"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.KubeCluster]:
-    # TODO(issue 14): the session's kube_cluster fixture, once tests/conftest.py has it.
-    with kube.KubeCluster(tmp_path_factory.mktemp("kube")) as running:
-        running.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        yield running
+def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    """The session's control plane; this module's namespace (its stage below selects only it)."""
+    return kube_cluster
 
 
 @pytest.fixture(scope="module")
-def env(ds, release_ready: dict[str, str], s3, cluster: kube.KubeCluster, tmp_path_factory) -> dict[str, str]:
-    """An Airflow of its own (its Assets live in their own bucket), releasing to both targets; the
-    cluster's kubeconfig in the default Kubernetes connection."""
+def worker(ds: Devstack, account: Account) -> Account:
+    """The worker policy plus a copy of it for this module's bucket and function: the same rights,
+    on state of its own (the features it reads stay in the session's lake)."""
+    iam = ds.client("iam")
+    arn = account.outputs["AirflowWorkerPolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    text = document if isinstance(document, str) else json.dumps(document)
+    copy = text.replace(f"arn:aws:s3:::{account.outputs['LakeBucketName']}", f"arn:aws:s3:::{BUCKET}").replace(
+        f":function:{account.outputs['LambdaFunctionName']}", f":function:{FUNCTION}"
+    )
+    assert copy != text
+    name = f"worker-aon-{uuid.uuid4().hex[:6]}"
+    copy_arn = iam.create_policy(PolicyName=name, PolicyDocument=copy)["Policy"]["Arn"]
+    return Account(outputs=account.outputs, worker_key=worker_credentials(iam, [arn, copy_arn], user=name))
+
+
+@pytest.fixture(scope="module")
+def env(ds, worker: Account, release_ready: dict[str, str], s3, cluster: kube.KubeCluster, tmp_path_factory) -> dict[str, str]:
+    """An Airflow of its own (its Assets live in their own bucket), releasing to both targets as the
+    release's ServiceAccount (manifests/rbac) in the default Kubernetes connection."""
     s3.create_bucket(Bucket=BUCKET)
-    kubernetes = {"conn_type": "kubernetes",
-                  "extra": {"kube_config": json.loads(cluster.kubeconfig.read_text()), "namespace": NAMESPACE}}  # fmt: skip
-    home = airflow_env(tmp_path_factory.mktemp("airflow_home_aon"), ds.env())
+    kubernetes = kube.airflow_connection(cluster.release_identity(NAMESPACE), NAMESPACE)
+    home = airflow_env(tmp_path_factory.mktemp("airflow_home_aon"), ds.env(), worker, kubernetes)
     ensure_db(home)
     return {
         **home,
         "BANK_LAKE_BUCKET": BUCKET,
         "BANK_LAMBDA_FUNCTION": FUNCTION,
         "BANK_RELEASE_TARGETS": "lambda,kubernetes",
-        "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(kubernetes),
     }
 
 

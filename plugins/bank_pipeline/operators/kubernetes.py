@@ -72,6 +72,7 @@ from bank_pipeline.utils.rollout import (
     revision,
     rollout_event,
     rollout_status,
+    status_reason,
 )
 
 if TYPE_CHECKING:
@@ -185,22 +186,49 @@ class KubernetesRolloutOperator(BaseOperator):
         read = getattr(self._api(api_class), f"read_namespaced_{suffix}")
         return self._json(f"read {kind} {namespace}/{name}", read, name, namespace, missing_ok=True)
 
-    def _create(self, manifest: Mapping[str, Any]) -> None:
+    def _create(self, manifest: Mapping[str, Any]) -> bool:
+        """Create the object; False if it exists already (409 AlreadyExists: created meanwhile by someone else)."""
         kind, meta = manifest["kind"], manifest["metadata"]
         _, api_class, suffix = KINDS[kind]
         create = getattr(self._api(api_class), f"create_namespaced_{suffix}")
-        self._call(f"create {kind} {meta['namespace']}/{meta['name']}", create, meta["namespace"], manifest)
+        try:
+            self._call(f"create {kind} {meta['namespace']}/{meta['name']}", create, meta["namespace"], manifest)
+        except RuntimeError as exc:
+            if status_reason(exc.__cause__) == (409, "AlreadyExists"):
+                return False
+            raise
+        return True
 
     def _patch_image(self, deployment: Mapping[str, Any], current: str, new: str) -> None:
+        """Set the container's image to ``new`` if it still is ``current`` (a compare-and-swap, see ``image_patch``).
+
+        The API answers a failed ``test`` op with a bare 422 that names nothing: read the
+        Deployment again and, if the container changed meanwhile, say so; never overwrite it.
+        """
         meta = deployment["metadata"]
+        where = f"Deployment {meta['namespace']}/{meta['name']}"
         index, _ = container_image(deployment, self.container_name)
-        self._call(
-            f"patch Deployment {meta['namespace']}/{meta['name']} image {current} -> {new}",
-            self._api("AppsV1Api").patch_namespaced_deployment,
-            meta["name"],
-            meta["namespace"],
-            image_patch(index, self.container_name, current, new),
-        )
+        try:
+            self._call(
+                f"patch {where} image {current} -> {new}",
+                self._api("AppsV1Api").patch_namespaced_deployment,
+                meta["name"],
+                meta["namespace"],
+                image_patch(index, self.container_name, current, new),
+            )
+        except RolloutFailedError as exc:
+            if status_reason(exc.__cause__)[0] != 422:
+                raise
+            now = self._read("Deployment", meta["namespace"], meta["name"])
+            if now is None:
+                raise RolloutFailedError(f"{exc}; {where} is gone") from exc
+            found = container_image(now, self.container_name)
+            if found == (index, current):
+                raise
+            raise RolloutFailedError(
+                f"{where} changed while this run patched it: container {self.container_name} now runs {found[1]} "
+                f"(it ran {current} when read), changed by someone else; not overwritten with {new}"
+            ) from exc
 
     def _list(self, kind: str, namespace: str, **selector: str) -> list[dict[str, Any]]:
         """Items of a Pod, ReplicaSet or Event list, narrowed by ``label_selector`` / ``field_selector``."""
@@ -323,10 +351,16 @@ class KubernetesRolloutOperator(BaseOperator):
             current = self._read(kind, namespace, name)
             if current is None:
                 self.log.info("Creating %s %s/%s", kind, namespace, name)
-                self._create(manifest)
-                state["changed"] = True
-                state["created"] = state["created"] or kind == "Deployment"
-            elif kind == "Deployment":
+                if self._create(manifest):
+                    state["changed"] = True
+                    state["created"] = state["created"] or kind == "Deployment"
+                    continue
+                # Someone else created it between the read and the create: take theirs as the existing one.
+                self.log.warning("%s %s/%s was created meanwhile by someone else: using it", kind, namespace, name)
+                current = self._read(kind, namespace, name)
+                if current is None:
+                    raise RuntimeError(f"{kind} {namespace}/{name}: the API said it exists, then that it does not")
+            if kind == "Deployment":
                 _, previous = container_image(current, self.container_name)
                 state["previous_image"] = previous
                 if previous == self.image:
@@ -341,8 +375,13 @@ class KubernetesRolloutOperator(BaseOperator):
         """One status read, as the trigger does it: an event, or None while the rollout goes on."""
         try:
             deployment = self._read("Deployment", namespace, name)
-        except RuntimeError as exc:  # RolloutFailedError included
+        except RolloutFailedError as exc:  # refused for good (403, 404...): no verdict will come
             return {"status": "error", "message": str(exc)}
+        except RuntimeError as exc:  # 429, 5xx, no answer: poll on until the deadline
+            if time.time() >= deadline:
+                return {"status": "error", "message": f"{exc} (still failing at the deadline)"}
+            self.log.warning("%s; polling on", exc)
+            return None
         if deployment is None:
             return {"status": "error", "message": f"Deployment {namespace}/{name} is gone"}
         event = rollout_event(deployment, deadline=deadline, now=time.time())

@@ -229,13 +229,28 @@ def describe_api_error(exc: BaseException) -> str:
     return f"{text}: {message}" if message else text
 
 
+def status_reason(exc: BaseException | None) -> tuple[int | None, str | None]:
+    """The HTTP status and the API Status's ``reason`` of an ApiException (sync or asyncio client); (None, None) otherwise."""
+    code = getattr(exc, "status", None)
+    if not code:
+        return None, None
+    try:
+        body = json.loads(getattr(exc, "body", None) or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return code, body.get("reason") if isinstance(body, dict) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed API call may well succeed if tried again: no answer at all, 409, 429 or a 5xx."""
+    code = getattr(exc, "status", None)
+    return not code or code in TRANSIENT_STATUS
+
+
 def api_error(what: str, exc: BaseException) -> Exception:
     """The error to raise for a failed API call: retryable (RuntimeError) or final (RolloutFailedError)."""
     text = f"Kubernetes API call failed: {what}: {describe_api_error(exc)}"
-    code = getattr(exc, "status", None)
-    if not code or code in TRANSIENT_STATUS:
-        return RuntimeError(text)
-    return RolloutFailedError(text)
+    return RuntimeError(text) if is_transient(exc) else RolloutFailedError(text)
 
 
 def describe_conditions(obj: Mapping[str, Any]) -> str:

@@ -1,17 +1,21 @@
 """The local control plane (devstack.kube): a real kube-apiserver, controller manager,
 scheduler and etcd built from Go modules, with kwok's fake Nodes, runs a Deployment.
 
-Skipped when the binaries are not built (``devstack/kube/build.sh``; the test never
-builds them). Slow: each cluster start takes seconds to tens of seconds on 2 cores.
+The session's cluster (``kube_cluster``, tests/conftest.py) for what a cluster does; clusters
+of their own for starting and stopping. The binaries come from ``make kube``; without them the
+tests fail saying so.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +23,7 @@ import pytest
 
 from devstack import kube, procs
 
-MISSING = kube.missing_binaries()
-pytestmark = [
-    pytest.mark.skipif(
-        bool(MISSING),
-        reason=f"kube binaries not built in {kube.default_bin_dir()} (missing {', '.join(MISSING)}): "
-        "run devstack/kube/build.sh",
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BAD_IMAGE = "registry.invalid/bank-model:does-not-exist"
 
@@ -61,10 +57,13 @@ def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
     }
 
 
+NS = "devstack-kube-tests"  # this module's namespace in the session's cluster
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kube.KubeCluster]:
-    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as kc:
-        yield kc
+def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    kube_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return kube_cluster
 
 
 @pytest.fixture(scope="module")
@@ -94,22 +93,22 @@ def test_nodes_are_kwok_nodes_and_ready(k8s: Any) -> None:
         assert node.metadata.annotations[kube.NODE_ANNOTATION] == "fake"
 
 
-def test_deployment_becomes_available(k8s: Any) -> None:
+def test_deployment_becomes_available(cluster: kube.KubeCluster, k8s: Any) -> None:
     """The deployment controller makes a ReplicaSet and pods, the scheduler binds them to
     kwok's nodes, kwok marks them Running and Ready: the Deployment is Available."""
     from kubernetes import client
 
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
-    apps.create_namespaced_deployment("default", deployment("web", "registry.invalid/bank-model:1"))
+    apps.create_namespaced_deployment(NS, deployment("web", "registry.invalid/bank-model:1"))
 
     def available() -> Any:
-        dep = apps.read_namespaced_deployment("web", "default")
+        dep = apps.read_namespaced_deployment("web", NS)
         conditions = {c.type: c.status for c in dep.status.conditions or []}
         return dep if dep.status.ready_replicas == 2 and conditions.get("Available") == "True" else None
 
     dep = wait_for("Deployment web Available with 2 ready replicas", available)
     assert dep.status.updated_replicas == 2 and dep.status.observed_generation == dep.metadata.generation
-    pods = core.list_namespaced_pod("default", label_selector="app=web").items
+    pods = core.list_namespaced_pod(NS, label_selector="app=web").items
     assert len(pods) == 2
     for pod in pods:
         assert pod.status.phase == "Running"
@@ -123,10 +122,10 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
 
     cluster.add_stage(kube.image_pull_backoff_stage(BAD_IMAGE))
     apps, core = client.AppsV1Api(k8s), client.CoreV1Api(k8s)
-    apps.create_namespaced_deployment("default", deployment("broken", BAD_IMAGE, replicas=1))
+    apps.create_namespaced_deployment(NS, deployment("broken", BAD_IMAGE, replicas=1))
 
     def backoff() -> Any:
-        pods = core.list_namespaced_pod("default", label_selector="app=broken").items
+        pods = core.list_namespaced_pod(NS, label_selector="app=broken").items
         waiting = [
             s.state.waiting.reason
             for p in pods
@@ -137,12 +136,12 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
 
     (pod,) = wait_for("the pod of Deployment broken in ImagePullBackOff", backoff)
     assert pod.status.phase == "Pending" and pod.spec.node_name
-    dep = apps.read_namespaced_deployment("broken", "default")
+    dep = apps.read_namespaced_deployment("broken", NS)
     assert not dep.status.ready_replicas
     # And it stays there: kwok's default pod-ready stage (weight 0) never takes over.
     deadline = time.monotonic() + 3.0
     while time.monotonic() < deadline:
-        (pod,) = core.list_namespaced_pod("default", label_selector="app=broken").items
+        (pod,) = core.list_namespaced_pod(NS, label_selector="app=broken").items
         assert pod.status.container_statuses[0].state.waiting.reason == "ImagePullBackOff"
         assert pod.status.phase == "Pending"
 
@@ -190,9 +189,11 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         state = json.loads((state_dir / "cluster.json").read_text())
         assert f"listening on {state['server']}" in up.stdout
         assert f"KUBECONFIG={state_dir / 'kubeconfig'}" in up.stdout
+        assert f"Deployments (read-only view): {state['view_url']}/" in up.stdout
         status = cli("status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("running") == len(kube.BINARIES)
+        assert status.stdout.count("running") == len(kube.BINARIES) + 1  # and the view
+        check_the_view(kube.KubeCluster.attach(state_dir))
     finally:
         down = cli("down")
     assert down.returncode == 0, down.stderr
@@ -200,6 +201,40 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         assert not procs.alive(info["pid"]), f"{name} survived down"
     assert not any(kube.port_open(p) for p in state["ports"].values())
     assert cli("status").returncode == 1
+
+
+def get(url: str, method: str = "GET") -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def check_the_view(cluster: kube.KubeCluster) -> None:
+    """The read-only view of a cluster: a page per Deployment, its JSON, 404 and 405 where due."""
+    cluster.create("/apis/apps/v1/namespaces/default/deployments", deployment("web", "registry.invalid/web:1", replicas=1))
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    wait_for("Deployment web ready", lambda: (cluster.get(path).get("status") or {}).get("readyReplicas") == 1)
+    code, index = get(cluster.view_url + "/")
+    assert code == 200 and "href='/deployments/default/web'" in index and "registry.invalid/web:1" in index
+    code, page = get(cluster.view_url + "/deployments/default/web")
+    assert code == 200 and "<h1>Deployment default/web</h1>" in page
+    assert "kwok-node-0" in page and "MinimumReplicasAvailable" in page  # its pod and its conditions
+    code, raw = get(cluster.view_url + "/deployments/default/web?format=json")
+    assert code == 200 and json.loads(raw)["metadata"]["uid"] == cluster.get(path)["metadata"]["uid"]
+    code, page = get(cluster.view_url + "/deployments/default/nothing-here")
+    assert code == 404 and "There is no Deployment default/nothing-here (yet)." in page
+    assert get(cluster.view_url + "/deployments/default/web", method="DELETE")[0] == 405
+    assert get(cluster.view_url + "/deployments/default/web", method="POST")[0] == 405
+    assert cluster.get(path)["metadata"].get("deletionTimestamp") is None
+    assert get(cluster.view_url + "/deployments/Bad_Name/x")[0] == 404
+
+
+def test_attach_needs_a_running_cluster(tmp_path: Path) -> None:
+    with pytest.raises(kube.KubeError, match=f"no running cluster recorded in {tmp_path}"):
+        kube.KubeCluster.attach(tmp_path)
 
 
 def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) -> None:
@@ -214,3 +249,54 @@ def test_a_component_that_dies_fails_start_at_once_with_its_log(tmp_path: Path) 
     assert "etcd" in str(err.value).split("\n", 1)[1]  # the log tail follows
     assert kc.pids() == {}
     assert kube.read_state(tmp_path) is None
+
+
+def test_a_token_kubeconfig_has_exactly_its_service_accounts_rights(cluster: kube.KubeCluster) -> None:
+    """release_identity: the package's RBAC applied, and a kubeconfig that authenticates as its ServiceAccount."""
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    namespace = "devstack-kube-identity"
+    kubeconfig = cluster.release_identity(namespace, seconds=600)
+    api = config.new_client_from_config_dict(kubeconfig)
+    review = client.AuthenticationV1Api(api).create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
+                                                                          "kind": "SelfSubjectReview"})  # fmt: skip
+    assert review.status.user_info.username == f"system:serviceaccount:{namespace}:{kube.RELEASE_IDENTITY}"
+    assert kubeconfig["contexts"][0]["context"]["namespace"] == namespace
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api).list_namespaced_secret(namespace)
+    assert refused.value.status == 403
+    assert cluster.release_identity(namespace)["clusters"] == kubeconfig["clusters"]  # applying again is fine
+    connection = json.loads(kube.airflow_connection(kubeconfig, namespace))
+    assert connection == {"conn_type": "kubernetes", "extra": {"kube_config": kubeconfig, "namespace": namespace}}
+
+
+def test_apply_and_identity_refuse_what_they_cannot_do(tmp_path: Path) -> None:
+    kc = kube.KubeCluster(tmp_path)  # not started: the refusals come first
+    with pytest.raises(kube.KubeError, match=r"apply: kind 'Secret' of 'creds' is not one of Namespace, "):
+        kc.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"}}, "ns")
+    with pytest.raises(kube.KubeError, match=r"apply: Role reader needs a namespace"):
+        kc.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader"}})
+    with pytest.raises(kube.KubeError, match=rf"no RBAC manifests in {tmp_path}"):
+        kube.release_rbac(tmp_path)
+
+
+def test_an_identity_needs_exactly_one_service_account(cluster: kube.KubeCluster) -> None:
+    without = [m for m in kube.release_rbac() if m["kind"] != "ServiceAccount"]
+    with pytest.raises(kube.KubeError, match=r"exactly one ServiceAccount, found \[\]"):
+        cluster.release_identity("devstack-kube-no-identity", without)
+
+
+@pytest.mark.parametrize("command", [["devstack.demo"], ["devstack.stack", "up", "--devstack-port", "0"]], ids=["demo", "stack"])
+def test_demo_and_stack_say_make_kube_before_starting_anything(tmp_path: Path, command: list[str]) -> None:
+    """Without the binaries, `make demo` and `make up` stop at once (not after a minute of other work)."""
+    extra = ["--state-dir", str(tmp_path / "stack")] if command[0] == "devstack.stack" else []
+    env = {**os.environ, "BANK_KUBE_BIN_DIR": str(tmp_path / "no-binaries")}
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", *command, *extra], cwd=kube.REPO_ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "the local Kubernetes is not built (missing etcd, kube-apiserver," in run.stderr
+    assert "run `make kube`" in run.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "stack" / "devstack").exists()
