@@ -27,7 +27,7 @@ AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup lambda-base demo test check bench up down lock wheel mwaa clean sysdeps
+.PHONY: help setup kube lambda-base demo test check bench up down lock wheel mwaa clean sysdeps jars
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
@@ -35,11 +35,12 @@ help:
 	@echo "make check  lint, types, import contracts and unit tests (under a minute)"
 	@echo "make wheel  the bundle's wheel in dist/; make mwaa: build/mwaa/{plugins.zip,requirements.txt}"
 	@echo "make bench  benchmarks (features at scale, batch scoring, DAG parse, serving, release, demo) -> BENCHMARKS.md"
-	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin)"
+	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin) + the local Kubernetes"
+	@echo "make kube   build the local Kubernetes control plane from Go modules (once per version; needs Go >= 1.26)"
 	@echo "make lambda-base  build the local Lambda base image (debootstrap + awslambdaric + AWS's RIE; once, ~2 min)"
 	@echo "make lock   re-resolve uv.lock from pyproject.toml"
 
-setup: sysdeps $(STAMP)
+setup: sysdeps $(STAMP) jars
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -63,6 +64,10 @@ endef
 sysdeps:
 	@$(call apt_ensure,$(APT_NEEDS))
 
+# The S3A jars local Spark reads s3:// with (Maven Central, sha256-pinned, cached per machine).
+jars: $(STAMP)
+	@$(PY) -m devstack.spark_local jars >/dev/null
+
 lock: | $(UV)
 	$(UV) lock
 
@@ -81,16 +86,22 @@ wheel: setup
 mwaa: wheel
 	$(PY) -m devstack.deploy mwaa --wheel dist/*.whl --out build/mwaa
 
+# The local Kubernetes control plane (kube-apiserver, controller manager, scheduler, etcd, kwok)
+# built from Go modules into ~/.cache/bank-ml/kube/<version>/bin: once per version (minutes, at
+# the lowest priority), then a check that takes milliseconds. devstack/kube/README.md.
+kube:
+	nice -n 19 devstack/kube/build.sh
+
 # The local Lambda base image (devstack/lambda_image.py) in the project's podman store: built
 # once at the lowest priority (a couple of minutes), then a content-hash check that takes
 # a fraction of a second. devstack runs the released serving image on it.
 lambda-base: setup
 	nice -n 19 $(PY) -m devstack.lambda_image build --quiet
 
-demo: setup lambda-base
+demo: setup kube lambda-base
 	$(PY) -m devstack.demo
 
-test: setup lambda-base
+test: setup kube lambda-base
 	$(PY) -m pytest
 
 # Figures, not pass/fail: JSON, plots and report.md under build/bench/, and the
@@ -108,11 +119,11 @@ bench: setup
 	$(PY) -m bench.demo_bench
 	$(PY) -m bench.report --update BENCHMARKS.md
 
-up: setup lambda-base
+up: setup kube lambda-base
 	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; $(PY) -m devstack.kube down; fi
 
 clean: down
 	rm -rf build .pytest_cache

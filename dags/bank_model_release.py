@@ -16,17 +16,26 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   live model by more than `roc_auc_tolerance` (or `force_deploy`). Otherwise the
   rest is skipped and the log says why: a skipped branch, not a failed run.
 * **push_image**: serving base image + one layer with the model, pushed through
-  the registry API (no Docker daemon); same model → same digest.
-* **deploy_lambda**: update the function to the image *by digest*, wait, publish
-  a version, move the `live` alias, smoke-test it, roll back on failure.
+  the registry API (no Docker daemon), tagged `<model version>-<base digest>` (never
+  an existing tag moved: ECR's immutable tags); same model and base → same digest.
+* **deploy_lambda**: refuse an image of another architecture than the function's;
+  update the function to the image *by digest* (or create it and wait until it is
+  Active), publish a version, wait until it is Active, smoke-test *that version*,
+  and only then move the `live` alias. A failed smoke test leaves the alias alone.
 * **lambda_url**: the `live` alias's function URL (auth `AWS_IAM`, or `NONE`
-  when the Param `function_url_auth` says so), smoke-tested with a POST.
-* **rollout_kubernetes**: patch the Deployment's image to the same digest, wait
-  for the rollout as `kubectl rollout status` judges it (deferred), roll back
-  on failure with the stuck pods' reasons. Skipped, saying so, when no
-  Kubernetes connection is configured.
-* **record_live**: `models/bank/live.json`, written only after a good release, and the
-  `bank_live_model` Asset event, which schedules `bank_batch_score`.
+  when the Param `function_url_auth` says so), smoke-tested with a POST; the
+  release is recorded only once it answers.
+* **rollout_kubernetes**: refuse an image of another architecture than the
+  Deployment's `kubernetes.io/arch` node selector; patch the Deployment's image to
+  the same digest, wait for the rollout as `kubectl rollout status` judges it
+  (deferred), roll back on failure with the stuck pods' reasons. Skipped, saying
+  so, when no Kubernetes connection is configured (or it names no cluster).
+* **revert_lambda**: the release is all-or-nothing. If the rollout failed after
+  the alias moved, move it back (or delete it on a first release) and fail
+  saying both; skipped otherwise.
+* **record_live**: `models/bank/live.json`, written only after every configured
+  target serves the version, and the `bank_live_model` Asset event, which
+  schedules `bank_batch_score`.
 
 Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
 `kubernetes` or both, default both), so the graph shows only what will run.
@@ -41,7 +50,7 @@ from airflow.sdk import DAG, BaseOperator, Param, chain, task
 from bank_pipeline import assets, settings
 from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
-from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator
+from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
 from bank_pipeline.release import SMOKE_RECORD, TrainedCandidate, check_prediction
 
@@ -191,21 +200,8 @@ with DAG(
                 smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
                 smoke_check=check_prediction,
                 waiter_delay=CFG.poll_seconds,
-                # A failed smoke test has already rolled back; retrying would redeploy the same image.
+                # A failed smoke test left the alias alone; retrying would test the same image again.
                 retries=0,
-            )
-        )
-        releases.append(
-            LambdaFunctionUrlOperator(
-                task_id="lambda_url",
-                aws_conn_id=CFG.aws_conn_id,
-                function_name=CFG.lambda_function,
-                alias="live",
-                auth_type="{{ params.function_url_auth }}",
-                smoke_body=SMOKE_RECORD,
-                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-                smoke_check=check_prediction,
-                poll_interval=CFG.poll_seconds,
             )
         )
     if "kubernetes" in CFG.release_targets:
@@ -217,9 +213,32 @@ with DAG(
                 kubernetes_conn_id=CFG.kubernetes_conn_id,
                 skip_without_connection=True,
                 poll_interval=CFG.poll_seconds,
+                aws_conn_id=CFG.aws_conn_id,  # to read an ECR image's architecture
                 retries=0,  # a failed rollout has already rolled back
             )
         )
     live = record_live(candidate["version"], push_image.output)
 
     chain(manifest_uri, candidate, gate, push_image, *releases, live)
+    if "lambda" in CFG.release_targets:
+        # The alias's HTTP front door, once the alias moved; the release is recorded only when it answers.
+        releases[0] >> LambdaFunctionUrlOperator(
+            task_id="lambda_url",
+            aws_conn_id=CFG.aws_conn_id,
+            function_name=CFG.lambda_function,
+            alias="live",
+            auth_type="{{ params.function_url_auth }}",
+            smoke_body=SMOKE_RECORD,
+            smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+            smoke_check=check_prediction,
+            poll_interval=CFG.poll_seconds,
+        ) >> live
+    if len(releases) == 2:
+        # All-or-nothing: a Lambda alias moved by this run goes back if the rollout then fails.
+        releases[1] >> LambdaAliasRevertOperator(
+            task_id="revert_lambda",
+            aws_conn_id=CFG.aws_conn_id,
+            deploy_task_id="deploy_lambda",
+            reason="the Kubernetes rollout failed (task rollout_kubernetes says why and what it rolled back)",
+            trigger_rule="one_failed",
+        )

@@ -1,7 +1,8 @@
 """devstack: the local stand-in for the AWS services this project uses.
 
 One process (``python -m devstack serve``) runs moto in server mode on
-127.0.0.1 (S3, EMR, ECR, Lambda, IAM, STS on one endpoint), executes EMR
+127.0.0.1 (S3, EMR, ECR, Lambda, IAM, STS, CloudFormation on one endpoint) with
+IAM enforced (``devstack.iam``), executes EMR
 ``command-runner.jar spark-submit`` steps with the local PySpark, runs an image
 registry (the CNCF distribution registry, a child process) and invokes
 container-image Lambda functions from it; see ``devstack.emr``,
@@ -64,14 +65,24 @@ def remove_state(state_dir: Path, pid: int | None = None) -> None:
         (Path(state_dir) / STATE_FILE).unlink(missing_ok=True)
 
 
-def client_env(endpoint_url: str) -> dict[str, str]:
-    """AWS_* variables that point boto3/botocore (and the AWS CLI) at ``endpoint_url``."""
+def client_env(endpoint_url: str, credentials: tuple[str, str] = ("testing", "testing")) -> dict[str, str]:
+    """AWS_* variables that point boto3/botocore (and the AWS CLI) at ``endpoint_url`` with ``credentials``.
+
+    With IAM enforced, "testing" is nobody: give devstack's admin key (the state
+    file's ``admin``) or a user's.
+    """
     return {
         "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ACCESS_KEY_ID": credentials[0],
+        "AWS_SECRET_ACCESS_KEY": credentials[1],
         "AWS_DEFAULT_REGION": "us-east-1",
     }
+
+
+def admin_credentials(state: dict[str, Any]) -> tuple[str, str]:
+    """devstack's admin key pair from its state (``testing`` for a devstack serving without IAM)."""
+    admin = state.get("admin") or {}
+    return admin.get("access_key_id", "testing"), admin.get("secret_access_key", "testing")
 
 
 # -- process helpers ----------------------------------------------------------
@@ -175,6 +186,8 @@ class Devstack:
     started by ``python -m devstack up`` instead, which ``__exit__`` leaves running.
     ``registry_url`` is the image registry's ``127.0.0.1:PORT`` (image
     references start with it; ``http://`` + it is the registry API).
+    ``env()`` and ``client()`` sign with devstack's admin key (IAM is enforced):
+    for setting up, never for the DAGs (``devstack.infra`` makes their user).
     """
 
     def __init__(self, state_dir: Path, port: int = 0, registry_port: int = 0) -> None:
@@ -184,6 +197,7 @@ class Devstack:
         self.pid: int | None = None
         self.endpoint_url: str = ""
         self.registry_url: str = ""
+        self.admin: tuple[str, str] = ("testing", "testing")
         self._proc: subprocess.Popen[bytes] | None = None
         self._owned = True
 
@@ -199,6 +213,7 @@ class Devstack:
         self._proc, state = start_server(self.state_dir, self.port, self.registry_port)
         self.pid, self.endpoint_url, self.port = state["pid"], state["endpoint_url"], state["port"]
         self.registry_url = state.get("registry_url", "")
+        self.admin = admin_credentials(state)
 
     def stop(self) -> None:
         """Stop the server; raise if any process it started survives."""
@@ -213,7 +228,10 @@ class Devstack:
 
     def env(self) -> dict[str, str]:
         """The environment variables an AWS client (and the image push) needs to use this devstack."""
-        return {**client_env(self.endpoint_url), **({"BANK_REGISTRY": self.registry_url} if self.registry_url else {})}
+        return {
+            **client_env(self.endpoint_url, self.admin),
+            **({"BANK_REGISTRY": self.registry_url} if self.registry_url else {}),
+        }
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service`` pointed at this devstack."""
@@ -238,4 +256,5 @@ def running(state_dir: Path = DEFAULT_STATE_DIR) -> Devstack | None:
     ds = Devstack(Path(state_dir), int(state["port"]))
     ds.pid, ds.endpoint_url, ds._owned = int(state["pid"]), state["endpoint_url"], False
     ds.registry_url = state.get("registry_url", "")
+    ds.admin = admin_credentials(state)
     return ds

@@ -17,7 +17,7 @@ from typing import Any
 import devstack
 from devstack import procs
 
-SERVICES = ("S3", "EMR", "ECR", "Lambda", "IAM", "STS")
+SERVICES = ("S3", "EMR", "ECR", "Lambda", "IAM", "STS", "CloudFormation")
 
 
 def _print_endpoints(state: dict[str, Any]) -> None:
@@ -28,8 +28,9 @@ def _print_endpoints(state: dict[str, Any]) -> None:
     registry = state.get("registry_url")
     if registry:
         print(f"  Images (registry API) http://{registry}  image refs: {registry}/REPO@sha256:...")
+    print("IAM is " + ("enforced; the shell exports are devstack's admin key" if state.get("iam", True) else "off"))
     print("Shell:")
-    for key, value in devstack.client_env(url).items():
+    for key, value in devstack.client_env(url, devstack.admin_credentials(state)).items():
         print(f"  export {key}={value}")
     if registry:
         print(f"  export BANK_REGISTRY={registry}")
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=devstack.DEFAULT_STATE_DIR)
     parser.add_argument("--host", default="127.0.0.1", help="serve: address to bind (0.0.0.0 in compose)")
     parser.add_argument("--public-host", default="127.0.0.1", help="serve: the registry's name in image references")
+    parser.add_argument("--no-iam", action="store_true", help="serve: do not enforce IAM (any credentials may do anything)")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
@@ -121,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return status(state_dir)
     from devstack.server import serve
 
-    return serve(args.port, state_dir, args.registry_port, host=args.host, public_host=args.public_host)
+    return serve(
+        args.port, state_dir, args.registry_port, host=args.host, public_host=args.public_host, iam=not args.no_iam
+    )
 
 
 if __name__ == "__main__":

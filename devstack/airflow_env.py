@@ -18,19 +18,34 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devstack.infra import Account
 
 REPO = Path(__file__).resolve().parents[1]
 LAKE_BUCKET = "bank-lake"
 RAW_KEY = "raw/bank/bank-full.csv"
-LAMBDA_ROLE_NAME = "bank-model-lambda"
+LAMBDA_ROLE_NAME = "bank-model-lambda"  # infra/bank-ml.cfn.yaml's default LambdaRoleName
 LAMBDA_ROLE_ARN = f"arn:aws:iam::123456789012:role/{LAMBDA_ROLE_NAME}"  # moto's default account
 IMAGE_REPOSITORY = "bank-model"
 SERVING_BASE_TAG = "serving-base"
 
 
-def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
-    """Environment for an Airflow whose AWS connection points at devstack."""
+def airflow_env(
+    home: Path, aws_env: dict[str, str], account: Account, kubernetes_connection: str | None = None
+) -> dict[str, str]:
+    """Environment for an Airflow whose AWS connection points at devstack with the workers' credentials.
+
+    ``aws_env`` gives the endpoint, region and registry (``Devstack.env()``);
+    ``account`` (``devstack.infra.provision``) the worker user's key, which both the
+    ``aws_default`` connection and the processes' AWS_* variables hold (nothing in
+    Airflow can fall back to devstack's admin key), and the BANK_* settings its
+    stack's outputs give: what README's "Pointing it at real AWS" sets on AWS.
+    With ``kubernetes_connection`` (``devstack.kube.airflow_connection``) also
+    ``kubernetes_default``; without it the release's rollout task skips, saying so.
+    """
+    aws_env = account.worker_env(aws_env)
     endpoint = aws_env["AWS_ENDPOINT_URL"]
     aws_conn = {
         "conn_type": "aws",
@@ -38,7 +53,7 @@ def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
         "password": aws_env["AWS_SECRET_ACCESS_KEY"],
         "extra": {"endpoint_url": endpoint, "region_name": aws_env["AWS_DEFAULT_REGION"]},
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BANK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BANK_", "AWS_"))}
     env.update(aws_env)
     env.update(
         {
@@ -50,14 +65,15 @@ def airflow_env(home: Path, aws_env: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
             # The provider merges this connection's extra under the job flow overrides;
-            # on AWS it carries the account's subnet, roles and security groups.
+            # on AWS it carries the account's subnet and security groups.
             "AIRFLOW_CONN_EMR_DEFAULT": json.dumps({"conn_type": "emr", "extra": {}}),
-            "BANK_LAKE_BUCKET": LAKE_BUCKET,
+            **account.settings(),
             "BANK_POLL_SECONDS": "1",
             "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
-            "BANK_LAMBDA_ROLE_ARN": LAMBDA_ROLE_ARN,
         }
     )
+    if kubernetes_connection:
+        env["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = kubernetes_connection
     return env
 
 
@@ -78,45 +94,14 @@ def ensure_db(env: dict[str, str]) -> None:
     marker.touch()
 
 
-def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW_KEY, iam: Any = None) -> str:
-    """Create the lake bucket (if missing) and upload the raw CSV, and (given ``iam``) the EMR roles;
-    returns the CSV's s3:// URI."""
-    if iam is not None:
-        seed_emr_roles(iam)
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if bucket not in existing:
-        s3.create_bucket(Bucket=bucket)
+def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW_KEY) -> str:
+    """Upload the raw CSV into the lake bucket (the template made it); returns its s3:// URI."""
     s3.upload_file(str(csv_path), bucket, key)
     return f"s3://{bucket}/{key}"
 
 
-EMR_SERVICE_ROLE = "EMR_DefaultRole"
-EMR_INSTANCE_PROFILE = "EMR_EC2_DefaultRole"
-
-
-def _assume_role_policy(service: str) -> str:
-    return json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
-    )
-
-
-def seed_emr_roles(iam: Any) -> None:
-    """The EMR service role and the nodes' instance profile (the settings' default names), which
-    RunJobFlow needs to exist; idempotent."""
-    for create in (
-        lambda: iam.create_role(RoleName=EMR_SERVICE_ROLE, AssumeRolePolicyDocument=_assume_role_policy("elasticmapreduce.amazonaws.com")),
-        lambda: iam.create_role(RoleName=EMR_INSTANCE_PROFILE, AssumeRolePolicyDocument=_assume_role_policy("ec2.amazonaws.com")),
-        lambda: iam.create_instance_profile(InstanceProfileName=EMR_INSTANCE_PROFILE),
-        lambda: iam.add_role_to_instance_profile(InstanceProfileName=EMR_INSTANCE_PROFILE, RoleName=EMR_INSTANCE_PROFILE),
-    ):
-        try:
-            create()
-        except (iam.exceptions.EntityAlreadyExistsException, iam.exceptions.LimitExceededException):
-            pass
-
-
-def seed_release(iam: Any, registry_url: str, tag: str = SERVING_BASE_TAG) -> str:
-    """What a release needs that CI provides on AWS: the Lambda role and the serving base image.
+def seed_release(registry_url: str, tag: str = SERVING_BASE_TAG) -> str:
+    """What a release needs that CI provides on AWS: the serving base image (the template made the Lambda role).
 
     The serving base image is serving/Dockerfile built with podman on the local
     Lambda base (devstack.lambda_image: both rebuilt only when their inputs
@@ -124,10 +109,6 @@ def seed_release(iam: Any, registry_url: str, tag: str = SERVING_BASE_TAG) -> st
     """
     from devstack.lambda_image import push_serving
 
-    try:
-        iam.create_role(RoleName=LAMBDA_ROLE_NAME, AssumeRolePolicyDocument=_assume_role_policy("lambda.amazonaws.com"))
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
     return push_serving(registry_url, IMAGE_REPOSITORY, tag).rsplit("@", 1)[1]
 
 

@@ -19,6 +19,7 @@ the image the container ran, ``repo@sha256:...`` as podman reports it.
 
 The patch also fixes what the deploy path needs from moto 5.2.5:
 
+- UpdateAlias kept the alias's RevisionId; as on Lambda, each change gives a new one.
 - Invoke with ``Qualifier=`` (the query parameter boto3 sends) ran $LATEST:
   moto reads ``qualifier`` in lower case. Now a version or alias runs that
   version (``FunctionName="f:live"`` already worked).
@@ -35,17 +36,43 @@ The patch also fixes what the deploy path needs from moto 5.2.5:
   naming a missing image fails those calls with InvalidParameterValueException.
   ``ResolvedImageUri`` keeps the registry's port (moto cut it at the first ':').
 
-Not faithful (see devstack/containers/README.md for the RIE's own
-differences): more than ``max_per_version`` concurrent invokes of one version
-wait for a container instead of scaling out; idle containers are not reclaimed
-on a timer (only the two most recently invoked versions of a function keep
-theirs); alias RoutingConfig weights and architectures are ignored; ``Event``
+States, as Lambda shows them (moto has State Active and LastUpdateStatus
+Successful at once), for image functions in devstack's registry:
+
+- CreateFunction answers State ``Pending`` (StateReasonCode ``Creating``) while
+  devstack pulls the image into podman's store, as Lambda prepares it, for at least
+  ``DEVSTACK_LAMBDA_PENDING_SECONDS`` (default 0.5; read when the server
+  starts; a function tagged ``devstack:pending-seconds`` has its own); then
+  ``Active``, or ``Failed`` with a StateReason and StateReasonCode
+  ``InvalidImage`` (an image podman cannot pull) or ``ImageDeleted`` (the
+  image is gone from the registry).
+- UpdateFunctionCode: LastUpdateStatus ``InProgress`` for as long, then
+  ``Successful``, or ``Failed`` with LastUpdateStatusReason(Code); meanwhile and
+  after a failed update, invokes of $LATEST run the previous image (Lambda
+  keeps the previous code); State stays ``Active``.
+- PublishVersion: the new version is ``Pending`` for as long, then ``Active``.
+- Invoke of a Pending or Failed function or version, and UpdateFunctionCode,
+  UpdateFunctionConfiguration or PublishVersion while the function is Pending,
+  Failed or its update InProgress, answer ``ResourceConflictException`` (409)
+  with Lambda's messages.
+- Architectures: an image whose config's architecture is not the function's
+  (amd64 <-> x86_64, arm64 <-> arm64) fails every invoke with
+  ``Runtime.InvalidEntrypoint`` "exec format error", as Lambda does; Lambda
+  itself accepts such an image at create and update.
+
+Not faithful (devstack/containers/README.md has the RIE's own differences):
+more than ``max_per_version`` concurrent invokes of one version wait for a
+container instead of scaling out; idle containers are not reclaimed on a timer
+(only the two most recently invoked versions of a function keep theirs); a
+container's role credentials are minted when it starts and not refreshed
+(they last an hour); alias RoutingConfig weights are ignored; ``Event``
 (async) invocations run synchronously before the 202, without retries or
-destinations; the function gets devstack's credentials, not its execution
-role's; images from other registries (ECR hosts with moto's stubbed ImageUri)
-cannot be run: they answer a ``DevstackImageError`` function error. moto's
-states are unchanged: State is Active and LastUpdateStatus Successful at once
-(no Pending or InProgress).
+destinations; images from other registries (ECR hosts with moto's stubbed
+ImageUri) cannot be run: they answer a ``DevstackImageError`` function error,
+and keep moto's instant states; UpdateFunctionConfiguration is checked for
+conflicts but shows no InProgress of its own; a failed update's GetFunction
+still shows the new ImageUri; Lambda's own reasons for Failed
+(ImageAccessDenied for a missing repository policy, KMS, VPC) cannot happen here.
 """
 
 from __future__ import annotations
@@ -54,15 +81,19 @@ import base64
 import copy
 import json
 import logging
+import os
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError
-from moto.awslambda.models import LambdaBackend, LambdaFunction, LambdaStorage
+from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
+from devstack import podman as pm
 from devstack.lambda_containers import Environments, FunctionSpec
 
 log = logging.getLogger("devstack.lambda")
@@ -70,10 +101,16 @@ log = logging.getLogger("devstack.lambda")
 LOG_TAIL = 4096  # bytes of log in X-Amz-Log-Result, as on Lambda
 
 
+PENDING_SECONDS_ENV = "DEVSTACK_LAMBDA_PENDING_SECONDS"
+PENDING_SECONDS_TAG = "devstack:pending-seconds"  # a function's own, for tests that watch a state
+CREATING = "The function is being created."
+
+
 @dataclass
 class _Config:
     registry: str = ""  # host:port of devstack's registry
     endpoint_url: str = ""  # moto's endpoint, given to handlers as AWS_ENDPOINT_URL
+    pending_seconds: float = 0.5  # the least time a create, update or new version is in progress
     environments: Environments | None = None  # the functions' containers
 
 
@@ -84,13 +121,18 @@ _ORIGINAL: dict[str, Any] = {}
 def install(registry: str, environments: Environments, endpoint_url: str = "") -> None:
     """Patch moto's Lambda (idempotent); ``registry`` is devstack's ``host:port``, ``environments`` runs invokes."""
     CONFIG.registry, CONFIG.environments, CONFIG.endpoint_url = registry, environments, endpoint_url
+    CONFIG.pending_seconds = float(os.environ.get(PENDING_SECONDS_ENV) or CONFIG.pending_seconds)
     if _ORIGINAL:
         return
     _ORIGINAL.update(
         invoke=LambdaFunction.invoke,
         set_code=LambdaFunction._set_function_code,
         get_code=LambdaFunction.get_code,
+        get_configuration=LambdaFunction.get_configuration,
         publish=LambdaStorage.publish_version,
+        update_code=LambdaBackend.update_function_code,
+        update_configuration=LambdaBackend.update_function_configuration,
+        update_alias=LambdaAlias.update,
         response_invoke=LambdaResponse.invoke,
         delete_function=LambdaBackend.delete_function,
     )
@@ -98,8 +140,12 @@ def install(registry: str, environments: Environments, endpoint_url: str = "") -
     LambdaBackend.delete_function = _delete_function  # type: ignore[method-assign]
     LambdaFunction._set_function_code = _set_function_code  # type: ignore[method-assign]
     LambdaFunction.get_code = _get_code  # type: ignore[method-assign]
+    LambdaFunction.get_configuration = _get_configuration  # type: ignore[method-assign]
     LambdaStorage.publish_version = _publish_version  # type: ignore[method-assign]
+    LambdaBackend.update_function_code = _update_function_code  # type: ignore[method-assign]
+    LambdaBackend.update_function_configuration = _update_function_configuration  # type: ignore[method-assign]
     LambdaResponse.invoke = _response_invoke  # type: ignore[method-assign]
+    LambdaAlias.update = _update_alias  # type: ignore[method-assign]
 
 
 def set_endpoint(endpoint_url: str) -> None:
@@ -123,15 +169,132 @@ def _response_invoke(self: LambdaResponse) -> Any:
     return _ORIGINAL["response_invoke"](self)
 
 
+def _update_alias(self: LambdaAlias, *args: Any, **kwargs: Any) -> None:
+    # Lambda gives an alias a new RevisionId whenever it changes; moto kept the first one.
+    _ORIGINAL["update_alias"](self, *args, **kwargs)
+    self.revision_id = str(uuid.uuid4())
+
+
 def _set_function_code(self: LambdaFunction, updated_spec: dict[str, Any]) -> None:
     uri = updated_spec.get("ImageUri")
-    dry_run = updated_spec is not self.code and updated_spec.get("DryRun")
+    from_update = updated_spec is not self.code
+    dry_run = from_update and updated_spec.get("DryRun")
     resolved = _resolve(uri) if uri and not dry_run else None
+    previous = getattr(self, "_ds_image", None)
     _ORIGINAL["set_code"](self, updated_spec)
     if uri and not dry_run:
         self._ds_image = resolved
         if resolved:
             self.code_sha_256 = resolved.rsplit("@sha256:", 1)[1]
+            _begin(self, "update" if from_update else "create", resolved, previous)
+
+
+# -- states -------------------------------------------------------------------
+
+
+class ResourceConflict(LambdaClientError):
+    code = 409
+
+    def __init__(self, message: str) -> None:
+        super().__init__("ResourceConflictException", message)
+
+
+@dataclass
+class _Progress:
+    """A create, update or publish under way: done when the image is prepared and the least time passed."""
+
+    kind: str  # "create" | "update" | "publish"
+    started: float
+    prepared: threading.Event
+    previous_image: str | None = None  # an update's: what $LATEST runs until the update succeeds
+    failure: tuple[str, str] | None = None  # (reason code, reason)
+
+
+def _begin(fn: LambdaFunction, kind: str, image: str | None, previous_image: str | None = None) -> None:
+    """Start a phase; a create or update prepares (pulls) ``image`` in a thread, as Lambda optimizes it."""
+    progress = _Progress(kind, time.monotonic(), threading.Event(), previous_image)
+    fn._ds_progress = progress
+    if image is None:
+        progress.prepared.set()
+        return
+
+    def prepare() -> None:
+        try:
+            prepare_image(oci.parse_image_ref(image))
+        except oci.RegistryError as exc:
+            code = "ImageDeleted" if exc.status == 404 else "InvalidImage"
+            progress.failure = (code, f"devstack: cannot get image {image}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - podman could not pull it: the image is bad, the server is fine
+            progress.failure = ("InvalidImage", f"devstack: cannot pull image {image}: {type(exc).__name__}: {' '.join(str(exc).split())[-1500:]}")
+        finally:
+            progress.prepared.set()
+
+    threading.Thread(target=prepare, name=f"lambda-prepare-{fn.function_name}", daemon=True).start()
+
+
+def _phase(fn: LambdaFunction) -> tuple[str, _Progress | None]:
+    """("done" | "pending" | "failed", the progress) of a function or version."""
+    progress: _Progress | None = getattr(fn, "_ds_progress", None)
+    if progress is None:
+        return "done", None
+    # The function's tags are set after its code (in moto's constructor): read them now.
+    pending = float((getattr(fn, "tags", None) or {}).get(PENDING_SECONDS_TAG) or CONFIG.pending_seconds)
+    if not progress.prepared.is_set() or time.monotonic() < progress.started + pending:
+        return "pending", progress
+    return ("failed" if progress.failure else "done"), progress
+
+
+def _get_configuration(self: LambdaFunction, on_create: bool = False) -> dict[str, Any]:
+    config: dict[str, Any] = _ORIGINAL["get_configuration"](self, on_create)
+    phase, progress = _phase(self)
+    if progress is None or phase == "done":
+        return config
+    code, reason = progress.failure or ("Creating", CREATING)
+    if progress.kind in ("create", "publish"):
+        config.update(State="Pending" if phase == "pending" else "Failed", StateReason=reason, StateReasonCode=code)
+        if on_create:
+            return config
+    if phase == "pending":
+        config["LastUpdateStatus"] = "InProgress"
+        if progress.kind != "update":
+            config.update(LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
+    else:
+        config.update(LastUpdateStatus="Failed", LastUpdateStatusReason=reason, LastUpdateStatusReasonCode=code)
+    return config
+
+
+def _check_invocable(fn: LambdaFunction) -> None:
+    """Lambda refuses to invoke a function (or version) that is not Active."""
+    phase, progress = _phase(fn)
+    if progress is not None and progress.kind != "update" and phase != "done":
+        state = "Pending" if phase == "pending" else "Failed"
+        raise ResourceConflict(
+            f"The operation cannot be performed at this time. The function is currently in the following state: {state}"
+        )
+
+
+def _check_not_busy(fn: LambdaFunction) -> None:
+    """Lambda refuses to change or publish a function that is being created or updated (or failed to be created)."""
+    _check_invocable(fn)
+    phase, progress = _phase(fn)
+    if progress is not None and progress.kind == "update" and phase == "pending":
+        raise ResourceConflict(
+            f"The operation cannot be performed at this time. An update is in progress for resource: {fn.function_arn}"
+        )
+
+
+def _update_function_code(self: LambdaBackend, function_name: str, qualifier: str, body: dict[str, Any]) -> Any:
+    _check_not_busy(self.get_function(function_name, qualifier))
+    if body.get("Publish"):  # moto updates, publishes and updates again: keep its way
+        return _ORIGINAL["update_code"](self, function_name, qualifier, body)
+    return self.get_function(function_name, qualifier).update_function_code(body)
+
+
+def _update_function_configuration(
+    self: LambdaBackend, function_name: str, qualifier: str, body: dict[str, Any]
+) -> Any:
+    _check_not_busy(self.get_function(function_name, qualifier))
+    return _ORIGINAL["update_configuration"](self, function_name, qualifier, body)
 
 
 def _delete_function(self: LambdaBackend, function_name: str, qualifier: str | None = None) -> None:
@@ -172,7 +335,10 @@ def _get_code(self: LambdaFunction) -> dict[str, Any]:
     return resp
 
 
-_NOT_COMPARED = ("FunctionArn", "Version", "LastModified", "LastUpdateStatus", "State", "Description")
+_NOT_COMPARED = (
+    "FunctionArn", "Version", "LastModified", "Description", "State", "StateReason", "StateReasonCode",
+    "LastUpdateStatus", "LastUpdateStatusReason", "LastUpdateStatusReasonCode",
+)  # fmt: skip
 
 
 def _fingerprint(fn: LambdaFunction) -> str:
@@ -182,6 +348,7 @@ def _fingerprint(fn: LambdaFunction) -> str:
 
 def _publish_version(self: LambdaStorage, name_or_arn: str, description: str = "") -> LambdaFunction | None:
     latest = self.get_function_by_name_or_arn_forbid_qualifier(name_or_arn)
+    _check_not_busy(latest)
     versions: list[LambdaFunction] = self._functions[latest.function_name]["versions"]
     if versions and latest.code_or_config_updated and _fingerprint(latest) == _fingerprint(versions[-1]):
         latest.code_or_config_updated = False  # Lambda: unchanged since the last version -> that version
@@ -191,12 +358,15 @@ def _publish_version(self: LambdaStorage, name_or_arn: str, description: str = "
         fn.code = copy.deepcopy(fn.code)  # its own ImageUri, untouched by later updates of $LATEST
         fn.environment_vars = dict(fn.environment_vars)
         latest.code_or_config_updated = False
+        if getattr(latest, "_ds_progress", None) is not None:
+            _begin(fn, "publish", None)  # a new version is Pending a moment, then Active
     return fn
 
 
 def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
     if self.package_type != "Image":
         return _ORIGINAL["invoke"](self, body, request_headers, response_headers)
+    _check_invocable(self)
     try:
         event = json.loads(body) if body else {}
     except ValueError as exc:
@@ -223,6 +393,45 @@ def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_head
         return b""
     response_headers["x-amz-log-result"] = base64.b64encode(ran.log.encode()[-LOG_TAIL:]).decode()
     return ran.payload
+
+
+# -- images -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image as devstack runs it: ``registry/repo@digest`` (a platform's manifest) and its architecture."""
+
+    ref: str
+    digest: str
+    architecture: str = ""
+
+
+_IMAGES: dict[str, Image] = {}  # by the reference asked for (a digest's answer never changes)
+_IMAGES_LOCK = threading.Lock()
+
+
+def prepare_image(ref: oci.ImageRef) -> Image:
+    """Resolve ``ref`` in the registry (an index: its linux/amd64 image), read its architecture, pull it into podman.
+
+    Raises oci.RegistryError (404: the image is gone) or podman's error (a
+    layer podman cannot apply). Once per digest.
+    """
+    key = str(ref)
+    with _IMAGES_LOCK:
+        if key in _IMAGES and ref.reference.startswith("sha256:"):
+            return _IMAGES[key]
+    client = oci.RegistryClient(ref.registry)
+    manifest, media_type, digest = client.get_manifest(ref.repo, ref.reference)
+    if media_type in oci.INDEX_TYPES:
+        manifest, media_type, digest = oci.select_platform(client, ref.repo, manifest, ref.reference)
+    config = json.loads(client.get_blob(ref.repo, manifest["config"]["digest"]))
+    image = Image(f"{ref.registry}/{ref.repo}@{digest}", digest, config.get("architecture") or "")
+    if CONFIG.environments is not None:
+        CONFIG.environments.pull(image.ref)
+    with _IMAGES_LOCK:
+        _IMAGES[key] = image
+    return image
 
 
 # -- running an invoke ----------------------------------------------------------
@@ -257,27 +466,48 @@ def spec_of(fn: LambdaFunction, image: str) -> FunctionSpec:
         command=tuple(fn.image_config.cmd or ()),
         workdir=fn.image_config.working_directory or None,
         region=fn.region,
+        role=fn.role,
     )
+
+
+def _running_image(fn: LambdaFunction) -> str:
+    """The image an invoke runs: an update's previous image until the update succeeds."""
+    phase, progress = _phase(fn)
+    if progress is not None and progress.kind == "update" and phase != "done" and progress.previous_image:
+        return progress.previous_image
+    return getattr(fn, "_ds_image", None) or fn.code.get("ImageUri", "")
 
 
 def run(fn: LambdaFunction, event: bytes, request_id: str, tail: bool = False) -> Ran:
     """Run one invoke of an image function version in its container (see the module doc)."""
-    uri = getattr(fn, "_ds_image", None) or fn.code.get("ImageUri", "")
+    uri = _running_image(fn)
 
-    def failed(message: str) -> Ran:
+    def failed(message: str, kind: str = "DevstackImageError") -> Ran:
         lines = f"START RequestId: {request_id} Version: {fn.version}\n{message}\nEND RequestId: {request_id}\n"
-        return Ran(_error_payload(message, "DevstackImageError", request_id), True, lines)
+        return Ran(_error_payload(message, kind, request_id), True, lines)
 
     try:
         ref = oci.parse_image_ref(uri)
     except ValueError as exc:
         return failed(f"devstack: {exc}")
-    if not _is_ours(ref.registry) or not ref.reference.startswith("sha256:"):
+    if not _is_ours(ref.registry):
         return failed(f"devstack runs only images in its registry {CONFIG.registry}; this function's ImageUri is {uri}")
     if CONFIG.environments is None:
         return failed("devstack: Lambda's execution environments are not installed")
     try:
-        result = CONFIG.environments.invoke(spec_of(fn, uri), event, request_id, tail=tail)
+        image = prepare_image(ref)
+    except (oci.RegistryError, pm.PodmanError, pm.PodmanUnavailable, OSError) as exc:
+        return failed(f"devstack: cannot get image {uri}: {exc}")
+    arch = oci.LAMBDA_ARCHITECTURES.get(image.architecture)
+    if arch not in fn.architectures:  # the kernel cannot run the image's binaries
+        return failed(
+            f"RequestId: {request_id} Error: fork/exec /lambda-entrypoint.sh: exec format error "
+            f"(devstack: image {uri} is {image.architecture or 'of no architecture'}, "
+            f"the function {'/'.join(fn.architectures)})",
+            "Runtime.InvalidEntrypoint",
+        )
+    try:
+        result = CONFIG.environments.invoke(spec_of(fn, image.ref), event, request_id, tail=tail)
     except Exception as exc:  # noqa: BLE001 - podman or the registry failed: the invoke fails, devstack serves on
         log.exception("cannot run %s version %s", fn.function_name, fn.version)
         return failed(f"devstack: cannot run image {uri}: {type(exc).__name__}: {exc}")

@@ -1,24 +1,30 @@
 """`make demo`: the pipeline end to end on this machine, with progress and a summary.
 
-Starts devstack, uploads bank-full.csv to the lake bucket, runs bank_features_emr
-with a local SQLite Airflow, then bank_model_release on the features it made
-(explicitly, with the manifest its Asset event names: dag.test() runs one DAG,
-not the scheduler), printing task and EMR state changes as they happen, then a
-summary, also written to build/demo/summary.json, with the model's ROC and PR
-curves and model card copied beside it. Then, as the book's chapter ends with
-curl against API Gateway, it POSTs one record to the live alias's function URL
-(SigV4-signed) and shows the curl line that does the same. Stops everything it started.
+Starts devstack and, alongside, the local Kubernetes control plane (devstack.kube,
+a fresh etcd each run), uploads bank-full.csv to the lake bucket, runs
+bank_features_emr with a local SQLite Airflow, then bank_model_release on the
+features it made (explicitly, with the manifest its Asset event names: dag.test()
+runs one DAG, not the scheduler): after the Lambda release, the same image digest
+is rolled out to Deployment bank/bank-model on the local cluster, as the release's
+least-privilege ServiceAccount (bank_pipeline/manifests/rbac). Prints task, EMR and
+Deployment state changes as they happen, then a summary, also written to
+build/demo/summary.json, with the model's ROC and PR curves and model card copied
+beside it. Then, as the book's chapter ends with curl against API Gateway, it
+POSTs one record to the live alias's function URL (SigV4-signed) and shows the
+curl line that does the same. Stops everything it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devstack import Devstack
+from devstack import Devstack, kube
 from devstack.airflow_env import (
     LAKE_BUCKET,
     REPO,
@@ -30,6 +36,7 @@ from devstack.airflow_env import (
     start_dag_run,
     task_states,
 )
+from devstack.infra import provision
 
 OUT = REPO / "build" / "demo"
 # One customer, as a client of the front door would send it (bank-full.csv's fields without duration and y).
@@ -38,6 +45,8 @@ DEMO_RECORD = {"age": 35, "job": "management", "marital": "single", "education":
                "campaign": 1, "pdays": 91, "previous": 2, "poutcome": "success"}  # fmt: skip
 FEATURES_DAG = "bank_features_emr"
 RELEASE_DAG = "bank_model_release"
+KUBE_NAMESPACE = "bank"  # the kubernetes_default connection's namespace: where the release rolls out
+DEPLOYMENT = "bank-model"  # the package's manifests name it so
 
 
 class Progress:
@@ -77,24 +86,44 @@ def emr_states(emr: Any) -> dict[str, str]:
     return states
 
 
+def deployment_states(cluster: kube.KubeCluster | None) -> dict[str, str]:
+    """The model server's Deployment on the local cluster: ready of desired replicas, for progress lines."""
+    if cluster is None:
+        return {}
+    status, dep = cluster.request("GET", f"/apis/apps/v1/namespaces/{KUBE_NAMESPACE}/deployments/{DEPLOYMENT}", timeout=5)
+    if status != 200:
+        return {}
+    ready, desired = (dep.get("status") or {}).get("readyReplicas") or 0, dep["spec"].get("replicas")
+    available = (dep.get("status") or {}).get("availableReplicas") or 0
+    return {f"k8s {KUBE_NAMESPACE}/{DEPLOYMENT}": f"{ready}/{desired} ready, {available} available"}
+
+
 def run_with_progress(
-    env: dict[str, str], emr: Any, dag_id: str, progress: Progress, conf: dict[str, Any] | None = None
+    env: dict[str, str],
+    emr: Any,
+    dag_id: str,
+    progress: Progress,
+    conf: dict[str, Any] | None = None,
+    cluster: kube.KubeCluster | None = None,
 ) -> Any:
     """Run one DAG run, printing state changes until it ends."""
     proc, result, log = start_dag_run(env, dag_id, conf or {}, OUT / "runs")
     progress.say(f"{dag_id}: started (Airflow log: {log.relative_to(REPO)})")
+
+    def show() -> None:
+        for key, state in {**emr_states(emr), **deployment_states(cluster)}.items():
+            progress.update(key, state)
+
     while proc.poll() is None:
         for task, state in task_states(env, dag_id).items():
             progress.update(f"task {task}", state)
-        for key, state in emr_states(emr).items():
-            progress.update(key, state)
+        show()
         progress.heartbeat()
         time.sleep(0.5)  # a display refresh rate, not a wait for a condition
     run = finish_dag_run(proc, result, log, timeout=60)
     for task, state in run.tasks.items():
         progress.update(f"task {task}", state)
-    for key, state in emr_states(emr).items():
-        progress.update(key, state)
+    show()
     progress.say(f"{dag_id}: {run.state}")
     return run
 
@@ -134,7 +163,7 @@ def fetch_model_files(s3: Any, registry_uri: str) -> list[Path]:
     return paths
 
 
-def release_summary(release: Any, plots: list[Path]) -> dict[str, Any]:
+def release_summary(release: Any, plots: list[Path], cluster: kube.KubeCluster) -> dict[str, Any]:
     """The model, image and Lambda parts of summary.json."""
     trained = release.xcom["train_candidate"]
     image = release.xcom.get("push_image") or {}
@@ -160,20 +189,34 @@ def release_summary(release: Any, plots: list[Path]) -> dict[str, Any]:
             "function": deployed.get("function_name"),
             "version": deployed.get("version"),
             "alias": deployed.get("alias"),
+            "image": deployed.get("image_uri"),
         },
-        "kubernetes": kubernetes_summary(release),
+        "kubernetes": kubernetes_summary(release, cluster),
     }
 
 
-def kubernetes_summary(release: Any) -> dict[str, Any]:
-    """The rollout's outcome; locally there is no cluster, so it is skipped, and says so."""
+def kubernetes_summary(release: Any, cluster: kube.KubeCluster) -> dict[str, Any]:
+    """The rollout's outcome, and the Deployment as the local cluster's API server shows it now."""
     rollout = release.xcom.get("rollout_kubernetes")
     state = release.tasks.get("rollout_kubernetes", "not a release target")
-    if rollout:
-        return {"status": rollout["status"], "deployment": rollout["deployment"], "image": rollout["image"]}
-    if state == "skipped":
-        return {"status": "skipped: no Kubernetes connection configured (kubernetes_default)"}
-    return {"status": state}
+    server = {"server_version": cluster.version.get("gitVersion"), "control_plane_ready_s": cluster.timings.get("ready")}
+    if not rollout:
+        if state == "skipped":
+            return {"status": "skipped: no Kubernetes connection configured (kubernetes_default)", **server}
+        return {"status": state, **server}
+    path = f"/apis/apps/v1/namespaces/{rollout['namespace']}/deployments/{rollout['deployment']}"
+    deployment = cluster.get(path)
+    status = deployment.get("status") or {}
+    return {
+        "status": "rolled out",
+        "message": rollout["status"],
+        **server,
+        "namespace": rollout["namespace"],
+        "deployment": rollout["deployment"],
+        "image": deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ready_replicas": status.get("readyReplicas") or 0,
+        "desired_replicas": deployment["spec"].get("replicas"),
+    }
 
 
 def post_through_url(ds: Devstack, url: str, auth_type: str, progress: Progress) -> dict[str, Any]:
@@ -242,7 +285,15 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"             URL {lam['url']} ({lam['url_auth']}): smoke POST {lam['url_smoke']['status']}, "
                   f"demo POST {post.get('status')} in {post.get('seconds', 0) * 1000:.0f} ms")  # fmt: skip
             print(f"             container ran {lam['container_image']}")
-        print(f"  kubernetes {summary['kubernetes']['status']}")
+        k8s = summary["kubernetes"]
+        if k8s["status"] == "rolled out":
+            same = "the same image as the Lambda" if k8s["image"] == lam.get("image") else f"image {k8s['image']}"
+            print(f"  kubernetes Deployment {k8s['namespace']}/{k8s['deployment']} rolled out: {k8s['ready_replicas']} of "
+                  f"{k8s['desired_replicas']} replicas ready, {same}")  # fmt: skip
+            print(f"             kube-apiserver {k8s['server_version']}, control plane ready in "
+                  f"{k8s['control_plane_ready_s']:.1f}s (started alongside devstack)")  # fmt: skip
+        else:
+            print(f"  kubernetes {k8s['status']}")
         print(f"  plots      {', '.join(str(p) for p in m['plots'])}")
     stages = {k: v for k, v in t.items() if "." not in k}  # per-task times are in the JSON
     print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
@@ -250,19 +301,40 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    if missing := kube.missing_binaries():
+        print(f"the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr)
+        return 1
     OUT.mkdir(parents=True, exist_ok=True)
     progress = Progress()
+    # The control plane starts while devstack starts and the features DAG runs; a fresh etcd each run.
+    cluster = kube.KubeCluster(OUT / "kube", reset=True)
+    started = kube.start_in_background(cluster)
+    progress.say("starting the local Kubernetes control plane (devstack.kube) in the background")
+    try:
+        return run_demo(progress, started)
+    finally:
+        with contextlib.suppress(kube.KubeError):  # run_demo said so
+            started()  # never stopped half-started
+        cluster.stop()
+
+
+def run_demo(progress: Progress, kube_started: Callable[[], kube.KubeCluster]) -> int:
+    """Both DAG runs and the summary; the caller owns the control plane."""
     timings: dict[str, float] = {}
     t = time.monotonic()
     progress.say("starting devstack (moto S3/EMR + local Spark steps)")
     with Devstack(state_dir=OUT / "devstack", port=0) as ds:
         timings["devstack_start"] = time.monotonic() - t
         progress.say(f"devstack at {ds.endpoint_url}")
-        env = airflow_env(OUT / "airflow", ds.env())
+        t = time.monotonic()
+        account = provision(ds)
+        timings["infra_stack"] = time.monotonic() - t
+        progress.say(f"deployed infra/bank-ml.cfn.yaml ({account.stack_seconds:.1f}s); Airflow signs as the worker user")
+        env = airflow_env(OUT / "airflow", ds.env(), account)
         t = time.monotonic()
         ensure_db(env)
         timings["airflow_db"] = time.monotonic() - t
-        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
+        source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
         progress.say(f"uploaded {source}")
 
         t = time.monotonic()
@@ -275,12 +347,24 @@ def main() -> int:
             return 1
 
         t = time.monotonic()
-        seed_release(ds.client("iam"), ds.registry_url)
+        seed_release(ds.registry_url)
         timings["serving_base_image"] = time.monotonic() - t
         progress.say(f"serving base image pushed to {ds.registry_url}")
+        try:
+            kc = kube_started()
+        except kube.KubeError as exc:
+            print(f"\nthe local Kubernetes control plane did not start: {exc}", file=sys.stderr)
+            return 1
+        timings["kube_ready"] = kc.timings["ready"]  # overlapped the stages above
+        kubeconfig = kc.release_identity(KUBE_NAMESPACE)
+        progress.say(f"Kubernetes {kc.version['gitVersion']} at {kc.server} (ready in {kc.timings['ready']:.1f}s); "
+                     f"the release rolls out to namespace {KUBE_NAMESPACE} as ServiceAccount {kube.RELEASE_IDENTITY}")  # fmt: skip
+        env = airflow_env(OUT / "airflow", ds.env(), account, kube.airflow_connection(kubeconfig, KUBE_NAMESPACE))
         manifest_uri = run.asset_events[0]["extra"]["manifest_uri"]
         t = time.monotonic()
-        release = run_with_progress(env, emr, RELEASE_DAG, progress, {"features_manifest_uri": manifest_uri})
+        release = run_with_progress(
+            env, emr, RELEASE_DAG, progress, {"features_manifest_uri": manifest_uri}, cluster=kc
+        )
         timings[RELEASE_DAG] = time.monotonic() - t
         timings.update({f"release.{k}": v for k, v in task_durations(env, RELEASE_DAG, release.run_id).items()})
         if failed(release):
@@ -305,7 +389,7 @@ def main() -> int:
             FEATURES_DAG: {"run_id": run.run_id, "state": run.state},
             RELEASE_DAG: {"run_id": release.run_id, "state": release.state},
         },
-        **release_summary(release, plots),
+        **release_summary(release, plots, kc),
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     summary["lambda"].update(url_summary(release, front))

@@ -17,18 +17,23 @@ the running step (its process group is killed) and pending ones; step logs
 under ``<LogUri>/<cluster-id>/steps/<step-id>/{stdout,stderr,controller}.gz``;
 Status.FailureDetails {Reason, Message, LogFile} and StateChangeReason.Code.
 
+Spark reads and writes s3:// itself, through Hadoop's S3A client against
+devstack's endpoint (EMRFS's part on EMR; ``devstack.spark_local.s3a_properties``
+in the cluster's spark-defaults.conf), so paths and errors name s3:// URIs.
+
 Not faithful: only ``command-runner.jar`` + ``spark-submit`` steps run (any
 other step FAILS; MainClass and Properties are ignored), with the project's
 PySpark in ``local[2]`` client mode on this machine, whatever the instance
-types or ``--deploy-mode``; s3:// arguments are staged (``devstack.staging``),
-and a step killed by termination is not mirrored back; STARTING, BOOTSTRAPPING
-and TERMINATING last about a second, not minutes; applications are recorded,
+types or ``--deploy-mode`` (recorded in controller.gz); S3A is not EMRFS (no
+consistent view or EMRFS-specific settings; S3A's committer and renames);
+STARTING, BOOTSTRAPPING and TERMINATING last about a second, not minutes; applications are recorded,
 not installed (bootstrap actions and the Spark classifications are applied:
 ``devstack.emr_node``); StepConcurrencyLevel
 > 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
 is accepted (handy in tests); logs are uploaded once, when the step ends, and
-controller.gz holds devstack's own notes (command, exit code, S3 changes);
-staging and logs use moto's default account (that of the "testing" keys).
+controller.gz holds devstack's own notes (command, exit code); S3A, the logs,
+bootstrap actions and the step's own AWS calls use devstack's admin credentials
+(on EMR, the nodes' instance profile: its policy is not exercised here).
 
 Where a failure's message comes from: spark-submit's PythonRunner merges the
 Python driver's stderr into stdout, so the job's ``prog: error: ...`` line is
@@ -57,7 +62,6 @@ from moto.emr.models import Cluster, Step
 from moto.emr.responses import ElasticMapReduceResponse
 
 from devstack import emr_node, procs, spark_local
-from devstack.staging import Stager, StagingError
 
 log = logging.getLogger("devstack.emr")
 
@@ -272,8 +276,15 @@ def _clusters() -> list[Cluster]:
 class Executor:
     """Moves every EMR cluster of the moto process through its lifecycle and runs steps."""
 
-    def __init__(self, endpoint_url: str, work_root: Path, node_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        work_root: Path,
+        credentials: tuple[str, str] = ("testing", "testing"),
+        node_root: Path | None = None,
+    ) -> None:
         self.endpoint_url = endpoint_url
+        self.credentials = credentials  # (access key id, secret): devstack's admin under IAM enforcement
         self.work_root = work_root
         # Where node-local paths (/opt, /mnt, ...) of every cluster live (devstack.emr_node).
         self.node_root = node_root or work_root.parent / "node"
@@ -433,20 +444,25 @@ class Executor:
             message = f"devstack: no spark-submit next to {sys.executable}; run devstack with the project's venv"
             files["stderr"].write_text(message + "\n")
             return _Outcome("FAILED", {"Reason": "No spark-submit", "Message": message})
-        stager = Stager(s3, work / "s3")
-        options, rest = _split_spark_submit(args)
         try:
-            options, rest = stager.stage_args(options), stager.stage_args(rest)
-        except StagingError as exc:
-            message = f"devstack: {exc}"
+            jars = spark_local.ensure_jars()
+        except (OSError, RuntimeError) as exc:
+            message = f"devstack: cannot get the S3A jars ({exc}); run `python -m devstack.spark_local jars`"
             files["stderr"].write_text(message + "\n")
-            return _Outcome("FAILED", {"Reason": "Staging failed", "Message": message})
+            return _Outcome("FAILED", {"Reason": "No S3A jars", "Message": message})
+        options, rest = _split_spark_submit(args)
         command = spark_local.command(work, [*options, *rest])
         (work / "tmp").mkdir()  # Spark's and Python's temp files go with the work dir
-        # The cluster's Spark configuration as EMR writes it: the interpreter comes from there.
-        conf_dir = emr_node.write_spark_conf(work / "conf", cluster.configurations or [], self.node_root)
-        env = dict(spark_local.environment(work, conf_dir=conf_dir), **self._aws_env())
+        # The cluster's Spark configuration as EMR writes it: the interpreter comes from there,
+        # and s3:// is Hadoop's S3A client against devstack (EMRFS's part on EMR).
+        aws = self._aws_env()
+        s3a = spark_local.s3a_properties(self.endpoint_url, aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"], jars)
+        conf_dir = emr_node.write_spark_conf(work / "conf", cluster.configurations or [], self.node_root, s3a)
+        env = dict(spark_local.environment(work, conf_dir=conf_dir), **aws)
         note(f"devstack: step {step.id}: {shlex.join(args)}")
+        deploy_mode = _option(args, "--deploy-mode")
+        if deploy_mode and deploy_mode != "client":
+            note(f"devstack: --deploy-mode {deploy_mode} recorded; devstack runs every step in client mode")
         note(f"devstack: runs {shlex.join(command)}")
         with LOCK:
             if run.cancel.is_set():
@@ -460,19 +476,8 @@ class Executor:
         code = self._wait(run)
         note(f"devstack: exit code {code}")
         if run.cancel.is_set():
-            # Not mirrored: a killed step may leave half-written files, which
-            # must never appear as whole S3 objects.
-            note("devstack: cancelled; outputs not mirrored back")
+            note("devstack: cancelled")
             return _Outcome("CANCELLED")
-        try:
-            report = stager.mirror_back()
-        except StagingError as exc:
-            note(f"devstack: {exc}")
-            return _Outcome("FAILED", {"Reason": "Mirroring outputs failed", "Message": f"devstack: {exc}"})
-        for uri in report.uploaded:
-            note(f"devstack: uploaded {uri}")
-        for uri in report.deleted:
-            note(f"devstack: deleted {uri}")
         if code == 0:
             return _Outcome("COMPLETED")
         message = failure_message(files["stdout"], files["stderr"], code)
@@ -496,8 +501,8 @@ class Executor:
         """A job or a bootstrap action that calls AWS itself (boto3, the AWS CLI) reaches devstack."""
         return {
             "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.credentials[0],
+            "AWS_SECRET_ACCESS_KEY": self.credentials[1],
             "AWS_DEFAULT_REGION": "us-east-1",
         }
 
@@ -544,8 +549,8 @@ class Executor:
         return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=self.credentials[0],
+            aws_secret_access_key=self.credentials[1],
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
         )
@@ -569,6 +574,16 @@ class Executor:
 # --------------------------------------------------------------------------
 # Helpers.
 # --------------------------------------------------------------------------
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of spark-submit option ``name`` in ``args`` (``--name value`` or ``--name=value``)."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
 
 # spark-submit options that take no value.
 _FLAGS = {"--verbose", "-v", "--supervise", "--help", "-h", "--version", "--usage-error"}

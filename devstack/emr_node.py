@@ -101,8 +101,17 @@ def spark_env_exports(configurations: Iterable[Mapping[str, Any]], node_root: Pa
     return exports
 
 
-def write_spark_conf(conf_dir: Path, configurations: Iterable[Mapping[str, Any]], node_root: Path) -> Path:
-    """A SPARK_CONF_DIR as EMR writes it for a cluster; returns ``conf_dir``."""
+def write_spark_conf(
+    conf_dir: Path,
+    configurations: Iterable[Mapping[str, Any]],
+    node_root: Path,
+    stock_defaults: Mapping[str, str] | None = None,
+) -> Path:
+    """A SPARK_CONF_DIR as EMR writes it for a cluster; returns ``conf_dir``.
+
+    ``stock_defaults``: what the platform itself puts in spark-defaults.conf (EMR: EMRFS for
+    s3://; devstack: S3A against its endpoint), under the cluster's own classification.
+    """
     configurations = list(configurations)
     conf_dir.mkdir(parents=True, exist_ok=True)
     env_lines = [
@@ -112,7 +121,7 @@ def write_spark_conf(conf_dir: Path, configurations: Iterable[Mapping[str, Any]]
         *(f"export {key}={shlex.quote(value)}" for key, value in spark_env_exports(configurations, node_root).items()),
     ]
     (conf_dir / "spark-env.sh").write_text("\n".join(env_lines) + "\n")
-    defaults = spark_defaults(configurations, node_root)
+    defaults = {**(stock_defaults or {}), **spark_defaults(configurations, node_root)}
     (conf_dir / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in defaults.items()))
     return conf_dir
 

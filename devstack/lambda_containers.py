@@ -7,9 +7,11 @@ as Lambda runs it:
 
 - the image is pulled by digest from devstack's registry (once per digest);
 - the container gets the function's Environment.Variables, Lambda's own
-  variables, ``--memory`` = MemorySize, the RIE's timeout = Timeout, a read-only
-  root with EphemeralStorage as a tmpfs /tmp, a non-root user, no capabilities,
-  the ImageConfig's EntryPoint, Command and WorkingDirectory;
+  variables, its execution role's temporary credentials (minted when the
+  container starts: ``credentials``), ``--memory`` = MemorySize, the RIE's
+  timeout = Timeout, a read-only root with EphemeralStorage as a tmpfs /tmp, a
+  non-root user, no capabilities, the ImageConfig's EntryPoint, Command and
+  WorkingDirectory;
 - a container serves one invoke at a time and stays warm for the next invoke of
   the same version: the second invoke pays no start, no imports, no model load.
   Concurrent invokes of one version get one container each, up to
@@ -40,7 +42,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +78,7 @@ class FunctionSpec:
     command: tuple[str, ...] = ()
     workdir: str | None = None
     region: str = "us-east-1"
+    role: str = ""  # the execution role: its temporary credentials are the container's
 
     @property
     def key(self) -> tuple[str, str]:
@@ -149,12 +152,14 @@ class Environments:
         max_per_version: int = 4,
         keep_versions: int = 2,
         extra_env: Mapping[str, str] | None = None,
+        credentials: Callable[[FunctionSpec], Mapping[str, str]] | None = None,
     ) -> None:
         self.label = label
         self.store = store
         self.max_per_version = max_per_version
         self.keep_versions = keep_versions
         self.extra_env = dict(extra_env or {})  # e.g. AWS_ENDPOINT_URL: the handler reaches devstack
+        self.credentials = credentials  # AWS_ACCESS_KEY_ID... of a container, minted when it starts
         self._envs: dict[tuple[str, str], list[_Env]] = {}
         self._recent: dict[str, OrderedDict[str, None]] = {}  # function ARN -> versions, least recent first
         self._starting: dict[tuple[str, str], int] = {}  # containers being started, per version
@@ -288,7 +293,8 @@ class Environments:
         if retire:
             self._remove([env])
 
-    def _pull(self, image: str) -> None:
+    def pull(self, image: str) -> None:
+        """``podman pull`` of ``image`` (by digest) unless the store has it; once per image."""
         with self._pull_lock:
             if image in self._pulled:
                 return
@@ -297,12 +303,12 @@ class Environments:
             self._pulled.add(image)
 
     def _start(self, spec: FunctionSpec) -> _Env:
-        self._pull(spec.image)
+        self.pull(spec.image)
         container = LambdaContainer(
             spec.image,
             memory_mb=spec.memory_mb,
             timeout_s=spec.timeout_s,
-            env={**dict(spec.environment), **self.extra_env},
+            env={**dict(spec.environment), **self.extra_env, **(self.credentials(spec) if self.credentials else {})},
             function_name=spec.function_name,
             version=spec.version,
             region=spec.region,

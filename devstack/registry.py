@@ -7,27 +7,57 @@ stand-in is the reference implementation of that API: the Debian package
 (inside the server's session, like Spark steps), with its storage under
 ``<state-dir>/registry`` (kept across restarts) and a generated config.
 
+ECR's immutable tags, which the distribution registry has no option for, come
+from a small proxy in front of it (``TagGuardProxy``, a thread of the devstack
+server, on the registry's public port; docker-registry itself listens on a
+private loopback port). Everything passes through unchanged except a manifest
+PUT to a *tag* that already exists in a repository whose tags are immutable:
+that gets ECR's answer, HTTP 400 ``TAG_INVALID`` "The image tag 'T' already
+exists in the 'R' repository and cannot be overwritten because the tag is
+immutable." (what ``docker push`` prints; the ECR API's PutImage says
+ImageTagAlreadyExistsException). As on ECR, the same image pushed again under
+its tag is refused too: a client must check first (``oci.append_layer`` does).
+Which tags are immutable is the ECR repository of that name in moto
+(CreateRepository / CloudFormation ``imageTagMutability`` IMMUTABLE, MUTABLE,
+and the ``*_WITH_EXCLUSION`` forms with wildcard ``imageTagMutabilityExclusionFilters``):
+``moto_tag_immutable``.
+
 Faithful: the HTTP API (manifests, blobs, uploads, tags, deletes), OCI and
-Docker schema2 media types, digests and their checks. Not faithful: plain
-http and no auth (ECR wants https and basic auth with a token from
-GetAuthorizationToken; the client sends it, the registry ignores it); no
+Docker schema2 media types, digests and their checks, immutable tags. Not
+faithful: plain http and no auth (ECR wants https and basic auth with a token
+from GetAuthorizationToken; the client sends it, the registry ignores it); no
 repositories to create first (ECR answers NAME_UNKNOWN for a repository that
 was not created with CreateRepository; this registry creates one on the first
-push); no image scanning, lifecycle policies or immutable tags; moto's ECR API
-(DescribeImages...) does not see these images.
+push, mutable unless moto has a repository of that name saying otherwise); no
+image scanning or lifecycle policies; moto's ECR API (DescribeImages...) does
+not see these images.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import http.client
+import json
+import logging
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from devstack import procs
+
+log = logging.getLogger("devstack.registry")
+
+# (repository, tag) -> whether the tag is immutable there.
+TagPolicy = Callable[[str, str], bool]
 
 BINARY = "docker-registry"
 DEBIAN_PACKAGE = "docker-registry"
@@ -83,9 +113,19 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 
 
 class Registry:
-    """One docker-registry process serving ``<state_dir>/registry`` on 127.0.0.1:``port`` (0: a free one)."""
+    """docker-registry serving ``<state_dir>/registry`` behind a ``TagGuardProxy`` on ``bind``:``port`` (0: a free one).
 
-    def __init__(self, state_dir: Path, port: int = 0, bind: str = "127.0.0.1", public_host: str = "127.0.0.1") -> None:
+    ``tag_policy(repo, tag)`` says whether a tag is immutable (default: none is).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 0,
+        bind: str = "127.0.0.1",
+        public_host: str = "127.0.0.1",
+        tag_policy: TagPolicy | None = None,
+    ) -> None:
         # bind/public_host differ only in compose: bound on 0.0.0.0, named by its service name.
         self.bind = bind
         self.public_host = public_host
@@ -94,7 +134,10 @@ class Registry:
         self.config_path = self.state_dir / "registry.yml"
         self.log_path = self.state_dir / "registry.log"
         self.port = port
+        self.tag_policy = tag_policy
         self.proc: subprocess.Popen[bytes] | None = None
+        self.proxy: TagGuardProxy | None = None
+        self.upstream_port = 0
 
     @property
     def host(self) -> str:
@@ -106,28 +149,41 @@ class Registry:
         return f"http://{self.host}"
 
     def start(self) -> str:
-        """Start the registry and wait until GET /v2/ answers 200; return ``host:port``."""
+        """Start the registry and its proxy, wait until GET /v2/ answers 200 through it; return ``host:port``."""
+        self._start_upstream()
+        try:
+            self.proxy = TagGuardProxy(f"127.0.0.1:{self.upstream_port}", self.tag_policy, self.bind, self.port)
+            self.port = self.proxy.start()
+        except OSError as exc:
+            self.stop()
+            where = f"{self.bind}:{self.port}"
+            raise RegistryUnavailable(f"devstack: the registry proxy cannot listen on {where}: {exc}") from exc
+        if not answers(f"http://127.0.0.1:{self.port}", timeout=5):
+            self.stop()
+            raise RegistryUnavailable(f"devstack: the registry does not answer through its proxy on port {self.port}")
+        return self.host
+
+    def _start_upstream(self) -> None:
+        """docker-registry on a private loopback port (its clients reach it through the proxy)."""
         exe = binary()
         self.root.mkdir(parents=True, exist_ok=True)
         # A free port picked here may be taken before the registry binds it: retry then.
-        for attempt in range(3):
-            port = self.port or free_port()
-            self.config_path.write_text(CONFIG.format(root=self.root, addr=f"{self.bind}:{port}"))
-            with self.log_path.open("ab") as log:
+        for _attempt in range(3):
+            port = free_port()
+            self.config_path.write_text(CONFIG.format(root=self.root, addr=f"127.0.0.1:{port}"))
+            with self.log_path.open("ab") as out:
                 self.proc = subprocess.Popen(
                     [exe, "serve", str(self.config_path)],
                     cwd=self.root,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=out,
                     stderr=subprocess.STDOUT,
                     process_group=0,  # killed as a group, like a Spark step
                 )
             if self._wait(f"http://127.0.0.1:{port}"):
-                self.port = port
-                return self.host
+                self.upstream_port = port
+                return
             self.stop()
-            if self.port or attempt == 2:
-                break
         raise RegistryUnavailable(f"devstack: {BINARY} did not answer on 127.0.0.1:{port}:\n{self._log_tail()}")
 
     def _wait(self, url: str) -> bool:
@@ -142,7 +198,10 @@ class Registry:
         return False
 
     def stop(self) -> None:
-        """SIGTERM the registry's process group (SIGKILL after a grace period) and reap it."""
+        """Stop the proxy; SIGTERM the registry's process group (SIGKILL after a grace period) and reap it."""
+        if self.proxy is not None:
+            self.proxy.stop()
+            self.proxy = None
         if self.proc is None:
             return
         procs.terminate_group(self.proc.pid, STOP_GRACE)
@@ -157,3 +216,204 @@ class Registry:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+
+# -- ECR's immutable tags ------------------------------------------------------
+
+_MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<reference>[^/?]+)$")
+# Not forwarded: they describe one connection, not the request.
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade",
+}  # fmt: skip
+_CHUNK = 1 << 16
+_MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    ]
+)
+
+
+def tag_immutable(mutability: str, exclusion_filters: Sequence[Mapping[Any, str]] | None, tag: str) -> bool:
+    """ECR's rule: IMMUTABLE (and IMMUTABLE_WITH_EXCLUSION except tags matching a filter) can't be moved;
+    MUTABLE_WITH_EXCLUSION makes only the matching tags immutable. Filters are wildcards (``*``)."""
+    matched = any(fnmatch.fnmatchcase(tag, f.get("filter", "")) for f in exclusion_filters or [])
+    if mutability == "IMMUTABLE":
+        return not matched  # moto keeps IMMUTABLE with filters as IMMUTABLE_WITH_EXCLUSION; same rule
+    if mutability == "IMMUTABLE_WITH_EXCLUSION":
+        return not matched
+    if mutability == "MUTABLE_WITH_EXCLUSION":
+        return matched
+    return False
+
+
+def moto_tag_immutable(repo: str, tag: str) -> bool:
+    """Whether moto's ECR (in this process) has a repository ``repo`` in which ``tag`` is immutable.
+
+    Any account and region: devstack's registry serves them all on one host.
+    """
+    from moto.ecr.models import ecr_backends
+
+    for regions in list(ecr_backends.values()):
+        for backend in list(regions.values()):
+            repository = backend.repositories.get(repo)
+            if repository is not None:
+                mutability = repository.image_tag_mutability  # a str, or moto's str Enum
+                return tag_immutable(
+                    str(getattr(mutability, "value", mutability)), repository.image_tag_mutability_exclusion_filters, tag
+                )
+    return False
+
+
+class TagGuardProxy:
+    """An HTTP proxy to docker-registry that refuses, as ECR does, a manifest PUT to an existing immutable tag.
+
+    Streams request and response bodies (Content-Length or chunked) in 64 KiB pieces and passes
+    the client's Host header on, so the registry's Location headers point back at the proxy.
+    """
+
+    def __init__(self, upstream: str, tag_policy: TagPolicy | None, bind: str = "127.0.0.1", port: int = 0) -> None:
+        self.upstream = upstream
+        self.tag_policy = tag_policy or (lambda repo, tag: False)
+        self.bind = bind
+        self.port = port
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+        self.refused = 0  # manifest PUTs refused (for tests and logs)
+
+    def start(self) -> int:
+        proxy = self
+
+        class Handler(_ProxyHandler):
+            owner = proxy
+
+        self.server = ThreadingHTTPServer((self.bind, self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, name="registry-proxy", daemon=True)
+        self.thread.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+            self.thread = None
+
+    def refusal(self, repo: str, tag: str) -> bytes | None:
+        """ECR's error body if a PUT of ``repo:tag`` must be refused, else None."""
+        if tag.startswith("sha256:") or not self.tag_policy(repo, tag):
+            return None
+        conn = http.client.HTTPConnection(self.upstream, timeout=30)
+        try:
+            # distribution answers 404 for an OCI manifest unless the client accepts its type.
+            conn.request("HEAD", f"/v2/{repo}/manifests/{tag}", headers={"Accept": _MANIFEST_ACCEPT})
+            exists = conn.getresponse().status == 200
+        finally:
+            conn.close()
+        if not exists:
+            return None
+        message = (
+            f"The image tag '{tag}' already exists in the '{repo}' repository and cannot be overwritten "
+            "because the tag is immutable."
+        )
+        return json.dumps({"errors": [{"code": "TAG_INVALID", "message": message}]}).encode()
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    owner: TagGuardProxy
+    protocol_version = "HTTP/1.1"  # keep-alive, as registry clients expect
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._forward()
+
+    do_HEAD = do_POST = do_PATCH = do_DELETE = do_GET
+
+    def do_PUT(self) -> None:
+        match = _MANIFEST_PATH.match(self.path.split("?", 1)[0])
+        refusal = self.owner.refusal(match["repo"], match["reference"]) if match else None
+        if match and refusal:
+            for _ in self._body():  # read (and drop) the manifest: the connection stays usable
+                pass
+            self.owner.refused += 1
+            log.info("refused PUT %s:%s: the tag exists and is immutable", match["repo"], match["reference"])
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Docker-Distribution-Api-Version", "registry/2.0")
+            self.send_header("Content-Length", str(len(refusal)))
+            self.end_headers()
+            self.wfile.write(refusal)
+            return
+        self._forward()
+
+    def _body(self) -> Iterator[bytes]:
+        """The request body in pieces, de-chunked."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                left = size
+                while left:
+                    piece = self.rfile.read(min(left, _CHUNK))
+                    if not piece:
+                        raise ConnectionError("client closed mid-chunk")
+                    left -= len(piece)
+                    yield piece
+                self.rfile.readline()  # the CRLF after the chunk
+        left = int(self.headers.get("Content-Length") or 0)
+        while left:
+            piece = self.rfile.read(min(left, _CHUNK))
+            if not piece:
+                raise ConnectionError("client closed mid-body")
+            left -= len(piece)
+            yield piece
+
+    def _forward(self) -> None:
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        conn = http.client.HTTPConnection(self.owner.upstream, timeout=300)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for key, value in self.headers.items():
+                if key.lower() not in _HOP_BY_HOP:
+                    conn.putheader(key, value)
+            if chunked:
+                conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            for piece in self._body():
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                conn.send(b"0\r\n\r\n")
+            resp = conn.getresponse()
+            self.send_response_only(resp.status, resp.reason)
+            length = resp.getheader("Content-Length")
+            for key, value in resp.getheaders():
+                if key.lower() not in _HOP_BY_HOP:
+                    self.send_header(key, value)
+            no_body = self.command == "HEAD" or resp.status in (204, 304) or 100 <= resp.status < 200
+            if not no_body and length is None:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if no_body:
+                return
+            while piece := resp.read(_CHUNK):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if length is None else piece)
+            if length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("proxying %s %s failed: %s", self.command, self.path, exc)
+            self.close_connection = True
+        finally:
+            conn.close()

@@ -1,8 +1,10 @@
 """``python -m devstack.seed --endpoint-url URL --registry HOST:PORT``: what an AWS account holds for the DAGs.
 
-The lake bucket with the raw CSV, the Lambda execution role, and the serving base image
-in the registry: what `make demo` and `make up` set up in-process, for a devstack that
-runs elsewhere (docker-compose.yaml's devstack service).
+infra/bank-ml.cfn.yaml deployed with devstack's CloudFormation (the lake bucket, the
+image repository, the EMR and Lambda roles, the worker policy), the raw CSV in the lake,
+and the serving base image in the registry: what `make demo` and `make up` set up
+in-process, for a devstack that runs elsewhere (docker-compose.yaml's devstack
+service, which serves with --no-iam, so these default keys are accepted).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 
 from devstack import client_env
 from devstack.airflow_env import REPO, seed_lake, seed_release
+from devstack.infra import deploy_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     )
-    source = seed_lake(
-        session.client("s3", endpoint_url=args.endpoint_url),
-        REPO / "data" / "bank" / "bank-full.csv",
-        iam=session.client("iam", endpoint_url=args.endpoint_url),
-    )
-    digest = seed_release(session.client("iam", endpoint_url=args.endpoint_url), args.registry)
-    print(f"seeded {source}, the Lambda role and the serving base image {digest}")
+    outputs, _ = deploy_stack(session.client("cloudformation", endpoint_url=args.endpoint_url))
+    source = seed_lake(session.client("s3", endpoint_url=args.endpoint_url), REPO / "data" / "bank" / "bank-full.csv")
+    digest = seed_release(args.registry)
+    print(f"deployed the stack (worker policy {outputs['AirflowWorkerPolicyArn']}); seeded {source} and the serving base image {digest}")
     return 0
 
 

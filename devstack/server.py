@@ -1,12 +1,18 @@
 """``python -m devstack serve``: moto in server mode, the EMR step executor, the registry.
 
 One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
-IAM, STS, ... all on one endpoint), ``devstack.emr.Executor``, which must
+IAM, STS, CloudFormation, ... all on one endpoint), ``devstack.emr.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
 Lambda (``devstack.awslambda``) that runs image functions as podman containers
 (``devstack.lambda_containers``, removed when the server stops) and serves their
-function URLs (``devstack.function_urls``); plus one child
-process, the image registry (``devstack.registry``), in its own process group.
+function URLs (``devstack.function_urls``); plus one child process, the image
+registry (``devstack.registry``), in its own process group, behind a proxy
+thread that reads moto's ECR repositories for immutable tags.
+
+IAM is enforced (``devstack.iam``): every request is checked against its
+signer's policies. devstack's own admin user is made in-process before the
+server listens; its keys are in the state file (``Devstack.client`` uses them).
+``iam=False`` (``serve --no-iam``) lets any credentials do anything, as moto does by default.
 """
 
 from __future__ import annotations
@@ -33,13 +39,31 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def enforce_iam(enabled: bool) -> None:
+    """moto's settings for IAM, as environment variables: moto.settings reads them when first imported
+    (and the managed policies' when the IAM backend is first made).
+
+    INITIAL_NO_AUTH_ACTION_COUNT=0: no request goes unchecked (devstack's admin is
+    made through moto's backend, not by requests). The AWS managed policies are
+    loaded so that templates can attach them (AmazonEMRServicePolicy_v2).
+    """
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0" if enabled else "inf"
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+
+
 def serve(
-    port: int, state_dir: Path, registry_port: int = 0, host: str = "127.0.0.1", public_host: str = "127.0.0.1"
+    port: int,
+    state_dir: Path,
+    registry_port: int = 0,
+    host: str = "127.0.0.1",
+    public_host: str = "127.0.0.1",
+    iam: bool = True,
 ) -> int:
     """Serve until SIGTERM/SIGINT; then kill running steps and the registry, stop, remove the state file.
 
     host: the address to bind (0.0.0.0 in compose); public_host: the name other
-    containers use for the registry in image references (its compose service name).
+    containers use for the registry in image references (its compose service name);
+    iam: enforce IAM (devstack.iam).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
@@ -52,9 +76,10 @@ def serve(
     if port and not _port_free(port):
         print(f"devstack: port {port} on 127.0.0.1 is in use", file=sys.stderr)
         return 2
-    from devstack.registry import Registry, RegistryUnavailable
+    from devstack.registry import Registry, RegistryUnavailable, moto_tag_immutable
 
-    registry = Registry(state_dir, registry_port, bind=host, public_host=public_host)
+    # Tags are immutable where moto's ECR repository of the same name says so (ECR's IMMUTABLE).
+    registry = Registry(state_dir, registry_port, bind=host, public_host=public_host, tag_policy=moto_tag_immutable)
     try:
         registry_url = registry.start()
     except RegistryUnavailable as exc:
@@ -65,18 +90,28 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    from devstack import client_env, lambda_containers
+    from devstack import lambda_containers
+    from devstack.iam import role_credentials
 
     label = lambda_containers.label_for(state_dir)
-    # The execution role's credentials on Lambda; devstack's own here (AWS_ENDPOINT_URL follows once it listens).
-    credentials = {k: v for k, v in client_env("").items() if k.startswith("AWS_") and "KEY" in k}
-    environments = lambda_containers.Environments(label, extra_env=credentials)
+    # A container gets its function's execution role's temporary credentials, as on Lambda
+    # (AWS_ENDPOINT_URL follows once the server listens).
+    environments = lambda_containers.Environments(
+        label, credentials=lambda spec: role_credentials(spec.role, spec.function_name, spec.region)
+    )
     try:
+        enforce_iam(iam)
+        from moto import settings
         from moto.server import ThreadedMotoServer
 
         from devstack import awslambda, emr, function_urls
+        from devstack import iam as devstack_iam
 
         lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
+        # Read at every request; set here too in case moto was imported before (an in-process test).
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if iam else float("inf")
+        devstack_iam.install()
+        admin = devstack_iam.create_admin()
         emr.install()
         awslambda.install(registry_url, environments)
         function_urls.install(host, public_host)
@@ -88,7 +123,7 @@ def serve(
     port = server.get_host_and_port()[1]
     endpoint_url = f"http://127.0.0.1:{port}"
     awslambda.set_endpoint(endpoint_url)
-    executor = emr.Executor(endpoint_url, state_dir / "work")
+    executor = emr.Executor(endpoint_url, state_dir / "work", admin)
     executor.start()
     write_state(
         state_dir,
@@ -97,6 +132,9 @@ def serve(
             "endpoint_url": endpoint_url,
             "port": port,
             "registry_url": registry_url,
+            "iam": iam,
+            # devstack's admin user (Action "*"): for setting up what an account holds, never for the DAGs.
+            "admin": {"access_key_id": admin[0], "secret_access_key": admin[1]},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "log": str(state_dir / "devstack.log"),
         },

@@ -5,21 +5,30 @@
     python -m devstack.stack status [--state-dir build/stack]
 
 - up: start devstack (the `python -m devstack up` machinery, state under
-  <state-dir>/devstack), seed it (the raw CSV in the lake, the Lambda role, the
-  serving base image), then start `airflow standalone` (SQLite, LocalExecutor,
-  the simple auth manager with a known user) in its own session; wait until the
-  API answers and both DAGs are parsed; print the UI address and the login.
+  <state-dir>/devstack), deploy infra/bank-ml.cfn.yaml on it and make the Airflow
+  workers' user (devstack.infra), seed it (the raw CSV in the lake, the serving
+  base image) while the local Kubernetes control plane starts
+  (devstack.kube, state under <state-dir>/kube, with its read-only Deployment
+  view), give the release's ServiceAccount (bank_pipeline/manifests/rbac) a token
+  in namespace `bank` for the `kubernetes_default` connection, then start
+  `airflow standalone` (SQLite, LocalExecutor, the simple auth manager with a
+  known user) in its own session; wait until the API answers and both DAGs are
+  parsed; print the UI address and the login. The UI's "Kubernetes Deployment"
+  link opens the view's page of the Deployment.
   Idempotent: a running stack is reported, not started twice.
 - down: SIGINT Airflow's process group (what Ctrl-C does with job control on;
   `standalone` then stops its components), wait until every process of its
   session is gone (task processes run in their own groups in that session),
-  SIGKILL what is left after a deadline; then stop devstack. Idempotent.
-- status: exit 0 if Airflow and devstack answer, 1 if not running, 3 if stale.
+  SIGKILL what is left after a deadline; then stop devstack and the control
+  plane. Idempotent.
+- status: exit 0 if Airflow, devstack and the control plane answer, 1 if not
+  running, 3 if stale.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +42,9 @@ from typing import Any
 
 import devstack
 from devstack import __main__ as devstack_cli
-from devstack import procs
+from devstack import kube, procs
 from devstack.airflow_env import REPO, airflow_env, seed_lake, seed_release
+from devstack.infra import Account, provision
 
 DEFAULT_STATE_DIR = REPO / "build" / "stack"
 DEFAULT_PORT = 8080
@@ -46,6 +56,8 @@ DAG_IDS = ("bank_features_emr", "bank_model_release")
 START_TIMEOUT = 240.0  # first start migrates the DB and parses the DAGs; slow on a loaded 2-core machine
 STOP_TIMEOUT = 30.0  # half for SIGINT, half for SIGTERM, then SIGKILL (LocalExecutor workers may linger)
 MARKER_VAR = "BANK_STACK_ID"  # in every Airflow process's environment: a second way to find them
+KUBE_NAMESPACE = "bank"  # where the release rolls out (the kubernetes_default connection's namespace)
+KUBE_TOKEN_SECONDS = 30 * 24 * 3600  # the connection's token outlives any stack; a new one at each `up`
 
 
 # -- state --------------------------------------------------------------------
@@ -137,7 +149,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stack_env(state_dir: Path, ds: devstack.Devstack, port: int, marker: str, password: str) -> dict[str, str]:
+def stack_env(
+    state_dir: Path,
+    ds: devstack.Devstack,
+    account: Account,
+    port: int,
+    marker: str,
+    password: str,
+    kubernetes_connection: str | None = None,
+    kube_view_url: str = "",
+) -> dict[str, str]:
     """airflow_env() for a long-running `airflow standalone` on ``port``."""
     home = state_dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -147,7 +168,7 @@ def stack_env(state_dir: Path, ds: devstack.Devstack, port: int, marker: str, pa
     if not secrets.exists():
         secrets.write_text(json.dumps({"jwt": uuid.uuid4().hex + uuid.uuid4().hex, "api": uuid.uuid4().hex}))
     secret = json.loads(secrets.read_text())
-    env = airflow_env(home, ds.env())
+    env = airflow_env(home, ds.env(), account, kubernetes_connection)
     base = f"http://127.0.0.1:{port}"
     env.update(
         {
@@ -181,9 +202,13 @@ def stack_env(state_dir: Path, ds: devstack.Devstack, port: int, marker: str, pa
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port() if port != DEFAULT_PORT else 8794),
         }
     )
-    # The Kubernetes Deployment link's dashboard template is read by the API server (airflow_env drops BANK_*).
-    if os.environ.get("BANK_KUBERNETES_DASHBOARD_URL"):
-        env["BANK_KUBERNETES_DASHBOARD_URL"] = os.environ["BANK_KUBERNETES_DASHBOARD_URL"]
+    # The Kubernetes Deployment link's template is read by the API server (airflow_env drops BANK_*):
+    # the caller's dashboard, else the local cluster's read-only view.
+    dashboard = os.environ.get("BANK_KUBERNETES_DASHBOARD_URL") or (
+        f"{kube_view_url}/deployments/{{namespace}}/{{deployment}}" if kube_view_url else ""
+    )
+    if dashboard:
+        env["BANK_KUBERNETES_DASHBOARD_URL"] = dashboard
     return env
 
 
@@ -194,6 +219,9 @@ def _print_ready(state: dict[str, Any]) -> None:
     print(f"Airflow UI: {state['api_url']}/  (log in as {state['user']} / password {state['password']})")
     print(f"  DAGs: {', '.join(DAG_IDS)}; Airflow log: {state['log']}")
     print(f"  devstack (AWS endpoint): {state['endpoint_url']}  registry: {state.get('registry_url') or '-'}")
+    if state.get("kube_server"):
+        print(f"  Kubernetes {state.get('kube_version', '')}: {state['kube_server']} (export KUBECONFIG={state['kube_dir']}/kubeconfig);"
+              f" Deployments: {state['kube_view_url']}/")  # fmt: skip
     print(f"Stop everything: python -m devstack.stack down --state-dir {state['state_dir']}")
 
 
@@ -201,8 +229,11 @@ def status_of(state_dir: Path) -> tuple[int, dict[str, Any] | None]:
     state = read_state(state_dir)
     if state is None:
         return 1, None
-    if is_standalone(int(state["pid"]), state["marker"]) and answers(state["api_url"]) and devstack.running(
-        Path(state["devstack_dir"])
+    if (
+        is_standalone(int(state["pid"]), state["marker"])
+        and answers(state["api_url"])
+        and devstack.running(Path(state["devstack_dir"]))
+        and kube.running(Path(state["kube_dir"]))
     ):
         return 0, state
     return 3, state
@@ -219,6 +250,9 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
     if state is not None:  # stale or half-started: clean up before starting again
         down(state_dir, quiet=True)
 
+    if missing := kube.missing_binaries():
+        print(f"stack: the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr)
+        return 1
     ds_dir = state_dir / "devstack"
     if devstack_cli.up(devstack_port, ds_dir) != 0:
         return 1
@@ -228,13 +262,32 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
         return 1
 
     t0 = time.monotonic()
-    seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
-    digest = seed_release(ds.client("iam"), ds.registry_url)
-    print(f"seeded: s3://bank-lake/raw/bank/bank-full.csv, Lambda role, serving base image {digest[:19]}… "
-          f"({time.monotonic() - t0:.1f}s)")  # fmt: skip
+    kube_dir = state_dir / "kube"
+    started = kube.start_in_background(kube.KubeCluster(kube_dir, view=True))  # meanwhile: seeding
+    try:
+        account = provision(ds)
+        seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+        digest = seed_release(ds.registry_url)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            started()  # never left half-started: `down` stops it with the rest
+        raise
+    try:
+        cluster = started()
+    except kube.KubeError as exc:
+        print(f"stack: the Kubernetes control plane did not start: {exc}", file=sys.stderr)
+        down(state_dir, quiet=True)
+        return 1
+    print(f"deployed infra/bank-ml.cfn.yaml; seeded s3://bank-lake/raw/bank/bank-full.csv and the serving base "
+          f"image {digest[:19]}… ({time.monotonic() - t0:.1f}s); Airflow signs as the worker user")  # fmt: skip
+    kubeconfig = cluster.release_identity(KUBE_NAMESPACE, seconds=KUBE_TOKEN_SECONDS)
+    print(f"Kubernetes {cluster.version['gitVersion']} at {cluster.server}, ready in {cluster.timings['ready']:.1f}s; "
+          f"the release runs as {kube.RELEASE_IDENTITY} in namespace {KUBE_NAMESPACE}")  # fmt: skip
 
     marker = uuid.uuid4().hex
-    env = stack_env(state_dir, ds, port, marker, password)
+    env = stack_env(
+        state_dir, ds, account, port, marker, password, kube.airflow_connection(kubeconfig, KUBE_NAMESPACE), cluster.view_url
+    )
     log_path = state_dir / LOG_FILE
     import subprocess
 
@@ -260,6 +313,10 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
         "devstack_dir": str(ds_dir),
         "endpoint_url": ds.endpoint_url,
         "registry_url": ds.registry_url,
+        "kube_dir": str(kube_dir),
+        "kube_server": cluster.server,
+        "kube_version": cluster.version["gitVersion"],
+        "kube_view_url": cluster.view_url,
     }
     write_state(state_dir, state)
     print(f"starting airflow standalone (pid {proc.pid}), log {log_path} ...", flush=True)
@@ -354,6 +411,10 @@ def down(state_dir: Path, quiet: bool = False) -> int:
     ds_dir = Path(state["devstack_dir"]) if state else state_dir / "devstack"
     if devstack_cli.down(ds_dir) != 0:
         code = 1
+    kube_dir = Path(state["kube_dir"]) if state and state.get("kube_dir") else state_dir / "kube"
+    stopped = kube.stop_recorded(kube_dir)
+    if stopped and not quiet:
+        print(f"stack: Kubernetes stopped ({', '.join(stopped)})")
     return code
 
 

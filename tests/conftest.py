@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devstack import Devstack, lambda_containers, podman, procs
+from devstack.infra import Account, provision
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from devstack.kube import KubeCluster
 
 KINDS = ("unit", "integration", "e2e")
 
@@ -73,3 +76,22 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devstack]:
     # Its Lambda containers went with it.
     if podman.unavailable_reason() is None:
         assert podman.containers(lambda_containers.label_for(stack.state_dir)) == []
+
+
+@pytest.fixture(scope="session")
+def account(ds: Devstack) -> Account:
+    """infra/bank-ml.cfn.yaml deployed on the session's devstack, and the Airflow workers' user (its key)."""
+    return provision(ds)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The one local Kubernetes control plane of a test session (devstack.kube: etcd, kube-apiserver,
+    controller manager, scheduler, kwok with 2 Nodes; about 7 s to start). Tests share it, each in
+    namespaces of its own. Without the binaries it fails, saying ``make kube``."""
+    from devstack import kube
+
+    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as cluster:
+        pids = cluster.pids()
+        yield cluster
+    assert [name for name, pid in pids.items() if procs.alive(pid)] == []

@@ -137,6 +137,8 @@ def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[s
         "AutoTerminationPolicy": {"IdleTimeout": cfg.emr_idle_timeout_seconds},
         "VisibleToAllUsers": True,
         "Tags": [
+            # The EMR service role's AmazonEMRServicePolicy_v2 (infra/bank-ml.cfn.yaml) acts only on tagged resources.
+            {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
             {"Key": "airflow:dag_id", "Value": "{{ dag.dag_id }}"},
             {"Key": "airflow:run_id", "Value": "{{ run_id }}"},
         ],

@@ -4,7 +4,8 @@
   deterministic ``--py-files`` zip of ``bank_spark`` and ``bank_serving``;
 - the EMR nodes' bootstrap script and the pinned requirements of their Python
   (``bank_spark/bootstrap/``);
-- the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``);
+- the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``; the RBAC
+  the release needs is in ``manifests/rbac/``, applied by a namespace's administrator, not by a run);
 - ``code_version()``: a hash of the sources a model depends on.
 
 They come from the package, wherever it is installed (a wheel in site-packages,
@@ -116,7 +117,7 @@ def code_version() -> str:
 
 
 def kubernetes_manifests() -> list[dict[str, Any]]:
-    """The model server's manifests (Deployment, Service, HPA, PDB, RBAC) as dicts, in file order."""
+    """The model server's manifests (Deployment, Service, HPA, PDB; not rbac/) as dicts, in file order."""
     import yaml
 
     directory = resources.files("bank_pipeline").joinpath("manifests")

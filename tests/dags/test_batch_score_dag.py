@@ -61,7 +61,9 @@ def test_every_node_runs_the_jobs_python_and_spark_points_driver_and_executors_a
     prepare = {"bank_batch_score": "prepare_score", "bank_features_emr": "prepare_step"}[dag_name]
     assert overrides["ReleaseLabel"] == settings.load().emr_release_label
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
-    assert {t["Key"] for t in overrides["Tags"]} == {"airflow:dag_id", "airflow:run_id"}
+    assert {t["Key"] for t in overrides["Tags"]} == {
+        "airflow:dag_id", "airflow:run_id", "for-use-with-amazon-emr-managed-policies"
+    }
     [action] = overrides["BootstrapActions"]
     script = action["ScriptBootstrapAction"]
     assert f"xcom_pull(task_ids='{prepare}', key='bootstrap_uri')" in script["Path"]

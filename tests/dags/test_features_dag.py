@@ -31,7 +31,9 @@ def test_release_label_runs_the_pinned_spark(dag_module):
 def test_cluster_guards_against_being_forgotten(dag_module):
     overrides = dag_module.JOB_FLOW_OVERRIDES
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
-    assert {t["Key"] for t in overrides["Tags"]} == {"airflow:dag_id", "airflow:run_id"}
+    assert {t["Key"] for t in overrides["Tags"]} == {
+        "airflow:dag_id", "airflow:run_id", "for-use-with-amazon-emr-managed-policies"
+    }
     terminate = dag_module.dag.task_dict["terminate_cluster"]
     assert terminate.is_teardown
     assert dag_module.dag.task_dict["create_cluster"].is_setup

@@ -108,3 +108,15 @@ def test_the_function_url_follows_the_alias_with_auth_from_a_param(monkeypatch):
     assert param.value == "AWS_IAM" and param.schema["enum"] == ["AWS_IAM", "NONE"]
     with pytest.raises(ValueError, match="BASIC"):
         param.resolve("BASIC")
+
+
+@pytest.mark.parametrize(("targets", "reverts"), [("lambda,kubernetes", True), ("lambda", False), ("kubernetes", False)])
+def test_a_failed_rollout_reverts_the_lambda_alias_only_when_both_targets_release(monkeypatch, targets, reverts):
+    dag = load_release_dag(monkeypatch, targets)
+    assert ("revert_lambda" in dag.task_dict) is reverts
+    if reverts:
+        revert = dag.task_dict["revert_lambda"]
+        assert revert.upstream_task_ids == {"rollout_kubernetes"} and revert.trigger_rule == "one_failed"
+        assert revert.deploy_task_id == "deploy_lambda"
+        # Not upstream of record_live: live.json waits for every target, never for the revert.
+        assert "revert_lambda" not in dag.task_dict["record_live"].upstream_task_ids

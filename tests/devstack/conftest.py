@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from devstack import Devstack
+from devstack.infra import Account
 
 
 @pytest.fixture(scope="session")
@@ -16,11 +17,8 @@ def s3(ds: Devstack) -> Any:
 
 
 @pytest.fixture(scope="session")
-def emr(ds: Devstack) -> Any:
-    """An EMR client; the account has the EMR roles RunJobFlow needs (devstack refuses missing ones)."""
-    from devstack.airflow_env import seed_emr_roles
-
-    seed_emr_roles(ds.client("iam"))
+def emr(ds: Devstack, account: Account) -> Any:
+    """An EMR client; the template made the EMR roles RunJobFlow needs (devstack refuses missing ones)."""
     return ds.client("emr")
 
 

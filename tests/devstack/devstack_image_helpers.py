@@ -2,7 +2,8 @@
 
 Two kinds, both pushed to the session devstack's registry:
 
-- ``code_image``: a one-layer OCI image of a few files, built with
+- ``code_image`` / ``source_image``: a one-layer OCI image of a few files (a
+  stand-in ``bank_serving`` tree for ``source_image``), built with
   bank_pipeline.utils.oci alone, for tests of the registry API and the image
   push that never run the image;
 - ``stand_in_image``: the real serving image (serving/Dockerfile on the local
@@ -19,6 +20,8 @@ import hashlib
 import json
 import random
 from pathlib import Path
+
+import requests
 
 from bank_pipeline.utils import oci
 from devstack import lambda_image
@@ -66,17 +69,44 @@ def handler(event, context):
 RAISING_HANDLER = "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
 
 
-def code_image(registry: str, repo: str, tag: str, files: dict[str, bytes]) -> str:
-    """A one-layer image of ``files`` (image paths) with Lambda's layout in its config; its digest."""
-    config = {
+def image_config(architecture: str = "amd64") -> dict[str, object]:
+    """The config of a one-layer code image: Lambda's layout, linux/``architecture``."""
+    return {
         "created": oci.EPOCH,
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "config": {"Env": ["LAMBDA_TASK_ROOT=/var/task"], "Cmd": ["bank_serving.lambda_handler.handler"],
                    "WorkingDir": "/var/task"},
         "history": [{"created": oci.EPOCH, "created_by": "tests: a code layer"}],
     }  # fmt: skip
-    return oci.push_image(oci.RegistryClient(registry), repo, tag, [oci.layer(files)], config)
+
+
+def code_image(registry: str, repo: str, tag: str, files: dict[str, bytes], architecture: str = "amd64") -> str:
+    """A one-layer image of ``files`` (image paths) with Lambda's layout in its config; its digest."""
+    return oci.push_image(oci.RegistryClient(registry), repo, tag, [oci.layer(files)], image_config(architecture))
+
+
+def write_serving(root: Path) -> Path:
+    """A tiny serving tree: a stand-in bank_serving package whose lambda_handler is HANDLER."""
+    (root / "bank_serving").mkdir(parents=True, exist_ok=True)
+    (root / "bank_serving" / "lambda_handler.py").write_text(HANDLER)
+    (root / "bank_serving" / "__init__.py").write_text('"""stand-in"""\n')
+    (root / "bank_serving" / "__pycache__").mkdir(exist_ok=True)
+    (root / "bank_serving" / "__pycache__" / "junk.pyc").write_bytes(b"not in the image")
+    return root
+
+
+def source_image(registry: str, source: Path, repo: str, tag: str) -> str:
+    """A one-layer image of ``source``'s bank_serving tree under /var/task (no __pycache__); its digest.
+
+    Same files, same digest: what the registry tests (immutable tags, moved tags) push and push again.
+    """
+    files = {
+        f"var/task/{path.relative_to(source).as_posix()}": path.read_bytes()
+        for path in sorted((source / "bank_serving").rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    return code_image(registry, repo, tag, files)
 
 
 def serving_base(registry: str, repo: str, tag: str = SERVING_TAG) -> str:
@@ -98,13 +128,61 @@ def model_files(version: str, size: int = 1024) -> dict[str, bytes]:
     return {"model.onnx": onnx, "model.json": json.dumps({"version": version}).encode()}
 
 
-def model_image(registry: str, version: str, repo: str = "bank-serving", handler: str = HANDLER) -> oci.PushResult:
-    """A stand-in image (``handler``) + a model layer for ``version``, tagged ``model-<version>``."""
+def model_image(
+    registry: str, version: str, repo: str = "bank-serving", handler: str = HANDLER, architecture: str = "amd64"
+) -> oci.PushResult:
+    """A stand-in image (``handler``) + a model layer for ``version``, tagged ``model-<version>``
+    (``model-<version>-<architecture>`` unless amd64: the same files, its config naming that architecture)."""
     base_tag = "stand-in-" + hashlib.sha256(handler.encode()).hexdigest()[:12]
     stand_in_image(registry, repo, base_tag, handler)
     client = oci.RegistryClient(registry)
+    if architecture != "amd64":
+        base_tag = relabel(client, repo, base_tag, architecture)
     layer = oci.model_layer(model_files(version))
-    return oci.append_layer(client, repo, base_tag, layer, f"model-{version}", {"BANK_MODEL_DIR": "/opt/ml/model"})
+    tag = f"model-{version}" if architecture == "amd64" else f"model-{version}-{architecture}"
+    return oci.append_layer(client, repo, base_tag, layer, tag, {"BANK_MODEL_DIR": "/opt/ml/model"})
+
+
+def relabel(client: oci.RegistryClient, repo: str, tag: str, architecture: str) -> str:
+    """``repo:tag`` again, its config claiming ``architecture`` (what a build for another platform pushes); the new tag."""
+    manifest, media_type, _ = client.get_manifest(repo, tag)
+    config = json.loads(client.get_blob(repo, manifest["config"]["digest"]))
+    config["architecture"] = architecture
+    blob = json.dumps(config).encode()
+    manifest["config"] = {**manifest["config"], "digest": client.push_blob(repo, blob), "size": len(blob)}
+    new_tag = f"{tag}-{architecture}"
+    client.put_manifest(repo, new_tag, json.dumps(manifest).encode(), media_type)
+    return new_tag
+
+
+def unpackable_image(registry: str, repo: str, tag: str = "unpackable") -> str:
+    """An image whose one layer is not a tar at all (the registry takes any bytes); its ImageUri by digest."""
+    junk = b"this is no gzip'd tar " * 64
+    layer = oci.Layer(blob=junk, digest=oci.sha256_digest(junk), diff_id=oci.sha256_digest(junk))
+    digest = oci.push_image(oci.RegistryClient(registry), repo, tag, [layer], image_config())
+    return f"{registry}/{repo}@{digest}"
+
+
+def index_image(registry: str, repo: str, platform_digest: str, tag: str = "index") -> str:
+    """An OCI image index holding ``platform_digest`` (linux/amd64) and an attestation, as buildx makes one
+    without --provenance=false; its ImageUri by digest."""
+    client = oci.RegistryClient(registry)
+    manifest, media_type, _ = client.get_manifest(repo, platform_digest)
+    url = f"http://{registry}/v2/{repo}/manifests/{platform_digest}"
+    size = len(requests.get(url, headers={"Accept": media_type}, timeout=10).content)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": oci.OCI_INDEX,
+        "manifests": [
+            {"mediaType": media_type, "digest": platform_digest, "size": size,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": media_type, "digest": platform_digest, "size": size,
+             "platform": {"os": "unknown", "architecture": "unknown"},
+             "annotations": {"vnd.docker.reference.type": "attestation-manifest"}},
+        ],
+    }  # fmt: skip
+    digest = client.put_manifest(repo, tag, json.dumps(index).encode(), oci.OCI_INDEX)
+    return f"{registry}/{repo}@{digest}"
 
 
 def trained_model(directory: Path) -> Path:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 from devstack import Devstack, lambda_containers, podman
 from tests.devstack.devstack_image_helpers import model_image
@@ -49,8 +49,22 @@ def lam(ds: Devstack) -> Any:
 def new_function(lam: Any, role: str, image_uri: str, **extra: Any) -> str:
     name = f"bank-serving-{uuid.uuid4().hex[:8]}"
     lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": image_uri}, **extra)
-    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
     return name
+
+
+def publish(lam: Any, name: str) -> str:
+    """Publish a version and wait until it is Active, as a client of Lambda must before invoking it."""
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier=version, WaiterConfig={"Delay": 0.2})
+    return version
+
+
+def update(lam: Any, name: str, image_uri: str) -> dict[str, Any]:
+    """UpdateFunctionCode, then wait until LastUpdateStatus is Successful."""
+    answer = lam.update_function_code(FunctionName=name, ImageUri=image_uri)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    return answer
 
 
 def invoke(lam: Any, name: str, event: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], Any]:
@@ -80,7 +94,7 @@ def test_invoke_through_an_alias_runs_the_image_in_a_container(
         lam, role, images["v1"], Timeout=10, MemorySize=256,
         Environment={"Variables": {"EXTRA_DIR": "/opt/ml/model", "PLAIN": "/not/in/the/image"}},
     )  # fmt: skip
-    version = lam.publish_version(FunctionName=name)["Version"]
+    version = publish(lam, name)
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion=version)
 
     resp, body = invoke(lam, name, {"record": {"age": 41}}, Qualifier="live", LogType="Tail")
@@ -140,13 +154,12 @@ def test_warm_invokes_reuse_the_container_and_new_code_replaces_it(
 
 def test_versions_keep_their_images_and_aliases_move(lam: Any, role: str, images: dict[str, str]) -> None:
     name = new_function(lam, role, images["v1"])
-    assert lam.publish_version(FunctionName=name)["Version"] == "1"
+    assert publish(lam, name) == "1"
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
 
-    updated = lam.update_function_code(FunctionName=name, ImageUri=images["v2"])
-    assert updated["LastUpdateStatus"] == "Successful" and updated["State"] == "Active"
-    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
-    assert lam.publish_version(FunctionName=name)["Version"] == "2"
+    updated = update(lam, name, images["v2"])
+    assert updated["LastUpdateStatus"] == "InProgress" and updated["State"] == "Active"
+    assert publish(lam, name) == "2"
 
     assert invoke(lam, name, {}, Qualifier="1")[1]["model"] == {"version": "v1"}
     assert invoke(lam, name, {}, Qualifier="2")[1]["model"] == {"version": "v2"}
@@ -164,11 +177,11 @@ def test_versions_keep_their_images_and_aliases_move(lam: Any, role: str, images
     assert "sha256:" + v1["Configuration"]["CodeSha256"] == images["v1"].rsplit("@", 1)[1]
 
     # Nothing changed since version 2 (even after an update to the same image): no new version.
-    assert lam.publish_version(FunctionName=name)["Version"] == "2"
-    lam.update_function_code(FunctionName=name, ImageUri=images["v2"])
-    assert lam.publish_version(FunctionName=name)["Version"] == "2"
-    lam.update_function_code(FunctionName=name, ImageUri=images["v1"])
-    assert lam.publish_version(FunctionName=name)["Version"] == "3"
+    assert publish(lam, name) == "2"
+    update(lam, name, images["v2"])
+    assert publish(lam, name) == "2"
+    update(lam, name, images["v1"])
+    assert publish(lam, name) == "3"
 
 
 def test_a_raising_handler_is_an_unhandled_function_error(lam: Any, role: str, images: dict[str, str]) -> None:
@@ -243,3 +256,113 @@ def test_an_image_missing_from_the_registry_is_rejected(ds: Devstack, lam: Any, 
             Code={"ImageUri": f"{ds.registry_url}/bank-serving:no-such-tag"},
         )  # fmt: skip
     assert info.value.response["Error"]["Code"] == "InvalidParameterValueException"
+
+
+# -- states, as Lambda shows them ------------------------------------------------------------------
+
+SLOW = {"devstack:pending-seconds": "3"}  # long enough to watch each state, however loaded the machine
+
+
+def conflict(call: Any, **kwargs: Any) -> str:
+    """The message of the ResourceConflictException (409) that ``call(**kwargs)`` must raise."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    assert info.value.response["Error"]["Code"] == "ResourceConflictException", info.value.response
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    return info.value.response["Error"]["Message"]
+
+
+def test_a_new_function_is_pending_and_refuses_invokes_until_active(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = f"bank-serving-{uuid.uuid4().hex[:8]}"
+    created = lam.create_function(
+        FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": images["v1"]}, Tags=SLOW
+    )
+    assert (created["State"], created["StateReasonCode"]) == ("Pending", "Creating")
+    pending = "The operation cannot be performed at this time. The function is currently in the following state: Pending"
+    assert conflict(lam.invoke, FunctionName=name, Payload=b"{}") == pending
+    assert conflict(lam.publish_version, FunctionName=name) == pending
+    assert lam.get_function(FunctionName=name)["Configuration"]["State"] == "Pending"
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    config = lam.get_function_configuration(FunctionName=name)
+    assert (config["State"], config["LastUpdateStatus"]) == ("Active", "Successful")
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}
+
+
+def test_an_update_in_progress_runs_the_previous_image_and_refuses_other_changes(
+    lam: Any, role: str, images: dict[str, str]
+) -> None:
+    name = new_function(lam, role, images["v1"], Tags=SLOW)
+    updated = lam.update_function_code(FunctionName=name, ImageUri=images["v2"])
+    assert (updated["State"], updated["LastUpdateStatus"]) == ("Active", "InProgress")
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}  # Lambda keeps serving the previous code
+    message = conflict(lam.update_function_code, FunctionName=name, ImageUri=images["v1"])
+    assert message.startswith("The operation cannot be performed at this time. An update is in progress for resource: ")
+    assert conflict(lam.publish_version, FunctionName=name) == message
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v2"}
+
+
+def test_a_published_version_is_pending_before_it_is_active(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"], Tags=SLOW)
+    version = lam.publish_version(FunctionName=name)
+    assert version["State"] == "Pending"
+    assert lam.get_function_configuration(FunctionName=name, Qualifier="1")["State"] == "Pending"
+    assert lam.get_function_configuration(FunctionName=name)["State"] == "Active"  # $LATEST is
+    assert "in the following state: Pending" in conflict(lam.invoke, FunctionName=name, Qualifier="1", Payload=b"{}")
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    assert "state: Pending" in conflict(lam.invoke, FunctionName=name, Qualifier="live", Payload=b"{}")
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
+    assert invoke(lam, name, {}, Qualifier="live")[1]["model"] == {"version": "v1"}
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_function_with_its_reason(ds: Devstack, lam: Any, role: str) -> None:
+    from tests.devstack.devstack_image_helpers import unpackable_image
+
+    image = unpackable_image(ds.registry_url, "lambda-broken")
+    name = f"broken-{uuid.uuid4().hex[:6]}"
+    lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": image})
+    started = time.monotonic()
+    with pytest.raises(WaiterError, match="terminal failure"):
+        lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 300})
+    assert time.monotonic() - started < 20
+    config = lam.get_function_configuration(FunctionName=name)
+    assert (config["State"], config["StateReasonCode"]) == ("Failed", "InvalidImage")
+    assert config["StateReason"].startswith(f"devstack: cannot pull image {image}: ")
+    assert "state: Failed" in conflict(lam.invoke, FunctionName=name, Payload=b"{}")
+
+
+def test_an_update_to_an_image_that_cannot_be_pulled_fails_and_keeps_the_previous_code(
+    ds: Devstack, lam: Any, role: str, images: dict[str, str]
+) -> None:
+    from tests.devstack.devstack_image_helpers import unpackable_image
+
+    name = new_function(lam, role, images["v1"])
+    lam.update_function_code(FunctionName=name, ImageUri=unpackable_image(ds.registry_url, "lambda-broken"))
+    with pytest.raises(WaiterError, match="terminal failure"):
+        lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    config = lam.get_function_configuration(FunctionName=name)
+    assert (config["State"], config["LastUpdateStatus"], config["LastUpdateStatusReasonCode"]) == (
+        "Active", "Failed", "InvalidImage",
+    )  # fmt: skip
+    assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}
+
+
+def test_an_image_of_another_architecture_fails_every_invoke(ds: Devstack, lam: Any, role: str) -> None:
+    arm = model_image(ds.registry_url, "v1", repo="lambda-arch", architecture="arm64")
+    image = f"{ds.registry_url}/lambda-arch@{arm.digest}"
+    name = new_function(lam, role, image)  # Lambda takes it: x86_64 is the default
+    resp, body = invoke(lam, name, {})
+    assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.InvalidEntrypoint"
+    assert "exec format error" in body["errorMessage"] and "is arm64, the function x86_64" in body["errorMessage"]
+    other = new_function(lam, role, image, Architectures=["arm64"])
+    assert invoke(lam, other, {})[1]["model"] == {"version": "v1"}
+
+
+def test_an_alias_gets_a_new_revision_id_when_it_moves(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"])
+    publish(lam, name)
+    first = lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")["RevisionId"]
+    assert lam.get_alias(FunctionName=name, Name="live")["RevisionId"] == first
+    update(lam, name, images["v2"])
+    publish(lam, name)
+    assert lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2")["RevisionId"] != first

@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,17 @@ import requests
 import devstack
 from bank_pipeline.utils import oci
 from devstack import Devstack, procs
-from tests.devstack.devstack_image_helpers import code_image, model_files
+from devstack.infra import Account
+from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
 from tests.paths import REPO
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in bank_serving tree: what the registry tests push as a code image (never run)."""
+    return write_serving(tmp_path_factory.mktemp("serving"))
 
 
 CODE = {"var/task/bank_serving/lambda_handler.py": b"def handler(event, context):\n    return event\n",
@@ -179,3 +188,105 @@ def test_up_prints_the_registry_and_down_stops_it(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not any(procs.alive(p) for p in registry_pids)
     assert procs.session_pids(state["pid"]) == []
+
+
+# -- ECR's immutable tags (devstack.registry.TagGuardProxy) ----------------------------------------
+
+
+def immutable_repo(ds: Devstack, mutability: str = "IMMUTABLE", filters: list[str] | None = None) -> str:
+    """A repository created in moto's ECR (as CloudFormation or CreateRepository would) with that mutability."""
+    name = f"imm-{uuid.uuid4().hex[:8]}"
+    extra = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": f} for f in filters]} if filters else {}
+    ds.client("ecr").create_repository(repositoryName=name, imageTagMutability=mutability, **extra)
+    return name
+
+
+def push_model(ds: Devstack, repo: str, model: str, tag: str) -> oci.PushResult:
+    return oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "base", oci.model_layer({"m": model.encode()}), tag)
+
+
+def test_an_immutable_repository_refuses_to_move_a_tag_as_ecr_does(ds: Devstack, serving: Path) -> None:
+    repo = immutable_repo(ds)
+    source_image(ds.registry_url, serving, repo, "base")
+    first = push_model(ds, repo, "m1", "v1")
+    # The same image again: append_layer sees the tag already names it and writes nothing.
+    assert push_model(ds, repo, "m1", "v1").digest == first.digest
+
+    with pytest.raises(oci.RegistryError) as info:
+        push_model(ds, repo, "m2", "v1")
+    assert (info.value.status, info.value.code) == (400, "TAG_INVALID")
+    assert str(info.value).endswith(
+        f"PUT {repo}:v1: HTTP 400 TAG_INVALID: The image tag 'v1' already exists in the '{repo}' repository "
+        "and cannot be overwritten because the tag is immutable."
+    )
+    client = oci.RegistryClient(ds.registry_url)
+    assert client.manifest_digest(repo, "v1") == first.digest  # unmoved
+    # As on ECR, even the same manifest PUT again under its tag is refused (a client must look first).
+    manifest = requests.get(f"http://{ds.registry_url}/v2/{repo}/manifests/v1", headers={"Accept": oci.OCI_MANIFEST},
+                            timeout=10).content  # fmt: skip
+    again = requests.put(f"http://{ds.registry_url}/v2/{repo}/manifests/v1", data=manifest,
+                         headers={"Content-Type": oci.OCI_MANIFEST}, timeout=10)  # fmt: skip
+    assert again.status_code == 400 and again.json()["errors"][0]["code"] == "TAG_INVALID"
+    # New tags, and pushes by digest, are fine.
+    assert push_model(ds, repo, "m2", "v2").digest != first.digest
+
+
+def test_mutability_exclusion_filters_and_mutable_repositories(ds: Devstack, serving: Path) -> None:
+    # IMMUTABLE_WITH_EXCLUSION: the matching tags (the base image's, which CI moves) stay mutable.
+    repo = immutable_repo(ds, "IMMUTABLE_WITH_EXCLUSION", ["serving-base*"])
+    source_image(ds.registry_url, serving, repo, "serving-base")
+    (serving / "bank_serving" / "extra.py").write_text("X = 1\n")
+    try:
+        source_image(ds.registry_url, serving, repo, "serving-base")  # moved: allowed
+    finally:
+        (serving / "bank_serving" / "extra.py").unlink()
+    source_image(ds.registry_url, serving, repo, "base")
+    push_model(ds, repo, "m1", "v1")
+    with pytest.raises(oci.RegistryError, match="TAG_INVALID"):
+        push_model(ds, repo, "m2", "v1")
+    # MUTABLE_WITH_EXCLUSION: only the matching tags are immutable.
+    repo = immutable_repo(ds, "MUTABLE_WITH_EXCLUSION", ["release-*"])
+    source_image(ds.registry_url, serving, repo, "base")
+    push_model(ds, repo, "m1", "latest")
+    push_model(ds, repo, "m2", "latest")
+    push_model(ds, repo, "m1", "release-1")
+    with pytest.raises(oci.RegistryError, match="TAG_INVALID"):
+        push_model(ds, repo, "m2", "release-1")
+    # A repository moto's ECR does not have is mutable (the registry creates it on the first push).
+    source_image(ds.registry_url, serving, "not-in-ecr", "base")
+    push_model(ds, "not-in-ecr", "m1", "v1")
+    push_model(ds, "not-in-ecr", "m2", "v1")
+
+
+def test_a_push_by_skopeo_goes_through_the_proxy(ds: Devstack, serving: Path) -> None:
+    """A real registry client (containers/image: chunked PATCH uploads, HEAD checks) through the proxy."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    source_image(ds.registry_url, serving, "skopeo-src", "base")
+    digest = push_model(ds, "skopeo-src", "m1", "v1").digest
+    copied = subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+         f"docker://{ds.registry_url}/skopeo-src:v1", f"docker://{ds.registry_url}/skopeo-dst:v1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    assert oci.RegistryClient(ds.registry_url).manifest_digest("skopeo-dst", "v1") == digest
+
+def test_the_templates_repository_moves_the_base_tag_and_keeps_model_tags(
+    ds: Devstack, account: Account, serving: Path
+) -> None:
+    # infra/bank-ml.cfn.yaml's repository: CI re-pushes serving-base per code change; a model tag never moves.
+    repo = account.outputs["ImageRepositoryUri"].rsplit("/", 1)[-1]
+    described = ds.client("ecr").describe_repositories(repositoryNames=[repo])["repositories"][0]
+    assert described["imageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+    source_image(ds.registry_url, serving, repo, "serving-base-test")
+    (serving / "bank_serving" / "extra.py").write_text("X = 2\n")
+    try:
+        source_image(ds.registry_url, serving, repo, "serving-base-test")
+    finally:
+        (serving / "bank_serving" / "extra.py").unlink()
+    oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                     oci.model_layer({"m": b"m1"}), "tmpl-v1")  # fmt: skip
+    with pytest.raises(oci.RegistryError, match="TAG_INVALID"):
+        oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                         oci.model_layer({"m": b"m2"}), "tmpl-v1")  # fmt: skip

@@ -20,7 +20,6 @@ from bank_pipeline.operators.emr import (
     EmrTerminateRunClusterOperator,
 )
 from devstack import Devstack
-from devstack.airflow_env import EMR_INSTANCE_PROFILE, EMR_SERVICE_ROLE
 from tests.devstack.devstack_helpers import cluster_state, new_cluster, put_script, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -43,7 +42,7 @@ def aws_env(ds: Devstack, emr: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def account(ds: Devstack, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def emr_conn(ds: Devstack, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """An account's own role names and network, in an `emr` connection's extra (as the README advises)."""
     iam = ds.client("iam")
     suffix = uuid.uuid4().hex[:6]
@@ -83,7 +82,7 @@ def create(run_id: str, ti: TaskInstance, **kwargs: Any) -> str:
         aws_conn_id=None,
         emr_conn_id="emr_account",
         job_flow_overrides=overrides(run_id),
-        account_defaults={"ServiceRole": EMR_SERVICE_ROLE, "JobFlowRole": EMR_INSTANCE_PROFILE},
+        account_defaults={"ServiceRole": "EMR_DefaultRole", "JobFlowRole": "EMR_EC2_DefaultRole"},
         **kwargs,
     )
     return op.execute(context={"ti": ti})  # type: ignore[arg-type]
@@ -98,7 +97,7 @@ def clusters_of(emr: Any, run_id: str) -> list[str]:
     return ids
 
 
-def test_the_accounts_subnet_security_groups_and_roles_reach_run_job_flow(account: dict[str, Any], emr: Any) -> None:
+def test_the_accounts_subnet_security_groups_and_roles_reach_run_job_flow(emr_conn: dict[str, Any], emr: Any) -> None:
     run_id = f"merge-{uuid.uuid4().hex[:6]}"
     cluster = emr.describe_cluster(ClusterId=create(run_id, TaskInstance()))["Cluster"]
     attrs = cluster["Ec2InstanceAttributes"]
@@ -106,13 +105,13 @@ def test_the_accounts_subnet_security_groups_and_roles_reach_run_job_flow(accoun
     assert attrs["EmrManagedMasterSecurityGroup"] == "sg-0master"
     assert attrs["EmrManagedSlaveSecurityGroup"] == "sg-0core"
     assert attrs["AdditionalMasterSecurityGroups"] == ["sg-0extra"]
-    assert attrs["IamInstanceProfile"] == account["JobFlowRole"]
-    assert cluster["ServiceRole"] == account["ServiceRole"]
+    assert attrs["IamInstanceProfile"] == emr_conn["JobFlowRole"]
+    assert cluster["ServiceRole"] == emr_conn["ServiceRole"]
     assert cluster["Name"] == f"bank-test-{run_id}"  # and the DAG's own settings too
     emr.terminate_job_flows(JobFlowIds=[cluster["Id"]])
 
 
-def test_the_providers_operator_drops_the_accounts_instances_settings(account: dict[str, Any], emr: Any) -> None:
+def test_the_providers_operator_drops_the_accounts_instances_settings(emr_conn: dict[str, Any], emr: Any) -> None:
     op = EmrCreateJobFlowOperator(
         task_id="create_cluster", aws_conn_id=None, emr_conn_id="emr_account",
         job_flow_overrides=overrides(f"provider-{uuid.uuid4().hex[:6]}"),
@@ -124,7 +123,7 @@ def test_the_providers_operator_drops_the_accounts_instances_settings(account: d
 
 
 def test_a_retried_create_reuses_the_runs_cluster(
-    account: dict[str, Any], emr: Any, monkeypatch: pytest.MonkeyPatch
+    emr_conn: dict[str, Any], emr: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import airflow.providers.amazon.aws.operators.emr as provider
 
@@ -150,7 +149,7 @@ def test_a_retried_create_reuses_the_runs_cluster(
     emr.terminate_job_flows(JobFlowIds=[second])
 
 
-def test_overrides_without_the_run_tags_are_refused(account: dict[str, Any]) -> None:
+def test_overrides_without_the_run_tags_are_refused(emr_conn: dict[str, Any]) -> None:
     op = EmrCreateRunClusterOperator(
         task_id="create_cluster", aws_conn_id=None, emr_conn_id="emr_account",
         job_flow_overrides={**overrides("x"), "Tags": []},

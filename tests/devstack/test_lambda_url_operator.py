@@ -15,7 +15,8 @@ from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator, curl_command
 from bank_pipeline.release import SMOKE_RECORD, check_prediction
 from devstack import Devstack
-from devstack.airflow_env import LAMBDA_ROLE_ARN, seed_release
+from devstack.airflow_env import LAMBDA_ROLE_ARN
+from devstack.infra import Account
 from tests.devstack.devstack_image_helpers import RAISING_HANDLER, model_image, serving_model_image, trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -33,7 +34,6 @@ def version(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def new_function(ds: Devstack, lam: Any, image: str) -> str:
-    seed_release(ds.client("iam"), ds.registry_url)  # the Lambda role (and the serving image, cached)
     name = f"url-op-{uuid.uuid4().hex[:6]}"
     lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image", Code={"ImageUri": image},
                         MemorySize=512, Timeout=10)  # fmt: skip
@@ -43,7 +43,8 @@ def new_function(ds: Devstack, lam: Any, image: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def function(ds: Devstack, lam: Any, version: tuple[Path, str]) -> str:
+def function(ds: Devstack, account: Account, lam: Any, version: tuple[Path, str]) -> str:
+    """A function on the real serving image and model (``account``: the template made the Lambda role)."""
     return new_function(ds, lam, serving_model_image(ds.registry_url, "url-op", version[0]))
 
 
@@ -75,7 +76,9 @@ def test_iam_url_is_created_smoke_tested_and_kept(aws_env: None, lam: Any, funct
     assert (again["url"], again["changed"]) == (first["url"], False)
 
 
-def test_none_adds_the_public_permission_and_iam_removes_it(aws_env: None, ds: Devstack, lam: Any, version: tuple[Path, str]) -> None:
+def test_none_adds_the_public_permission_and_iam_removes_it(
+    aws_env: None, ds: Devstack, account: Account, lam: Any, version: tuple[Path, str]
+) -> None:
     function = new_function(ds, lam, serving_model_image(ds.registry_url, "url-op", version[0]))
     public = run(function, auth="NONE")
     assert public["changed"] and public["auth_type"] == "NONE"
@@ -96,7 +99,7 @@ def test_a_wrong_answer_fails_naming_it(aws_env: None, function: str) -> None:
         run(function, expect={"body": {"model_version": "v0"}})
 
 
-def test_a_url_that_never_answers_well_fails_after_the_timeout(aws_env: None, ds: Devstack, lam: Any) -> None:
+def test_a_url_that_never_answers_well_fails_after_the_timeout(aws_env: None, ds: Devstack, account: Account, lam: Any) -> None:
     broken = new_function(ds, lam, f"{ds.registry_url}/url-op-bad@{model_image(ds.registry_url, 'v1', 'url-op-bad', RAISING_HANDLER).digest}")
     with pytest.raises(DeployFailedError, match=r"did not answer the smoke POST within 1 s \([0-9]+ attempts\); last: 502"):
         run(broken, smoke_timeout=1.0)

@@ -9,8 +9,8 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from bank_pipeline.operators.images import ModelImagePushOperator
 from bank_pipeline.registry import ModelRegistry
-from bank_pipeline.utils.oci import RegistryError
-from tests.devstack.devstack_image_helpers import code_image, model_files
+from bank_pipeline.utils.oci import RegistryClient, RegistryError, append_layer, model_layer
+from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,10 @@ def registry(ds, bucket, aws_env, tmp_path) -> str:
     return prefix
 
 
-def push(ds, prefix: str, version: str, base_tag: str = "serving-base") -> dict:
+def push(ds, prefix: str, version: str, base_tag: str = "serving-base", repository: str = "push-test") -> dict:
     op = ModelImagePushOperator(
         task_id="push", version=version, registry_prefix=prefix,
-        registry=ds.registry_url, repository="push-test", base_tag=base_tag, aws_conn_id=None,
+        registry=ds.registry_url, repository=repository, base_tag=base_tag, aws_conn_id=None,
     )  # fmt: skip
     return op.execute(context={})
 
@@ -60,6 +60,35 @@ def test_push_is_deterministic_and_sends_nothing_the_second_time(ds, registry, t
     assert first["digest"] == second["digest"]
     assert first["image_uri"] == f"{ds.registry_url}/push-test@{first['digest']}"
     assert first["pushed_bytes"] > 0 and second["pushed_bytes"] == 0
+    assert first["architecture"] == "amd64"
+
+
+def test_re_release_on_a_new_base_image_moves_no_tag(ds, registry, tmp_path):
+    """ECR with immutable tags (what the account's template sets): the base image's tag may move (an
+    exclusion filter), a model image's never does. The same model on a new base gets a new tag."""
+    repository = f"push-imm-{tmp_path.name[-8:]}".lower().replace("_", "-")
+    ds.client("ecr").create_repository(
+        repositoryName=repository, imageTagMutability="IMMUTABLE_WITH_EXCLUSION",
+        imageTagMutabilityExclusionFilters=[{"filterType": "WILDCARD", "filter": "serving-base*"}],
+    )  # fmt: skip
+    serving = write_serving(tmp_path / "serving")
+    old_base = source_image(ds.registry_url, serving, repository, "serving-base")
+    first = push(ds, registry, "v1", repository=repository)
+    assert first["tag"] == f"v1-{old_base.removeprefix('sha256:')[:12]}" and first["base_digest"] == old_base
+
+    (serving / "bank_serving" / "fix.py").write_text("FIXED = True\n")  # a new serving base image, same model
+    new_base = source_image(ds.registry_url, serving, repository, "serving-base")
+    second = push(ds, registry, "v1", repository=repository)
+    assert second["tag"] == f"v1-{new_base.removeprefix('sha256:')[:12]}" != first["tag"]
+    assert second["digest"] != first["digest"]
+    client = RegistryClient(ds.registry_url)
+    assert client.manifest_digest(repository, first["tag"]) == first["digest"]  # the first release's tag: unmoved
+    assert push(ds, registry, "v1", repository=repository)["pushed_bytes"] == 0  # a rerun writes nothing
+
+    # Tagging by model version alone, as releases did before: the re-release is refused.
+    with pytest.raises(RegistryError, match=r"HTTP 400 TAG_INVALID: The image tag 'v1' already exists"):
+        for base in (old_base, new_base):
+            append_layer(client, repository, base, model_layer(model_files("v1")), "v1")
 
 
 def test_unregistered_version_is_refused(ds, registry):

@@ -1,4 +1,8 @@
-"""Fixtures for end-to-end runs: the session's devstack (tests/conftest.py) and one SQLite Airflow."""
+"""Fixtures for end-to-end runs: the session's devstack and account (tests/conftest.py) and one SQLite Airflow.
+
+The Airflow holds the worker user's credentials (exactly the template's worker
+policy): every DAG run here is also a check of that policy.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from devstack.airflow_env import (
     seed_lake,
     seed_release,
 )
+from devstack.infra import Account
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +50,11 @@ def cluster_of(emr) -> Callable[[str], dict]:
 
 
 @pytest.fixture(scope="session")
-def airflow(ds: Devstack, s3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of a migrated SQLite Airflow pointing at devstack, with the raw CSV in the lake."""
-    env = airflow_env(tmp_path_factory.mktemp("airflow_home"), ds.env())
+def airflow(ds: Devstack, account: Account, s3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of a migrated SQLite Airflow pointing at devstack as the worker user, with the raw CSV in the lake."""
+    env = airflow_env(tmp_path_factory.mktemp("airflow_home"), ds.env(), account)
     ensure_db(env)
-    seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv", iam=ds.client("iam"))
+    seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv")
     return env
 
 
@@ -66,8 +71,8 @@ def full_features_run(airflow, tmp_path_factory: pytest.TempPathFactory) -> DagR
 
 @pytest.fixture(scope="session")
 def release_ready(ds: Devstack, airflow) -> dict[str, str]:
-    """The Lambda role and the serving base image, which CI provides on AWS."""
-    seed_release(ds.client("iam"), ds.registry_url)
+    """The serving base image, which CI provides on AWS (the template made the Lambda role)."""
+    seed_release(ds.registry_url)
     return airflow
 
 

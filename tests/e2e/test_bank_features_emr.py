@@ -43,6 +43,8 @@ def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, 
     assert manifest["rows"]["out"] + manifest["rows"]["quarantined"] == 45211
     assert attempts == [manifest["attempt_id"]]
     assert 0.6 < manifest["baseline"]["roc_auc"] < 0.95
+    # The job read s3:// itself (S3A, as EMRFS on EMR): the manifest names the object, not a copy.
+    assert manifest["input"]["uri"] == f"s3://{LAKE_BUCKET}/raw/bank/bank-full.csv"
     [event] = run.asset_events
     assert event["name"] == "bank_features"
     assert event["extra"]["manifest_uri"] == summary["manifest_uri"]

@@ -55,8 +55,8 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
-    # No cluster here: the rollout skips, saying so, and the release is still recorded.
-    assert run.tasks.pop("rollout_kubernetes") == "skipped"
+    # No cluster here: the rollout skips, saying so, and the release is still recorded (nothing to revert).
+    assert run.tasks.pop("rollout_kubernetes") == run.tasks.pop("revert_lambda") == "skipped"
     assert "no Kubernetes connection 'kubernetes_default' is configured: the rollout is skipped" in run.log
     assert set(run.tasks.values()) == {"success"}, run.tasks
     trained = run.xcom["train_candidate"]
@@ -111,11 +111,12 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
     assert live_json(s3) == live_before
 
 
-def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3, lam, workdir):
+def test_image_failing_its_smoke_test_never_gets_the_alias(release_ready, ds, conf, s3, lam, workdir):
     # The serving image with a handler that raises: its container fails the smoke test.
     broken = "def handler(event, context):\n    raise RuntimeError('broken build')\n"
     stand_in_image(ds.registry_url, IMAGE_REPOSITORY, "broken-base", broken)
-    live_before, alias_before, versions_before = live_json(s3), alias_version(lam), published_versions(lam)
+    live_before, versions_before = live_json(s3), published_versions(lam)
+    alias_before = lam.get_alias(FunctionName=FUNCTION, Name="live")
 
     env = {**release_ready, "BANK_SERVING_BASE_TAG": "broken-base"}
     run = run_dag(env, DAG_ID, conf, workdir)
@@ -123,8 +124,12 @@ def test_image_failing_its_smoke_test_is_rolled_back(release_ready, ds, conf, s3
     assert run.state == "failed"
     assert run.tasks["deploy_lambda"] == "failed"
     assert run.tasks["lambda_url"] == run.tasks["rollout_kubernetes"] == run.tasks["record_live"] == "upstream_failed"
-    assert "failed its smoke test" in run.log and "broken build" in run.log
-    assert f"rolled back to version {alias_before}" in run.log
-    assert len(published_versions(lam)) == len(versions_before) + 1  # published, then abandoned
-    assert alias_version(lam) == alias_before
+    assert run.tasks["revert_lambda"] == "skipped"  # the alias never moved: nothing to undo
+    new_version = str(int(versions_before[-1]) + 1)
+    assert f"version {new_version} of {FUNCTION}" in run.log and "failed its smoke test" in run.log
+    assert "broken build" in run.log
+    assert f"alias live not moved (still on version {alias_before['FunctionVersion']})" in run.log
+    assert published_versions(lam) == [*versions_before, new_version]  # published and tested, never served
+    after = lam.get_alias(FunctionName=FUNCTION, Name="live")
+    assert (after["FunctionVersion"], after["RevisionId"]) == (alias_before["FunctionVersion"], alias_before["RevisionId"])
     assert live_json(s3) == live_before

@@ -1,16 +1,17 @@
-"""`python -m devstack.stack up|down`: devstack + `airflow standalone`, and nothing left behind."""
+"""`python -m devstack.stack up|down`: devstack + the local Kubernetes + `airflow standalone`, and nothing left behind."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from devstack import procs, stack
+from devstack import kube, procs, stack
 from devstack.airflow_env import REPO
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +53,21 @@ def test_up_lists_the_dags_and_down_leaves_nothing(tmp_path: Path) -> None:
         airflow_pids = stack.stack_pids(state)
         assert state["pid"] in airflow_pids and len(airflow_pids) >= 4  # standalone + its components
         devstack_pid = json.loads((state_dir / "devstack" / "devstack.json").read_text())["pid"]
+
+        # The control plane runs, and the release's identity has its connection.
+        cluster = kube.KubeCluster.attach(Path(state["kube_dir"]))
+        assert f"Kubernetes {cluster.version['gitVersion']} at {state['kube_server']}" in up.stdout
+        kube_processes = kube.read_state(Path(state["kube_dir"]))["processes"]
+        assert set(kube_processes) == {*kube.BINARIES, "view"}
+        account = cluster.get(f"/api/v1/namespaces/{stack.KUBE_NAMESPACE}/serviceaccounts/{kube.RELEASE_IDENTITY}")
+        assert account["metadata"]["name"] == kube.RELEASE_IDENTITY
+        # Where the Deployment link leads answers, before any release too.
+        link = f"{state['kube_view_url']}/deployments/{stack.KUBE_NAMESPACE}/bank-model"
+        try:
+            urllib.request.urlopen(link, timeout=10)
+            raise AssertionError(f"{link}: a Deployment before any release")
+        except urllib.error.HTTPError as err:
+            assert err.code == 404 and b"There is no Deployment bank/bank-model (yet)." in err.read()
     finally:
         down = run_stack("down", *common, timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -59,6 +75,7 @@ def test_up_lists_the_dags_and_down_leaves_nothing(tmp_path: Path) -> None:
     assert stack.stack_pids(state) == []
     assert [p for p in airflow_pids if procs.alive(p)] == []
     assert procs.session_pids(devstack_pid) == [] and not procs.alive(devstack_pid)
+    assert [name for name, info in kube_processes.items() if procs.alive(info["pid"])] == []
     assert stack.read_state(state_dir) is None
     assert run_stack("down", *common).returncode == 0  # idempotent
     assert run_stack("status", *common).returncode == 1

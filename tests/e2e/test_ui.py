@@ -2,8 +2,10 @@
 
 Logs in through the simple auth manager's form, triggers bank_features_emr from
 its form with a changed Param, follows the run to success in the UI, sees
-bank_model_release started by the Asset event, and checks that the form refuses
-an invalid Param. The final grid is saved as build/ui/final_grid.png.
+bank_model_release started by the Asset event and run to success, follows the
+rollout task's "Kubernetes Deployment" link to the Deployment on the stack's local
+cluster, and checks that the form refuses an invalid Param. The final grid is
+saved as build/ui/final_grid.png.
 
 Needs the Debian package chromium (`make test` installs it); `playwright install`
 is not used (it downloads browsers, which this machine cannot).
@@ -25,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from devstack import stack
+from devstack import kube, stack
 from devstack.airflow_env import REPO
 
 pytestmark = pytest.mark.e2e
@@ -194,6 +196,23 @@ def test_trigger_from_the_form_runs_to_success_and_the_asset_starts_the_release(
     expect(release_header).to_contain_text(triggered["dag_run_id"])
     expect(release_header).to_contain_text(re.compile("Asset Triggered", re.I))
     page.screenshot(path=str(SCREENSHOTS / "release_runs.png"), full_page=True)
+
+    # The release rolls the image out to the stack's Kubernetes; the task's link opens that Deployment.
+    expect(release_header).to_contain_text(re.compile(r"(Success|Failed)"), timeout=RUN_TIMEOUT_MS)
+    release_run = urllib.parse.quote(triggered["dag_run_id"], safe="")
+    assert api.get(f"dags/{RELEASE}/dagRuns/{release_run}")["state"] == "success"
+    links = api.get(f"dags/{RELEASE}/dagRuns/{release_run}/taskInstances/rollout_kubernetes/links")["extra_links"]
+    assert links["Kubernetes Deployment"] == f"{ui_stack['kube_view_url']}/deployments/bank/bank-model"
+    cluster = kube.KubeCluster.attach(Path(ui_stack["kube_dir"]))
+    deployment = cluster.get("/apis/apps/v1/namespaces/bank/deployments/bank-model")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith(f"{ui_stack['registry_url']}/bank-model@sha256:")  # the pushed image, by digest
+    assert deployment["status"]["readyReplicas"] == 2
+    page.goto(links["Kubernetes Deployment"])
+    expect(page.get_by_role("heading", name="Deployment bank/bank-model")).to_be_visible()
+    expect(page.get_by_text(image).first).to_be_visible()
+    expect(page.get_by_text("NewReplicaSetAvailable")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "kubernetes_deployment.png"), full_page=True)
 
 
 def test_the_form_refuses_an_invalid_param(page: Any, ui_stack: dict[str, Any], api: Api) -> None:

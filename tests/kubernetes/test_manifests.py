@@ -30,11 +30,13 @@ EKS_STANDARD_SUPPORT = ("1.34", "1.35", "1.36", "1.37")
 DIGEST = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 
 
-def _docs() -> list[tuple[str, dict[str, Any]]]:
-    return [(f.name, doc) for f in sorted(K8S.glob("*.yaml")) for doc in yaml.safe_load_all(f.read_text()) if doc]
+def _docs(directory: Path = K8S) -> list[tuple[str, dict[str, Any]]]:
+    files = sorted(directory.glob("*.yaml"))
+    return [(f.relative_to(K8S).as_posix(), doc) for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
 
 
 DOCS = _docs()
+RBAC_DOCS = _docs(K8S / "rbac")  # for the namespace's administrator; the operator never applies these
 
 
 def _one(kind: str) -> dict[str, Any]:
@@ -47,8 +49,33 @@ def test_the_four_manifests_are_there() -> None:
     assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
 
 
+def test_the_release_rbac_is_an_identity_a_role_and_their_binding() -> None:
+    kinds = {doc["kind"]: doc for _, doc in RBAC_DOCS}
+    assert sorted(kinds) == ["Role", "RoleBinding", "ServiceAccount"]
+    binding, account = kinds["RoleBinding"], kinds["ServiceAccount"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": kinds["Role"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_the_role_reaches_only_the_objects_of_the_manifests() -> None:
+    """get and patch name the manifests' objects; create covers exactly their kinds."""
+    (role,) = [doc for _, doc in RBAC_DOCS if doc["kind"] == "Role"]
+    plural = {"Service": "services", "PodDisruptionBudget": "poddisruptionbudgets", "Deployment": "deployments",
+              "HorizontalPodAutoscaler": "horizontalpodautoscalers"}  # fmt: skip
+    names = {doc["metadata"]["name"] for _, doc in DOCS}
+    created = set()
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+        if {"get", "patch"} & set(rule["verbs"]):
+            assert set(rule["resourceNames"]) == names, rule
+        if "create" in rule["verbs"]:
+            created.update(rule["resources"])
+    assert created == {plural[doc["kind"]] for _, doc in DOCS}
+
+
 @pytest.mark.parametrize("version", EKS_STANDARD_SUPPORT)
-@pytest.mark.parametrize(("name", "doc"), DOCS, ids=[name for name, _ in DOCS])
+@pytest.mark.parametrize(("name", "doc"), DOCS + RBAC_DOCS, ids=[name for name, _ in DOCS + RBAC_DOCS])
 def test_valid_in_strict_mode(name: str, doc: dict[str, Any], version: str) -> None:
     # validate() falls back to the newest schema not newer than asked: check none was skipped.
     assert kubernetes_validate.validate(doc, version, strict=True) == version
@@ -62,8 +89,8 @@ def test_strict_mode_catches_an_unknown_field() -> None:
 
 
 def test_no_namespace_anywhere() -> None:
-    # The operator puts everything in its namespace.
-    assert [name for name, doc in DOCS if "namespace" in doc["metadata"]] == []
+    # The operator puts everything in its namespace; the RBAC goes where it is applied (kubectl -n).
+    assert [name for name, doc in DOCS + RBAC_DOCS if "namespace" in doc["metadata"]] == []
 
 
 def test_deployment_policy() -> None:

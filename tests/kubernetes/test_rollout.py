@@ -1,55 +1,54 @@
-"""KubernetesRolloutOperator and KubernetesRolloutTrigger, through the real kubernetes clients, against kmock over HTTP.
+"""KubernetesRolloutOperator and KubernetesRolloutTrigger against a real control plane (devstack.kube).
 
-The mock (kmock_cluster.FakeCluster) adds the API server's generation bookkeeping and a
-deployment controller that completes a rollout, or stalls one in ImagePullBackOff and
-then reports ProgressDeadlineExceeded. The operator reaches it through KubernetesHook and
-an Airflow connection from the environment (conftest.py).
+The session's cluster: the real kube-apiserver validates and defaults what the operator
+creates and authorizes every call against the package's RBAC (the operator runs as its
+ServiceAccount, through the cncf provider's hooks and a connection from a kubeconfig); the
+real deployment controller makes the ReplicaSets and judges progress; the scheduler binds
+the pods to kwok's Nodes, and kwok makes them Ready, or keeps the pods of ``BAD`` in
+ImagePullBackOff (a kwok stage). Each test has a namespace of its own (``release``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import subprocess
-import sys
+import ipaddress
+import re
 import time
-from pathlib import Path
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import kubernetes_validate
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import TaskDeferred
 
-from bank_pipeline import resources
 from bank_pipeline.errors import BadInputError, RolloutFailedError
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
 from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
-from bank_pipeline.utils.rollout import (
-    describe_events,
-    describe_pod,
-    image_patch,
-    load_manifests,
-    prepare_manifests,
-    rollout_event,
-    rollout_status,
-)
-from tests.kubernetes.kmock_cluster import CONN_ID, DEPLOYMENTS, HPAS, NAMESPACE, PDBS, SERVICES, MockApi, api_error
+from bank_pipeline.utils.rollout import prepare_manifests
+from devstack import kube
+from tests.kubernetes.release_ns import BAD, CONN_ID, NAME, V1, V2, V3, ReleaseNamespace, manifests, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-REPO = "registry.example/bank-model"
-V1, V2, BAD = (f"{REPO}@sha256:{c * 64}" for c in "12b")
-NAME = "bank-model"
+DEADLINE = 2  # progressDeadlineSeconds of a rollout meant to fail: the controller's verdict in ~3 s
+ROLLED_OUT = 'deployment "bank-model" successfully rolled out'
 
-# kmock's access log would bury a failing test's output.
-logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+@pytest.fixture(scope="module", autouse=True)
+def unpullable(kube_cluster: kube.KubeCluster) -> None:
+    """Pods of BAD never pull (for every namespace of the session's cluster)."""
+    kube_cluster.add_stage(kube.image_pull_backoff_stage(BAD))
 
 
 def operator(image: str, **kwargs: Any) -> KubernetesRolloutOperator:
     options = {
+        "manifests": manifests(),
         "kubernetes_conn_id": CONN_ID,
         "deferrable": False,
-        "poll_interval": 0.01,
-        "timeout": 10,
+        "poll_interval": 0.1,
+        "timeout": 60,
+        "image_platform": "linux/amd64",  # the images are made up: no registry to read it from
     }
     return KubernetesRolloutOperator(task_id="rollout", image=image, **{**options, **kwargs})
 
@@ -58,12 +57,11 @@ def deploy(image: str, **kwargs: Any) -> dict[str, Any]:
     return operator(image, **kwargs).execute(context={})
 
 
-def stored(api: MockApi, resource: str = DEPLOYMENTS) -> dict[str, Any]:
-    return api.call(lambda c: c.raw(resource, NAMESPACE, NAME))
-
-
-def image_of(api: MockApi) -> str:
-    return stored(api)["spec"]["template"]["spec"]["containers"][0]["image"]
+def defer(image: str, **kwargs: Any) -> tuple[KubernetesRolloutOperator, TaskDeferred]:
+    op = operator(image, deferrable=True, **kwargs)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context={})
+    return op, deferred.value
 
 
 def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
@@ -74,244 +72,180 @@ def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
 
     # A fresh thread: a Playwright sync session earlier in the run can leave an event
     # loop set on the main thread, where asyncio.run() then refuses to start.
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, run()).result()
 
 
-def deployment(generation: int = 2, observed: int = 2, desired: int | None = 2, **status: Any) -> dict[str, Any]:
-    """A Deployment as the API returns it: ``desired`` is spec.replicas, ``status`` the status fields."""
-    return {
-        "metadata": {"name": NAME, "generation": generation},
-        "spec": {} if desired is None else {"replicas": desired},
-        "status": {"observedGeneration": observed, **status},
-    }
+def shorten_deadline(release: ReleaseNamespace) -> None:
+    """What the test changes in the cluster so that a stuck rollout fails in seconds, not minutes."""
+    release.patch("Deployment", {"spec": {"progressDeadlineSeconds": DEADLINE}})
 
 
-TIMED_OUT = 'ReplicaSet "x" has timed out progressing.'
-DEADLINE_EXCEEDED = [
-    {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": TIMED_OUT}
-]
-UNOBSERVED = "Waiting for deployment spec update to be observed..."
-WAITING = 'Waiting for deployment "bank-model" rollout to finish: '
-ROLLED_OUT = 'deployment "bank-model" successfully rolled out'
+class RacingOperator(KubernetesRolloutOperator):
+    """The operator, with someone else's write landing right after one of its reads of ``kind``.
+
+    ``meddle`` (as the cluster's admin: another person, another Airflow run) runs once, after
+    the first read of ``kind`` for which ``when(what was read)`` holds. The writes are real;
+    only their moment is chosen, so that the race happens every time.
+    """
+
+    def __init__(self, *, race: tuple[str, Callable[[Any], bool], Callable[[], Any]] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.race = race
+
+    def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = super()._read(kind, namespace, name)
+        if self.race is not None and kind == self.race[0] and self.race[1](found):
+            meddle, self.race = self.race[2], None
+            meddle()
+        return found
 
 
-# -- rollout_status: kubectl's logic, case by case --------------------------------------------------
+def racing(image: str, race: tuple[str, Callable[[Any], bool], Callable[[], Any]], **kwargs: Any) -> RacingOperator:
+    options = {"manifests": manifests(), "kubernetes_conn_id": CONN_ID, "deferrable": False, "poll_interval": 0.1,
+               "timeout": 60, "image_platform": "linux/amd64"}  # fmt: skip
+    return RacingOperator(task_id="rollout", image=image, race=race, **{**options, **kwargs})
 
 
-@pytest.mark.parametrize(
-    ("dep", "done", "failed", "message"),
-    [
-        (deployment(3, 2), False, False, UNOBSERVED),
-        # A deadline condition left from the previous generation does not count yet.
-        (deployment(3, 2, conditions=DEADLINE_EXCEEDED), False, False, UNOBSERVED),
-        (
-            deployment(conditions=DEADLINE_EXCEEDED, updatedReplicas=1),
-            False,
-            True,
-            f'deployment "bank-model" exceeded its progress deadline: {TIMED_OUT}',
-        ),
-        (
-            deployment(replicas=2, updatedReplicas=1, availableReplicas=2),
-            False,
-            False,
-            f"{WAITING}1 out of 2 new replicas have been updated...",
-        ),
-        (
-            deployment(replicas=3, updatedReplicas=2, availableReplicas=3),
-            False,
-            False,
-            f"{WAITING}1 old replicas are pending termination...",
-        ),
-        (
-            deployment(replicas=2, updatedReplicas=2, availableReplicas=1),
-            False,
-            False,
-            f"{WAITING}1 of 2 updated replicas are available...",
-        ),
-        (deployment(replicas=2, updatedReplicas=2, readyReplicas=2, availableReplicas=2), True, False, ROLLED_OUT),
-        # spec.replicas unset (the API defaults it to 1): kubectl skips the desired-count check.
-        (deployment(desired=None), True, False, ROLLED_OUT),
-    ],
-    ids=["unobserved", "stale-deadline", "deadline", "updating", "old-pending", "unavailable", "done", "no-replicas"],
-)
-def test_rollout_status(dep: dict[str, Any], done: bool, failed: bool, message: str) -> None:
-    assert rollout_status(dep) == (done, failed, message)
+# -- create, patch, verify ------------------------------------------------------------------------
 
 
-def test_rollout_event_times_out_only_while_waiting() -> None:
-    waiting = deployment(3, 2)
-    assert rollout_event(waiting, deadline=10, now=9) is None
-    timeout = {"status": "timeout", "message": f"timed out waiting for the rollout; last: {UNOBSERVED}"}
-    assert rollout_event(waiting, deadline=10, now=10) == timeout
-    assert rollout_event(deployment(desired=None), deadline=10, now=11) == {"status": "success", "message": ROLLED_OUT}
-
-
-def test_image_patch_tests_before_it_replaces() -> None:
-    assert image_patch(1, "serving", V1, V2) == [
-        {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "serving"},
-        {"op": "test", "path": "/spec/template/spec/containers/1/image", "value": V1},
-        {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": V2},
-    ]
-
-
-def test_a_crash_looping_pod_is_described_with_its_last_exit() -> None:
-    pod = {
-        "metadata": {"name": "bank-model-abc-1"},
-        "status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
-            "containerStatuses": [
-                {
-                    "name": "serving",
-                    "restartCount": 4,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting"}},
-                    "lastState": {
-                        "terminated": {"exitCode": 1, "reason": "Error", "message": "model.json: no such file\n"}
-                    },
-                }
-            ],
-        },
-    }
-    assert describe_pod(pod) == (
-        "pod bank-model-abc-1 Running, Ready=False ContainersNotReady, "
-        "container serving waiting: CrashLoopBackOff (back-off 1m20s restarting), "
-        "container serving exited 1 (Error): model.json: no such file, restarted 4 times"
-    )
-
-
-def test_events_keep_the_latest_warnings() -> None:
-    events = [
-        {"type": "Warning", "reason": "BackOff", "message": "b", "count": 6, "lastTimestamp": "2026-11-24T10:03:00Z"},
-        {"type": "Normal", "reason": "Pulling", "message": "p", "lastTimestamp": "2026-11-24T10:04:00Z"},
-        {"type": "Warning", "reason": "Failed", "message": "f", "count": 1, "lastTimestamp": "2026-11-24T10:01:00Z"},
-    ]
-    assert describe_events(events, limit=3) == ["Warning Failed: f", "Warning BackOff: b (x6)"]
-    assert describe_events(events[1:2]) == ["Normal Pulling: p"]
-
-
-def test_manifests_are_refused_when_wrong(tmp_path: Path) -> None:
-    docs = load_manifests(resources.kubernetes_manifests())
-    assert [d["kind"] for d in docs] == ["Service", "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler"]
-    with pytest.raises(BadInputError, match=r"manifests\[0\]: v1 ConfigMap is not one the operator applies"):
-        load_manifests([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}])
-    with pytest.raises(BadInputError, match=r"expected exactly one Deployment.*found 2"):
-        load_manifests([d for d in docs if d["kind"] == "Deployment"] * 2)
-    with pytest.raises(BadInputError, match=r"Deployment bank-model has no container 'api' \(containers: serving\)"):
-        prepare_manifests(docs, namespace=NAMESPACE, image=V1, container="api")
-    elsewhere = [{**d, "metadata": {**d["metadata"], "namespace": "other"}} for d in docs]
-    with pytest.raises(
-        BadInputError, match=r"Service bank-model names namespace 'other', but the rollout is to 'bank'"
-    ):
-        prepare_manifests(elsewhere, namespace=NAMESPACE, image=V1, container="serving")
-    with pytest.raises(BadInputError, match="no manifests at"):
-        load_manifests(tmp_path)
-
-
-def test_parse_time_import_leaves_the_kubernetes_clients_alone() -> None:
-    clients = ("kubernetes", "kubernetes_asyncio")
-    code = (
-        "import sys, bank_pipeline.operators.kubernetes, bank_pipeline.triggers.kubernetes; "
-        f"print([m for m in {clients!r} if m in sys.modules])"
-    )
-    env = {"PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.strip() == "[]"
-
-
-# -- the operator against the mock ------------------------------------------------------------------
-
-
-def test_first_deploy_creates_everything(api: MockApi) -> None:
+def test_first_deploy_creates_everything_and_the_server_fills_in_its_defaults(release: ReleaseNamespace) -> None:
     result = deploy(V1)
     assert result == {
         "deployment": NAME,
-        "namespace": NAMESPACE,  # the connection's
+        "namespace": release.name,  # the connection's
         "image": V1,
         "previous_image": None,
         "changed": True,
         "status": ROLLED_OUT,
     }
-    created = [r.resource.plural for r in api.requests("POST")]
-    assert created == ["services", "poddisruptionbudgets", "deployments", "horizontalpodautoscalers"]
-    for resource in (SERVICES, PDBS, HPAS):
-        assert stored(api, resource)["metadata"]["namespace"] == NAMESPACE
-    assert image_of(api) == V1
-    assert api.requests("PATCH") == []
-
-
-def test_update_patches_only_the_image_and_waits_for_the_rollout(api: MockApi) -> None:
-    deploy(V1)
-    before = stored(api)
-    result = deploy(V2)
-    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (
-        V1,
-        V2,
-        True,
-        ROLLED_OUT,
+    # Two pods run V1 on kwok's Nodes, as soon as the operator says so.
+    assert sorted(release.running().values()) == [V1, V1]
+    assert {p["spec"]["nodeName"] for p in release.pods()} <= {"kwok-node-0", "kwok-node-1"}
+    # The API server filled in what the manifests leave out.
+    service = release.get("Service")
+    assert service is not None
+    assert ipaddress.ip_address(service["spec"]["clusterIP"]) in ipaddress.ip_network(kube.SERVICE_CIDR)
+    assert (service["spec"]["sessionAffinity"], service["spec"]["internalTrafficPolicy"]) == ("None", "Cluster")
+    pod_spec = release.deployment()["spec"]["template"]["spec"]
+    assert (pod_spec["dnsPolicy"], pod_spec["schedulerName"], pod_spec["restartPolicy"]) == (
+        "ClusterFirst",
+        "default-scheduler",
+        "Always",
     )
-    (patch,) = api.requests("PATCH")
-    assert patch.headers["Content-Type"].startswith("application/json-patch+json")
-    assert patch.data == image_patch(0, "serving", V1, V2)
-    after = stored(api)
+    assert pod_spec["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
+    hpa = release.get("HorizontalPodAutoscaler")
+    assert hpa is not None and hpa["spec"]["behavior"]["scaleUp"]["selectPolicy"] == "Max"  # defaulted
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300  # as in hpa.yaml
+    # The disruption controller counts the new pods against the budget: one may go, not two.
+    pdb = wait_for(
+        "the PodDisruptionBudget to count 2 healthy pods",
+        lambda: (b := release.get("PodDisruptionBudget")) and (b.get("status") or {}).get("currentHealthy") == 2 and b,
+    )
+    assert pdb["status"]["disruptionsAllowed"] == 1
+
+
+def test_a_manifest_only_the_server_refuses_fails_at_once_naming_the_field(release: ReleaseNamespace) -> None:
+    docs = manifests(strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}})
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert kubernetes_validate.validate(deployment, "1.36", strict=True) == "1.36"  # the schema cannot tell
+    with pytest.raises(RolloutFailedError) as failure:
+        deploy(V1, manifests=docs)
+    assert str(failure.value) == (
+        f"Kubernetes API call failed: create Deployment {release.name}/{NAME}: 422 Unprocessable Entity, "
+        f'reason Invalid: Deployment.apps "{NAME}" is invalid: spec.strategy.rollingUpdate.maxUnavailable: '
+        "Invalid value: 0: may not be 0 when `maxSurge` is 0"
+    )
+    # Created in order up to the refusal; with the manifest fixed, a rerun creates the rest.
+    assert [k for k in ("Service", "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler") if release.get(k)] == [
+        "Service",
+        "PodDisruptionBudget",
+    ]
+    assert deploy(V1)["status"] == ROLLED_OUT
+    assert release.get("HorizontalPodAutoscaler") is not None
+
+
+def test_update_patches_only_the_image_and_waits_for_the_new_pods(release: ReleaseNamespace) -> None:
+    deploy(V1)
+    before, old_pods = release.deployment(), release.running()
+    result = deploy(V2)
+    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (V1, V2, True, ROLLED_OUT)
+    # When the operator says so, two new pods run V2 and the old ones are gone or going.
+    running = release.running()
+    assert sorted(running.values()) == [V2, V2] and not set(running) & set(old_pods)
+    after = release.deployment()
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
-    assert after["status"]["observedGeneration"] == after["metadata"]["generation"]
     # Everything but the image is as it was: probes, security context, volumes.
     container = after["spec"]["template"]["spec"]["containers"][0]
     assert {**container, "image": V1} == before["spec"]["template"]["spec"]["containers"][0]
-    assert len(api.requests("POST")) == 4  # all from the first run
+    revisions = {
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]: (
+            rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            rs["spec"]["replicas"],
+        )
+        for rs in release.list("ReplicaSet")
+    }
+    assert revisions == {V1: ("1", 0), V2: ("2", 2)}  # the old one kept at 0: `kubectl rollout undo` works
 
 
-def test_rerun_with_the_same_digest_changes_nothing_and_still_verifies(api: MockApi) -> None:
+def test_rerun_with_the_same_digest_changes_nothing_and_still_verifies(release: ReleaseNamespace) -> None:
     deploy(V1)
-    seen = len(api.requests())
+    before = release.deployment()
     result = deploy(V1)
     assert (result["changed"], result["previous_image"], result["status"]) == (False, V1, ROLLED_OUT)
-    again = api.requests()[seen:]
-    assert {r.method.value for r in again} == {"GET"}
-    assert any(r.resource.plural == "deployments" for r in again)
+    assert release.deployment()["metadata"]["generation"] == before["metadata"]["generation"]
+    assert len(release.list("ReplicaSet")) == 1
 
 
-def test_stalled_rollout_is_rolled_back_with_the_reason(api: MockApi) -> None:
+def test_stalled_rollout_is_rolled_back_saying_why(release: ReleaseNamespace) -> None:
     deploy(V1)
-    api.call(lambda c: c.bad_images.add(BAD))
+    serving = release.running()
+    shorten_deadline(release)
     with pytest.raises(RolloutFailedError) as failure:
         deploy(BAD)
     message = str(failure.value)
     assert message.startswith(
-        f'rollout of {BAD} to Deployment bank/bank-model failed: deployment "bank-model" exceeded its progress deadline'
+        f'rollout of {BAD} to Deployment {release.name}/{NAME} failed: deployment "{NAME}" exceeded its progress '
+        f'deadline: ReplicaSet "{NAME}-'
     )
+    assert "Available=True MinimumReplicasAvailable" in message  # the old pods kept serving
     assert "Progressing=False ProgressDeadlineExceeded" in message
+    assert re.search(rf"ReplicaSet {NAME}-\w+: 0 of 1 pods ready", message)  # maxSurge 1: one new pod tried
     assert "Ready=False ContainersNotReady" in message
     assert f'container serving waiting: ImagePullBackOff (Back-off pulling image "{BAD}")' in message
-    assert f'Warning Failed: Failed to pull image "{BAD}": rpc error: code = NotFound' in message
-    assert "Started container" not in message  # an old ReplicaSet's pod is not one of the new ones
+    assert f'Warning Failed: Failed to pull image "{BAD}"' in message
     assert message.endswith(f"Rolled back: container serving set back to {V1}")
-    assert image_of(api) == V1
-    assert api.requests("PATCH")[-1].data == image_patch(0, "serving", BAD, V1)
+    # What a user notices: V1 again, served by the same two pods all along (maxUnavailable 0).
+    release.wait_rolled_out(V1)
+    assert release.running() == serving
 
 
-def test_failed_first_deploy_is_left_in_place(api: MockApi) -> None:
-    api.call(lambda c: c.bad_images.add(BAD))
-    with pytest.raises(RolloutFailedError, match="Nothing to roll back to: this run created the Deployment"):
-        deploy(BAD)
-    assert image_of(api) == BAD
-    assert api.requests("PATCH") == [] and api.requests("DELETE") == []
+def test_failed_first_deploy_is_left_in_place(release: ReleaseNamespace) -> None:
+    with pytest.raises(RolloutFailedError) as failure:
+        deploy(BAD, manifests=manifests(progressDeadlineSeconds=DEADLINE))
+    assert str(failure.value).endswith(
+        "Nothing to roll back to: this run created the Deployment. It is left in place for inspection "
+        "(unready pods get no Service traffic); delete it or release a working image"
+    )
+    assert release.image() == BAD and release.running() == {}
+    waiting = {s["state"]["waiting"]["reason"] for p in release.pods() for s in p["status"]["containerStatuses"]}
+    assert len(release.pods()) == 2 and waiting == {"ImagePullBackOff"}
 
 
-# -- deferred: the trigger polls ---------------------------------------------------------------------
+def test_an_existing_deployment_without_the_container_is_refused(release: ReleaseNamespace) -> None:
+    deploy(V1)
+    docs = manifests()
+    next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["name"] = "api"
+    with pytest.raises(BadInputError, match=r"Deployment bank-model has no container 'api' \(containers: serving\)"):
+        deploy(V2, manifests=docs, container_name="api")
+    assert release.image() == V1
 
 
-def defer(image: str) -> tuple[KubernetesRolloutOperator, TaskDeferred]:
-    op = operator(image, deferrable=True)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context={})
-    return op, deferred.value
+# -- deferred: the trigger polls through the provider's AsyncKubernetesHook ------------------------
 
 
-def test_deferred_rollout_completes_through_the_trigger(api: MockApi) -> None:
+def test_deferred_rollout_completes_through_the_trigger(release: ReleaseNamespace) -> None:
     deploy(V1)
     op, deferred = defer(V2)
     path, kwargs = deferred.trigger.serialize()
@@ -322,128 +256,89 @@ def test_deferred_rollout_completes_through_the_trigger(api: MockApi) -> None:
     assert (result["previous_image"], result["image"], result["changed"]) == (V1, V2, True)
     # dag.test() resumes with the event alone: the state it carries is enough.
     assert getattr(op, deferred.method_name)(context={}, event=event) == result
+    assert sorted(release.running().values()) == [V2, V2]
 
 
-def test_deferred_stall_is_rolled_back(api: MockApi) -> None:
+def test_deferred_stall_is_rolled_back(release: ReleaseNamespace) -> None:
     deploy(V1)
-    api.call(lambda c: c.bad_images.add(BAD))
+    shorten_deadline(release)
     op, deferred = defer(BAD)
     event = first_event(deferred.trigger)
     assert event["status"] == "failed" and "exceeded its progress deadline" in event["message"]
     with pytest.raises(RolloutFailedError, match=r"(?s)ImagePullBackOff.*Rolled back: container serving set back to"):
         op.execute_complete(context={}, event=event, **deferred.kwargs)
-    assert image_of(api) == V1
+    release.wait_rolled_out(V1)
 
 
-def test_trigger_timeout_rolls_back_too(api: MockApi) -> None:
+def test_a_rollout_still_going_at_the_trigger_deadline_is_rolled_back(release: ReleaseNamespace) -> None:
     deploy(V1)
-    api.call(lambda c: setattr(c, "frozen", True))  # the controller never observes the change
-    op, deferred = defer(V2)
+    op, deferred = defer(BAD)  # progressDeadlineSeconds 300: the controller will not decide for minutes
     started = time.monotonic()
-    kwargs = {**deferred.trigger.serialize()[1], "deadline": time.time() + 0.3}
-    event = first_event(KubernetesRolloutTrigger(**kwargs))
-    assert time.monotonic() - started < 5
-    assert event == {
-        "status": "timeout",
-        "message": f"timed out waiting for the rollout; last: {UNOBSERVED}",
-        "state": deferred.kwargs,
-    }
-    with pytest.raises(RolloutFailedError, match=rf"(?s)timed out waiting.*Rolled back: .* set back to {V1}"):
+    event = first_event(KubernetesRolloutTrigger(**{**deferred.trigger.serialize()[1], "deadline": time.time() + 1}))
+    assert time.monotonic() - started < 10
+    assert event["status"] == "timeout"
+    assert event["message"].startswith('timed out waiting for the rollout; last: Waiting for deployment "bank-model"')
+    with pytest.raises(RolloutFailedError, match=rf"(?s)timed out waiting.*Rolled back: .* set back to {re.escape(V1)}"):
         op.execute_complete(context={}, event=event, **deferred.kwargs)
+    release.wait_rolled_out(V1)
 
 
-def test_trigger_reports_an_api_error_as_an_event_and_the_task_rolls_nothing_back(api: MockApi) -> None:
+# -- concurrent changes: someone else's write lands between the operator's read and its write -------
+
+
+def test_an_image_changed_meanwhile_by_someone_else_is_not_overwritten(release: ReleaseNamespace) -> None:
+    """The image patch is a compare-and-swap: the API refuses it (422), and the operator says what happened."""
     deploy(V1)
-    op, deferred = defer(V2)
-    timed_out = api_error(500, "InternalError", "etcdserver: request timed out")
-    api.call(lambda c: c.faults.append(("GET", DEPLOYMENTS, timed_out)))
+    op = racing(V2, ("Deployment", lambda found: found is not None, lambda: release.set_image(V3)))
+    with pytest.raises(RolloutFailedError) as failure:
+        op.execute(context={})
+    assert str(failure.value) == (
+        f"Deployment {release.name}/{NAME} changed while this run patched it: container serving now runs {V3} "
+        f"(it ran {V1} when read), changed by someone else; not overwritten with {V2}"
+    )
+    assert release.image() == V3
+
+
+def test_a_deployment_created_meanwhile_by_someone_else_is_taken_as_the_existing_one(release: ReleaseNamespace) -> None:
+    """The create meets 409 AlreadyExists: the operator reads what is there and patches it like any existing one."""
+    (theirs,) = prepare_manifests(
+        [d for d in manifests() if d["kind"] == "Deployment"], namespace=release.name, image=V1, container="serving"
+    )
+    op = racing(V2, ("Deployment", lambda found: found is None, lambda: release.create(theirs)))
+    result = op.execute(context={})
+    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (V1, V2, True, ROLLED_OUT)
+    assert sorted(release.running().values()) == [V2, V2]
+
+
+def test_an_image_changed_during_a_failing_rollout_is_left_alone(release: ReleaseNamespace) -> None:
+    """Someone fixed the Deployment (V3) while this run's rollout failed: the rollback leaves their change."""
+    deploy(V1)
+    shorten_deadline(release)
+    op, deferred = defer(BAD)
     event = first_event(deferred.trigger)
-    assert event == {
-        "status": "error",
-        "message": "Kubernetes API call failed: read Deployment bank/bank-model: "
-        "500 Internal Server Error, reason InternalError: etcdserver: request timed out",
-        "state": deferred.kwargs,
-    }
-    with pytest.raises(
-        RuntimeError, match=rf"state is unknown, nothing was rolled back \(the image before this run: {V1}\)"
-    ):
+    assert event["status"] == "failed"
+    release.set_image(V3)
+    with pytest.raises(RolloutFailedError) as failure:
         op.execute_complete(context={}, event=event, **deferred.kwargs)
-    assert image_of(api) == V2
+    assert str(failure.value).endswith(
+        f"Not rolled back: the image is now {V3}, no longer this run's (changed by someone else)"
+    )
+    release.wait_rolled_out(V3)
 
 
-def test_missing_connection_skips_when_asked_and_fails_otherwise(api: MockApi, monkeypatch) -> None:
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException
-
-    monkeypatch.delenv("AIRFLOW_CONN_NO_SUCH_CLUSTER", raising=False)
-    op = operator(V1, kubernetes_conn_id="no_such_cluster", skip_without_connection=True)
-    with pytest.raises(AirflowSkipException, match="no Kubernetes connection 'no_such_cluster' is configured"):
-        op.execute(context={})
-    op = operator(V1, kubernetes_conn_id="no_such_cluster")
-    with pytest.raises(AirflowNotFoundException, match="no_such_cluster"):
-        op.execute(context={})
-
-
-# -- refusals -----------------------------------------------------------------------------------------
-
-
-FORBIDDEN = (
-    'deployments.apps "bank-model" is forbidden: User "system:serviceaccount:airflow:worker" '
-    'cannot patch resource "deployments" in API group "apps" in the namespace "bank"'
-)
-EXISTS = 'deployments.apps "bank-model" already exists'
-ETCD = "etcdserver: request timed out"
-
-
-@pytest.mark.parametrize(
-    ("method", "error", "final", "expected"),
-    [
-        (
-            "PATCH",
-            api_error(403, "Forbidden", FORBIDDEN),
-            True,
-            f"patch Deployment bank/bank-model image {V1} -> {V2}: 403 Forbidden: {FORBIDDEN}",
-        ),
-        (
-            "POST",
-            api_error(409, "AlreadyExists", EXISTS),
-            False,
-            f"create Deployment bank/bank-model: 409 Conflict, reason AlreadyExists: {EXISTS}",
-        ),
-        (
-            "GET",
-            api_error(500, "InternalError", ETCD),
-            False,
-            f"read Deployment bank/bank-model: 500 Internal Server Error, reason InternalError: {ETCD}",
-        ),
-    ],
-    ids=["403-patch", "409-create", "500-read"],
-)
-def test_api_errors_fail_clearly(api: MockApi, method: str, error: Any, final: bool, expected: str) -> None:
-    if method == "PATCH":
-        deploy(V1)
-    api.call(lambda c: c.faults.append((method, DEPLOYMENTS, error)))
-    with pytest.raises(RuntimeError) as failure:
-        deploy(V2 if method == "PATCH" else V1)
-    assert str(failure.value) == f"Kubernetes API call failed: {expected}"
-    # A 403 will not change on retry (fail now); a 409 (a concurrent create) or a 500 may.
-    assert isinstance(failure.value, AirflowFailException) is final
-    if method == "PATCH":
-        assert image_of(api) == V1  # refused, so unchanged
-
-
-def test_a_tag_is_refused_before_any_api_call(api: MockApi) -> None:
-    with pytest.raises(BadInputError, match=r"not by a mutable tag: image='registry\.example/bank-model:v2'"):
-        deploy(f"{REPO}:v2")
-    with pytest.raises(BadInputError, match="not by a mutable tag"):
-        deploy(f"{REPO}@sha256:abc")
-    assert api.requests() == []
-
-
-def test_existing_deployment_without_the_container_is_refused(api: MockApi) -> None:
+def test_an_image_changed_just_before_the_rollback_is_not_overwritten_either(release: ReleaseNamespace) -> None:
     deploy(V1)
-    manifests = load_manifests(resources.kubernetes_manifests())
-    deployment = next(m for m in manifests if m["kind"] == "Deployment")
-    deployment["spec"]["template"]["spec"]["containers"][0]["name"] = "api"
-    with pytest.raises(BadInputError, match=r"Deployment bank-model has no container 'api' \(containers: serving\)"):
-        deploy(V2, manifests=manifests, container_name="api")
-    assert api.requests("PATCH") == []
+    shorten_deadline(release)
+    op = racing(BAD, ("Deployment", lambda found: False, lambda: None), deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context={})
+    event = first_event(deferred.value.trigger)
+    # The operator reads the failed Deployment, then someone sets V3, then the rollback's patch.
+    op.race = ("Deployment", lambda found: found is not None, lambda: release.set_image(V3))
+    with pytest.raises(RolloutFailedError) as failure:
+        op.execute_complete(context={}, event=event, **deferred.value.kwargs)
+    assert str(failure.value).endswith(
+        f"Rollback to {V1} failed too: Deployment {release.name}/{NAME} changed while this run patched it: "
+        f"container serving now runs {V3} (it ran {BAD} when read), changed by someone else; not overwritten with {V1}"
+    )
+    assert release.image() == V3

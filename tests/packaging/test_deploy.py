@@ -99,6 +99,8 @@ def test_the_wheel_holds_the_packages_and_the_files_that_travel_with_a_run(deplo
     assert {"bank_spark/entrypoints/bank_features.py", "bank_spark/entrypoints/batch_score.py"} <= set(names)
     assert {"bank_spark/bootstrap/python_env.sh", "bank_spark/bootstrap/requirements.txt"} <= set(names)
     assert {f"bank_pipeline/manifests/{k}.yaml" for k in ("deployment", "service", "hpa", "pdb")} <= set(names)
+    rbac = ("role", "rolebinding", "serviceaccount")  # for whoever administers the namespace
+    assert {f"bank_pipeline/manifests/rbac/{k}.yaml" for k in rbac} <= set(names)
     assert not [n for n in names if n.startswith(("devstack/", "bench/", "tests/", "dags/"))]
 
 

@@ -6,6 +6,12 @@ to the base image's manifest and pushes only that layer, a new config and a new
 manifest through the registry HTTP API (the technique of ``crane append``, ko
 and jib): seconds, no daemon, and the same model bytes give the same digest.
 On AWS the registry is ECR (credentials from EcrHook); locally, devstack's.
+
+The model image's tag is ``<model version>-<12 hex of the base manifest's digest>``
+(``model_image_tag``): the same model on a new base image gets a new tag, so no
+release ever moves an existing tag, which an ECR repository with IMMUTABLE tags
+refuses (``TAG_INVALID``). Same model and base, same tag and digest: a rerun
+writes nothing.
 """
 
 from __future__ import annotations
@@ -32,13 +38,41 @@ class PushedImage(TypedDict):
     image_uri: str
     digest: str
     tag: str
+    base_digest: str
+    architecture: str
     layer_bytes: int
     pushed_bytes: int
     push_seconds: float
 
 
+def model_image_tag(version: str, base_digest: str) -> str:
+    """``<version>-<first 12 hex of the base digest>``: unique per (model, base image), never moved."""
+    return f"{version}-{base_digest.removeprefix('sha256:')[:12]}"
+
+
+def registry_client(registry: str, aws_conn_id: str | None) -> tuple[str, Any]:
+    """(registry host, ``oci.RegistryClient``): ECR with temporary credentials from EcrHook when
+    ``registry`` is empty or an ECR host; any other ``host[:port]`` is devstack's registry (BANK_IMAGE_REGISTRY),
+    plain http without credentials."""
+    from bank_pipeline.utils import oci
+
+    if registry and not is_ecr_host(registry):
+        return registry, oci.RegistryClient(f"http://{registry}")
+    from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+
+    registry_id = registry.split(".", 1)[0] if registry else None
+    host, auth = oci.ecr_auth(EcrHook(aws_conn_id=aws_conn_id), registry_id)
+    return host, oci.RegistryClient(f"https://{host}", auth=auth)
+
+
+def is_ecr_host(host: str) -> bool:
+    """``ACCOUNT.dkr.ecr.REGION.amazonaws.com`` (or .com.cn)."""
+    return ".dkr.ecr." in host and ".amazonaws.com" in host
+
+
 class ModelImagePushOperator(BaseOperator):
-    """Append the registered model ``version`` to the serving base image and push it, tagged ``version``.
+    """Append the registered model ``version`` to the serving base image and push it,
+    tagged ``model_image_tag(version, base digest)``.
 
     :param version: a version registered in the S3 model registry.
     :param registry_prefix: the registry's s3:// prefix.
@@ -72,14 +106,7 @@ class ModelImagePushOperator(BaseOperator):
 
     def _client(self) -> tuple[str, Any]:
         """(registry host, client): devstack's plain-HTTP registry, or ECR with temporary credentials."""
-        from bank_pipeline.utils import oci
-
-        if self.registry:
-            return self.registry, oci.RegistryClient(f"http://{self.registry}")
-        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-
-        host, auth = oci.ecr_auth(EcrHook(aws_conn_id=self.aws_conn_id))
-        return host, oci.RegistryClient(f"https://{host}", auth=auth)
+        return registry_client(self.registry, self.aws_conn_id)
 
     def execute(self, context: Context) -> PushedImage:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -97,19 +124,28 @@ class ModelImagePushOperator(BaseOperator):
             }
         layer = oci.model_layer(files)
         host, client = self._client()
+        version = self.version
         pushed = oci.append_layer(
-            client, self.repository, self.base_tag, layer, tag=self.version, env={"BANK_MODEL_DIR": MODEL_DIR}
+            client,
+            self.repository,
+            self.base_tag,
+            layer,
+            tag=lambda base_digest: model_image_tag(version, base_digest),
+            env={"BANK_MODEL_DIR": MODEL_DIR},
         )
         image_uri = f"{host}/{self.repository}@{pushed.digest}"
         RegistryImageLink.persist(context, self, registry=host, repository=self.repository, digest=pushed.digest)
         self.log.info(
-            "Pushed %s (layer %s, %d bytes, %d bytes sent in %.2fs)",
-            image_uri, layer.digest, layer.size, pushed.pushed_bytes, pushed.seconds,
+            "Pushed %s as %s:%s (%s; layer %s, %d bytes, %d bytes sent in %.2fs)",
+            image_uri, self.repository, pushed.tag, pushed.platform, layer.digest, layer.size,
+            pushed.pushed_bytes, pushed.seconds,
         )  # fmt: skip
         return {
             "image_uri": image_uri,
             "digest": pushed.digest,
-            "tag": self.version,
+            "tag": pushed.tag,
+            "base_digest": pushed.base_digest,
+            "architecture": pushed.platform.architecture if pushed.platform else "",
             "layer_bytes": layer.size,
             "pushed_bytes": pushed.pushed_bytes,
             "push_seconds": round(pushed.seconds, 3),

@@ -15,6 +15,16 @@ style of operators/lambda_function.py (thin API calls through KubernetesHook, va
    conditions, waiting or crashing containers and recent events), put the previous
    image back, and fail saying both.
 
+Before any change it refuses an image whose architecture (its config in the registry,
+or ``image_platform``) is not the one the Deployment's pods are scheduled on (the pod
+template's ``nodeSelector`` ``kubernetes.io/arch``; the live Deployment's if it exists,
+else the manifest's), naming both.
+
+A connection that does not say where the cluster is (no ``in_cluster``,
+``kube_config_path`` or ``kube_config`` in its extra) is "not configured": the task
+skips (``skip_without_connection``) or fails saying so, and never lets the
+Kubernetes client fall back to ``~/.kube/config`` or ``$KUBECONFIG``.
+
 A rerun with the image already deployed patches nothing and still verifies the
 rollout. A failed first deploy is left in place (nothing to roll back to; its
 unready pods get no Service traffic, and its events say why). The rollback is a
@@ -48,6 +58,7 @@ from bank_pipeline.utils.rollout import (
     KINDS,
     MAX_PODS_EXPLAINED,
     api_error,
+    arch_mismatch,
     check_image,
     container_image,
     describe_conditions,
@@ -61,6 +72,7 @@ from bank_pipeline.utils.rollout import (
     revision,
     rollout_event,
     rollout_status,
+    status_reason,
 )
 
 if TYPE_CHECKING:
@@ -93,11 +105,15 @@ class KubernetesRolloutOperator(BaseOperator):
     :param timeout: seconds to wait for the verdict; keep it above the Deployment's
         progressDeadlineSeconds so the controller's judgement comes first.
     :param skip_without_connection: skip (saying so) rather than fail when
-        ``kubernetes_conn_id`` is not configured: a bundle may release to Lambda only.
+        ``kubernetes_conn_id`` is not configured (missing, or without in_cluster,
+        kube_config_path or kube_config): a bundle may release to Lambda only.
+    :param image_platform: the image's ``os/architecture`` if known (``linux/amd64``); default:
+        read from its config in the registry (ECR with ``aws_conn_id``'s credentials).
+    :param aws_conn_id: for reading an ECR image's config.
     :return: a RolloutResult
     """
 
-    template_fields: Sequence[str] = ("image", "namespace")
+    template_fields: Sequence[str] = ("image", "namespace", "image_platform")
     operator_extra_links = (KubernetesDeploymentLink(),)
 
     def __init__(
@@ -112,10 +128,14 @@ class KubernetesRolloutOperator(BaseOperator):
         poll_interval: float = 10.0,
         timeout: float = 1200.0,
         skip_without_connection: bool = False,
+        image_platform: str | None = None,
+        aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.skip_without_connection = skip_without_connection
+        self.image_platform = image_platform
+        self.aws_conn_id = aws_conn_id
         self.image = image
         self.manifests = manifests
         self.container_name = container_name
@@ -166,22 +186,49 @@ class KubernetesRolloutOperator(BaseOperator):
         read = getattr(self._api(api_class), f"read_namespaced_{suffix}")
         return self._json(f"read {kind} {namespace}/{name}", read, name, namespace, missing_ok=True)
 
-    def _create(self, manifest: Mapping[str, Any]) -> None:
+    def _create(self, manifest: Mapping[str, Any]) -> bool:
+        """Create the object; False if it exists already (409 AlreadyExists: created meanwhile by someone else)."""
         kind, meta = manifest["kind"], manifest["metadata"]
         _, api_class, suffix = KINDS[kind]
         create = getattr(self._api(api_class), f"create_namespaced_{suffix}")
-        self._call(f"create {kind} {meta['namespace']}/{meta['name']}", create, meta["namespace"], manifest)
+        try:
+            self._call(f"create {kind} {meta['namespace']}/{meta['name']}", create, meta["namespace"], manifest)
+        except RuntimeError as exc:
+            if status_reason(exc.__cause__) == (409, "AlreadyExists"):
+                return False
+            raise
+        return True
 
     def _patch_image(self, deployment: Mapping[str, Any], current: str, new: str) -> None:
+        """Set the container's image to ``new`` if it still is ``current`` (a compare-and-swap, see ``image_patch``).
+
+        The API answers a failed ``test`` op with a bare 422 that names nothing: read the
+        Deployment again and, if the container changed meanwhile, say so; never overwrite it.
+        """
         meta = deployment["metadata"]
+        where = f"Deployment {meta['namespace']}/{meta['name']}"
         index, _ = container_image(deployment, self.container_name)
-        self._call(
-            f"patch Deployment {meta['namespace']}/{meta['name']} image {current} -> {new}",
-            self._api("AppsV1Api").patch_namespaced_deployment,
-            meta["name"],
-            meta["namespace"],
-            image_patch(index, self.container_name, current, new),
-        )
+        try:
+            self._call(
+                f"patch {where} image {current} -> {new}",
+                self._api("AppsV1Api").patch_namespaced_deployment,
+                meta["name"],
+                meta["namespace"],
+                image_patch(index, self.container_name, current, new),
+            )
+        except RolloutFailedError as exc:
+            if status_reason(exc.__cause__)[0] != 422:
+                raise
+            now = self._read("Deployment", meta["namespace"], meta["name"])
+            if now is None:
+                raise RolloutFailedError(f"{exc}; {where} is gone") from exc
+            found = container_image(now, self.container_name)
+            if found == (index, current):
+                raise
+            raise RolloutFailedError(
+                f"{where} changed while this run patched it: container {self.container_name} now runs {found[1]} "
+                f"(it ran {current} when read), changed by someone else; not overwritten with {new}"
+            ) from exc
 
     def _list(self, kind: str, namespace: str, **selector: str) -> list[dict[str, Any]]:
         """Items of a Pod, ReplicaSet or Event list, narrowed by ``label_selector`` / ``field_selector``."""
@@ -196,27 +243,59 @@ class KubernetesRolloutOperator(BaseOperator):
 
     # -- the release ------------------------------------------------------------------
 
-    def _connection_missing(self) -> bool:
+    def _not_configured(self) -> str | None:
+        """Why the connection does not say where the cluster is, or None if it does.
+
+        The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
+        the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
+        """
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
         if not self.kubernetes_conn_id:
-            return True
+            return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
         try:
-            BaseHook.get_connection(self.kubernetes_conn_id)
+            conn = BaseHook.get_connection(self.kubernetes_conn_id)
         except AirflowNotFoundException:
-            return True
-        return False
+            return f"no Kubernetes connection {self.kubernetes_conn_id!r} is configured"
+        extra = conn.extra_dejson or {}
+        fields = ("in_cluster", "kube_config_path", "kube_config")
+        if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
+            return (
+                f"Kubernetes connection {self.kubernetes_conn_id!r} holds no cluster configuration "
+                f"(none of {', '.join(fields)} in its extra), and the worker's ~/.kube/config is never used instead"
+            )
+        return None
+
+    def _platform(self) -> str:
+        """The image's ``os/architecture``: given, or read from its config in the registry."""
+        if self.image_platform:
+            return self.image_platform
+        from bank_pipeline.operators.images import registry_client
+        from bank_pipeline.utils import oci
+
+        ref = oci.parse_image_ref(self.image)
+        _host, client = registry_client(ref.registry, self.aws_conn_id)
+        try:
+            return str(oci.image_platform(client, ref.repo, ref.reference))
+        except oci.RegistryError as exc:
+            if exc.status == 404 or "image index" in str(exc) or "media type" in str(exc):
+                raise BadInputError(f"cannot roll out {self.image}: {exc}") from exc
+            raise
 
     def execute(self, context: Context) -> RolloutResult:
-        if self.skip_without_connection and self.kubernetes_conn_id and self._connection_missing():
+        problem = self._not_configured()
+        if problem and self.skip_without_connection:
             from airflow.sdk.exceptions import AirflowSkipException
 
             raise AirflowSkipException(
-                f"no Kubernetes connection {self.kubernetes_conn_id!r} is configured: the rollout is skipped "
+                f"{problem}: the rollout is skipped "
                 "(configure the connection, or leave kubernetes out of BANK_RELEASE_TARGETS)"
             )
+        if problem:
+            raise BadInputError(f"{problem}: nothing rolled out")
         check_image(self.image)
+        platform = self._platform()
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
             from bank_pipeline.resources import kubernetes_manifests
@@ -227,6 +306,11 @@ class KubernetesRolloutOperator(BaseOperator):
         manifests = prepare_manifests(
             load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
         )
+        planned = next(m for m in manifests if m["kind"] == "Deployment")
+        live = self._read("Deployment", namespace, planned["metadata"]["name"])
+        mismatch = arch_mismatch(live or planned, self.image, platform)
+        if mismatch:
+            raise BadInputError(f"refused before any change: {mismatch}")
         state = self._apply(manifests, namespace)
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
@@ -267,10 +351,16 @@ class KubernetesRolloutOperator(BaseOperator):
             current = self._read(kind, namespace, name)
             if current is None:
                 self.log.info("Creating %s %s/%s", kind, namespace, name)
-                self._create(manifest)
-                state["changed"] = True
-                state["created"] = state["created"] or kind == "Deployment"
-            elif kind == "Deployment":
+                if self._create(manifest):
+                    state["changed"] = True
+                    state["created"] = state["created"] or kind == "Deployment"
+                    continue
+                # Someone else created it between the read and the create: take theirs as the existing one.
+                self.log.warning("%s %s/%s was created meanwhile by someone else: using it", kind, namespace, name)
+                current = self._read(kind, namespace, name)
+                if current is None:
+                    raise RuntimeError(f"{kind} {namespace}/{name}: the API said it exists, then that it does not")
+            if kind == "Deployment":
                 _, previous = container_image(current, self.container_name)
                 state["previous_image"] = previous
                 if previous == self.image:
@@ -285,8 +375,13 @@ class KubernetesRolloutOperator(BaseOperator):
         """One status read, as the trigger does it: an event, or None while the rollout goes on."""
         try:
             deployment = self._read("Deployment", namespace, name)
-        except RuntimeError as exc:  # RolloutFailedError included
+        except RolloutFailedError as exc:  # refused for good (403, 404...): no verdict will come
             return {"status": "error", "message": str(exc)}
+        except RuntimeError as exc:  # 429, 5xx, no answer: poll on until the deadline
+            if time.time() >= deadline:
+                return {"status": "error", "message": f"{exc} (still failing at the deadline)"}
+            self.log.warning("%s; polling on", exc)
+            return None
         if deployment is None:
             return {"status": "error", "message": f"Deployment {namespace}/{name} is gone"}
         event = rollout_event(deployment, deadline=deadline, now=time.time())

@@ -1,19 +1,26 @@
-"""Deploy a container image to AWS Lambda behind an alias, with a smoke test and rollback.
+"""Deploy a container image to AWS Lambda behind an alias: no traffic ever reaches an untested version.
 
 The Amazon provider can create a function and invoke one, but has no operator
 for the release itself. This one, in the provider's style (thin hook calls,
 validation in ``execute``, long waits deferred to a trigger):
 
-1. create the function (PackageType Image) if it is missing, else
-   ``update_function_code(ImageUri=...@sha256:...)``;
-2. wait until LastUpdateStatus is Successful (deferred);
-3. publish a version, move the alias to it;
-4. invoke the alias with a known event and check the answer;
-5. on any failure after the alias moved, move it back to the version it had
-   (or delete it if this deploy created it), then fail saying why.
+1. refuse, before any change, an image whose architecture is not the function's
+   (the image config's ``architecture`` against the function's ``Architectures``,
+   or ``architecture`` for a function this run creates: amd64 <-> x86_64, arm64 <->
+   arm64), an image index, or a mutable tag;
+2. create the function (PackageType Image) if it is missing and wait until its
+   State is Active (``function_active_v2``: a Failed state ends the wait at once,
+   with its StateReason); else ``update_function_code(ImageUri=...@sha256:...)``
+   and wait until LastUpdateStatus is Successful;
+3. publish a version and wait until *that version* is Active (``published_version_active``);
+4. invoke that version by ``Qualifier`` with a known event and check the answer;
+5. only then create or move the alias to it.
 
-A rerun with the image the alias already serves publishes nothing and only
-repeats the smoke test.
+A version that fails its smoke test is never behind the alias: the task fails
+naming the version and why, and the alias is left where it was (nothing to roll
+back). A rerun with the image the alias already serves publishes nothing and
+only repeats the smoke test. ``LambdaAliasRevertOperator`` moves the alias back
+when a later target of the same release fails (the release is all-or-nothing).
 """
 
 from __future__ import annotations
@@ -30,12 +37,19 @@ from airflow.providers.common.compat.sdk import conf
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.links import LambdaFunctionVersionLink
-from bank_pipeline.triggers.lambda_function import LambdaFunctionUpdatedTrigger
+from bank_pipeline.triggers.lambda_function import (
+    LambdaFunctionActiveTrigger,
+    LambdaFunctionUpdatedTrigger,
+    LambdaPublishedVersionActiveTrigger,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from bank_pipeline.utils.oci import Platform
+
 SmokeCheck = Callable[[dict[str, Any]], "str | None"]
+LAMBDA_ARCHITECTURES = ("x86_64", "arm64")
 
 
 class LambdaRelease(TypedDict):
@@ -73,16 +87,39 @@ def subset_mismatch(expected: Any, actual: Any, path: str = "answer") -> str | N
     return None
 
 
+def architecture_mismatch(image_uri: str, platform: Platform, function: str, function_arch: str) -> str | None:
+    """Why ``image_uri`` (of ``platform``) cannot run on ``function`` (``function_arch``), or None."""
+    from bank_pipeline.utils.oci import lambda_architecture
+
+    wanted = lambda_architecture(platform)
+    if wanted == function_arch:
+        return None
+    if wanted is None:
+        return (
+            f"image {image_uri} is built for {platform or 'no platform'}, which Lambda cannot run "
+            f"(linux/amd64 = x86_64 or linux/arm64 = arm64); function {function} is {function_arch}"
+        )
+    return (
+        f"image {image_uri} is built for {platform} (Lambda {wanted}) but function {function} is {function_arch}: "
+        f"build it with `docker buildx build --platform linux/{'amd64' if function_arch == 'x86_64' else 'arm64'} "
+        "--provenance=false`"
+    )
+
+
 class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
-    """Release ``image_uri`` (by digest) to ``function_name`` behind ``alias``; roll back if the smoke test fails.
+    """Release ``image_uri`` (by digest) to ``function_name`` behind ``alias``, after its version passed a smoke test.
 
     :param function_name: the Lambda function; created if missing (then ``role_arn`` is required).
     :param image_uri: ``registry/repo@sha256:...``; a mutable tag is refused.
     :param alias: the alias clients call, moved only to a version that passed the smoke test.
-    :param smoke_event: the event the alias is invoked with after it moves.
+    :param smoke_event: the event the new version is invoked with (by Qualifier) before the alias moves.
     :param smoke_expect: values the answer must contain (templated; e.g. the model version).
     :param smoke_check: returns None if the answer is right, else what is wrong.
     :param role_arn: execution role, for creating the function.
+    :param architecture: ``x86_64`` or ``arm64``, for creating the function; an existing function's
+        own Architectures are what the image is checked against.
+    :param image_platform: the image's ``os/architecture`` if known (``linux/amd64``); default: read
+        from its config in the registry (ECR with this connection's credentials).
     :param memory_size: MB, on create. :param timeout: seconds, on create.
     :param environment: function environment variables, on create.
     :return: a LambdaRelease
@@ -91,8 +128,9 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
     aws_hook_class = LambdaHook
     operator_extra_links = (LambdaFunctionVersionLink(),)
     template_fields: Sequence[str] = aws_template_fields(
-        "function_name", "image_uri", "alias", "smoke_event", "smoke_expect", "role_arn", "environment"
-    )
+        "function_name", "image_uri", "alias", "smoke_event", "smoke_expect", "role_arn", "environment",
+        "image_platform",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -104,6 +142,8 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         smoke_expect: dict[str, Any] | None = None,
         smoke_check: SmokeCheck = check_http_ok,
         role_arn: str | None = None,
+        architecture: str = "x86_64",
+        image_platform: str | None = None,
         memory_size: int = 1024,
         timeout: int = 30,
         environment: dict[str, str] | None = None,
@@ -120,6 +160,8 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         self.smoke_expect = smoke_expect or {}
         self.smoke_check = smoke_check
         self.role_arn = role_arn
+        self.architecture = architecture
+        self.image_platform = image_platform
         self.memory_size = memory_size
         self.timeout = timeout
         self.environment = environment
@@ -139,12 +181,32 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         code = self.hook.conn.get_function(FunctionName=self.function_name, Qualifier=qualifier)["Code"]
         return code.get("ImageUri")
 
-    def _function_exists(self) -> bool:
+    def _configuration(self, qualifier: str | None = None) -> dict[str, Any] | None:
+        """The function's (or a version's) configuration, or None if the function does not exist."""
         try:
-            self.hook.conn.get_function(FunctionName=self.function_name)
+            if qualifier is None:
+                return self.hook.conn.get_function_configuration(FunctionName=self.function_name)
+            return self.hook.conn.get_function_configuration(FunctionName=self.function_name, Qualifier=qualifier)
         except self.hook.conn.exceptions.ResourceNotFoundException:
-            return False
-        return True
+            return None
+
+    def _platform(self) -> Platform:
+        """The image's os/architecture: given, or read from its config in the registry."""
+        from bank_pipeline.utils import oci
+
+        if self.image_platform:
+            os_name, _, arch = self.image_platform.partition("/")
+            return oci.Platform(os=os_name, architecture=arch)
+        from bank_pipeline.operators.images import registry_client
+
+        ref = oci.parse_image_ref(self.image_uri)
+        _host, client = registry_client(ref.registry, self.aws_conn_id)
+        try:
+            return oci.image_platform(client, ref.repo, ref.reference)
+        except oci.RegistryError as exc:
+            if exc.status == 404 or "image index" in str(exc) or "media type" in str(exc):
+                raise BadInputError(f"cannot deploy {self.image_uri}: {exc}") from exc
+            raise
 
     # -- the release --------------------------------------------------------------
 
@@ -152,73 +214,172 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         self._link_context = context
         if "@sha256:" not in self.image_uri:
             raise BadInputError(f"deploy by digest, not by a mutable tag: image_uri={self.image_uri!r}")
-        exists = self._function_exists()
-        previous = self._alias_version() if exists else None
+        if self.architecture not in LAMBDA_ARCHITECTURES:
+            raise BadInputError(f"architecture={self.architecture!r}: Lambda has {' and '.join(LAMBDA_ARCHITECTURES)}")
+        config = self._configuration()
+        if config and config.get("State") == "Failed":
+            raise DeployFailedError(
+                f"function {self.function_name} is in State Failed ({config.get('StateReasonCode')}: "
+                f"{config.get('StateReason')}): Lambda cannot update it; delete it and release again"
+            )
+        function_arch = (config.get("Architectures") or ["x86_64"])[0] if config else self.architecture
+        problem = architecture_mismatch(self.image_uri, self._platform(), self.function_name, function_arch)
+        if problem:
+            raise BadInputError(f"refused before any change: {problem}")
+
+        previous = self._alias_version() if config else None
         if previous is not None and self._image_of(previous) == self.image_uri:
             self.log.info("Alias %s already serves %s (version %s)", self.alias, self.image_uri, previous)
             self._persist_link(previous)
-            return self._smoke_or_rollback(version=previous, previous=previous, changed=False)
+            problem = self._smoke_problem(previous)
+            if problem:
+                raise DeployFailedError(
+                    f"the live version {previous} ({self.image_uri}) fails its smoke test: {problem}"
+                )
+            return self._release(previous, previous, changed=False)
 
-        if not exists:
+        if config is None:
             if not self.role_arn:
                 raise BadInputError(f"function {self.function_name} does not exist and no role_arn was given")
-            self.log.info("Creating function %s from %s", self.function_name, self.image_uri)
+            self.log.info("Creating function %s (%s) from %s", self.function_name, self.architecture, self.image_uri)
             self.hook.conn.create_function(
                 FunctionName=self.function_name,
                 PackageType="Image",
                 Code={"ImageUri": self.image_uri},
                 Role=self.role_arn,
+                Architectures=[self.architecture],
                 MemorySize=self.memory_size,
                 Timeout=self.timeout,
                 Environment={"Variables": self.environment or {}},
                 Publish=False,
             )
+            trigger: Any = LambdaFunctionActiveTrigger
+            waiter = "function_active_v2"
         else:
             self.log.info("Updating %s to %s", self.function_name, self.image_uri)
             self.hook.conn.update_function_code(FunctionName=self.function_name, ImageUri=self.image_uri)
+            trigger, waiter = LambdaFunctionUpdatedTrigger, "function_updated_v2"
 
         if self.deferrable:
             self.defer(
-                trigger=LambdaFunctionUpdatedTrigger(
-                    function_name=self.function_name,
-                    waiter_delay=self.waiter_delay,
-                    waiter_max_attempts=self.waiter_max_attempts,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                    verify=self.verify,
-                ),
+                trigger=trigger(function_name=self.function_name, **self._waiter_kwargs()),
                 method_name="execute_complete",
-                timeout=timedelta(seconds=self.waiter_delay * self.waiter_max_attempts + 60),
+                timeout=self._defer_timeout(),
             )
-        self.hook.conn.get_waiter("function_updated_v2").wait(
-            FunctionName=self.function_name,
-            WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts},
-        )
-        return self._publish_and_move(previous)
+        self._wait(waiter, {"FunctionName": self.function_name})
+        return self._publish()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> LambdaRelease:
+        """Resumed after the create or update: publish (and wait for the version)."""
         self._link_context = context
-        # The alias has not moved yet, so it still names the version to roll back to
-        # (read again rather than carried through the deferral).
-        previous = self._alias_version()
-        if not event or event.get("status") != "success":
-            raise DeployFailedError(
-                f"{self.function_name} never reached LastUpdateStatus Successful: {event}; "
-                f"alias {self.alias} left on version {previous}"
-            )
-        return self._publish_and_move(previous)
+        self._check_event(event, "the function's code")
+        return self._publish()
 
-    def _publish_and_move(self, previous: str | None) -> LambdaRelease:
+    def _publish(self) -> LambdaRelease:
         version = self.hook.conn.publish_version(
             FunctionName=self.function_name, Description=f"image {self.image_uri}"
         )["Version"]
-        self.log.info("Published version %s; moving alias %s from %s", version, self.alias, previous)
+        self.log.info("Published version %s of %s; waiting until it is Active", version, self.function_name)
         self._persist_link(version)
+        if self.deferrable:
+            self.defer(
+                trigger=LambdaPublishedVersionActiveTrigger(
+                    function_name=self.function_name, version=version, **self._waiter_kwargs()
+                ),
+                method_name="execute_version_active",
+                timeout=self._defer_timeout(),
+            )
+        self._wait("published_version_active", {"FunctionName": self.function_name, "Qualifier": version}, version)
+        return self._smoke_then_alias(version)
+
+    def execute_version_active(self, context: Context, event: dict[str, Any] | None = None) -> LambdaRelease:
+        """Resumed once the published version is Active (the event names it): smoke test, then the alias."""
+        self._link_context = context
+        version = (event or {}).get("version")
+        if not version:
+            raise DeployFailedError(f"the version trigger sent no version: {event!r}; alias {self.alias} not moved")
+        self._check_event(event, f"version {version}", version)
+        return self._smoke_then_alias(str(version))
+
+    def _smoke_then_alias(self, version: str) -> LambdaRelease:
+        # The alias has not moved, so it still names the version before this run
+        # (read again rather than carried through the deferrals).
+        previous = self._alias_version()
+        problem = self._smoke_problem(version)
+        if problem:
+            alias = f"alias {self.alias} not moved (still on version {previous})" if previous else "no alias created"
+            raise DeployFailedError(
+                f"version {version} of {self.function_name} ({self.image_uri}) failed its smoke test: {problem}; {alias}"
+            )
+        self.log.info(
+            "Smoke test of %s version %s passed; moving alias %s from %s",
+            self.function_name,
+            version,
+            self.alias,
+            previous,
+        )
         if previous is None:
             self.hook.conn.create_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=version)
-        else:
+        elif previous != version:
             self.hook.conn.update_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=version)
-        return self._smoke_or_rollback(version=version, previous=previous, changed=True)
+        return self._release(version, previous, changed=previous != version)
+
+    def _release(self, version: str, previous: str | None, *, changed: bool) -> LambdaRelease:
+        return {
+            "function_name": self.function_name,
+            "version": version,
+            "alias": self.alias,
+            "previous_version": previous,
+            "image_uri": self.image_uri,
+            "changed": changed,
+        }
+
+    # -- waiting ------------------------------------------------------------------
+
+    def _waiter_kwargs(self) -> dict[str, Any]:
+        return {
+            "waiter_delay": self.waiter_delay,
+            "waiter_max_attempts": self.waiter_max_attempts,
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+            "verify": self.verify,
+        }
+
+    def _defer_timeout(self) -> timedelta:
+        return timedelta(seconds=self.waiter_delay * self.waiter_max_attempts + 60)
+
+    def _wait(self, waiter: str, args: dict[str, Any], version: str | None = None) -> None:
+        """Wait in the worker; a Failed state or a timeout becomes an error naming the reason."""
+        from botocore.exceptions import WaiterError
+
+        try:
+            self.hook.conn.get_waiter(waiter).wait(
+                **args, WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts}
+            )
+        except WaiterError as exc:
+            what = f"version {version}" if version else "the function's code"
+            self._check_event({"status": "error", "message": str(exc)}, what, version)
+
+    def _check_event(self, event: dict[str, Any] | None, what: str, version: str | None = None) -> None:
+        """Raise unless ``event`` says success: a Failed state names its reason; anything else may pass on retry."""
+        if event and event.get("status") == "success":
+            return
+        config = self._configuration(version) or {}
+        where = f"{self.function_name}" + (f" version {version}" if version else "")
+        alias = f"alias {self.alias} not moved"
+        if config.get("State") == "Failed" or config.get("LastUpdateStatus") == "Failed":
+            failed_state = config.get("State") == "Failed"
+            code = config.get("StateReasonCode" if failed_state else "LastUpdateStatusReasonCode")
+            reason = config.get("StateReason" if failed_state else "LastUpdateStatusReason")
+            field = "State" if failed_state else "LastUpdateStatus"
+            raise DeployFailedError(f"{where}: {field} Failed ({code}): {reason}; {alias} ({self.image_uri})")
+        message = (event or {}).get("message", f"no event: {event!r}")
+        raise RuntimeError(
+            f"{where}: {what} did not become ready (State {config.get('State')}, "
+            f"LastUpdateStatus {config.get('LastUpdateStatus')}): {message}; {alias}"
+        )
+
+    # -- the smoke test -----------------------------------------------------------
 
     def _persist_link(self, version: str) -> None:
         """The version's link in the UI (kept also if its smoke test then fails)."""
@@ -232,32 +393,10 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
             endpoint_url=self.hook.conn_config.endpoint_url,
         )
 
-    def _smoke_or_rollback(self, *, version: str, previous: str | None, changed: bool) -> LambdaRelease:
-        problem = self._smoke_problem()
-        if problem is None:
-            self.log.info("Smoke test of %s:%s (version %s) passed", self.function_name, self.alias, version)
-            return {
-                "function_name": self.function_name,
-                "version": version,
-                "alias": self.alias,
-                "previous_version": previous,
-                "image_uri": self.image_uri,
-                "changed": changed,
-            }
-        if not changed:
-            raise DeployFailedError(f"the live version {version} fails its smoke test: {problem}")
-        if previous is None:
-            self.hook.conn.delete_alias(FunctionName=self.function_name, Name=self.alias)
-            where = f"alias {self.alias} removed (this was the first deploy)"
-        else:
-            self.hook.conn.update_alias(FunctionName=self.function_name, Name=self.alias, FunctionVersion=previous)
-            where = f"alias {self.alias} rolled back to version {previous}"
-        raise DeployFailedError(f"version {version} ({self.image_uri}) failed its smoke test: {problem}; {where}")
-
-    def _smoke_problem(self) -> str | None:
-        """What is wrong with the alias's answer to the smoke event, or None."""
+    def _smoke_problem(self, version: str) -> str | None:
+        """What is wrong with ``version``'s answer to the smoke event (invoked by Qualifier), or None."""
         response = self.hook.invoke_lambda(
-            function_name=self.function_name, qualifier=self.alias, payload=json.dumps(self.smoke_event)
+            function_name=self.function_name, qualifier=version, payload=json.dumps(self.smoke_event)
         )
         body = response["Payload"].read().decode("utf-8", "replace")
         if response.get("FunctionError"):
@@ -269,3 +408,54 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         if not isinstance(answer, dict):
             return f"the answer is not a JSON object: {body[:500]!r}"
         return subset_mismatch(self.smoke_expect, answer) or self.smoke_check(answer)
+
+
+class LambdaAliasRevertOperator(AwsBaseOperator[LambdaHook]):
+    """Undo a LambdaImageDeployOperator's alias move when a later target of the same release failed.
+
+    A release is all-or-nothing: "live" is the version every configured target serves. If the
+    deploy task (``deploy_task_id``, its LambdaRelease XCom) moved the alias and a later target
+    then failed, this moves the alias back to the release's ``previous_version`` (or deletes it
+    if the release created it) and fails saying so: the release is not live. It skips if the
+    deploy moved nothing, and leaves alone an alias that someone else has moved since. Idempotent.
+
+    :param deploy_task_id: the LambdaImageDeployOperator task of this run.
+    :param reason: what failed downstream, for the message.
+    """
+
+    aws_hook_class = LambdaHook
+    template_fields: Sequence[str] = aws_template_fields("deploy_task_id", "reason")
+
+    def __init__(self, *, deploy_task_id: str, reason: str = "a later release target failed", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.deploy_task_id = deploy_task_id
+        self.reason = reason
+
+    def execute(self, context: Context) -> None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        release: LambdaRelease | None = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
+        if not release or not release.get("changed"):
+            raise AirflowSkipException(
+                f"nothing to undo on Lambda: {self.deploy_task_id} did not move the alias in this run"
+                + (f" ({release['alias']} already served version {release['version']})" if release else "")
+            )
+        conn = self.hook.conn
+        function, alias, version = release["function_name"], release["alias"], release["version"]
+        previous = release.get("previous_version")
+        try:
+            now = conn.get_alias(FunctionName=function, Name=alias)["FunctionVersion"]
+        except conn.exceptions.ResourceNotFoundException:
+            now = None
+        if now == previous:
+            undone = f"alias {alias} of {function} is already back on version {previous}"
+        elif now != version:
+            undone = f"alias {alias} of {function} left alone: it is on version {now} now, not this run's {version}"
+        elif previous is None:
+            conn.delete_alias(FunctionName=function, Name=alias)
+            undone = f"alias {alias} of {function} deleted (this release had created it, on version {version})"
+        else:
+            conn.update_alias(FunctionName=function, Name=alias, FunctionVersion=previous)
+            undone = f"alias {alias} of {function} moved back from version {version} to version {previous}"
+        self.log.warning(undone)
+        raise DeployFailedError(f"the release is not live: {self.reason}; {undone}")

@@ -9,11 +9,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from bank_pipeline.utils.rollout import describe_api_error, rollout_event, rollout_status
+from bank_pipeline.utils.rollout import describe_api_error, is_transient, rollout_event, rollout_status
 
 
 class KubernetesRolloutTrigger(BaseTrigger):
     """Polls a Deployment until its rollout is done, failed (ProgressDeadlineExceeded) or ``deadline`` passes.
+
+    A read that fails for a while (429, a 5xx, no answer) costs one poll, not the release:
+    the rollout goes on in the cluster either way. One refused for good (403, 404) ends the
+    wait at once; one still failing at the deadline is an "error" (the state is unknown).
 
     In the installed package because the triggerer imports triggers by class path and does
     not see the DAG bundle. It reads through AsyncKubernetesHook's connection handling with
@@ -71,7 +75,14 @@ class KubernetesRolloutTrigger(BaseTrigger):
             try:
                 deployment = await self._read(hook)
             except Exception as exc:  # noqa: BLE001 - any failure is reported as an event, never raised
-                return {"status": "error", "message": f"Kubernetes API call failed: {what}: {describe_api_error(exc)}"}
+                message = f"Kubernetes API call failed: {what}: {describe_api_error(exc)}"
+                if not is_transient(exc):  # refused for good (403, 404...): no verdict will come
+                    return {"status": "error", "message": message}
+                if time.time() >= self.deadline:
+                    return {"status": "error", "message": f"{message} (still failing at the deadline)"}
+                self.log.warning("%s; polling on", message)  # 429, 5xx, no answer: one poll lost
+                await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
+                continue
             event = rollout_event(deployment, deadline=self.deadline, now=time.time())
             if event is not None:
                 return event

@@ -18,7 +18,11 @@ docs/interfaces.md ("Registry (S3) and image") for the image's layout.
 - ``append_layer``: base manifest + config -> new config (diff_id appended,
   a history entry with a fixed timestamp, env merged) -> new manifest under a
   tag; idempotent (existing blobs are not re-sent, an unchanged tag is not
-  rewritten).
+  rewritten). The tag may be a function of the base manifest's digest, so a
+  new base image never needs an existing tag moved (ECR's IMMUTABLE tags).
+- ``image_platform``: an image's os/architecture from its config, what the
+  release checks against Lambda's ``Architectures`` and the Deployment's
+  ``kubernetes.io/arch`` node selector (``lambda_architecture`` maps the names).
 
 Not supported: schema1 manifests, zstd layers, chunked or resumable uploads
 (a blob is sent in one PUT: fine for a model layer of a few MB), token (Bearer)
@@ -35,7 +39,7 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -60,12 +64,15 @@ DEFAULT_PLATFORM = "linux/amd64"
 __all__ = [
     "Layer",
     "ImageRef",
+    "Platform",
     "PushResult",
     "RegistryClient",
     "RegistryError",
     "append_layer",
     "deterministic_tar",
     "ecr_auth",
+    "image_platform",
+    "lambda_architecture",
     "layer",
     "model_layer",
     "package_files",
@@ -412,6 +419,29 @@ def _registry_error(resp: requests.Response) -> tuple[str | None, str]:
 
 
 @dataclass(frozen=True)
+class Platform:
+    """What an image runs on, from its config (``architecture`` in GOARCH names: amd64, arm64)."""
+
+    os: str
+    architecture: str
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+# An image config's architecture (GOARCH) -> Lambda's Architectures value; Lambda runs no other.
+LAMBDA_ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64"}
+
+
+def lambda_architecture(platform: Platform) -> str | None:
+    """Lambda's name for the architecture of ``platform`` (x86_64, arm64), or None if Lambda has none."""
+    if platform.os != "linux":
+        return None
+    return LAMBDA_ARCHITECTURES.get(platform.architecture)
+
+
+@dataclass(frozen=True)
 class PushResult:
     """The pushed image: ``repo@digest`` is what to deploy (never the mutable tag)."""
 
@@ -420,6 +450,8 @@ class PushResult:
     tag: str
     pushed_bytes: int  # blob bytes uploaded (0 when the registry had them all)
     seconds: float
+    base_digest: str = ""  # the base image manifest the layer was appended to
+    platform: Platform | None = None  # from the base image's config
 
 
 def select_platform(
@@ -435,6 +467,42 @@ def select_platform(
         f"registry {client.registry}: {repo}:{reference} is an index without a {platform} image",
         registry=client.registry, repo=repo, reference=reference,
     )  # fmt: skip
+
+
+def image_platform(client: RegistryClient, repo: str, reference: str) -> Platform:
+    """The os/architecture in the config of ``repo`` at ``reference`` (a tag or digest).
+
+    An image index is refused, naming what it holds: what the release deploys is one
+    single-platform manifest (Lambda takes nothing else; ``docker buildx`` makes an index
+    unless told ``--provenance=false``, and ``--platform`` picks the architecture).
+    """
+    manifest, media_type, _digest = client.get_manifest(repo, reference)
+    if media_type in INDEX_TYPES:
+        held = ", ".join(
+            "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant")))) or "unknown"
+            for p in (entry.get("platform") or {} for entry in manifest.get("manifests", []))
+        )
+        raise RegistryError(
+            f"registry {client.registry}: {repo}@{reference} is an image index ({held or 'empty'}), not one "
+            "image: build it with `docker buildx build --platform linux/amd64 --provenance=false`",
+            registry=client.registry, repo=repo, reference=reference,
+        )  # fmt: skip
+    if media_type not in MANIFEST_TYPES:
+        raise RegistryError(
+            f"registry {client.registry}: {repo}@{reference} has media type {media_type!r}; "
+            f"expected one of {', '.join(MANIFEST_TYPES)}",
+            registry=client.registry, repo=repo, reference=reference,
+        )  # fmt: skip
+    config = json.loads(client.get_blob(repo, manifest["config"]["digest"]))
+    return _platform(config)
+
+
+def _platform(config: Mapping[str, Any]) -> Platform:
+    return Platform(
+        os=str(config.get("os") or ""),
+        architecture=str(config.get("architecture") or ""),
+        variant=str(config.get("variant") or ""),
+    )
 
 
 def _merge_env(env_list: list[str], env: Mapping[str, str]) -> list[str]:
@@ -458,7 +526,7 @@ def append_layer(
     repo: str,
     base_ref: str,
     layer: Layer,
-    tag: str,
+    tag: str | Callable[[str], str],
     env: Mapping[str, str] | None = None,
     *,
     platform: str = DEFAULT_PLATFORM,
@@ -466,16 +534,22 @@ def append_layer(
 ) -> PushResult:
     """Push ``base_ref`` + ``layer`` as ``repo:tag``; return the new manifest's digest.
 
+    ``tag`` is a tag or a function of the base manifest's digest giving one: a tag
+    that names both the layer's content and the base never has to move to another
+    image, which a repository with immutable tags (ECR IMMUTABLE) refuses.
     The new config is the base's with the layer's diff_id appended, a history
     entry dated like the base (or 1970-01-01) and ``env`` merged into
     config.Env; the manifest keeps the base's media types (OCI or Docker
-    schema2). Same inputs, same digest; blobs the registry has are not sent.
+    schema2). Same inputs, same digest; blobs the registry has are not sent,
+    and a tag that already names the new manifest is not written again.
     """
     started = time.monotonic()
     pushed_before = client.bytes_pushed
-    base, media_type, _digest = client.get_manifest(repo, base_ref)
+    base, media_type, base_digest = client.get_manifest(repo, base_ref)
     if media_type in INDEX_TYPES:
-        base, media_type, _digest = select_platform(client, repo, base, base_ref, platform)
+        base, media_type, base_digest = select_platform(client, repo, base, base_ref, platform)
+    if callable(tag):
+        tag = tag(base_digest)
     if media_type not in MANIFEST_TYPES:
         raise RegistryError(
             f"registry {client.registry}: {repo}:{base_ref} has media type {media_type!r}; "
@@ -518,13 +592,18 @@ def append_layer(
         tag=tag,
         pushed_bytes=client.bytes_pushed - pushed_before,
         seconds=round(time.monotonic() - started, 3),
+        base_digest=base_digest,
+        platform=_platform(config),
     )
 
 
 def push_image(
     client: RegistryClient, repo: str, tag: str, layers: list[Layer], config: dict[str, Any]
 ) -> str:
-    """Push a whole OCI image (``config`` gets ``rootfs`` from ``layers``); return its digest."""
+    """Push a whole OCI image (``config`` gets ``rootfs`` from ``layers``); return its digest.
+
+    A tag that already names this image is not written again (an immutable tag would refuse it).
+    """
     config = {**config, "rootfs": {"type": "layers", "diff_ids": [item.diff_id for item in layers]}}
     config_bytes = _dumps(config)
     for item in layers:
@@ -536,7 +615,11 @@ def push_image(
         "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
         "layers": [{"mediaType": OCI_LAYER, "digest": item.digest, "size": item.size} for item in layers],
     }
-    return client.put_manifest(repo, tag, _dumps(manifest), OCI_MANIFEST)
+    manifest_bytes = _dumps(manifest)
+    digest = sha256_digest(manifest_bytes)
+    if client.manifest_digest(repo, tag) == digest:
+        return digest
+    return client.put_manifest(repo, tag, manifest_bytes, OCI_MANIFEST)
 
 
 # -- ECR ----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 - ``rollout_status``: done / failed / waiting, as ``kubectl rollout status`` judges a Deployment;
 - ``image_patch``: the compare-and-swap JSON patch that changes one container's image;
 - ``load_manifests`` / ``prepare_manifests``: the manifests the operator applies;
+- ``arch_mismatch``: an image's architecture against the Deployment's ``kubernetes.io/arch`` node selector;
 - ``describe_*``: a failed rollout's conditions, pods and events, and an API refusal, in words.
 
 Shared by ``bank_pipeline.operators.kubernetes`` and ``bank_pipeline.triggers.kubernetes``.
@@ -129,6 +130,37 @@ def container_image(deployment: Mapping[str, Any], container: str) -> tuple[int,
     raise BadInputError(f"{kind_name} has no container {container!r} (containers: {names})")
 
 
+ARCH_LABEL = "kubernetes.io/arch"
+
+
+def arch_mismatch(deployment: Mapping[str, Any], image: str, platform: str) -> str | None:
+    """Why ``image`` (``os/arch`` ``platform``, as its config says) cannot run where ``deployment``'s pods
+    are scheduled (its pod template's ``nodeSelector`` ``kubernetes.io/arch``), or None.
+
+    A Deployment without that selector is refused too: its pods may land on nodes of any
+    architecture, so nothing says the image can run there.
+    """
+    os_name, _, arch = platform.partition("/")
+    arch = arch.split("/", 1)[0]  # a variant (arm64/v8) does not matter to the scheduler
+    meta = deployment["metadata"]
+    name = f"Deployment {meta['namespace']}/{meta['name']}" if meta.get("namespace") else f"Deployment {meta['name']}"
+    pod_spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    wanted = (pod_spec.get("nodeSelector") or {}).get(ARCH_LABEL)
+    if os_name != "linux":
+        return f"image {image} is built for {platform or 'no platform'}, not linux; {name} runs linux pods"
+    if not wanted:
+        return (
+            f"{name} has no nodeSelector {ARCH_LABEL}, so its pods may land on nodes of any architecture; "
+            f"image {image} is {platform}: add `{ARCH_LABEL}: {arch}` to the pod template's nodeSelector"
+        )
+    if wanted != arch:
+        return (
+            f"image {image} is built for {platform} but {name} runs its pods on {ARCH_LABEL}={wanted} nodes: "
+            f"build the image with `docker buildx build --platform linux/{wanted} --provenance=false`"
+        )
+    return None
+
+
 def load_manifests(source: str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The manifests in ``source`` (a directory of *.yaml / *.yml, one file, or dicts), in creation order.
 
@@ -197,13 +229,28 @@ def describe_api_error(exc: BaseException) -> str:
     return f"{text}: {message}" if message else text
 
 
+def status_reason(exc: BaseException | None) -> tuple[int | None, str | None]:
+    """The HTTP status and the API Status's ``reason`` of an ApiException (sync or asyncio client); (None, None) otherwise."""
+    code = getattr(exc, "status", None)
+    if not code:
+        return None, None
+    try:
+        body = json.loads(getattr(exc, "body", None) or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return code, body.get("reason") if isinstance(body, dict) else None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed API call may well succeed if tried again: no answer at all, 409, 429 or a 5xx."""
+    code = getattr(exc, "status", None)
+    return not code or code in TRANSIENT_STATUS
+
+
 def api_error(what: str, exc: BaseException) -> Exception:
     """The error to raise for a failed API call: retryable (RuntimeError) or final (RolloutFailedError)."""
     text = f"Kubernetes API call failed: {what}: {describe_api_error(exc)}"
-    code = getattr(exc, "status", None)
-    if not code or code in TRANSIENT_STATUS:
-        return RuntimeError(text)
-    return RolloutFailedError(text)
+    return RuntimeError(text) if is_transient(exc) else RolloutFailedError(text)
 
 
 def describe_conditions(obj: Mapping[str, Any]) -> str:

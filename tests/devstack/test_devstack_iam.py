@@ -1,0 +1,221 @@
+"""IAM on devstack: enforced on every request, the template deployed as on AWS, and the worker policy's edges.
+
+The worker policy's every statement is needed: dropping one makes the code path
+that needs it fail with AWS's AccessDenied message, naming the action (the
+end-to-end DAG runs, tests/e2e, are the other half: with the whole policy they pass).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.exceptions import ClientError
+
+from devstack import Devstack
+from devstack.infra import TEMPLATE, Account, load_template, policy_without
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def session(key: tuple[str, str]) -> boto3.session.Session:
+    return boto3.session.Session(aws_access_key_id=key[0], aws_secret_access_key=key[1], region_name="us-east-1")
+
+
+def key_without(ds: Devstack, account: Account, sid: str) -> tuple[str, str]:
+    """The key of a new user holding the worker policy less statement ``sid``."""
+    iam = ds.client("iam")
+    name = f"worker-without-{sid}-{uuid.uuid4().hex[:6]}"
+    arn = policy_without(iam, account.outputs["AirflowWorkerPolicyArn"], sid, name)
+    iam.create_user(UserName=name)
+    iam.attach_user_policy(UserName=name, PolicyArn=arn)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture
+def as_key(ds: Devstack, monkeypatch: pytest.MonkeyPatch):
+    """Point the process's AWS_* variables (what aws_conn_id=None uses) at devstack, signing with a key."""
+
+    def use(key: tuple[str, str]) -> None:
+        for name, value in {**ds.env(), "AWS_ACCESS_KEY_ID": key[0], "AWS_SECRET_ACCESS_KEY": key[1]}.items():
+            monkeypatch.setenv(name, value)
+
+    return use
+
+
+def denied(err: pytest.ExceptionInfo[BaseException], action: str, resource: str = "") -> str:
+    message = str(err.value)
+    assert "AccessDenied" in message and f"is not authorized to perform: {action}" in message, message
+    assert resource in message, message
+    return message
+
+
+def test_keys_devstack_does_not_know_are_refused(ds: Devstack) -> None:
+    s3 = session(("testing", "testing")).client("s3", endpoint_url=ds.endpoint_url)
+    with pytest.raises(ClientError) as err:
+        s3.list_buckets()
+    assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    lam = session(("testing", "testing")).client("lambda", endpoint_url=ds.endpoint_url)
+    with pytest.raises(ClientError) as err:
+        lam.list_functions()
+    assert "InvalidClientTokenId" in str(err.value)
+
+
+def test_the_stack_holds_what_moto_cloudformation_ignores(ds: Devstack, account: Account) -> None:
+    template = load_template(TEMPLATE)["Resources"]
+    policy = json.loads(ds.client("ecr").get_repository_policy(repositoryName="bank-model")["policyText"])
+    [statement] = policy["Statement"]
+    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert statement["Sid"] == template["ImageRepository"]["Properties"]["RepositoryPolicyText"]["Statement"][0]["Sid"]
+    attached = ds.client("iam").list_attached_role_policies(RoleName=account.outputs["EmrServiceRoleName"])
+    assert [p["PolicyName"] for p in attached["AttachedPolicies"]] == ["AmazonEMRServicePolicy_v2"]
+    profile = ds.client("iam").get_instance_profile(InstanceProfileName=account.outputs["EmrJobFlowRoleName"])
+    assert [r["Arn"] for r in profile["InstanceProfile"]["Roles"]] == [account.outputs["EmrJobFlowRoleArn"]]
+
+
+def test_the_worker_writes_only_where_the_dags_write(ds: Devstack, account: Account) -> None:
+    s3 = session(account.worker_key).client("s3", endpoint_url=ds.endpoint_url)
+    s3.put_object(Bucket="bank-lake", Key="code/iam-test/ok", Body=b"x")
+    with pytest.raises(ClientError) as err:
+        s3.put_object(Bucket="bank-lake", Key="raw/iam-test/nope", Body=b"x")
+    denied(err, "s3:PutObject", "arn:aws:s3:::bank-lake/raw/iam-test/nope")
+    with pytest.raises(ClientError) as err:
+        s3.delete_object(Bucket="bank-lake", Key="code/iam-test/ok")
+    denied(err, "s3:DeleteObject")
+
+
+def test_the_worker_reaches_only_its_function_and_repository(ds: Devstack, account: Account) -> None:
+    worker = session(account.worker_key)
+    with pytest.raises(ClientError) as err:
+        worker.client("lambda", endpoint_url=ds.endpoint_url).get_function(FunctionName="someone-elses")
+    denied(err, "lambda:GetFunction", "function:someone-elses")
+    with pytest.raises(ClientError) as err:
+        worker.client("ecr", endpoint_url=ds.endpoint_url).batch_get_image(
+            repositoryName="someone-elses", imageIds=[{"imageTag": "x"}]
+        )
+    denied(err, "ecr:BatchGetImage", "repository/someone-elses")
+    with pytest.raises(ClientError) as err:
+        worker.client("iam", endpoint_url=ds.endpoint_url).list_users()
+    denied(err, "iam:ListUsers")
+    with pytest.raises(ClientError) as err:
+        worker.client("cloudformation", endpoint_url=ds.endpoint_url).describe_stacks()
+    denied(err, "cloudformation:DescribeStacks")
+    # As on AWS, anyone may ask who they are.
+    arn = worker.client("sts", endpoint_url=ds.endpoint_url).get_caller_identity()["Arn"]
+    assert arn == "arn:aws:iam::123456789012:user/bank-airflow-worker"
+
+
+def test_pass_role_is_checked_with_the_service_it_is_passed_to(ds: Devstack, account: Account) -> None:
+    lam = session(account.worker_key).client("lambda", endpoint_url=ds.endpoint_url)
+    with pytest.raises(ClientError) as err:  # the EMR nodes' role is passable, but to EC2 only
+        lam.create_function(
+            FunctionName="bank-model", PackageType="Image", Role=account.outputs["EmrJobFlowRoleArn"],
+            Code={"ImageUri": f"{ds.registry_url}/bank-model@sha256:{'0' * 64}"},
+        )  # fmt: skip
+    denied(err, "iam:PassRole", account.outputs["EmrJobFlowRoleArn"])
+    emr = session(account.worker_key).client("emr", endpoint_url=ds.endpoint_url)
+    with pytest.raises(ClientError) as err:
+        emr.run_job_flow(
+            Name="iam-test", ReleaseLabel="emr-7.12.0", ServiceRole=account.outputs["LambdaRoleArn"],
+            JobFlowRole=account.outputs["EmrJobFlowRoleName"],
+            Instances={"InstanceGroups": [{"InstanceRole": "MASTER", "InstanceType": "m5.xlarge", "InstanceCount": 1}]},
+        )  # fmt: skip
+    denied(err, "iam:PassRole", account.outputs["LambdaRoleArn"])
+
+
+# -- one statement less: the code path that needs it fails naming the action ---------------
+
+
+def stage_code(cfg: Any) -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from bank_pipeline import emr
+
+    return emr.stage_job(S3Hook(aws_conn_id=None), f"s3://{cfg.lake_bucket}/code/iam-test-{uuid.uuid4().hex[:6]}/", "bank_features")
+
+
+def create_cluster(cfg: Any) -> Any:
+    """RunJobFlow as the DAGs make it: their overrides over the account's role names (settings)."""
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+    from bank_pipeline.emr import account_defaults, job_flow_overrides
+    from bank_pipeline.operators.emr import deep_merge
+
+    rendered = (
+        json.dumps(job_flow_overrides(cfg, "iam-test", prepare_task="prepare"))
+        .replace("{{ params.instance_type }}", "m5.xlarge")
+        .replace('"{{ params.core_instance_count }}"', "1")
+        .replace("{{ run_id }}", "iam-test")
+        .replace("{{ dag.dag_id }}", "iam-test")
+    )
+    # The bootstrap action's XComs: any S3 path will do, RunJobFlow is refused or accepted before it runs.
+    rendered = re.sub(r"\{\{ ti\.xcom_pull\([^}]*\) \}\}", f"s3://{cfg.lake_bucket}/code/none", rendered)
+    return EmrHook(aws_conn_id=None, emr_conn_id=None).create_job_flow(deep_merge(account_defaults(cfg), json.loads(rendered)))
+
+
+def create_function(cfg: Any) -> Any:
+    """The first release's CreateFunction, as LambdaImageDeployOperator makes it (IAM is checked before the image)."""
+    from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
+
+    return LambdaHook(aws_conn_id=None).conn.create_function(
+        FunctionName=cfg.lambda_function, PackageType="Image", Role=cfg.lambda_role_arn,
+        Code={"ImageUri": f"127.0.0.1:1/bank-model@sha256:{'0' * 64}"}, Publish=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sid", "call", "action"),
+    [
+        ("S3WriteCode", stage_code, "s3:PutObject"),
+        ("EmrCreateCluster", create_cluster, "elasticmapreduce:RunJobFlow"),
+        ("EmrPassJobFlowRole", create_cluster, "iam:PassRole"),
+        ("LambdaPassExecutionRole", create_function, "iam:PassRole"),
+    ],
+)
+def test_one_statement_less_fails_the_call_that_needs_it(
+    ds: Devstack, account: Account, as_key, monkeypatch: pytest.MonkeyPatch, sid: str, call: Any, action: str
+) -> None:
+    from bank_pipeline import settings
+
+    for name, value in account.settings().items():
+        monkeypatch.setenv(name, value)
+    cfg = settings.load()
+    as_key(account.worker_key)
+    if call is not create_function:  # with the whole policy it works (a first release needs an image: tests/e2e)
+        done = call(cfg)
+        if call is create_cluster:
+            ds.client("emr").terminate_job_flows(JobFlowIds=[done["JobFlowId"]])
+    as_key(key_without(ds, account, sid))
+    with pytest.raises(ClientError) as err:
+        call(cfg)
+    denied(err, action)
+
+
+def test_a_signature_over_the_user_agent_is_accepted_and_checked(ds: Devstack) -> None:
+    # The AWS SDK for Java (Spark's S3A) signs User-Agent; botocore's signer never does.
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    class SignsUserAgent(S3SigV4Auth):
+        def headers_to_sign(self, request: AWSRequest) -> Any:
+            headers = super().headers_to_sign(request)
+            headers["user-agent"] = request.headers["User-Agent"]
+            return headers
+
+    credentials = Credentials(*ds.admin)
+
+    def get(agent_seen_by_server: str) -> int:
+        request = AWSRequest(method="GET", url=f"{ds.endpoint_url}/", headers={"User-Agent": "aws-sdk-java/1.12.262"})
+        SignsUserAgent(credentials, "s3", "us-east-1").add_auth(request)
+        headers = dict(request.headers.items(), **{"User-Agent": agent_seen_by_server})
+        return requests.get(request.url, headers=headers, timeout=10).status_code
+
+    assert get("aws-sdk-java/1.12.262") == 200
+    assert get("something else") == 403  # the header is part of the signature, not ignored

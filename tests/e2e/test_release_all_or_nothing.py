@@ -1,0 +1,145 @@
+"""bank_model_release to Lambda *and* Kubernetes (the local control plane) by Airflow on devstack:
+a release is all-or-nothing.
+
+The first release reaches both targets and is recorded live. The second (the same model on a
+new serving base image) moves the Lambda alias, then its Kubernetes rollout fails (a kwok stage
+keeps the new image's pods in ImagePullBackOff; progressDeadlineSeconds 5): the rollout rolls
+its Deployment back, ``revert_lambda`` moves the alias back, the run fails saying both, and
+neither live.json nor the bank_live_model Asset event is written.
+
+Its own lake bucket, Lambda function and namespace (on the session's control plane): the other
+release tests' state is not touched. The worker's policy is the template's, copied for them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from bank_pipeline.utils import oci
+from devstack import Devstack, kube
+from devstack.airflow_env import IMAGE_REPOSITORY, SERVING_BASE_TAG, airflow_env, ensure_db, run_dag
+from devstack.infra import Account, worker_credentials
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+DAG_ID = "bank_model_release"
+BUCKET = "bank-lake-all-or-nothing"
+FUNCTION = "bank-model-aon"
+NAMESPACE = "bank-aon"
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/bank-model"
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    """The session's control plane; this module's namespace (its stage below selects only it)."""
+    return kube_cluster
+
+
+@pytest.fixture(scope="module")
+def worker(ds: Devstack, account: Account) -> Account:
+    """The worker policy plus a copy of it for this module's bucket and function: the same rights,
+    on state of its own (the features it reads stay in the session's lake)."""
+    iam = ds.client("iam")
+    arn = account.outputs["AirflowWorkerPolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    text = document if isinstance(document, str) else json.dumps(document)
+    copy = text.replace(f"arn:aws:s3:::{account.outputs['LakeBucketName']}", f"arn:aws:s3:::{BUCKET}").replace(
+        f":function:{account.outputs['LambdaFunctionName']}", f":function:{FUNCTION}"
+    )
+    assert copy != text
+    name = f"worker-aon-{uuid.uuid4().hex[:6]}"
+    copy_arn = iam.create_policy(PolicyName=name, PolicyDocument=copy)["Policy"]["Arn"]
+    return Account(outputs=account.outputs, worker_key=worker_credentials(iam, [arn, copy_arn], user=name))
+
+
+@pytest.fixture(scope="module")
+def env(ds, worker: Account, release_ready: dict[str, str], s3, cluster: kube.KubeCluster, tmp_path_factory) -> dict[str, str]:
+    """An Airflow of its own (its Assets live in their own bucket), releasing to both targets as the
+    release's ServiceAccount (manifests/rbac) in the default Kubernetes connection."""
+    s3.create_bucket(Bucket=BUCKET)
+    kubernetes = kube.airflow_connection(cluster.release_identity(NAMESPACE), NAMESPACE)
+    home = airflow_env(tmp_path_factory.mktemp("airflow_home_aon"), ds.env(), worker, kubernetes)
+    ensure_db(home)
+    return {
+        **home,
+        "BANK_LAKE_BUCKET": BUCKET,
+        "BANK_LAMBDA_FUNCTION": FUNCTION,
+        "BANK_RELEASE_TARGETS": "lambda,kubernetes",
+    }
+
+
+@pytest.fixture(scope="module")
+def conf(full_features_run) -> dict:
+    assert full_features_run.state == "success", full_features_run.log[-3000:]
+    return {"features_manifest_uri": full_features_run.xcom["validate_features"]["manifest_uri"]}
+
+
+def live_json(s3) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=BUCKET, Key="models/bank/live.json")["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def alias_version(lam) -> str:
+    return lam.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
+
+
+def test_a_release_to_both_targets_is_recorded_live(env, conf, s3, ds, cluster, tmp_path):
+    run = run_dag(env, DAG_ID, conf, tmp_path)
+
+    assert run.state == "success", run.log[-6000:]
+    assert run.tasks.pop("revert_lambda") == "skipped"
+    assert set(run.tasks.values()) == {"success"}, run.tasks
+    image = run.xcom["push_image"]["image_uri"]
+    deployment = cluster.get(DEPLOYMENT)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert alias_version(ds.client("lambda")) == run.xcom["deploy_lambda"]["version"] == "1"
+    record = live_json(s3)
+    assert (record["image_uri"], record["lambda_version"]) == (image, "1")
+    assert (record["kubernetes_deployment"], record["kubernetes_namespace"]) == ("bank-model", NAMESPACE)
+    assert [(e["name"], e["uri"]) for e in run.asset_events] == [("bank_live_model", f"s3://{BUCKET}/models/bank/live.json")]
+
+
+def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, conf, s3, ds, cluster, tmp_path):
+    lam = ds.client("lambda")
+    before = live_json(s3)
+    live_image = before["image_uri"]
+    # A new serving base image (the same image plus one file): the same model gets a new image.
+    rebuilt = oci.layer({"var/task/bank_serving/rebuilt.py": b'"""A rebuild of the serving base image."""\n'})
+    oci.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-rebuilt")
+    # The cluster cannot pull any other image than the live one; the controller gives up after 5 s.
+    stage = kube.image_pull_backoff_stage(live_image, name="aon-pull-backoff")
+    stage["spec"]["selector"]["matchExpressions"][1]["cel"]["expression"] = (
+        f"self.metadata.namespace == {json.dumps(NAMESPACE)} && "
+        f"self.spec.containers.exists(c, c.image != {json.dumps(live_image)})"
+    )
+    cluster.add_stage(stage)
+    # (the deadline must exceed minReadySeconds)
+    status, answer = cluster.request("PATCH", DEPLOYMENT, {"spec": {"progressDeadlineSeconds": 5, "minReadySeconds": 0}},
+                                     content_type="application/merge-patch+json")  # fmt: skip
+    assert status == 200, answer
+
+    run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-rebuilt"}, DAG_ID, conf, tmp_path)
+
+    assert run.state == "failed"
+    assert (run.tasks["deploy_lambda"], run.tasks["rollout_kubernetes"]) == ("success", "failed"), run.tasks
+    assert (run.tasks["revert_lambda"], run.tasks["record_live"]) == ("failed", "upstream_failed"), run.tasks
+    new_image = run.xcom["push_image"]["image_uri"]
+    assert new_image != live_image and run.xcom["deploy_lambda"]["version"] == "2"
+    # Kubernetes said why and rolled its Deployment back; Lambda's alias followed.
+    assert "ProgressDeadlineExceeded" in run.log and "ImagePullBackOff" in run.log
+    assert f"Rolled back: container serving set back to {live_image}" in run.log
+    assert (
+        "the release is not live: the Kubernetes rollout failed (task rollout_kubernetes says why and what it "
+        f"rolled back); alias live of {FUNCTION} moved back from version 2 to version 1"
+    ) in run.log
+    assert alias_version(lam) == "1"
+    assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == live_image
+    # Not live: no record, no Asset event (so no batch scoring with a half-released model).
+    assert live_json(s3) == before
+    assert run.asset_events == []

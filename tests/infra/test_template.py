@@ -1,0 +1,200 @@
+"""infra/bank-ml.cfn.yaml: cfn-lint clean, least privilege, and in agreement with the settings and the docs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bank_pipeline import settings
+from devstack.airflow_env import LAMBDA_ROLE_NAME
+from devstack.iam import statement_applies
+from devstack.infra import SETTINGS_FROM_OUTPUTS, TEMPLATE, load_template
+from tests.paths import REPO
+
+pytestmark = pytest.mark.unit
+
+# Where AWS has no resource-level permission, so "*" is the only Resource that works.
+STAR_ONLY = {"ecr:GetAuthorizationToken", "elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters"}
+VALUES = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "111122223333",
+    "AWS::NoValue": None,
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def resolve(node: Any, template: dict[str, Any]) -> Any:
+    """The template's intrinsics (Ref, Sub, GetAtt) with parameters at their defaults, as CloudFormation would."""
+    params = {k: p.get("Default", "") for k, p in template["Parameters"].items()}
+    lake = f"arn:aws:s3:::{params['LakeBucketName']}"
+    attrs = {
+        "LakeBucket.Arn": lake,
+        "ImageRepository.Arn": f"arn:aws:ecr:eu-west-1:111122223333:repository/{params['ImageRepositoryName']}",
+        "EmrServiceRole.Arn": f"arn:aws:iam::111122223333:role/{params['EmrServiceRoleName']}",
+        "EmrJobFlowRole.Arn": f"arn:aws:iam::111122223333:role/{params['EmrJobFlowRoleName']}",
+        "LambdaExecutionRole.Arn": f"arn:aws:iam::111122223333:role/{params['LambdaRoleName']}",
+    }
+    names = {**VALUES, **params, **attrs, "LakeBucket": params["LakeBucketName"]}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if set(value) == {"Ref"}:
+            return names[value["Ref"]]
+        if set(value) == {"Fn::GetAtt"}:
+            return names[".".join(value["Fn::GetAtt"])]
+        if set(value) == {"Fn::Sub"}:
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(names[m.group(1)]), value["Fn::Sub"])
+        return {k: walk(v) for k, v in value.items()}
+
+    return walk(node)
+
+
+def worker_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return resolve(template["Resources"]["AirflowWorkerPolicy"]["Properties"]["PolicyDocument"], template)["Statement"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def all_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement of every identity policy in the template (roles' inline policies and the managed one)."""
+    found = []
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(props["PolicyDocument"])
+        for document in documents:
+            found += resolve(document, template)["Statement"]
+    return found
+
+
+def test_cfn_lint_finds_nothing() -> None:
+    cfn_lint = Path(sys.executable).parent / "cfn-lint"
+    done = subprocess.run([str(cfn_lint), str(TEMPLATE)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_action_star_and_no_write_on_every_resource(template: dict[str, Any]) -> None:
+    for statement in all_statements(template):
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        actions = as_list(statement["Action"])
+        assert not [a for a in actions if a == "*" or a.endswith(":*")], statement
+        if "*" in as_list(statement["Resource"]):
+            assert set(actions) <= STAR_ONLY, f"{statement.get('Sid')}: {set(actions) - STAR_ONLY} on Resource *"
+
+
+def test_every_pass_role_names_its_role_and_service(template: dict[str, Any]) -> None:
+    passes = [s for s in all_statements(template) if "iam:PassRole" in as_list(s["Action"])]
+    assert len(passes) == 4  # EMR service role, EMR job-flow role (worker and service role), Lambda role
+    for statement in passes:
+        assert as_list(statement["Action"]) == ["iam:PassRole"]
+        assert statement["Resource"].startswith("arn:aws:iam::111122223333:role/")
+        assert set(statement["Condition"]["StringEquals"]) == {"iam:PassedToService"}
+
+
+def test_parameter_defaults_are_the_settings_defaults(template: dict[str, Any], monkeypatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("BANK_")]:
+        monkeypatch.delenv(key)
+    cfg = settings.load()
+    defaults = {k: p.get("Default") for k, p in template["Parameters"].items()}
+    assert defaults["LakeBucketName"] == cfg.lake_bucket
+    assert defaults["ImageRepositoryName"] == cfg.image_repository
+    assert defaults["LambdaFunctionName"] == cfg.lambda_function
+    assert defaults["LambdaRoleName"] == LAMBDA_ROLE_NAME
+    # The EMR roles: settings (BANK_EMR_SERVICE_ROLE, BANK_EMR_JOB_FLOW_ROLE) where they are, else the DAG's overrides.
+    if hasattr(cfg, "emr_service_role"):
+        roles = {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
+    else:
+        from bank_pipeline.emr import job_flow_overrides
+
+        roles = job_flow_overrides(cfg, "x")
+    assert defaults["EmrServiceRoleName"] == roles["ServiceRole"]
+    assert defaults["EmrJobFlowRoleName"] == roles["JobFlowRole"]
+    assert set(SETTINGS_FROM_OUTPUTS.values()) <= set(template["Outputs"])
+
+
+def test_repository_policy_lets_only_this_accounts_lambda_pull(template: dict[str, Any]) -> None:
+    props = resolve(template["Resources"]["ImageRepository"]["Properties"], template)
+    [statement] = props["RepositoryPolicyText"]["Statement"]
+    assert statement["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert sorted(statement["Action"]) == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "111122223333"}
+
+
+# -- the docs' table of calls (docs/interfaces.md, "IAM") --------------------------------
+
+
+def documented_calls(template: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """(action, resource, condition context) of each row of the docs' worker-policy table."""
+    text = (REPO / "docs" / "interfaces.md").read_text()
+    section = text.split("## IAM: infra/bank-ml.cfn.yaml", 1)[1].split("\n## ", 1)[0]
+    params = {k: p.get("Default", "") for k, p in template["Parameters"].items()}
+    names = {
+        "lake": params["LakeBucketName"], "repo": params["ImageRepositoryName"],
+        "function": params["LambdaFunctionName"], "region": "eu-west-1", "account": "111122223333", **params,
+    }  # fmt: skip
+    rows = []
+    for line in section.splitlines():
+        match = re.match(r"\| ([a-z0-9]+:[A-Za-z]+)( \(iam:PassedToService ([a-z0-9.]+)\))? \| `([^`]+)` \|", line)
+        if match:
+            resource = re.sub(r"\{(\w+)\}", lambda m: names[m.group(1)], match.group(4))
+            context = {"iam:passedtoservice": match.group(3)} if match.group(3) else {}
+            rows.append((match.group(1), resource, context))
+    return rows
+
+
+def test_the_docs_table_lists_exactly_the_policys_actions(template: dict[str, Any]) -> None:
+    documented = {action for action, _, _ in documented_calls(template)}
+    granted = {a for s in worker_statements(template) for a in as_list(s["Action"])}
+    assert documented == granted
+
+
+@pytest.mark.parametrize(("action", "resource", "context"), documented_calls(load_template()))
+def test_the_policy_allows_each_documented_call(
+    template: dict[str, Any], action: str, resource: str, context: dict[str, str]
+) -> None:
+    allowing = [s.get("Sid") for s in worker_statements(template) if statement_applies(s, action, resource, context)]
+    assert allowing, f"no statement allows {action} on {resource} {context}"
+
+
+@pytest.mark.parametrize(
+    ("action", "resource", "context"),
+    [
+        ("s3:PutObject", "arn:aws:s3:::bank-lake/raw/bank/bank-full.csv", {}),
+        ("s3:PutObject", "arn:aws:s3:::bank-lake/features/x", {}),
+        ("s3:DeleteObject", "arn:aws:s3:::bank-lake/models/bank/live.json", {}),
+        ("s3:GetObject", "arn:aws:s3:::other-bucket/raw/x", {}),
+        ("ecr:PutImage", "arn:aws:ecr:eu-west-1:111122223333:repository/other", {}),
+        ("lambda:UpdateFunctionCode", "arn:aws:lambda:eu-west-1:111122223333:function:other", {}),
+        ("iam:PassRole", "arn:aws:iam::111122223333:role/bank-model-lambda", {"iam:passedtoservice": "ec2.amazonaws.com"}),
+        ("iam:PassRole", "arn:aws:iam::111122223333:role/EMR_EC2_DefaultRole", {"iam:passedtoservice": "lambda.amazonaws.com"}),
+        ("iam:PassRole", "arn:aws:iam::111122223333:role/admin", {"iam:passedtoservice": "ec2.amazonaws.com"}),
+    ],
+)
+def test_the_policy_refuses_what_no_task_does(template: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> None:
+    assert not [s.get("Sid") for s in worker_statements(template) if statement_applies(s, action, resource, context)]
+
+
+def test_readme_deploys_this_template_with_named_iam() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Pointing it at real AWS", 1)[1].split("\n## ", 1)[0]
+    assert "aws cloudformation deploy" in section
+    assert "--template-file infra/bank-ml.cfn.yaml" in section
+    assert "CAPABILITY_NAMED_IAM" in section
+    for setting in SETTINGS_FROM_OUTPUTS:
+        assert setting in section, setting
