@@ -284,6 +284,7 @@ class KubernetesRolloutOperator(BaseOperator):
             raise
 
     def execute(self, context: Context) -> RolloutResult:
+        check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
         problem = self._not_configured()
         if problem and self.skip_without_connection:
             from airflow.sdk.exceptions import AirflowSkipException
@@ -294,7 +295,6 @@ class KubernetesRolloutOperator(BaseOperator):
             )
         if problem:
             raise BadInputError(f"{problem}: nothing rolled out")
-        check_image(self.image)
         platform = self._platform()
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
