@@ -30,7 +30,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 RECORD = {"age": 41, "job": "technician", "marital": "married", "education": "secondary", "default": "no",
           "balance": 1200, "housing": "yes", "loan": "no", "contact": "cellular", "day": 15, "month": "may",
           "campaign": 2, "pdays": -1, "previous": 0, "poutcome": "unknown"}  # fmt: skip
-KEYS = Credentials("testing", "testing")  # devstack's own client credentials
+
+
+@pytest.fixture(scope="module")
+def keys(ds: Devstack) -> Credentials:
+    """devstack's admin key (an IAM user allowed everything): IAM is enforced, so it may call the URL."""
+    return Credentials(*ds.admin)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,9 @@ def function(ds: Devstack, lam: Any, model_dir: Path) -> str:
     name = f"url-test-{uuid.uuid4().hex[:6]}"
     lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": image}, MemorySize=512,
                         Timeout=10)  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
     lam.publish_version(FunctionName=name)
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     return name
 
@@ -65,7 +72,7 @@ def iam_url(lam: Any, function: str) -> str:
     return lam.create_function_url_config(FunctionName=function, Qualifier="live", AuthType="AWS_IAM")["FunctionUrl"]
 
 
-def signed(method: str, url: str, body: bytes = b"", keys: Credentials = KEYS, region: str = "us-east-1",
+def signed(method: str, url: str, body: bytes, keys: Credentials, region: str = "us-east-1",
            service: str = "lambda", headers: dict[str, str] | None = None) -> requests.Response:  # fmt: skip
     """The request signed with SigV4 as AWS's SDKs sign a function URL call."""
     request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
@@ -96,8 +103,8 @@ def test_bad_url_configs_are_refused(lam: Any, function: str, qualifier: str, au
     assert info.value.response["Error"]["Code"] == code
 
 
-def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, model_dir: Path) -> None:
-    resp = signed("POST", iam_url, json.dumps(RECORD).encode())
+def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, model_dir: Path, keys: Credentials) -> None:
+    resp = signed("POST", iam_url, json.dumps(RECORD).encode(), keys)
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"] == "application/json"
     answer = resp.json()
@@ -112,37 +119,49 @@ def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, mod
     [(b"{not json", "body"), (json.dumps({**RECORD, "age": "forty"}).encode(), "age"),
      (json.dumps({"records": [RECORD, {**RECORD, "month": "smarch"}]}).encode(), "records[1].month")],
 )  # fmt: skip
-def test_a_bad_body_gets_the_handlers_400_naming_the_field(iam_url: str, body: bytes, field: str) -> None:
-    resp = signed("POST", iam_url, body)
+def test_a_bad_body_gets_the_handlers_400_naming_the_field(iam_url: str, body: bytes, field: str, keys: Credentials) -> None:
+    resp = signed("POST", iam_url, body, keys)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"].startswith(f"{field}: ")
 
 
-def test_a_body_over_6_mb_is_413(iam_url: str) -> None:
-    resp = signed("POST", iam_url, b"[" + b" " * (6 * 1024 * 1024) + b"]")
+def test_a_body_over_6_mb_is_413(iam_url: str, keys: Credentials) -> None:
+    resp = signed("POST", iam_url, b"[" + b" " * (6 * 1024 * 1024) + b"]", keys)
     assert resp.status_code == 413
     assert "6291456 bytes" in resp.json()["Message"]
 
 
-def test_without_valid_credentials_it_is_403(iam_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_valid_credentials_it_is_403(
+    ds: Devstack, iam_url: str, keys: Credentials, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = json.dumps(RECORD).encode()
     assert requests.post(iam_url, data=body, timeout=30).status_code == 403  # not signed
-    assert signed("POST", iam_url, body, keys=Credentials("testing", "wrong")).status_code == 403
-    assert signed("POST", iam_url, body, keys=Credentials("AKIANOSUCHKEY0000000", "x")).status_code == 403
-    assert signed("POST", iam_url, body, region="eu-west-1").status_code == 403
-    assert signed("POST", iam_url, body, service="execute-api").status_code == 403
+    assert signed("POST", iam_url, body, Credentials(keys.access_key, "wrong")).status_code == 403
+    assert signed("POST", iam_url, body, Credentials("AKIANOSUCHKEY0000000", "x")).status_code == 403
+    # devstack's default client key is nobody once IAM is enforced.
+    assert signed("POST", iam_url, body, Credentials("testing", "testing")).status_code == 403
+    assert signed("POST", iam_url, body, keys, region="eu-west-1").status_code == 403
+    assert signed("POST", iam_url, body, keys, service="execute-api").status_code == 403
     # A body changed after signing.
     request = AWSRequest(method="POST", url=iam_url, data=body, headers={"Content-Type": "application/json"})
-    SigV4Auth(KEYS, "lambda", "us-east-1").add_auth(request)
+    SigV4Auth(keys, "lambda", "us-east-1").add_auth(request)
     assert requests.post(iam_url, data=body + b" ", headers=dict(request.headers), timeout=30).status_code == 403
+    # A user whose policies do not allow lambda:InvokeFunctionUrl: a valid signature is not enough.
+    iam = ds.client("iam")
+    user = f"no-url-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="invoke-only", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}))  # fmt: skip
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    assert signed("POST", iam_url, body, Credentials(key["AccessKeyId"], key["SecretAccessKey"])).status_code == 403
     # A signature made 20 minutes ago.
     import botocore.auth
 
     stale = datetime.now(UTC) - timedelta(minutes=20)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: stale.replace(tzinfo=None))
-    assert signed("POST", iam_url, body).status_code == 403
+    assert signed("POST", iam_url, body, keys).status_code == 403
     monkeypatch.undo()
-    assert signed("POST", iam_url, body).status_code == 200
+    assert signed("POST", iam_url, body, keys).status_code == 200
 
 
 def test_auth_none_needs_the_public_permission(lam: Any, function: str) -> None:
@@ -166,11 +185,11 @@ def test_auth_none_needs_the_public_permission(lam: Any, function: str) -> None:
         lam.get_function_url_config(FunctionName=function, Qualifier="public")
 
 
-def test_curl_with_aws_sigv4_like_the_book(iam_url: str) -> None:
+def test_curl_with_aws_sigv4_like_the_book(iam_url: str, keys: Credentials) -> None:
     """The README's and the demo's curl line, run for real (curl: the Makefile's APT_NEEDS)."""
     assert shutil.which("curl"), "curl is not installed: `make setup` installs it"
     result = subprocess.run(
-        ["curl", "-sS", "--aws-sigv4", "aws:amz:us-east-1:lambda", "--user", "testing:testing",
+        ["curl", "-sS", "--aws-sigv4", "aws:amz:us-east-1:lambda", "--user", f"{keys.access_key}:{keys.secret_key}",
          "-H", "Content-Type: application/json", "-d", json.dumps(RECORD), "-w", "\n%{http_code}", iam_url],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

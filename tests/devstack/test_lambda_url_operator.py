@@ -37,7 +37,9 @@ def new_function(ds: Devstack, lam: Any, image: str) -> str:
     name = f"url-op-{uuid.uuid4().hex[:6]}"
     lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image", Code={"ImageUri": image},
                         MemorySize=512, Timeout=10)  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
     lam.publish_version(FunctionName=name)
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     return name
 
