@@ -11,6 +11,7 @@ import pytest
 
 import devstack
 from devstack import procs
+from devstack.infra import provision
 from tests.devstack.devstack_helpers import (
     SLEEPING,
     new_cluster,
@@ -56,6 +57,7 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(tmp_path: Path) -> Non
         attached = devstack.running(tmp_path)
         assert attached is not None and attached.endpoint_url == state["endpoint_url"]
         # Leave a Spark step running: down must take it (JVM, Python driver) along.
+        provision(attached)  # the EMR roles RunJobFlow needs
         s3, emr = attached.client("s3"), attached.client("emr")
         s3.create_bucket(Bucket="cli-test")
         script = put_script(s3, "cli-test", "sleeping_cli.py", SLEEPING)

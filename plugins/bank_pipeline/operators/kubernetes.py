@@ -311,7 +311,7 @@ class KubernetesRolloutOperator(BaseOperator):
         mismatch = arch_mismatch(live or planned, self.image, platform)
         if mismatch:
             raise BadInputError(f"refused before any change: {mismatch}")
-        state = self._apply(manifests, namespace)
+        state = self._apply(manifests, namespace, {("Deployment", planned["metadata"]["name"]): live})
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
         event = self._rollout_event(namespace, state["deployment"], deadline)
@@ -335,8 +335,17 @@ class KubernetesRolloutOperator(BaseOperator):
             event = self._rollout_event(namespace, state["deployment"], deadline)
         return self.execute_complete(context, event, **state)
 
-    def _apply(self, manifests: Sequence[Mapping[str, Any]], namespace: str) -> dict[str, Any]:
-        """Create what is missing, patch the Deployment's image if it differs; the state to finish with."""
+    def _apply(
+        self,
+        manifests: Sequence[Mapping[str, Any]],
+        namespace: str,
+        read: Mapping[tuple[str, str], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        """Create what is missing, patch the Deployment's image if it differs; the state to finish with.
+
+        ``read``: objects already read, by (kind, name). The image patch compares with what
+        was read then, so a change by someone else since that read is refused, not overwritten.
+        """
         state: dict[str, Any] = {
             "namespace": namespace,
             "previous_image": None,
@@ -348,7 +357,7 @@ class KubernetesRolloutOperator(BaseOperator):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             if kind == "Deployment":
                 state["deployment"] = name
-            current = self._read(kind, namespace, name)
+            current = read[kind, name] if (kind, name) in read else self._read(kind, namespace, name)
             if current is None:
                 self.log.info("Creating %s %s/%s", kind, namespace, name)
                 if self._create(manifest):
