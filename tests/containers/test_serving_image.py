@@ -30,6 +30,7 @@ from bank_serving.model import OnnxModel, load_model_dir
 from bank_serving.service import handle_event
 from devstack import Devstack, lambda_image, podman
 from devstack.lambda_rie import HttpContainer, LambdaContainer, model_volume, pod_options
+from devstack.registry import Registry
 from tests.paths import BANK_CSV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -113,11 +114,19 @@ def test_the_base_is_laid_out_as_aws_lambda_base_images(serving: str) -> None:
     assert versions.split()[0] == "True"
 
 
-def test_the_serving_image_in_the_registry_is_a_lambda_image(ds: Devstack) -> None:
+def test_the_serving_image_in_the_registry_is_a_lambda_image(ds: Devstack, tmp_path: Path) -> None:
     pushed = lambda_image.push_serving(ds.registry_url, "containers-test", "serving-base")
     started = time.monotonic()
     assert lambda_image.push_serving(ds.registry_url, "containers-test", "serving-base") == pushed  # cached build
     assert time.monotonic() - started < 30
+    # To an empty registry (devstack's next start): the recorded blobs, not podman's recompression.
+    other = Registry(tmp_path / "registry")
+    host = other.start()
+    try:
+        again = lambda_image.push_serving(host, "containers-test", "serving-base")
+    finally:
+        other.stop()
+    assert again.rsplit("@", 1)[1] == pushed.rsplit("@", 1)[1]
     client = oci.RegistryClient(ds.registry_url)
     manifest, _media_type, digest = client.get_manifest("containers-test", "serving-base")
     assert pushed == f"{ds.registry_url}/containers-test@{digest}"
