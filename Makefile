@@ -115,6 +115,9 @@ bench: setup
 	$(PY) -m bench.parse_bench
 	$(PY) -m bench.serving_bench
 	$(PY) -m bench.http_bench
+	$(PY) -m bench.serving_image_bench
+	$(PY) -m bench.http_bench --container
+	$(PY) -m bench.lambda_invoke_bench
 	$(PY) -m bench.release_bench
 	$(PY) -m bench.demo_bench
 	$(PY) -m bench.report --update BENCHMARKS.md

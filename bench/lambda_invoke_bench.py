@@ -4,9 +4,11 @@
 
 Starts devstack, seeds the serving base image (seed_release) and appends the
 model of build/bench/model (trained if missing) as a release does, then per
-function (``--functions`` fresh ones): CreateFunction, PublishVersion, then
-boto3 ``invoke`` of the version: the first invoke (cold: devstack starts the
-execution environment) and ``--warm`` more, for one record and for 1,000.
+function (``--functions`` fresh ones): CreateFunction and PublishVersion, each
+waited for until Active (devstack pulls the image meanwhile, as Lambda
+prepares it), then boto3 ``invoke`` of the version: the first invoke (cold:
+devstack starts the execution environment) and ``--warm`` more, for one record
+and for 1,000.
 Client wall times: boto3 -> moto -> devstack's Lambda -> the handler and back.
 
 Only seed_release, the registry API and boto3 are used, so the same file runs
@@ -98,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"bench-{payload.replace('_', '-')}-{uuid.uuid4().hex[:6]}"
                 lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image",
                                     Code={"ImageUri": image}, MemorySize=1024, Timeout=30)  # fmt: skip
+                lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
                 version = lam.publish_version(FunctionName=name)["Version"]
+                lam.get_waiter("published_version_active").wait(
+                    FunctionName=name, Qualifier=version, WaiterConfig={"Delay": 0.2}
+                )
                 cold[payload].append(invoke(name, version, event))
                 if i == 0:
                     for _ in range(3):

@@ -340,6 +340,51 @@ def demo_plot(doc: dict[str, Any]) -> str:
     return _save(fig, "demo_tasks.png")
 
 
+def containers_section(
+    image: dict[str, Any] | None, http: dict[str, Any] | None, host_http: dict[str, Any] | None,
+    invoke: dict[str, Any] | None,
+) -> tuple[str, list[str]]:
+    """The serving image in containers (podman) against the same code on the host."""
+    out = ["## Serving in containers", ""]
+    if image:
+        c, h = image["container"], image["host"]
+        cold = c["cold"]
+
+        def ms(p: dict[str, Any], key: str = "p50_ms") -> str:
+            return f"{p[key]:.3g} ms"
+
+        rows = [
+            ["cold: handler init (imports + model load)", ms(cold["init_phase"]), ms(h["init"]),
+             f"container: the RIE's INIT REPORT, {cold['init_phase']['runs']} fresh containers; host: fresh interpreters"],
+            ["cold: container start (`podman run -d` returns)", ms(cold["podman_run_d"]), "–", "reported apart from init"],
+            ["cold: `podman run` → first answer, 1 record", ms(cold["start_to_first_answer"]), "–",
+             "start, RIE listening, init, invoke"],
+        ]  # fmt: skip
+        for name, label in (("1_record", "1 record"), ("1000_records", "1,000 records")):
+            w = c["warm"][name]
+            rows.append([f"warm, {label}: handler", f"p50 {ms(w['handler'])}, p99 {ms(w['handler'], 'p99_ms')}",
+                         f"p50 {ms(h[name])}, p99 {ms(h[name], 'p99_ms')}", f"{w['handler']['runs']} invokes"])  # fmt: skip
+            rows.append([f"warm, {label}: through the RIE", f"runtime {ms(w['handler_runtime'])}, REPORT "
+                         f"{ms(w['rie_report_duration'])}, client {ms(w['client_round_trip'])}", "–",
+                         "awslambdaric's invoke, Lambda's billed Duration, the caller's round trip (p50)"])  # fmt: skip
+        ready = image["http_command"]["start_to_ready"]
+        rows.append(["HTTP command: `podman run` → /readyz 200", ms(ready), "–", f"{ready['runs']} runs"])
+        out += [table(["what", "container", "host", "how"], rows), ""]
+    if http and host_http:
+        rows = []
+        for label, doc in (("container", http), ("host", host_http)):
+            for sp in doc["splits"]:
+                rows.append([label, "unpinned" if sp["split"] == "none" else f"server CPU {sp['server_cpus']}, wrk CPU {sp['wrk_cpus']}",
+                             spread({**sp["requests_per_s"], "runs": len(sp["runs"])}, "{:,.0f}"),
+                             f"{sp['p50_ms']['median']} ms", f"{sp['p99_ms']['median']} ms"])  # fmt: skip
+        out += [f"HTTP, {http['endpoint']}: {http['server']}.", "", table(["where", "placement", "requests/s", "p50", "p99"], rows), ""]
+    if invoke:
+        rows = [[name.replace("_", " "), f"{invoke['cold'][name]['p50_ms']:.0f} ms", f"{invoke['warm'][name]['p50_ms']:.1f} ms"]
+                for name in invoke["cold"]]  # fmt: skip
+        out += [f"devstack's Lambda, {invoke['how']}.", "", table(["payload", "cold (p50)", "warm (p50)"], rows), ""]
+    return "\n".join(out), []
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -354,7 +399,8 @@ def machine_line(docs: list[dict[str, Any]]) -> str:
 
 def sections() -> list[tuple[str, list[str]]]:
     """(markdown, plot files) of each benchmark in report order; draws the plots into build/bench/."""
-    docs = {name: load(name) for name in ("features", "scoring", "parse", "serving", "http", "release", "demo")}
+    docs = {name: load(name) for name in ("features", "scoring", "parse", "serving", "http", "release", "demo",
+                                          "serving_image", "http_container", "lambda_invoke")}  # fmt: skip
     found = [d for d in docs.values() if d and "machine" in d]
     out: list[tuple[str, list[str]]] = [(machine_line(found) + "\n", [])] if found else []
     makers: dict[str, Callable[[], tuple[str, list[str]]]] = {
@@ -362,6 +408,9 @@ def sections() -> list[tuple[str, list[str]]]:
         "scoring": lambda: scoring_section(docs["scoring"]),
         "parse": lambda: parse_section(docs["parse"]),
         "serving": lambda: serving_section(docs["serving"], docs["http"]),
+        "serving_image": lambda: containers_section(
+            docs["serving_image"], docs["http_container"], docs["http"], docs["lambda_invoke"]
+        ),
         "release": lambda: release_section(docs["release"]),
         "demo": lambda: demo_section(docs["demo"]),
     }

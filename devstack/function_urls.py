@@ -530,8 +530,8 @@ def _iam_allows(access_key: str, headers: dict[str, str], config: UrlConfig, met
     """When moto enforces IAM, the caller's policies must allow lambda:InvokeFunctionUrl on the function."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
-    from werkzeug.exceptions import HTTPException  # moto's errors (AccessDenied and devstack.iam's JSON one)
     from moto.iam.access_control import IAMRequest
+    from werkzeug.exceptions import HTTPException  # moto's errors (AccessDenied and devstack.iam's JSON one)
 
     if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
         return True

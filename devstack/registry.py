@@ -5,7 +5,8 @@ stand-in is the reference implementation of that API: the Debian package
 ``docker-registry`` (distribution 2.8; the image ``registry:2`` in compose).
 ``python -m devstack serve`` starts it on 127.0.0.1 in its own process group
 (inside the server's session, like Spark steps), with its storage under
-``<state-dir>/registry`` (kept across restarts) and a generated config.
+``<state-dir>/registry`` (emptied at every start of the server, as moto's
+ECR is) and a generated config.
 
 ECR's immutable tags, which the distribution registry has no option for, come
 from a small proxy in front of it (``TagGuardProxy``, a thread of the devstack

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -80,6 +81,10 @@ def serve(
 
     # Tags are immutable where moto's ECR repository of the same name says so (ECR's IMMUTABLE).
     registry = Registry(state_dir, registry_port, bind=host, public_host=public_host, tag_policy=moto_tag_immutable)
+    # moto's ECR starts empty at every start, so does the registry: images kept from a previous
+    # run would sit in repositories the account does not have, and their immutable tags would
+    # refuse this run's images (a model re-registered in the fresh lake has a new model.json).
+    shutil.rmtree(registry.root, ignore_errors=True)
     try:
         registry_url = registry.start()
     except RegistryUnavailable as exc:
