@@ -5,6 +5,10 @@ image repository, the EMR and Lambda roles, the worker policy), the raw CSV in t
 and the serving base image in the registry: what `make demo` and `make up` set up
 in-process, for a devstack that runs elsewhere (docker-compose.yaml's devstack
 service, which serves with --no-iam, so these default keys are accepted).
+
+The serving base image is built with podman (devstack.lambda_image); where podman
+cannot run (the compose devstack image has none), the rest is seeded and the
+message says how to push the image instead.
 """
 
 from __future__ import annotations
@@ -12,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from devstack import client_env
-from devstack.airflow_env import REPO, seed_lake, seed_release
+from devstack import client_env, podman
+from devstack.airflow_env import IMAGE_REPOSITORY, REPO, SERVING_BASE_TAG, seed_lake, seed_release
 from devstack.infra import deploy_stack
 
 
@@ -32,8 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     outputs, _ = deploy_stack(session.client("cloudformation", endpoint_url=args.endpoint_url))
     source = seed_lake(session.client("s3", endpoint_url=args.endpoint_url), REPO / "data" / "bank" / "bank-full.csv")
-    digest = seed_release(args.registry)
-    print(f"deployed the stack (worker policy {outputs['AirflowWorkerPolicyArn']}); seeded {source} and the serving base image {digest}")
+    print(f"deployed the stack (worker policy {outputs['AirflowWorkerPolicyArn']}); seeded {source}")
+    reason = podman.unavailable_reason()
+    if reason is not None:
+        print(f"no serving base image: podman cannot run here ({reason}); push one with "
+              f"`docker buildx build --platform linux/amd64 --provenance=false -f serving/Dockerfile "
+              f"-t {args.registry}/{IMAGE_REPOSITORY}:{SERVING_BASE_TAG} --push .`", file=sys.stderr)  # fmt: skip
+        return 0
+    print(f"seeded the serving base image {seed_release(args.registry)}")
     return 0
 
 
