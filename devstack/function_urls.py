@@ -290,6 +290,10 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes
 FORBIDDEN = _json(403, {"Message": "Forbidden"})
 
 
+class _TooLarge(Exception):
+    """A request body over MAX_REQUEST_BYTES."""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """One function URL's requests: any method, any path."""
 
@@ -302,18 +306,42 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _any(self) -> None:
         request_id = str(uuid.uuid4())
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
-            self.close_connection = True  # the body is not read: nothing else can follow on this connection
-            message = f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction operation"
+        message = f"Request must be smaller than {MAX_REQUEST_BYTES} bytes for the InvokeFunction operation"
+        try:
+            body = self._body()
+        except _TooLarge:
+            self.close_connection = True  # the rest of the body is not read: nothing else can follow on it
             return self._send(*_json(413, {"Message": message}), request_id)
-        body = self.rfile.read(length) if length else b""
+        except ValueError:  # a Content-Length or chunk size that is not a number
+            self.close_connection = True
+            return self._send(*_json(400, {"Message": "Bad Request"}), request_id)
         try:
             status, headers, out = self._answer(body, request_id)
         except Exception:  # noqa: BLE001 - a bug here must not kill the listener; the client gets a 500
             log.exception("function URL %s", self.config.url)
             status, headers, out = _json(500, {"Message": "Internal Server Error"})
         self._send(status, headers, out, request_id)
+
+    def _body(self) -> bytes:
+        """The request body (Content-Length or chunked), refused past MAX_REQUEST_BYTES before it is all read."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk_size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+                if chunk_size == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailers
+                        pass
+                    return b"".join(chunks)
+                size += chunk_size
+                if size > MAX_REQUEST_BYTES:
+                    raise _TooLarge
+                chunks.append(self.rfile.read(chunk_size))
+                self.rfile.readline(8)  # the CRLF after the chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            raise _TooLarge
+        return self.rfile.read(length) if length else b""
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _any  # noqa: N815
 

@@ -6,6 +6,7 @@ container, so what comes back through the URL is the handler's own answer.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -129,6 +130,26 @@ def test_a_body_over_6_mb_is_413(iam_url: str, keys: Credentials) -> None:
     resp = signed("POST", iam_url, b"[" + b" " * (6 * 1024 * 1024) + b"]", keys)
     assert resp.status_code == 413
     assert "6291456 bytes" in resp.json()["Message"]
+
+
+def test_a_chunked_body_is_read_and_limited_too(iam_url: str) -> None:
+    """A body without Content-Length (Transfer-Encoding: chunked) is read whole, and refused with 413 as
+    soon as the chunks announced pass 6 MB, before their data is read."""
+    port = int(iam_url.rsplit(":", 1)[1].rstrip("/"))
+
+    def post_chunked(head: bytes) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.putrequest("POST", "/")
+            conn.putheader("Transfer-Encoding", "chunked")
+            conn.endheaders()
+            conn.send(head)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    assert post_chunked(b'7\r\n{"age":\r\n4\r\n 41}\r\n0\r\n\r\n') == 403  # read whole; no signature
+    assert post_chunked(b"%x\r\n" % (6 * 1024 * 1024 + 1)) == 413  # a chunk past the limit: no data sent
 
 
 def test_without_valid_credentials_it_is_403(
