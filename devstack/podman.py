@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Self
 
 CONTAINERS_CONF = Path(__file__).resolve().parent / "containers" / "containers.conf"
-DEBIAN_PACKAGES = ("podman", "runc", "fuse-overlayfs", "uidmap", "slirp4netns", "skopeo")
+DEBIAN_PACKAGES = ("podman", "runc")  # what the Makefile installs; as root on ext4 nothing else is used
 LABEL = "org.bank-ml.devstack"  # on every container started through Container
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
