@@ -7,7 +7,7 @@ import json
 import pytest
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from bank_pipeline.operators.images import ModelImagePushOperator
+from bank_pipeline.operators.images import ModelImagePushOperator, image_model_json
 from bank_pipeline.registry import ModelRegistry
 from bank_pipeline.utils.oci import RegistryClient, RegistryError, append_layer, model_layer
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
@@ -99,3 +99,24 @@ def test_unregistered_version_is_refused(ds, registry):
 def test_missing_base_image_names_repo_and_tag(ds, registry):
     with pytest.raises(RegistryError, match="push-test.*no-such-base"):
         push(ds, registry, "v1", base_tag="no-such-base")
+
+
+def test_the_same_model_registered_elsewhere_later_gives_the_same_image(ds, bucket, aws_env, tmp_path):
+    """A second lake (or a re-created one) sharing the repository: the same model, registered at
+    another time, is the same image under the same tag, so an immutable tag is no obstacle."""
+    code_image(ds.registry_url, "push-test", "serving-base", {"var/task/app.py": b"def handler(e, c):\n    return e\n"})
+    pushed = []
+    for n, created_at in enumerate(("2026-01-01T00:00:00Z", "2026-11-28T12:00:00Z")):
+        prefix = f"s3://{bucket}/models/{tmp_path.name}-lake{n}/"
+        version_dir = tmp_path / f"lake{n}" / "v7"
+        version_dir.mkdir(parents=True)
+        for name, data in model_files("v7").items():
+            (version_dir / name).write_bytes(data)
+        info = {"version": "v7", "sha256": "x", "threshold": 0.5, "created_at": created_at}
+        (version_dir / "model.json").write_text(json.dumps(info))
+        ModelRegistry(S3Hook(aws_conn_id=None), prefix).register(version_dir, "v7")
+        pushed.append(push(ds, prefix, "v7"))
+    assert (pushed[1]["digest"], pushed[1]["tag"]) == (pushed[0]["digest"], pushed[0]["tag"])
+    assert pushed[1]["pushed_bytes"] == 0
+    # What the image holds: the model's description, not when it was registered.
+    assert json.loads(image_model_json(json.dumps(info).encode())) == {"version": "v7", "sha256": "x", "threshold": 0.5}

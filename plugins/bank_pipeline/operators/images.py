@@ -11,7 +11,10 @@ The model image's tag is ``<model version>-<12 hex of the base manifest's digest
 (``model_image_tag``): the same model on a new base image gets a new tag, so no
 release ever moves an existing tag, which an ECR repository with IMMUTABLE tags
 refuses (``TAG_INVALID``). Same model and base, same tag and digest: a rerun
-writes nothing.
+writes nothing. That holds across registries too (a second lake, a re-created
+bucket, staging and production sharing one repository): the image's model.json is
+the registry's without ``created_at``, the one field that says when the version was
+registered rather than what it is, so the layer depends on the model alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ if TYPE_CHECKING:
 
 MODEL_DIR = "/opt/ml/model"
 MODEL_FILES = ("model.onnx", "model.json")
+# model.json fields that describe the registration, not the model: kept out of the image.
+REGISTRATION_FIELDS = ("created_at",)
+
+
+def image_model_json(registered: bytes) -> bytes:
+    """The model.json the image holds: the registry's, less REGISTRATION_FIELDS."""
+    import json
+
+    info = {k: v for k, v in json.loads(registered).items() if k not in REGISTRATION_FIELDS}
+    return (json.dumps(info, indent=2) + "\n").encode()
 
 
 class PushedImage(TypedDict):
@@ -122,6 +135,8 @@ class ModelImagePushOperator(BaseOperator):
                 f"{MODEL_DIR.lstrip('/')}/{name}": registry.download(self.version, name, Path(tmp)).read_bytes()
                 for name in MODEL_FILES
             }
+        model_json = f"{MODEL_DIR.lstrip('/')}/model.json"
+        files[model_json] = image_model_json(files[model_json])
         layer = oci.model_layer(files)
         host, client = self._client()
         version = self.version
