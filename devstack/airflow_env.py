@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -169,15 +170,30 @@ def run_dag(
     return finish_dag_run(*start_dag_run(env, dag_id, conf, workdir, logical_date), timeout=timeout)
 
 
-def task_states(env: dict[str, str], dag_id: str) -> dict[str, str]:
-    """Task states of the newest run of ``dag_id``, read straight from SQLite (cheap, for progress)."""
+def newest_run_id(env: dict[str, str], dag_id: str) -> int:
+    """The database id of ``dag_id``'s newest run (0 if none): task_states(after=...) shows only later runs."""
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            row = con.execute("SELECT MAX(id) FROM dag_run WHERE dag_id = ?", (dag_id,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)
+
+
+def task_states(env: dict[str, str], dag_id: str, after: int = 0) -> dict[str, str]:
+    """Task states of the newest run of ``dag_id``, read straight from SQLite (cheap, for progress).
+
+    ``after``: a newest_run_id() taken before the run started, so that the previous run's
+    states are not shown as this one's while its run is being created.
+    """
     db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
             rows = con.execute(
                 "SELECT task_id, COALESCE(state, 'none') FROM task_instance WHERE dag_id = ? AND run_id ="
-                " (SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1)",
-                (dag_id, dag_id),
+                " (SELECT run_id FROM dag_run WHERE dag_id = ? AND id > ? ORDER BY id DESC LIMIT 1)",
+                (dag_id, dag_id, after),
             ).fetchall()
     except sqlite3.Error:
         return {}
@@ -220,7 +236,9 @@ def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_
             ],
             "xcom": {x.task_id: XComModel.deserialize_value(x) for x in xcoms},
         }
-    result_path.write_text(json.dumps(out, default=str, indent=2))
+    partial = result_path.with_suffix(".partial")
+    partial.write_text(json.dumps(out, default=str, indent=2))
+    partial.replace(result_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--logical-date", help="ISO date; the same date again reruns the same run id")
     args = parser.parse_args(argv)
     _run_in_child(args.dag_id, json.loads(args.conf), args.result, args.logical_date)
-    return 0
+    # The run is over and its outcome written; Airflow's exit handlers take about 2 s
+    # more and have nothing left to save (the database is committed, the log flushed).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from devstack.airflow_env import (
     airflow_env,
     ensure_db,
     finish_dag_run,
+    newest_run_id,
     seed_lake,
     seed_release,
     start_dag_run,
@@ -107,6 +108,7 @@ def run_with_progress(
     cluster: kube.KubeCluster | None = None,
 ) -> Any:
     """Run one DAG run, printing state changes until it ends."""
+    before = newest_run_id(env, dag_id)
     proc, result, log = start_dag_run(env, dag_id, conf or {}, OUT / "runs")
     progress.say(f"{dag_id}: started (Airflow log: {log.relative_to(REPO)})")
 
@@ -115,7 +117,7 @@ def run_with_progress(
             progress.update(key, state)
 
     while proc.poll() is None:
-        for task, state in task_states(env, dag_id).items():
+        for task, state in task_states(env, dag_id, after=before).items():
             progress.update(f"task {task}", state)
         show()
         progress.heartbeat()
