@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import procs
+from devstack.cache import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KUBE_SRC = REPO_ROOT / "devstack" / "kube"
@@ -138,8 +139,7 @@ def default_bin_dir() -> Path:
     ``${BANK_CACHE_DIR:-~/.cache/bank-ml}/kube/<k8s version>/bin``."""
     if os.environ.get("BANK_KUBE_BIN_DIR"):
         return Path(os.environ["BANK_KUBE_BIN_DIR"])
-    cache = Path(os.environ.get("BANK_CACHE_DIR") or Path.home() / ".cache" / "bank-ml")
-    return cache / "kube" / kube_version() / "bin"
+    return cache_dir() / "kube" / kube_version() / "bin"
 
 
 def missing_binaries(bin_dir: Path | None = None) -> list[str]:

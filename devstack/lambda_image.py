@@ -50,6 +50,7 @@ from pathlib import Path
 
 from bank_pipeline.utils import oci
 from devstack import podman as pm
+from devstack.cache import cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTAINERS_DIR = Path(__file__).resolve().parent / "containers"
@@ -249,7 +250,7 @@ def build_base(
 ) -> BuildReport:
     """Build the base image for the current inputs unless the store has it; tag it ``:latest`` too."""
     store = store or pm.default_store()
-    cache = cache or pm.cache_dir()
+    cache = cache or cache_dir()
     digest = inputs_hash()
     ref = base_ref(digest)
     started = time.monotonic()
@@ -322,7 +323,7 @@ def push(ref: str, destination: str, store: pm.Store | None = None) -> str:
     name, tag = destination.rsplit(":", 1) if ":" in destination.rsplit("/", 1)[-1] else (destination, "latest")
     registry, repo = name.split("/", 1)
     image_id = str(pm.image_inspect(ref, store)["Id"])
-    home = pm.cache_dir() / "pushed"
+    home = cache_dir() / "pushed"
     record = home / f"{image_id}.json"
     if record.exists():
         known = json.loads(record.read_text())

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from devstack.cache import cache_dir
+
 CONTAINERS_CONF = Path(__file__).resolve().parent / "containers" / "containers.conf"
 DEBIAN_PACKAGES = ("podman", "runc")  # what the Makefile installs; as root on ext4 nothing else is used
 LABEL = "org.bank-ml.devstack"  # on every container started through Container
@@ -69,11 +71,6 @@ class PodmanError(RuntimeError):
         self.returncode = returncode
         self.stderr = stderr
         super().__init__(f"podman {shlex.join(args)} exited {returncode}: {stderr.strip()[-2000:]}")
-
-
-def cache_dir() -> Path:
-    """``${BANK_CACHE_DIR:-$HOME/.cache/bank-ml}``: what the project builds once and keeps."""
-    return Path(os.environ.get("BANK_CACHE_DIR") or Path.home() / ".cache" / "bank-ml")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from devstack.cache import cache_dir
+
 # The venv's PySpark, next to the interpreter that runs devstack.
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 # Its Spark home: spark-submit's scripts find conf/, jars/ and python/lib/ there.
@@ -39,11 +41,6 @@ JARS: tuple[tuple[str, str], ...] = (
     ("com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar",
      "873fe7cf495126619997bec21c44de5d992544aea7e632fdc77adb1a0915bae5"),
 )  # fmt: skip
-
-
-def cache_dir() -> Path:
-    """The machine's cache of slow-to-build things (jars, images, binaries): outlives checkouts."""
-    return Path(os.environ.get("BANK_CACHE_DIR") or Path.home() / ".cache" / "bank-ml")
 
 
 def jar_paths() -> list[Path]:

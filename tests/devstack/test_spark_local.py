@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from devstack import spark_local
+from devstack.cache import cache_dir
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +37,7 @@ def test_a_jar_is_downloaded_once_and_checked(maven: Path, monkeypatch: pytest.M
     (maven / "g" / "a" / "a.jar").write_bytes(b"jar bytes")
     monkeypatch.setattr(spark_local, "JARS", (("g/a/a.jar", hashlib.sha256(b"jar bytes").hexdigest()),))
     (path,) = spark_local.ensure_jars()
-    assert path.read_bytes() == b"jar bytes" and path.parent == spark_local.cache_dir() / "jars"
+    assert path.read_bytes() == b"jar bytes" and path.parent == cache_dir() / "jars"
     (maven / "g" / "a" / "a.jar").unlink()  # the second call needs no network
     assert spark_local.ensure_jars() == [path]
 
@@ -48,7 +49,7 @@ def test_a_jar_that_does_not_match_its_digest_is_refused_and_not_kept(
     monkeypatch.setattr(spark_local, "JARS", (("g/a/a.jar", "0" * 64),))
     with pytest.raises(RuntimeError, match=r"g/a/a\.jar: sha256 [0-9a-f]{64}, expected 0{64}: not used"):
         spark_local.ensure_jars()
-    assert list((spark_local.cache_dir() / "jars").iterdir()) == []
+    assert list((cache_dir() / "jars").iterdir()) == []
 
 
 def test_the_s3a_properties_point_s3_at_the_endpoint_with_the_keys() -> None:
