@@ -15,29 +15,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack import kube, procs
+from tests.kubernetes.release_ns import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BAD_IMAGE = "registry.invalid/bank-model:does-not-exist"
 
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Poll ``check`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
