@@ -88,3 +88,17 @@ def step_processes(ds: Devstack, script: str) -> list[str]:
         elif script in argv:
             kinds.add("python")
     return sorted(kinds)
+
+
+def live_function(lam: Any, prefix: str, image: str, role_arn: str) -> str:
+    """A new image function ``<prefix>-<hex>`` with its version 1 behind the alias ``live``; its name."""
+    import uuid
+
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    lam.create_function(FunctionName=name, Role=role_arn, PackageType="Image", Code={"ImageUri": image},
+                        MemorySize=512, Timeout=10)  # fmt: skip
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    lam.publish_version(FunctionName=name)
+    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
+    return name

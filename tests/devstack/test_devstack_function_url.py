@@ -24,6 +24,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
+from tests.devstack.devstack_helpers import live_function
 from tests.devstack.devstack_image_helpers import serving_model_image, trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -58,14 +59,7 @@ def function(ds: Devstack, lam: Any, model_dir: Path) -> str:
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}),
     )["Role"]["Arn"]  # fmt: skip
-    name = f"url-test-{uuid.uuid4().hex[:6]}"
-    lam.create_function(FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": image}, MemorySize=512,
-                        Timeout=10)  # fmt: skip
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
-    lam.publish_version(FunctionName=name)
-    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
-    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-    return name
+    return live_function(lam, "url-test", image, role)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from bank_pipeline.release import SMOKE_RECORD, check_prediction
 from devstack import Devstack
 from devstack.airflow_env import LAMBDA_ROLE_ARN
 from devstack.infra import Account
+from tests.devstack.devstack_helpers import live_function
 from tests.devstack.devstack_image_helpers import RAISING_HANDLER, model_image, serving_model_image, trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -34,14 +34,7 @@ def version(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def new_function(ds: Devstack, lam: Any, image: str) -> str:
-    name = f"url-op-{uuid.uuid4().hex[:6]}"
-    lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image", Code={"ImageUri": image},
-                        MemorySize=512, Timeout=10)  # fmt: skip
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
-    lam.publish_version(FunctionName=name)
-    lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
-    lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-    return name
+    return live_function(lam, "url-op", image, LAMBDA_ROLE_ARN)
 
 
 @pytest.fixture(scope="module")
