@@ -189,9 +189,15 @@ class Measured:
 
 
 def run_measured(
-    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 3600
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 3600,
+    interval: float = 0.1,
 ) -> Measured:
-    """Run a command to completion, timing it and sampling its process tree's memory.
+    """Run a command to completion, timing it and sampling its process tree's memory
+    every `interval` seconds.
 
     Raises subprocess.CalledProcessError (with the output) when it fails.
     """
@@ -202,7 +208,7 @@ def run_measured(
         list(argv), env=dict(env) if env is not None else None, cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
-    with TreeMemory(proc.pid) as memory:
+    with TreeMemory(proc.pid, interval) as memory:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
