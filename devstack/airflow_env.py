@@ -5,12 +5,16 @@ process (`dag.test()`: the real scheduler loop for one run, deferrable triggers
 run inline) so that Airflow's process-wide settings never leak between runs and
 the caller can watch progress in the metadata DB meanwhile.
 
-    python -m devstack.airflow_env run DAG_ID --conf '{...}' --result out.json
+    python -m devstack.airflow_env run DAG_ID --result out.json  < {"env": …, "conf": …}
+
+The child warms up (imports Airflow, starts its in-process execution API) before
+it reads its run from stdin, so a caller can start it while it does other work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +35,23 @@ LAMBDA_ROLE_NAME = "bank-model-lambda"  # infra/bank-ml.cfn.yaml's default Lambd
 LAMBDA_ROLE_ARN = f"arn:aws:iam::123456789012:role/{LAMBDA_ROLE_NAME}"  # moto's default account
 IMAGE_REPOSITORY = "bank-model"
 SERVING_BASE_TAG = "serving-base"
+
+
+def airflow_settings(home: Path) -> dict[str, str]:
+    """This process's environment without AIRFLOW*, BANK_* and AWS_*, plus the Airflow settings
+    for ``home``: what Airflow reads when it is imported (the rest it reads when used)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BANK_", "AWS_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        }
+    )
+    return env
 
 
 def airflow_env(
@@ -54,16 +75,10 @@ def airflow_env(
         "password": aws_env["AWS_SECRET_ACCESS_KEY"],
         "extra": {"endpoint_url": endpoint, "region_name": aws_env["AWS_DEFAULT_REGION"]},
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "BANK_", "AWS_"))}
+    env = airflow_settings(home)
     env.update(aws_env)
     env.update(
         {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
             # The provider merges this connection's extra under the job flow overrides;
             # on AWS it carries the account's subnet and security groups.
@@ -130,31 +145,61 @@ class DagRunResult:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
-def start_dag_run(
-    env: dict[str, str], dag_id: str, conf: dict[str, Any], workdir: Path, logical_date: str | None = None
-) -> tuple[subprocess.Popen, Path, Path]:
-    """Start `dag.test()` for ``dag_id`` in a child; returns (process, result file, log file)."""
+@dataclass
+class DagRunChild:
+    """A child process for one `dag.test()` run, started before the run is known.
+
+    It imports Airflow and starts Airflow's in-process execution API (about 5 s,
+    half of it cadwyn building the API's versioned schemas) while the caller
+    does other work, then runs what ``begin`` sends it: the DAG run's conf and
+    the rest of its environment (connections, AWS_*, BANK_*: read when used).
+    """
+
+    dag_id: str
+    proc: subprocess.Popen
+    result: Path
+    log: Path
+
+    def begin(self, env: dict[str, str], conf: dict[str, Any], logical_date: str | None = None) -> None:
+        """Start the run. ``env``'s Airflow settings must be those the child started with."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died warming up: finish() says why
+            self.proc.stdin.write(json.dumps({"env": env, "conf": conf, "logical_date": logical_date}) + "\n")
+            self.proc.stdin.close()
+
+    def finish(self, timeout: float) -> DagRunResult:
+        """Wait for the run to end and read what it ended with."""
+        code = self.proc.wait(timeout=timeout)
+        if not self.result.exists():
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"dag run process exited {code} without a result; log tail:\n{tail}")
+        data = json.loads(self.result.read_text())
+        return DagRunResult(**data, log_path=self.log)
+
+    def stop(self) -> None:
+        """End a child that will get no run (it exits when its stdin closes), or kill one that hangs."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_child(env: dict[str, str], dag_id: str, workdir: Path) -> DagRunChild:
+    """Start a child for a run of ``dag_id``; ``env`` needs only airflow_settings() (ensure_db first)."""
     workdir.mkdir(parents=True, exist_ok=True)
     result = workdir / f"{dag_id}.result.json"
     log = workdir / f"{dag_id}.log"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "devstack.airflow_env", "run", dag_id,
-           "--conf", json.dumps(conf), "--result", str(result)]  # fmt: skip
-    if logical_date:
-        cmd += ["--logical-date", logical_date]
+    cmd = [sys.executable, "-m", "devstack.airflow_env", "run", dag_id, "--result", str(result)]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    return proc, result, log
-
-
-def finish_dag_run(proc: subprocess.Popen, result: Path, log: Path, timeout: float) -> DagRunResult:
-    """Wait for a run started by start_dag_run and read what it ended with."""
-    code = proc.wait(timeout=timeout)
-    if not result.exists():
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        raise RuntimeError(f"dag run process exited {code} without a result; log tail:\n{tail}")
-    data = json.loads(result.read_text())
-    return DagRunResult(**data, log_path=log)
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True
+        )
+    return DagRunChild(dag_id, proc, result, log)
 
 
 def run_dag(
@@ -167,7 +212,12 @@ def run_dag(
 ) -> DagRunResult:
     """Run one DAG run to its end and return its states, asset events and XComs."""
     ensure_db(env)
-    return finish_dag_run(*start_dag_run(env, dag_id, conf, workdir, logical_date), timeout=timeout)
+    child = start_child(env, dag_id, workdir)
+    try:
+        child.begin(env, conf, logical_date)
+        return child.finish(timeout=timeout)
+    finally:
+        child.stop()
 
 
 def newest_run_id(env: dict[str, str], dag_id: str) -> int:
@@ -198,6 +248,37 @@ def task_states(env: dict[str, str], dag_id: str, after: int = 0) -> dict[str, s
     except sqlite3.Error:
         return {}
     return dict(rows)
+
+
+def _warm_up() -> None:
+    """Child side, before the run is known: import Airflow and start the in-process execution API.
+
+    dag.test() talks to the API through supervisor.in_process_api_server(), which is cached:
+    its first request here pays the API's start (cadwyn's schemas) for the run. The bundle
+    must not be imported yet: its modules read BANK_* settings when imported.
+    """
+    import httpx
+    from airflow.dag_processing.dagbag import DagBag  # noqa: F401  (the import is the point)
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    api = in_process_api_server()
+    httpx.Client(transport=api.transport, base_url="http://in-process.invalid./").get("/execution/")
+    early = sorted(m for m in sys.modules if m.split(".")[0] in ("bank_pipeline", "bank_ml", "bank_spark"))
+    if early:
+        raise RuntimeError(f"warming up imported the bundle before its settings arrived: {early[:5]}")
+
+
+def _take_env(env: dict[str, str]) -> None:
+    """Child side: make ``env`` this process's environment; Airflow's own settings cannot change now."""
+    changed = sorted(
+        k for k in {*env, *os.environ}
+        if (k == "AIRFLOW_HOME" or k.startswith("AIRFLOW__")) and env.get(k) != os.environ.get(k)
+    )  # fmt: skip
+    if changed:
+        raise SystemExit(f"the run's Airflow settings differ from those the child started with: {', '.join(changed)}")
+    for key in set(os.environ) - set(env):
+        del os.environ[key]
+    os.environ.update(env)
 
 
 def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_date: str | None) -> None:
@@ -244,13 +325,20 @@ def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.airflow_env")
     sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="run one DAG run with dag.test() and write its outcome as JSON")
+    run = sub.add_parser(
+        "run",
+        help="warm up, read the run from stdin (one JSON line: env, conf, logical_date), run it with "
+        "dag.test() and write its outcome as JSON; exit 0 doing nothing if stdin closes first",
+    )
     run.add_argument("dag_id")
-    run.add_argument("--conf", default="{}")
     run.add_argument("--result", type=Path, required=True)
-    run.add_argument("--logical-date", help="ISO date; the same date again reruns the same run id")
     args = parser.parse_args(argv)
-    _run_in_child(args.dag_id, json.loads(args.conf), args.result, args.logical_date)
+    _warm_up()
+    line = sys.stdin.readline()
+    if line:
+        order = json.loads(line)
+        _take_env(order["env"])
+        _run_in_child(args.dag_id, order["conf"], args.result, order.get("logical_date"))
     # The run is over and its outcome written; Airflow's exit handlers take about 2 s
     # more and have nothing left to save (the database is committed, the log flushed).
     logging.shutdown()
