@@ -27,7 +27,7 @@ AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
 
-.PHONY: help setup kube lambda-base demo test check bench up down lock wheel mwaa clean sysdeps jars
+.PHONY: help setup kube lambda-base demo test check bench up down lock wheel wheelhouse mwaa clean sysdeps jars
 
 help:
 	@echo "make demo   run the pipeline end to end on devstack (local Spark, moto, SQLite Airflow)"
@@ -38,7 +38,8 @@ help:
 	@echo "make up / make down   start / stop devstack + Airflow standalone (UI on :8080, admin/admin) + the local Kubernetes"
 	@echo "make kube   build the local Kubernetes control plane from Go modules (once per version; needs Go >= 1.26)"
 	@echo "make lambda-base  build the local Lambda base image (debootstrap + awslambdaric + AWS's RIE; once, ~2 min)"
-	@echo "make lock   re-resolve uv.lock from pyproject.toml"
+	@echo "make lock   re-resolve uv.lock from pyproject.toml (and the EMR nodes' hash-locked requirements)"
+	@echo "make wheelhouse LAKE=<bucket>  deploy step: stage the EMR nodes' wheels in the lake"
 
 setup: sysdeps $(STAMP) jars
 
@@ -46,10 +47,10 @@ setup: sysdeps $(STAMP) jars
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-# The dev environment: uv.lock exactly (the dev group and the http extra included), with the
-# bundle itself installed editable, so every tool imports the packages by name.
+# The dev environment: uv.lock exactly (every group, the EMR nodes' included, and the http extra),
+# with the bundle itself installed editable, so every tool imports the packages by name.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync --quiet --frozen --all-extras --python $(PYTHON)
+	$(UV) sync --quiet --frozen --all-extras --all-groups --python $(PYTHON)
 	@rm -f $(VENV)/.synced-* && touch $@
 
 # $(call apt_ensure,package:command ...): apt-get install the packages whose command is missing.
@@ -68,8 +69,19 @@ sysdeps:
 jars: $(STAMP)
 	@$(PY) -m devstack.spark_local jars >/dev/null
 
+# uv.lock, and the EMR nodes' hash-locked requirements exported from its emr-node group.
+NODE_REQUIREMENTS := spark_jobs/bank_spark/bootstrap/requirements.txt
 lock: | $(UV)
 	$(UV) lock
+	{ sed -n '/^#/p' $(NODE_REQUIREMENTS); $(UV) export --frozen --only-group emr-node --no-emit-project \
+	  --no-header --no-annotate --format requirements-txt; } > $(NODE_REQUIREMENTS).new
+	mv $(NODE_REQUIREMENTS).new $(NODE_REQUIREMENTS)
+
+# Deploy step: the EMR nodes' wheels for both architectures, hash-checked, into the lake
+# (LAKE=<bucket>; AWS credentials from the environment). Once per deployment and lock change.
+wheelhouse: setup
+	@test -n "$(LAKE)" || { echo "usage: make wheelhouse LAKE=<lake bucket>"; exit 2; }
+	$(PY) -m bank_pipeline.wheelhouse --bucket $(LAKE)
 
 # Lint, types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests.
 check: setup
@@ -111,6 +123,7 @@ test: setup kube lambda-base
 bench: setup
 	@$(call apt_ensure,$(BENCH_APT_NEEDS))
 	$(PY) -m bench.features_bench
+	$(PY) -m bench.train_bench
 	$(PY) -m bench.scoring_bench
 	$(PY) -m bench.parse_bench
 	$(PY) -m bench.serving_bench

@@ -299,6 +299,32 @@ def serving_section(serving: dict[str, Any] | None, http: dict[str, Any] | None)
     return "\n".join(out), []
 
 
+def train_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    phases = ("read", "train", "live", "baseline", "register")
+    rows = [
+        [
+            name,
+            f"{scale['rows']:,}",
+            spread(scale["wall_s"], "{:.1f}", " s"),
+            ", ".join(f"{p} {scale['phase_seconds'][p]['median']:.1f} s" for p in phases),
+            f"{scale['driver_peak_rss_mib']:,.0f}",
+            f"{scale['peak_pss_mib']:,.0f}",
+            f"{scale['roc_auc']:.3f}",
+        ]
+        for name, scale in doc["scales"].items()
+    ]
+    out = [
+        "## Model build on EMR (bank_spark.train)",
+        "",
+        f"{doc['how']}.",
+        "",
+        table(["scale", "rows", "wall time", "phases (median)", "driver peak RSS MB", "peak PSS MiB (tree)",
+               "ROC AUC"], rows),  # fmt: skip
+        "",
+    ]
+    return "\n".join(out), []
+
+
 def release_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     b, r = doc["build_and_push_layer_s"], doc["repush_same_model_s"]
     b_ms = {**{k: b[k] * 1000 for k in ("median", "min", "max")}, "runs": b["runs"]}
@@ -399,12 +425,13 @@ def machine_line(docs: list[dict[str, Any]]) -> str:
 
 def sections() -> list[tuple[str, list[str]]]:
     """(markdown, plot files) of each benchmark in report order; draws the plots into build/bench/."""
-    docs = {name: load(name) for name in ("features", "scoring", "parse", "serving", "http", "release", "demo",
-                                          "serving_image", "http_container", "lambda_invoke")}  # fmt: skip
+    docs = {name: load(name) for name in ("features", "train", "scoring", "parse", "serving", "http", "release",
+                                          "demo", "serving_image", "http_container", "lambda_invoke")}  # fmt: skip
     found = [d for d in docs.values() if d and "machine" in d]
     out: list[tuple[str, list[str]]] = [(machine_line(found) + "\n", [])] if found else []
     makers: dict[str, Callable[[], tuple[str, list[str]]]] = {
         "features": lambda: features_section(docs["features"]),
+        "train": lambda: train_section(docs["train"]),
         "scoring": lambda: scoring_section(docs["scoring"]),
         "parse": lambda: parse_section(docs["parse"]),
         "serving": lambda: serving_section(docs["serving"], docs["http"]),

@@ -6,15 +6,23 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
 * **resolve_features**: the features manifest to train on: the Param
   `features_manifest_uri` if given, else the triggering Asset event, else the
   Asset's latest event.
-* **train_candidate**: scikit-learn (one-hot + HistGradientBoosting) on a seeded
-  stratified 20 % holdout, exported to ONNX (what serving runs; parity with
-  scikit-learn is checked); ROC AUC, PR AUC and Brier beside the Spark baseline
-  and beside the live model scored on the *same* holdout. Registers the version
-  in S3 (`models/bank/<version>/`: model, metrics.json with lineage, model card,
-  ROC and PR curves). Versions are content hashes and immutable.
+* **prepare_training**: checks the features and the nodes' wheelhouse (staged at
+  deploy time, `python -m bank_pipeline.wheelhouse`) exist, stages the model build's
+  code by content hash.
+* **create_cluster** → **run_train** → **wait_for_train**, **terminate_cluster**
+  (teardown): the model is built on a temporary EMR cluster (`bank_spark.train`):
+  scikit-learn (one-hot + HistGradientBoosting) on a seeded stratified 20 % holdout,
+  exported to ONNX (what serving runs; parity with scikit-learn is checked); ROC
+  AUC, PR AUC and Brier beside the pyspark.ml baseline and beside the live model
+  scored on the *same* holdout. The step registers the version in S3
+  (`models/bank/<version>/`: model, metrics.json with lineage, model card, ROC and
+  PR curves; versions are content hashes and immutable) and writes the candidate
+  record. The worker never imports the ML stack.
+* **read_candidate**: the record, checked against this run and the registry.
 * **deploy_gate**: deploy only if ROC AUC ≥ `min_roc_auc` and not worse than the
-  live model by more than `roc_auc_tolerance` (or `force_deploy`). Otherwise the
-  rest is skipped and the log says why: a skipped branch, not a failed run.
+  live model by more than `roc_auc_tolerance` (or `force_deploy`), as the build
+  decided and recorded. Otherwise the rest is skipped and the log says why: a
+  skipped branch, not a failed run.
 * **push_image**: serving base image + one layer with the model, pushed through
   the registry API (no Docker daemon), tagged `<model version>-<base digest>` (never
   an existing tag moved: ECR's immutable tags); same model and base → same digest.
@@ -48,16 +56,18 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, BaseOperator, Param, chain, task
 
 from bank_pipeline import assets, settings
+from bank_pipeline.emr import cluster_params, job_flow_overrides, transient_spark_step
 from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
 from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
-from bank_pipeline.release import SMOKE_RECORD, TrainedCandidate, check_prediction
+from bank_pipeline.release import SMOKE_RECORD, PreparedTraining, TrainedCandidate, check_prediction
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
 IMAGE_URI = "{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}"
-VERSION = "{{ ti.xcom_pull(task_ids='train_candidate', key='version') }}"
+VERSION = "{{ ti.xcom_pull(task_ids='read_candidate', key='version') }}"
+JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-train", prepare_task="prepare_training")
 
 
 @task(inlets=[assets.FEATURES])
@@ -74,22 +84,33 @@ def resolve_features(params: dict, triggering_asset_events=None, inlet_events=No
 
 
 @task(multiple_outputs=True)
-def train_candidate(manifest_uri: str, params: dict, run_id: str) -> TrainedCandidate:
-    """Train, evaluate against the live model on the same holdout, and register the version."""
+def prepare_training(manifest_uri: str, params: dict, run_id: str) -> PreparedTraining:
+    """Check the features and the nodes' wheelhouse, stage the model build, build its EMR step."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.release import train_and_register
+    from bank_pipeline.release import prepare_training as prepare
 
-    trained = train_and_register(
+    return prepare(
         S3Hook(aws_conn_id=CFG.aws_conn_id),
-        CFG.model_registry_prefix,
+        CFG,
         manifest_uri=manifest_uri,
         hyperparameters=params["hyperparameters"],
         min_roc_auc=params["min_roc_auc"],
         roc_auc_tolerance=params["roc_auc_tolerance"],
         force_deploy=params["force_deploy"],
         run_id=run_id,
+        instance_type=params["instance_type"],
     )
+
+
+@task(multiple_outputs=True)
+def read_candidate(candidate_uri: str, run_id: str) -> TrainedCandidate:
+    """The candidate the build registered: its version, metrics, and the gate's decision."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from bank_pipeline.release import read_candidate as read
+
+    trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=run_id)
     print(f"model {trained['version']}: ROC AUC {trained['metrics']['roc_auc']:.4f}, gate: {trained['reason']}")
     return trained
 
@@ -106,10 +127,10 @@ def deploy_gate(deploy: bool, reason: str) -> bool:
 def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -> dict:
     """Point models/bank/live.json at the version now released; the bank_live_model event schedules scoring."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-    from airflow.sdk import timezone
 
     from bank_pipeline.registry import ModelRegistry
     from bank_pipeline.release import live_record
+    from bank_pipeline.utils.compat import timezone
 
     record = live_record(
         version,
@@ -125,35 +146,48 @@ def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -
 
 with DAG(
     dag_id=DAG_ID,
-    description="Retrain on new features, gate against the live model, release the image to Lambda",
+    description="Build the model on EMR from new features, gate it against the live model, release it to Lambda and Kubernetes",
     doc_md=__doc__,
     schedule=[assets.FEATURES],
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    tags=["bank", "ml", "lambda", "release"],
+    tags=["bank", "ml", "emr", "lambda", "release"],
     default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=1)},
     params={
         "min_roc_auc": Param(
-            0.80, type="number", minimum=0.5, maximum=1,
-            title="Minimum ROC AUC", description="Floor on the holdout ROC AUC below which nothing is deployed.",
+            0.80,
+            type="number",
+            minimum=0.5,
+            maximum=1,
+            title="Minimum ROC AUC",
+            description="Floor on the holdout ROC AUC below which nothing is deployed.",
         ),
         "roc_auc_tolerance": Param(
-            0.005, type="number", minimum=0, maximum=0.1,
+            0.005,
+            type="number",
+            minimum=0,
+            maximum=0.1,
             title="Tolerance vs live",
             description="Deploy only if the new ROC AUC is at most this much below the live model's, on the same holdout.",
         ),
         "force_deploy": Param(
-            False, type="boolean",
-            title="Force deploy", description="Deploy even if the gate fails (the reason is still recorded).",
+            False,
+            type="boolean",
+            title="Force deploy",
+            description="Deploy even if the gate fails (the reason is still recorded).",
         ),
         "features_manifest_uri": Param(
-            "", type="string", pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
+            "",
+            type="string",
+            pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
             title="Features manifest",
             description="s3:// URI of a features _manifest.json; empty: the latest bank_features event.",
         ),
         "function_url_auth": Param(
-            "AWS_IAM", type="string", enum=["AWS_IAM", "NONE"],
+            "AWS_IAM",
+            type="string",
+            enum=["AWS_IAM", "NONE"],
             title="Function URL auth",
             description="AWS_IAM: callers sign with SigV4. NONE: anyone on the internet may call the URL.",
         ),
@@ -172,10 +206,13 @@ with DAG(
             },
             additionalProperties=False,
         ),
+        **cluster_params(core_instance_count=1),
     },  # fmt: skip
 ) as dag:
     manifest_uri = resolve_features()
-    candidate = train_candidate(manifest_uri)
+    prepared = prepare_training(manifest_uri)
+    build = transient_spark_step(CFG, name="train", steps=prepared["steps"], job_flow_overrides=JOB_FLOW_OVERRIDES)
+    candidate = read_candidate(prepared["candidate_uri"])
     gate = deploy_gate(candidate["deploy"], candidate["reason"])
     push_image = ModelImagePushOperator(
         task_id="push_image",
@@ -219,20 +256,26 @@ with DAG(
         )
     live = record_live(candidate["version"], push_image.output)
 
-    chain(manifest_uri, candidate, gate, push_image, *releases, live)
+    chain(manifest_uri, prepared, build.create_cluster, build.add_step, build.wait_for_step)
+    chain(build.wait_for_step, [candidate, build.terminate_cluster])
+    chain(candidate, gate, push_image, *releases, live)
     if "lambda" in CFG.release_targets:
         # The alias's HTTP front door, once the alias moved; the release is recorded only when it answers.
-        releases[0] >> LambdaFunctionUrlOperator(
-            task_id="lambda_url",
-            aws_conn_id=CFG.aws_conn_id,
-            function_name=CFG.lambda_function,
-            alias="live",
-            auth_type="{{ params.function_url_auth }}",
-            smoke_body=SMOKE_RECORD,
-            smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-            smoke_check=check_prediction,
-            poll_interval=CFG.poll_seconds,
-        ) >> live
+        (
+            releases[0]
+            >> LambdaFunctionUrlOperator(
+                task_id="lambda_url",
+                aws_conn_id=CFG.aws_conn_id,
+                function_name=CFG.lambda_function,
+                alias="live",
+                auth_type="{{ params.function_url_auth }}",
+                smoke_body=SMOKE_RECORD,
+                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+                smoke_check=check_prediction,
+                poll_interval=CFG.poll_seconds,
+            )
+            >> live
+        )
     if len(releases) == 2:
         # All-or-nothing: a Lambda alias moved by this run goes back if the rollout then fails.
         releases[1] >> LambdaAliasRevertOperator(

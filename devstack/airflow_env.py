@@ -116,6 +116,23 @@ def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW
     return f"s3://{bucket}/{key}"
 
 
+def seed_wheelhouse(aws_env: dict[str, str], bucket: str = LAKE_BUCKET) -> str:
+    """Stage the EMR nodes' wheelhouse as a deployment does: the bundle's own deploy command.
+
+    ``python -m bank_pipeline.wheelhouse`` for devstack's node architecture (x86_64 only: the
+    local "node" is this machine), with ``aws_env``'s endpoint and credentials. The wheels are
+    downloaded (hashes checked) once per machine into its cache; each devstack gets them uploaded.
+    Returns the command's last line.
+    """
+    command = [sys.executable, "-m", "bank_pipeline.wheelhouse", "--bucket", bucket, "--arch", "x86_64"]
+    result = subprocess.run(
+        command, env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=1800, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"staging the wheelhouse failed ({result.returncode}): {result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
 def seed_release(registry_url: str, tag: str = SERVING_BASE_TAG) -> str:
     """What a release needs that CI provides on AWS: the serving base image (the template made the Lambda role).
 

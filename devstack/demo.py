@@ -35,6 +35,7 @@ from devstack.airflow_env import (
     newest_run_id,
     seed_lake,
     seed_release,
+    seed_wheelhouse,
     start_child,
     task_states,
 )
@@ -169,7 +170,7 @@ def fetch_model_files(s3: Any, registry_uri: str) -> list[Path]:
 
 def release_summary(release: Any, plots: list[Path], cluster: kube.KubeCluster) -> dict[str, Any]:
     """The model, image and Lambda parts of summary.json."""
-    trained = release.xcom["train_candidate"]
+    trained = release.xcom["read_candidate"]
     image = release.xcom.get("push_image") or {}
     deployed = release.xcom.get("deploy_lambda") or {}
     return {
@@ -179,6 +180,8 @@ def release_summary(release: Any, plots: list[Path], cluster: kube.KubeCluster) 
             "pr_auc": trained["metrics"]["pr_auc"],
             "brier": trained["metrics"]["brier"],
             "spark_baseline_roc_auc": trained["baseline"].get("roc_auc"),
+            "spark_baseline_pr_auc": trained["baseline"].get("pr_auc"),
+            "build_phase_seconds": trained["phase_seconds"],
             "gate": trained["reason"],
             "registry_uri": trained["registry_uri"],
             "plots": [str(p) for p in plots],
@@ -274,12 +277,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("Summary")
     print(f"  features   {f['rows_out']:,} rows out of {f['rows_in']:,} in, {f['rows_quarantined']:,} quarantined")
     print(f"             {f['uri']}")
-    if f.get("baseline_roc_auc") is not None:
-        print(f"  baseline   Spark LR ROC AUC {f['baseline_roc_auc']:.3f}, PR AUC {f['baseline_pr_auc']:.3f}")
-    print(f"  emr        cluster {emr['cluster_id']} {emr['cluster_state']}")
+    print(f"  emr        features cluster {emr['cluster_id']} {emr['cluster_state']}")
     if "model" in summary:
         m, img, lam = summary["model"], summary["image"], summary["lambda"]
         print(f"  model      {m['version']}: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, Brier {m['brier']:.4f}")
+        if m.get("spark_baseline_roc_auc") is not None:
+            print(f"             pyspark.ml baseline: ROC AUC {m['spark_baseline_roc_auc']:.3f}, "
+                  f"PR AUC {m['spark_baseline_pr_auc']:.3f}")  # fmt: skip
+        phases = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in m["build_phase_seconds"].items())
+        print(f"             built on EMR cluster {emr.get('train_cluster_id')} ({phases})")
         print(f"             gate: {m['gate']}")
         print(f"  image      {img['uri']} (layer {img['layer_bytes']:,} B, pushed in {img['push_seconds']:.2f}s)")
         if lam.get("version"):
@@ -366,6 +372,9 @@ def run_dags(
         env = airflow_env(home, ds.env(), account)
         source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
         progress.say(f"uploaded {source}")
+        t = time.monotonic()
+        progress.say(f"wheelhouse (the deploy step): {seed_wheelhouse(ds.env())}")
+        timings["wheelhouse"] = time.monotonic() - t
 
         t = time.monotonic()
         emr = ds.client("emr")
@@ -398,7 +407,7 @@ def run_dags(
         timings.update({f"release.{k}": v for k, v in task_durations(env, RELEASE_DAG, release.run_id).items()})
         if failed(release):
             return 1
-        plots = fetch_model_files(ds.client("s3"), release.xcom["train_candidate"]["registry_uri"])
+        plots = fetch_model_files(ds.client("s3"), release.xcom["read_candidate"]["registry_uri"])
         url = release.xcom.get("lambda_url")
         front = post_through_url(ds, url["url"], url["auth_type"], progress) if url else None
 
@@ -410,10 +419,12 @@ def run_dags(
             "rows_quarantined": features["rows_quarantined"],
             "uri": features["features_uri"],
             "manifest_uri": features["manifest_uri"],
-            "baseline_roc_auc": features["baseline"].get("roc_auc"),
-            "baseline_pr_auc": features["baseline"].get("pr_auc"),
         },
-        "emr": {"cluster_id": cluster.get("Id"), "cluster_state": cluster.get("Status", {}).get("State")},
+        "emr": {
+            "cluster_id": cluster.get("Id"),
+            "cluster_state": cluster.get("Status", {}).get("State"),
+            "train_cluster_id": release.xcom.get("create_cluster"),
+        },
         "dag_runs": {
             FEATURES_DAG: {"run_id": run.run_id, "state": run.state},
             RELEASE_DAG: {"run_id": release.run_id, "state": release.state},

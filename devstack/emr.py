@@ -458,7 +458,7 @@ class Executor:
         aws = self._aws_env()
         s3a = spark_local.s3a_properties(self.endpoint_url, aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"], jars)
         conf_dir = emr_node.write_spark_conf(work / "conf", cluster.configurations or [], self.node_root, s3a)
-        env = dict(spark_local.environment(work, conf_dir=conf_dir, short_job=True), **aws)
+        env = emr_node.offline(dict(spark_local.environment(work, conf_dir=conf_dir, short_job=True), **aws))
         note(f"devstack: step {step.id}: {shlex.join(args)}")
         deploy_mode = _option(args, "--deploy-mode")
         if deploy_mode and deploy_mode != "client":

@@ -21,8 +21,13 @@ things an EMR node has are made explicit so that what differs on EMR fails here 
   TERMINATED_WITH_ERRORS with EMR's BOOTSTRAP_FAILURE reason. Their output is uploaded
   to ``<LogUri>/<cluster>/node/<instance>/bootstrap-actions/<n>/{stdout,stderr}.gz`` as EMR does.
 
+- **No package index.** Bootstrap actions and steps run with pip's and uv's index and the
+  HTTP(S) proxies pointed at a closed port (loopback, where devstack's S3 listens, excepted),
+  as a node in a private subnet with only an S3 endpoint has no route to PyPI.
+
 Not faithful: one "node" (this machine: x86_64, Debian's Python), actions run once
-rather than on every node, as devstack's user rather than ``hadoop``.
+rather than on every node, as devstack's user rather than ``hadoop``; the network is closed
+by environment, not by a firewall (a program that ignores proxy settings is not stopped).
 """
 
 from __future__ import annotations
@@ -206,13 +211,36 @@ def _upload_logs(s3: Any, log_uri: str | None, cluster_id: str, number: int, dir
             log.warning("cannot upload bootstrap logs of %s to %s: %s", cluster_id, log_uri, exc)
 
 
+# EMR nodes in a private subnet reach S3 (a gateway endpoint) and nothing else: no package index.
+# Every process of devstack's node gets an index and proxies that refuse all connections (loopback,
+# where devstack's S3 is, excepted), so a bootstrap action or a step that would download a package
+# fails here as it would there.
+UNREACHABLE = "http://127.0.0.1:9"
+NO_INDEX_ENV = {
+    "PIP_INDEX_URL": f"{UNREACHABLE}/simple",
+    "PIP_EXTRA_INDEX_URL": "",
+    "PIP_FIND_LINKS": "",
+    "UV_INDEX_URL": f"{UNREACHABLE}/simple",
+    "UV_DEFAULT_INDEX": f"{UNREACHABLE}/simple",
+    **{name: UNREACHABLE for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY")},
+    **{name: "127.0.0.1,localhost" for name in ("NO_PROXY", "no_proxy")},
+}
+
+
+def offline(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as a node's process sees it: no package index reachable."""
+    return {**env, **NO_INDEX_ENV}
+
+
 def bootstrap_env(base: Mapping[str, str]) -> dict[str, str]:
     """The environment a bootstrap action runs in: ``base`` (AWS endpoint and keys), a PATH with the
-    AWS CLI (EMR nodes have it; here the venv's, from PyPI) and the system's tools."""
+    AWS CLI (EMR nodes have it; here the venv's, from PyPI), the system's tools, and no package index."""
     venv_bin = str(Path(sys.executable).parent)  # last: python3.11 must be the system's, not the venv's
-    return {
-        **base,
-        "PATH": os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", venv_bin]),
-        "HOME": base.get("HOME", os.environ.get("HOME", "/root")),
-        "LANG": "C.UTF-8",
-    }
+    return offline(
+        {
+            **base,
+            "PATH": os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin", venv_bin]),
+            "HOME": base.get("HOME", os.environ.get("HOME", "/root")),
+            "LANG": "C.UTF-8",
+        }
+    )

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from devstack import client_env, podman
-from devstack.airflow_env import IMAGE_REPOSITORY, REPO, SERVING_BASE_TAG, seed_lake, seed_release
+from devstack.airflow_env import IMAGE_REPOSITORY, REPO, SERVING_BASE_TAG, seed_lake, seed_release, seed_wheelhouse
 from devstack.infra import deploy_stack
 
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs, _ = deploy_stack(session.client("cloudformation", endpoint_url=args.endpoint_url))
     source = seed_lake(session.client("s3", endpoint_url=args.endpoint_url), REPO / "data" / "bank" / "bank-full.csv")
     print(f"deployed the stack (worker policy {outputs['AirflowWorkerPolicyArn']}); seeded {source}")
+    print(f"wheelhouse: {seed_wheelhouse({**env, 'AWS_ENDPOINT_URL': args.endpoint_url})}")
     reason = podman.unavailable_reason()
     if reason is not None:
         print(f"no serving base image: podman cannot run here ({reason}); push one with "

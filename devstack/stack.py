@@ -43,7 +43,7 @@ from typing import Any
 import devstack
 from devstack import __main__ as devstack_cli
 from devstack import kube, procs
-from devstack.airflow_env import REPO, airflow_env, seed_lake, seed_release
+from devstack.airflow_env import REPO, airflow_env, seed_lake, seed_release, seed_wheelhouse
 from devstack.infra import Account, provision
 
 DEFAULT_STATE_DIR = REPO / "build" / "stack"
@@ -267,6 +267,7 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
     try:
         account = provision(ds)
         seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
+        seed_wheelhouse(ds.env())
         digest = seed_release(ds.registry_url)
     except BaseException:
         with contextlib.suppress(Exception):

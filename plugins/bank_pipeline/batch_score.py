@@ -2,8 +2,8 @@
 
 - Which model a run scores with (Param, Asset event, live.json); the features
   come from ``features.resolve_features_manifest``.
-- What the step needs staged: the job (``emr.stage_job``) and the nodes' wheels
-  (``emr.stage_wheelhouse``), as the features job.
+- What the step needs staged: the job (``emr.stage_job``), and the nodes' wheelhouse
+  the deployment staged (``wheelhouse.require_wheelhouse``), as the features job.
 - The check of the committed scores.
 
 Light at import (the DAG imports it at parse time): no pandas, pyarrow or boto3
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import emr
+from bank_pipeline import emr, wheelhouse
 from bank_pipeline.errors import BadInputError, ScoresInvalidError
 from bank_pipeline.features import newest_extra
 from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, run_key, split_s3_uri
@@ -113,6 +113,7 @@ def prepare(
     if not isinstance(info.get("sha256"), str):
         raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
+    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
     code = emr.stage_job(hook, cfg.code_prefix, JOB)
     output = output_uri(cfg, run_id)
     args = [
@@ -125,7 +126,7 @@ def prepare(
         "steps": [emr.job_step("bank_batch_score", code, args)],
         "output_uri": output,
         "bootstrap_uri": code.bootstrap_uri,
-        "wheelhouse_uri": emr.stage_wheelhouse(hook, cfg.code_prefix, instance_type),
+        "wheelhouse_uri": wheels,
         "code_uri": code.script_uri,
         "features_manifest_uri": features_manifest_uri,
         "features_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),

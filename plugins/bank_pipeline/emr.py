@@ -13,11 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,15 +36,11 @@ INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xl
 # The Python both jobs run on, on every node: made by the bootstrap action (bank_spark/bootstrap).
 PYTHON_ENV = "/opt/bank-ml/python"
 PYTHON = f"{PYTHON_ENV}/bin/python"
-# Python of the wheels staged for the nodes: EMR 7's Amazon Linux 2023 installs python3.11 from its own
-# repository (its system Python is 3.9, too old for the pinned numpy and onnxruntime).
-NODE_PYTHON_VERSION = "3.11"
-GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*\.")  # m6g.xlarge, c7gn.large, r8g.2xlarge: arm64
 # How long a step may run before its sensor gives up.
 STEP_TIMEOUT = timedelta(hours=3)
 
 
-def cluster_params() -> dict[str, Param]:
+def cluster_params(*, core_instance_count: int = 2) -> dict[str, Param]:
     """The Params ``job_flow_overrides`` templates read; a DAG using it must declare them."""
     return {
         "instance_type": Param(
@@ -59,7 +50,7 @@ def cluster_params() -> dict[str, Param]:
             description="EC2 type of the primary and core nodes.",
         ),
         "core_instance_count": Param(
-            2,
+            core_instance_count,
             type="integer",
             minimum=1,
             maximum=20,
@@ -88,8 +79,8 @@ def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[s
     rendered as native objects (InstanceCount must reach EMR as an int).
 
     Every node runs the bootstrap action ``prepare_task`` staged (XComs ``bootstrap_uri``,
-    ``wheelhouse_uri``): a Python 3.11 environment at PYTHON_ENV with the pinned wheels the
-    DAG staged, no internet needed. ``spark.pyspark.python`` and ``spark.pyspark.driver.python``
+    ``wheelhouse_uri``): a Python 3.11 environment at PYTHON_ENV with the hash-locked wheels
+    the deployment staged (bank_pipeline.wheelhouse), no package index needed. ``spark.pyspark.python`` and ``spark.pyspark.driver.python``
     point driver and executors at it: EMR's stock spark-env.sh sets PYSPARK_DRIVER_PYTHON to
     the system Python, which only these properties override (an exported PYSPARK_PYTHON
     would leave the client-mode driver on the system Python without the job's libraries).
@@ -206,52 +197,6 @@ def stage_job(hook: S3Hook, code_prefix: str, job: str) -> StagedJob:
         py_files_uri=uri + resources.PY_FILES_NAME,
         bootstrap_uri=uri + resources.BOOTSTRAP_SCRIPT,
     )
-
-
-def node_arch(instance_type: str) -> str:
-    """The CPU architecture of an EC2 instance type's nodes: aarch64 for Graviton (m6g, c7gn...), else x86_64."""
-    return "aarch64" if GRAVITON.match(instance_type) else "x86_64"
-
-
-def stage_wheelhouse(hook: S3Hook, code_prefix: str, instance_type: str) -> str:
-    """The pinned wheels of the nodes' Python, for the instance type's architecture, staged once per content.
-
-    ``<code_prefix>wheelhouse/<arch>/<hash>/``: the wheels of bank_spark/bootstrap/requirements.txt
-    (cp311 manylinux, no dependencies resolved: the file pins every one) and that file, uploaded
-    last as the marker that the set is complete. The cluster installs them with
-    ``pip --no-index``: its nodes need no route to PyPI; this worker downloads them through its
-    own index (PIP_INDEX_URL and pip's configuration apply).
-    """
-    arch = node_arch(instance_type)
-    requirements = resources.node_requirements()
-    digest = hashlib.sha256(arch.encode() + b"\0" + requirements).hexdigest()[:16]
-    bucket, prefix = split_s3_uri(code_prefix)
-    base = f"{prefix}wheelhouse/{arch}/{digest}/"
-    uri = f"s3://{bucket}/{base}"
-    if hook.check_for_key(base + resources.NODE_REQUIREMENTS, bucket_name=bucket):
-        return uri
-    with tempfile.TemporaryDirectory() as tmp:
-        req = f"{tmp}/{resources.NODE_REQUIREMENTS}"
-        with open(req, "wb") as f:
-            f.write(requirements)
-        platforms = [f"manylinux_2_{minor}_{arch}" for minor in (28, 27, 26, 17)] + [f"manylinux2014_{arch}"]
-        command = [
-            sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-            "--only-binary=:all:", "--no-deps", "--implementation", "cp",
-            "--python-version", NODE_PYTHON_VERSION, *(f"--platform={p}" for p in platforms),
-            "--requirement", req, "--dest", f"{tmp}/wheels",
-        ]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"cannot download the cluster's wheels for {arch} (pip download exited {result.returncode}): "
-                + " ".join(result.stderr.split())[-1500:]
-            )
-        for name in sorted(os.listdir(f"{tmp}/wheels")):
-            with open(f"{tmp}/wheels/{name}", "rb") as f:
-                hook.load_bytes(f.read(), base + name, bucket_name=bucket, replace=True)
-    hook.load_bytes(requirements, base + resources.NODE_REQUIREMENTS, bucket_name=bucket, replace=True)
-    return uri
 
 
 def job_step(name: str, staged: StagedJob, args: Sequence[str]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import emr
+from bank_pipeline import emr, wheelhouse
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
 from bank_pipeline.lake import parquet_problems, read_manifest, run_key, split_s3_uri
 
@@ -45,11 +45,12 @@ class PreparedStep(TypedDict):
 def prepare_step(
     hook: S3Hook, cfg: Settings, *, source_uri: str, run_id: str, max_quarantine_ratio: float, instance_type: str
 ) -> PreparedStep:
-    """Check the source exists, stage the job code and the nodes' wheels by content hash, build the EMR step."""
+    """Check the source and the nodes' wheelhouse exist, stage the job code by content hash, build the EMR step."""
     bucket, key = split_s3_uri(source_uri)
     head = hook.head_object(key, bucket_name=bucket)
     if head is None:
         raise BadInputError(f"source_uri {source_uri} does not exist")
+    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
     staged = emr.stage_job(hook, cfg.code_prefix, JOB)
     output_uri = f"{cfg.features_prefix}run={run_key(run_id)}/"
     etag = head["ETag"].strip('"')
@@ -66,8 +67,9 @@ def prepare_step(
         "source_etag": etag,
         "code_uri": staged.script_uri,
         "bootstrap_uri": staged.bootstrap_uri,
-        "wheelhouse_uri": emr.stage_wheelhouse(hook, cfg.code_prefix, instance_type),
+        "wheelhouse_uri": wheels,
     }
+
 
 @dataclass(frozen=True)
 class CommittedFeatures:
@@ -79,7 +81,6 @@ class CommittedFeatures:
     rows_in: int
     rows_out: int
     rows_quarantined: int
-    baseline: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,9 +102,7 @@ def check_manifest(
         problems.append(f"manifest is for run {manifest['run_id']!r}, not {run_id!r}")
     rows = manifest["rows"]
     if rows["in"] != rows["out"] + rows["quarantined"]:
-        problems.append(
-            f"rows do not add up: in={rows['in']} != out={rows['out']} + quarantined={rows['quarantined']}"
-        )
+        problems.append(f"rows do not add up: in={rows['in']} != out={rows['out']} + quarantined={rows['quarantined']}")
     if rows["out"] == 0:
         problems.append("no rows were written")
     ratio = rows["quarantined"] / rows["in"] if rows["in"] else 0.0
@@ -111,8 +110,7 @@ def check_manifest(
         problems.append(f"quarantined share {ratio:.4f} exceeds max_quarantine_ratio {max_quarantine_ratio}")
     if input_etag and manifest["input"].get("etag") not in (None, input_etag):
         problems.append(
-            f"input changed during the run: ETag {manifest['input'].get('etag')} in the manifest, "
-            f"{input_etag} now"
+            f"input changed during the run: ETag {manifest['input'].get('etag')} in the manifest, {input_etag} now"
         )
     if not manifest["files"]:
         problems.append("manifest lists no parquet files")
@@ -132,9 +130,7 @@ def validate_output(
     Raises FeaturesInvalidError listing every problem found.
     """
     manifest_uri, manifest = read_manifest(hook, output_uri)
-    problems = check_manifest(
-        manifest, run_id=run_id, max_quarantine_ratio=max_quarantine_ratio, input_etag=input_etag
-    )
+    problems = check_manifest(manifest, run_id=run_id, max_quarantine_ratio=max_quarantine_ratio, input_etag=input_etag)
     bucket, prefix = split_s3_uri(output_uri)
     if not problems:
         problems = parquet_problems(hook, bucket, prefix, manifest)
@@ -148,7 +144,6 @@ def validate_output(
         rows_in=rows["in"],
         rows_out=rows["out"],
         rows_quarantined=rows["quarantined"],
-        baseline=manifest.get("baseline", {}),
     )
 
 

@@ -1,4 +1,4 @@
-"""The lake in S3, as the DAG tasks read it: URIs, a pyarrow filesystem, committed outputs.
+"""The lake in S3, as the DAG tasks read it: URIs, committed outputs, their parquet row counts.
 
 A committed output (features or scores, docs/interfaces.md) is a directory whose
 ``_manifest.json`` lists its parquet files; readers trust nothing the manifest
@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
 
 if TYPE_CHECKING:
-    import pyarrow.fs
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 MANIFEST_NAME = "_manifest.json"
@@ -37,25 +36,6 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
-def arrow_s3(hook: S3Hook) -> pyarrow.fs.S3FileSystem:
-    """A pyarrow S3 filesystem with the hook's credentials, region and endpoint (devstack or AWS)."""
-    from pyarrow import fs
-
-    creds = hook.get_credentials()
-    endpoint = hook.conn_config.endpoint_url
-    kwargs: dict[str, Any] = {}
-    if endpoint:
-        parts = urlsplit(endpoint)
-        kwargs = {"endpoint_override": parts.netloc, "scheme": parts.scheme or "https"}
-    return fs.S3FileSystem(
-        access_key=creds.access_key,
-        secret_key=creds.secret_key,
-        session_token=creds.token,
-        region=hook.conn_region_name or "us-east-1",
-        **kwargs,
-    )
-
-
 def read_manifest(
     hook: S3Hook, output_uri: str, error: type[Exception] = FeaturesInvalidError
 ) -> tuple[str, dict[str, Any]]:
@@ -72,26 +52,35 @@ def read_manifest(
     return manifest_uri, manifest
 
 
+def parquet_rows(hook: S3Hook, bucket: str, key: str) -> int:
+    """A parquet object's row count from its footer: two ranged GETs (the tail, then the metadata)."""
+    from bank_pipeline.utils.parquet_footer import TAIL, footer_length, num_rows
+
+    s3 = hook.get_conn()
+    tail = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{TAIL}")["Body"].read()
+    length = footer_length(tail)
+    metadata = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{length + TAIL}")["Body"].read()
+    return num_rows(metadata[:length])
+
+
 def parquet_problems(hook: S3Hook, bucket: str, prefix: str, manifest: Mapping[str, Any]) -> list[str]:
     """Every listed parquet file that cannot be read, else a mismatch of their rows with ``rows.out``.
 
-    Counts rows from the footers (a ranged read per file), so a commit whose
+    Counts rows from the footers (ranged reads per file), so a commit whose
     manifest outran its data is caught without scanning it.
     """
-    import pyarrow.parquet as pq
+    from botocore.exceptions import ClientError
 
-    s3 = arrow_s3(hook)
+    from bank_pipeline.utils.parquet_footer import ParquetFooterError
+
     problems: list[str] = []
-    parquet_rows = 0
+    total = 0
     for rel in manifest["files"]:
-        path = posixpath.join(bucket, prefix, rel)
+        key = posixpath.join(prefix, rel)
         try:
-            with s3.open_input_file(path) as f:
-                parquet_rows += pq.ParquetFile(f).metadata.num_rows
-        except OSError as err:  # FileNotFoundError included
-            problems.append(f"listed file s3://{path} unreadable: {err}")
-    if not problems and parquet_rows != manifest["rows"]["out"]:
-        problems.append(
-            f"parquet holds {parquet_rows} rows but the manifest says rows.out={manifest['rows']['out']}"
-        )
+            total += parquet_rows(hook, bucket, key)
+        except (ClientError, ParquetFooterError) as err:
+            problems.append(f"listed file s3://{bucket}/{key} unreadable: {err}")
+    if not problems and total != manifest["rows"]["out"]:
+        problems.append(f"parquet holds {total} rows but the manifest says rows.out={manifest['rows']['out']}")
     return problems

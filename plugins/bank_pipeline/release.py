@@ -1,26 +1,26 @@
-"""What bank_model_release does besides wiring operators: train and register, then record what went live.
+"""What bank_model_release does besides wiring operators: build the model on EMR, then record what went live.
 
-- ``train_and_register``: read the committed features, train a candidate
-  (bank_ml), score the live model on the same holdout, decide the gate, write
-  and register the version in the S3 registry.
+- ``prepare_training``: check the features and the nodes' wheelhouse, stage the model
+  build (``bank_spark.train``: train, compare with the live model on the same holdout,
+  export to ONNX, write the card and plots, register) and build its EMR step.
+- ``read_candidate``: the candidate record the step wrote, which the gate reads.
 - ``live_record``: live.json's content after a release.
 - ``SMOKE_RECORD`` / ``check_prediction``: the smoke test a new Lambda version must pass.
 
-Light at import (the DAG imports it at parse time): the ML libraries load when a task calls in.
+Orchestration only: nothing here (nor anything it imports) needs the ML stack.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
-import tempfile
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from bank_pipeline.errors import BadInputError
-from bank_pipeline.lake import arrow_s3, split_s3_uri
+from bank_pipeline import emr, wheelhouse
+from bank_pipeline.errors import BadInputError, CandidateInvalidError
+from bank_pipeline.lake import MANIFEST_NAME, run_key, split_s3_uri
 from bank_pipeline.registry import ModelRegistry
+from bank_pipeline.resources import code_version
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from bank_pipeline.operators.images import PushedImage
     from bank_pipeline.operators.kubernetes import RolloutResult
     from bank_pipeline.operators.lambda_function import LambdaRelease
+    from bank_pipeline.settings import Settings
+
+JOB = "bank_train"
 
 # A client known before the call; the smoke test checks the answer's shape and version.
 SMOKE_RECORD: dict[str, Any] = {
@@ -49,7 +52,7 @@ def check_prediction(answer: dict[str, Any]) -> str | None:
 
 
 class TrainedCandidate(TypedDict):
-    """train_candidate's XCom (multiple outputs: the DAG reads version, deploy and reason)."""
+    """read_candidate's XCom (multiple outputs: the DAG reads version, deploy and reason)."""
 
     version: str
     registered: bool
@@ -59,11 +62,27 @@ class TrainedCandidate(TypedDict):
     live: dict[str, Any] | None
     deploy: bool
     reason: str
+    phase_seconds: dict[str, float]
 
 
-def train_and_register(
+class PreparedTraining(TypedDict):
+    """prepare_training's XCom: the EMR step, what the cluster's bootstrap needs, and where the record lands."""
+
+    steps: list[dict[str, Any]]
+    candidate_uri: str
+    bootstrap_uri: str
+    wheelhouse_uri: str
+    code_uri: str
+
+
+def candidate_uri(cfg: Settings, run_id: str) -> str:
+    """The candidate record of ``run_id``'s model build."""
+    return f"{cfg.training_prefix}run={run_key(run_id)}/candidate.json"
+
+
+def prepare_training(
     hook: S3Hook,
-    registry_prefix: str,
+    cfg: Settings,
     *,
     manifest_uri: str,
     hyperparameters: dict[str, Any],
@@ -71,60 +90,60 @@ def train_and_register(
     roc_auc_tolerance: float,
     force_deploy: bool,
     run_id: str,
-) -> TrainedCandidate:
-    """Train on the features ``manifest_uri`` commits, compare with the live model on the same holdout,
-    decide the gate, and register the version (versions are content hashes: a retrain on the
-    same data registers nothing new)."""
-    from bank_ml import artifacts, data, gate, release
-    from bank_ml.train import HyperParams
-    from bank_pipeline.resources import code_version
-
+    instance_type: str,
+) -> PreparedTraining:
+    """Check the features and the nodes' wheelhouse exist, stage the model build's code, build its EMR step."""
     bucket, key = split_s3_uri(manifest_uri)
+    if posixpath.basename(key) != MANIFEST_NAME:
+        raise BadInputError(f"features_manifest_uri must name a {MANIFEST_NAME}, got {manifest_uri}")
     if not hook.check_for_key(key, bucket_name=bucket):
         raise BadInputError(f"features manifest {manifest_uri} does not exist")
-    manifest_bytes = hook.get_key(key, bucket_name=bucket).get()["Body"].read()
-    manifest = json.loads(manifest_bytes)
-    manifest_dir = f"s3://{bucket}/{posixpath.dirname(key)}"
-    table = data.read_features(data.feature_paths(manifest, manifest_dir), filesystem=arrow_s3(hook))
-
-    candidate = release.train_candidate(table, HyperParams.from_dict(hyperparameters))
-    registry = ModelRegistry(hook, registry_prefix)
-    live_record = registry.live()
-    with tempfile.TemporaryDirectory() as tmp:
-        live = None
-        if live_record:
-            live_dir = Path(tmp) / "live"
-            for name in ("model.onnx", "model.json"):
-                registry.download(live_record["version"], name, live_dir)
-            live = release.score_live(live_dir, candidate)
-        decision = gate.decide(
-            candidate.metrics,
-            live and live["metrics"],
-            min_roc_auc=min_roc_auc,
-            tolerance=roc_auc_tolerance,
-            force_deploy=force_deploy,
-        )
-        lineage = {
-            "features_uri": f"{manifest_dir}/{manifest['paths']['features']}",
-            "features_manifest_uri": manifest_uri,
-            "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            "code_version": code_version(),
-            "run_id": run_id,
-        }
-        version = artifacts.write_version(
-            tmp, candidate, lineage=lineage, baseline=manifest.get("baseline", {}), live=live, gate=decision
-        )
-        registered = registry.register(Path(tmp) / version, version)
+    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
+    staged = emr.stage_job(hook, cfg.code_prefix, JOB)
+    record = candidate_uri(cfg, run_id)
+    args = [
+        "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
+        "--registry", cfg.model_registry_prefix,
+        "--output", record,
+        "--run-id", run_id,
+        "--code-version", code_version(),
+        "--hyperparameters", json.dumps(hyperparameters, sort_keys=True),
+        "--min-roc-auc", str(min_roc_auc),
+        "--roc-auc-tolerance", str(roc_auc_tolerance),
+        *(["--force-deploy"] if force_deploy else []),
+    ]  # fmt: skip
     return {
-        "version": version,
-        "registered": registered,
-        "registry_uri": registry.uri(version) + "/",
-        "metrics": candidate.metrics,
-        "baseline": manifest.get("baseline", {}),
-        "live": live,
-        "deploy": decision.deploy,
-        "reason": decision.reason,
+        "steps": [emr.job_step("bank_train", staged, args)],
+        "candidate_uri": record,
+        "bootstrap_uri": staged.bootstrap_uri,
+        "wheelhouse_uri": wheels,
+        "code_uri": staged.script_uri,
     }
+
+
+def read_candidate(hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str) -> TrainedCandidate:
+    """The candidate record this run's model build wrote, checked against the run and the registry.
+
+    Raises CandidateInvalidError when the record is missing, for another run, or names a
+    version the registry does not hold whole (model.json is written last).
+    """
+    bucket, key = split_s3_uri(record_uri)
+    if not hook.check_for_key(key, bucket_name=bucket):
+        raise CandidateInvalidError(f"the model build wrote no candidate record: {record_uri} does not exist")
+    try:
+        record = json.loads(hook.read_key(key, bucket_name=bucket))
+    except json.JSONDecodeError as err:
+        raise CandidateInvalidError(f"{record_uri} is not JSON: {err}") from err
+    missing = [k for k in TrainedCandidate.__annotations__ if k not in record]
+    if missing:
+        raise CandidateInvalidError(f"{record_uri} lacks {', '.join(missing)}")
+    if record.get("run_id") != run_id:
+        raise CandidateInvalidError(f"{record_uri} is for run {record.get('run_id')!r}, not {run_id!r}")
+    version = record["version"]
+    registry = ModelRegistry(hook, cfg.model_registry_prefix)
+    if not isinstance(version, str) or registry.model_info(version) is None:
+        raise CandidateInvalidError(f"{record_uri} names version {version!r}, which the registry does not hold")
+    return cast(TrainedCandidate, {k: record[k] for k in TrainedCandidate.__annotations__})
 
 
 def live_record(

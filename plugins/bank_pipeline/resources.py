@@ -1,8 +1,8 @@
 """Files that travel with a run, read from the installed packages with importlib.resources.
 
 - the Spark jobs' entry points (``bank_spark/entrypoints/*.py``) and one
-  deterministic ``--py-files`` zip of ``bank_spark`` and ``bank_serving``;
-- the EMR nodes' bootstrap script and the pinned requirements of their Python
+  deterministic ``--py-files`` zip of ``bank_spark``, ``bank_ml`` and ``bank_serving``;
+- the EMR nodes' bootstrap script and the hash-locked requirements of their Python
   (``bank_spark/bootstrap/``);
 - the Kubernetes manifests of the model server (``bank_pipeline/manifests/*.yaml``; the RBAC
   the release needs is in ``manifests/rbac/``, applied by a namespace's administrator, not by a run);
@@ -21,13 +21,13 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-JOBS = ("bank_features", "batch_score")
+JOBS = ("bank_features", "batch_score", "bank_train")
 PY_FILES_NAME = "bank_jobs.zip"
 # The nodes' bootstrap action (both jobs) and the requirements of the Python it makes (bank_spark/bootstrap/).
 BOOTSTRAP_SCRIPT = "python_env.sh"
 NODE_REQUIREMENTS = "requirements.txt"
-# What the --py-files zip holds: the jobs and the serving code they import.
-PY_FILES_PACKAGES = ("bank_spark", "bank_serving")
+# What the --py-files zip holds: the jobs, the model build they call and the serving code both import.
+PY_FILES_PACKAGES = ("bank_spark", "bank_ml", "bank_serving")
 # The code a model depends on: training, the serving contract and scorer, the Spark features.
 MODEL_CODE_PACKAGES = ("bank_ml", "bank_serving", "bank_spark")
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed: the same sources give the same zip, hence the same code hash
@@ -62,12 +62,12 @@ def bootstrap_script() -> bytes:
 
 
 def node_requirements() -> bytes:
-    """The pinned requirements of the nodes' Python (every dependency listed: installed without resolving)."""
+    """The nodes' requirements: every dependency pinned with its hashes (installed without resolving)."""
     return _file("bank_spark", "bootstrap", NODE_REQUIREMENTS).read_bytes()
 
 
 def py_files_zip() -> bytes:
-    """The --py-files zip: bank_spark and bank_serving, byte-for-byte reproducible.
+    """The --py-files zip: bank_spark, bank_ml and bank_serving, byte-for-byte reproducible.
 
     Fixed times and modes, members sorted; only Python sources (the entry points
     and bootstrap scripts travel separately).

@@ -58,6 +58,11 @@ class Settings:
         return f"s3://{self.lake_bucket}/code/"
 
     @property
+    def training_prefix(self) -> str:
+        """Where each release run's model build writes its candidate record."""
+        return f"s3://{self.lake_bucket}/training/bank/"
+
+    @property
     def model_registry_prefix(self) -> str:
         return f"s3://{self.lake_bucket}/models/bank/"
 

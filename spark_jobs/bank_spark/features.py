@@ -2,10 +2,10 @@
 
 The job reads one semicolon-separated CSV (s3:// on EMR, a local path locally),
 checks its header, sends rows that do not parse or break the domain rules to a
-quarantine (record, reason), encodes the good rows as features, fits a
-pyspark.ml logistic-regression baseline on them (on a sample of about
---baseline-max-rows when there are more) and commits everything with the
-manifest protocol of docs/interfaces.md (bank_spark.commit):
+quarantine (record, reason), encodes the good rows as features and commits
+everything with the manifest protocol of docs/interfaces.md (bank_spark.commit).
+The model, and the pyspark.ml baseline it is compared with, are built from these
+features by the release's own step (bank_spark.train):
 
     <output>/_attempts/<attempt_id>/features/part-*.parquet
     <output>/_attempts/<attempt_id>/quarantine/part-*.parquet
@@ -33,14 +33,12 @@ bank_spark/entrypoints/bank_features.py, with bank_spark and bank_serving shippe
 in the --py-files zip:
 
     spark-submit --py-files bank_jobs.zip bank_features.py --input URI --output URI --run-id ID
-        [--max-quarantine-ratio 0.01] [--input-etag ETAG] [--seed 42]
-        [--holdout-fraction 0.2] [--baseline-max-rows 200000]
+        [--max-quarantine-ratio 0.01] [--input-etag ETAG]
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import operator
 import time
 from collections.abc import Iterable
@@ -72,12 +70,6 @@ STRING_COLUMNS: tuple[str, ...] = tuple(c for c in EXPECTED_COLUMNS if c not in 
 
 # What the job writes: the model's inputs (the serving contract) and the label.
 FEATURE_COLUMNS: tuple[str, ...] = (*MODEL_INPUT_COLUMNS, "label")
-# What the baseline model sees: the derived columns stand in for balance and campaign.
-MODEL_NUMERIC_COLUMNS: tuple[str, ...] = (
-    "age", "default", "balance_slog", "housing", "loan", "day", "campaign_capped",
-    "pdays", "was_contacted", "previous",
-)  # fmt: skip
-
 # Text that cannot be real: undecodable bytes (read as U+FFFD: Spark's CSV reader decodes
 # UTF-8 and replaces what it cannot) and control characters. A row holding any goes to the
 # quarantine rather than into the features with its text silently altered.
@@ -131,9 +123,6 @@ class JobConfig:
     run_id: str
     max_quarantine_ratio: float = 0.01
     input_etag: str | None = None
-    seed: int = 42
-    holdout_fraction: float = 0.2
-    baseline_max_rows: int = 200_000
 
 
 # --------------------------------------------------------------------------- header
@@ -258,7 +247,9 @@ def _text_checks() -> list[tuple[Column, Column]]:
     control = [
         F.when(
             F.col(c).rlike(r"[\x00-\x1f\x7f]"),
-            F.concat(F.lit(f"control character in {c}: "), _quoted(F.regexp_replace(F.col(c), r"[\x00-\x1f\x7f]", "?"))),
+            F.concat(
+                F.lit(f"control character in {c}: "), _quoted(F.regexp_replace(F.col(c), r"[\x00-\x1f\x7f]", "?"))
+            ),
         )
         for c in STRING_COLUMNS
     ]
@@ -335,9 +326,7 @@ def flag_rows(parsed: DataFrame) -> DataFrame:
     """
     line = F.col(CORRUPT_COLUMN)
     # A separate column so that the re-parse runs once per corrupt row, not once per reference.
-    with_tokens = parsed.withColumn(
-        "_tokens", F.when(line.isNotNull(), F.from_csv(line, _RAW_TOKENS_DDL, CSV_OPTIONS))
-    )
+    with_tokens = parsed.withColumn("_tokens", F.when(line.isNotNull(), F.from_csv(line, _RAW_TOKENS_DDL, CSV_OPTIONS)))
     flagged = with_tokens.withColumn(
         "reason",
         F.when(line.isNotNull(), _parse_reason(line, F.col("_tokens"))).otherwise(_domain_reason()),
@@ -425,73 +414,6 @@ def build_features(valid: DataFrame) -> DataFrame:
     )
 
 
-# --------------------------------------------------------------------------- baseline
-
-
-def _finite(value: float) -> float | None:
-    return round(value, 6) if math.isfinite(value) else None
-
-
-def fit_baseline(features: DataFrame, holdout_fraction: float, seed: int) -> dict[str, Any]:
-    """Fit a scaled logistic regression on a seeded split of `features`; ROC/PR AUC on the holdout.
-
-    Metrics are null (with a note) when either side of the split lacks one of the labels.
-    """
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.evaluation import BinaryClassificationEvaluator
-    from pyspark.ml.feature import OneHotEncoder, StandardScaler, StringIndexer, VectorAssembler
-
-    # Never-contacted rows have pdays null; was_contacted carries that signal, so 0 is a neutral fill.
-    # Cached first: the split reads it once, not once per side (a full read of the
-    # features when they are a sample of a large output).
-    data = features.fillna({"pdays": 0}).cache()
-    train, test = data.randomSplit([1.0 - holdout_fraction, holdout_fraction], seed=seed)
-    train, test = train.cache(), test.cache()
-    try:
-        train_labels = {r["label"]: r["count"] for r in train.groupBy("label").count().collect()}
-        test_labels = {r["label"]: r["count"] for r in test.groupBy("label").count().collect()}
-        result: dict[str, Any] = {
-            "model": "pyspark.ml LogisticRegression",
-            "roc_auc": None,
-            "pr_auc": None,
-            "holdout_fraction": holdout_fraction,
-            "seed": seed,
-            "train_rows": sum(train_labels.values()),
-            "test_rows": sum(test_labels.values()),
-        }
-        if len(train_labels) < 2 or len(test_labels) < 2:
-            result["note"] = "not fitted: the train and holdout sets each need both labels"
-            return result
-
-        indexed = [f"{c}_idx" for c in CATEGORICAL_COLUMNS]
-        one_hot_in = indexed + ["month"]  # month 1..12 is seasonal, not ordinal
-        one_hot = [f"{c}_ohe" for c in one_hot_in]
-        pipeline = Pipeline(
-            stages=[
-                StringIndexer(inputCols=list(CATEGORICAL_COLUMNS), outputCols=indexed, handleInvalid="keep"),
-                OneHotEncoder(inputCols=one_hot_in, outputCols=one_hot, handleInvalid="keep"),
-                VectorAssembler(
-                    inputCols=one_hot + list(MODEL_NUMERIC_COLUMNS), outputCol="raw_features", handleInvalid="keep"
-                ),
-                StandardScaler(inputCol="raw_features", outputCol="features"),
-                LogisticRegression(featuresCol="features", labelCol="label", maxIter=100),
-            ]
-        )
-        predictions = pipeline.fit(train).transform(test).select("label", "rawPrediction").cache()
-        try:
-            evaluator = BinaryClassificationEvaluator(labelCol="label", rawPredictionCol="rawPrediction")
-            result["roc_auc"] = _finite(evaluator.evaluate(predictions, {evaluator.metricName: "areaUnderROC"}))
-            result["pr_auc"] = _finite(evaluator.evaluate(predictions, {evaluator.metricName: "areaUnderPR"}))
-        finally:
-            predictions.unpersist()
-        return result
-    finally:
-        train.unpersist()
-        test.unpersist()
-        data.unpersist()
-
-
 def _first_line(spark: SparkSession, uri: str) -> str | None:
     row = spark.read.text(uri).first()
     return None if row is None else str(row[0])
@@ -504,13 +426,7 @@ def _reason_counts(quarantine: DataFrame, quarantined: int) -> dict[str, int]:
     """The most frequent reasons of quarantine_rows' frame; the rest summed under "(other reasons)"."""
     if quarantined == 0:
         return {}
-    top = (
-        quarantine.groupBy("reason")
-        .count()
-        .orderBy(F.desc("count"), "reason")
-        .limit(MAX_MANIFEST_REASONS)
-        .collect()
-    )
+    top = quarantine.groupBy("reason").count().orderBy(F.desc("count"), "reason").limit(MAX_MANIFEST_REASONS).collect()
     reasons = {r["reason"]: int(r["count"]) for r in top}
     rest = quarantined - sum(reasons.values())
     if rest:
@@ -527,18 +443,6 @@ def _data_lines(spark: SparkSession, uri: str) -> int:
     at 100x bank-full: the metrics aggregate runs uncompiled on every row).
     """
     return max(0, spark.read.text(uri).count() - 1)
-
-
-def baseline_sample(features: DataFrame, rows: int, max_rows: int, seed: int) -> DataFrame:
-    """At most about `max_rows` of `features`, a seeded Bernoulli sample; all of them when they fit.
-
-    The baseline is a sanity check against the model, not the model: beyond a
-    few hundred thousand rows its AUC no longer moves, while its iterations
-    over every row would cost more than the rest of the job.
-    """
-    if rows <= max_rows:
-        return features
-    return features.sample(fraction=max_rows / rows, seed=seed)
 
 
 def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
@@ -603,13 +507,6 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
             f"not committed, quarantine kept at {out.uri(f'{attempt}/quarantine')}"
         )
 
-    phase = time.monotonic()
-    baseline = fit_baseline(
-        baseline_sample(written, rows_out, config.baseline_max_rows, config.seed), config.holdout_fraction, config.seed
-    )
-    baseline["max_rows"] = config.baseline_max_rows
-    timings["baseline"] = time.monotonic() - phase
-
     files = parquet_parts(out, f"{attempt}/features")
     manifest: dict[str, Any] = {
         "format_version": 1,
@@ -622,15 +519,13 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         "rows": {"in": rows_in, "out": rows_out, "quarantined": quarantined},
         "quarantine": {"ratio": round(ratio, 6), "max_ratio": config.max_quarantine_ratio, "reasons": reasons},
         "schema": [
-            {"name": f.name, "type": f.dataType.simpleString(), "nullable": f.nullable}
-            for f in features.schema.fields
+            {"name": f.name, "type": f.dataType.simpleString(), "nullable": f.nullable} for f in features.schema.fields
         ],
         "spark_version": spark.version,
         "duration_seconds": round(time.monotonic() - started, 3),
         # Where the time went: the CSV pass (parse, flag, count, write features),
-        # the quarantine (a second pass only if there were bad rows), the baseline.
+        # the quarantine (a second pass only if there were bad rows).
         "phase_seconds": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "baseline": baseline,
     }
     commit(out, manifest, attempt_id)
     return manifest
@@ -647,29 +542,17 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--max-quarantine-ratio", type=float, default=0.01)
     parser.add_argument("--input-etag", default=None)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--holdout-fraction", type=float, default=0.2)
-    parser.add_argument(
-        "--baseline-max-rows", type=int, default=200_000, help="fit the baseline on a sample of about this many rows"
-    )
     args = parser.parse_args(argv)
     if not 0.0 <= args.max_quarantine_ratio <= 1.0:
         parser.error(f"--max-quarantine-ratio must be within 0..1, got {args.max_quarantine_ratio}")
-    if not 0.0 < args.holdout_fraction < 1.0:
-        parser.error(f"--holdout-fraction must be strictly between 0 and 1, got {args.holdout_fraction}")
     if not args.run_id.strip():
         parser.error("--run-id must not be empty")
-    if args.baseline_max_rows < 100:
-        parser.error(f"--baseline-max-rows must be at least 100, got {args.baseline_max_rows}")
     return JobConfig(
         input=args.input,
         output=args.output,
         run_id=args.run_id,
         max_quarantine_ratio=args.max_quarantine_ratio,
         input_etag=args.input_etag,
-        seed=args.seed,
-        holdout_fraction=args.holdout_fraction,
-        baseline_max_rows=args.baseline_max_rows,
     )
 
 
@@ -688,11 +571,9 @@ def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
         "rows_in": manifest["rows"]["in"],
         "rows_out": manifest["rows"]["out"],
         "rows_quarantined": manifest["rows"]["quarantined"],
-        "roc_auc": manifest["baseline"]["roc_auc"],
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
     return run_job(PROG, argv, parse_args, run, configure=_configure, summarize=_summary)
-

@@ -69,6 +69,15 @@ class HadoopFs:
         finally:
             stream.close()
 
+    def copy_to_local(self, name: str, local_path: str) -> None:
+        """Copy one file to the driver's local disk (streamed by the JVM, not through Py4J)."""
+        # useRawLocalFileSystem: no .crc side file next to the copy.
+        self.fs.copyToLocalFile(False, self._path(name), self._Path("file://" + local_path), True)
+
+    def copy_from_local(self, local_path: str, name: str) -> None:
+        """Upload one local file (one PUT on S3: readers see the old object or the new one)."""
+        self.fs.copyFromLocalFile(False, True, self._Path("file://" + local_path), self._path(name))
+
     def delete(self, name: str) -> None:
         self.fs.delete(self._path(name), True)
 

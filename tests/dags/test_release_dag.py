@@ -120,3 +120,39 @@ def test_a_failed_rollout_reverts_the_lambda_alias_only_when_both_targets_releas
         assert revert.deploy_task_id == "deploy_lambda"
         # Not upstream of record_live: live.json waits for every target, never for the revert.
         assert "revert_lambda" not in dag.task_dict["record_live"].upstream_task_ids
+
+
+def test_the_model_is_built_on_a_temporary_cluster_before_the_gate(dag_module):
+    dag = dag_module.dag
+    assert dag.task_dict["prepare_training"].upstream_task_ids == {"resolve_features"}
+    assert dag.task_dict["create_cluster"].upstream_task_ids == {"prepare_training"}
+    assert dag.task_dict["run_train"].upstream_task_ids == {"create_cluster", "prepare_training"}
+    assert dag.task_dict["wait_for_train"].upstream_task_ids == {"run_train", "create_cluster"}
+    assert dag.task_dict["read_candidate"].upstream_task_ids == {"wait_for_train", "prepare_training"}
+    assert dag.task_dict["deploy_gate"].upstream_task_ids == {"read_candidate"}
+    teardown = dag.task_dict["terminate_cluster"]
+    assert teardown.is_teardown and teardown.upstream_task_ids == {"create_cluster", "wait_for_train"}
+    # Manual retraining: the hyperparameters form and the cluster's size are Params.
+    assert {"hyperparameters", "instance_type", "core_instance_count"} <= set(dag.params)
+    assert dag.params["core_instance_count"] == 1
+
+
+def test_loading_every_dag_and_the_worker_modules_imports_no_ml_library():
+    """What a worker imports to run these DAGs' tasks leaves the ML stack and the node packages alone
+    (the import contracts say the same of the code; this checks the running interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "for dag in ('bank_features_emr', 'bank_model_release', 'bank_batch_score'):\n"
+        f"    runpy.run_path('{REPO}/dags/' + dag + '.py')\n"
+        "import bank_pipeline.release, bank_pipeline.lake, bank_pipeline.features, bank_pipeline.batch_score\n"
+        "import bank_pipeline.wheelhouse, bank_pipeline.registry, bank_pipeline.utils.parquet_footer\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = set(eval(result.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own printout
+    heavy = {"sklearn", "numpy", "pandas", "pyarrow", "scipy", "onnx", "onnxruntime", "skl2onnx", "matplotlib"}
+    assert "airflow" in loaded and "bank_pipeline" in loaded  # the check saw the modules load
+    assert loaded & (heavy | {"bank_ml", "bank_spark", "bank_serving"}) == set()

@@ -146,6 +146,70 @@ def test_a_bootstrap_script_that_cannot_be_downloaded_fails_the_cluster(emr: Any
     assert f"failed attempting to download bootstrap action 1 file from S3: s3://{bucket}/boot/absent.sh" in reason["Message"]
 
 
+# --------------------------------------------------------------------------- no package index on a node
+
+
+def test_a_node_reaches_no_package_index(emr: Any, s3: Any, bucket: str) -> None:
+    """A bootstrap action that tries to download a package fails, as on a node in a private subnet."""
+    script = put_script(
+        s3, bucket, "boot/pip-download.sh",
+        '"$1" -m pip download --no-deps --retries 0 --timeout 5 --dest "$TMPDIR/w" six==1.17.0 >&2 || exit 3\n',
+    )  # fmt: skip
+    cluster_id = new_cluster(
+        emr,
+        f"s3://{bucket}/bootlogs/",
+        BootstrapActions=[{"Name": "pip", "ScriptBootstrapAction": {"Path": script, "Args": [sys.executable]}}],
+    )
+    reason = ended(emr, cluster_id)["Status"]["StateChangeReason"]
+    assert reason["Code"] == "BOOTSTRAP_FAILURE"
+    assert "bootstrap action 1 returned a non-zero return code (3)" in reason["Message"]
+    key = f"bootlogs/{cluster_id}/node/i-devstack0000001/bootstrap-actions/1/stderr.gz"
+    stderr = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
+    assert "Looking in indexes: http://127.0.0.1:9/simple" in stderr, stderr[-2000:]
+    assert "No matching distribution found for six==1.17.0" in stderr, stderr[-2000:]
+
+
+def test_the_bundles_bootstrap_builds_the_nodes_python_from_the_staged_wheelhouse_offline(
+    ds: Devstack, emr: Any, s3: Any, bucket: str
+) -> None:
+    """python_env.sh installs the wheelhouse `python -m bank_pipeline.wheelhouse` staged, with no index,
+    and a step on that Python imports the model build's libraries."""
+    from bank_pipeline import resources, wheelhouse
+    from devstack.airflow_env import seed_wheelhouse
+
+    seed_wheelhouse(ds.env(), bucket)
+    wheels = wheelhouse.wheelhouse_uri(f"s3://{bucket}/code/", "x86_64")
+    boot = put_script(s3, bucket, "boot/python_env.sh", resources.bootstrap_script().decode())
+    env_dir = f"/opt/bank-test-{uuid.uuid4().hex[:6]}/python"
+    check = put_script(s3, bucket, "code/imports.py", IMPORTS)
+    prefix = f"logs-{uuid.uuid4().hex[:6]}"
+    cluster_id = new_cluster(
+        emr,
+        f"s3://{bucket}/{prefix}/",
+        steps=[spark_step("imports", check)],
+        BootstrapActions=[{"Name": "python", "ScriptBootstrapAction": {"Path": boot, "Args": [wheels, env_dir]}}],
+        Configurations=[{"Classification": "spark-defaults", "Properties": {
+            "spark.pyspark.python": f"{env_dir}/bin/python", "spark.pyspark.driver.python": f"{env_dir}/bin/python"}}],
+    )  # fmt: skip
+    try:
+        out = step_stdout(emr, s3, cluster_id, bucket, prefix)
+    finally:
+        emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    line = next((x for x in out.splitlines() if x.startswith("IMPORTS ")), None)
+    assert line, out[-3000:]
+    seen = json.loads(line[len("IMPORTS ") :])
+    assert seen["executable"] == str(ds.state_dir / "node" / env_dir.lstrip("/") / "bin" / "python")
+    assert seen["sklearn"] == "1.9.1" and seen["index"].startswith("http://127.0.0.1:9")
+
+
+IMPORTS = """\
+import json, os, sys
+import matplotlib, numpy, onnxruntime, pandas, pyarrow, skl2onnx, sklearn
+print("IMPORTS " + json.dumps({"executable": sys.executable, "sklearn": sklearn.__version__,
+                               "index": os.environ.get("PIP_INDEX_URL", "")}))
+"""
+
+
 # --------------------------------------------------------------------------- which Python a step runs on
 
 

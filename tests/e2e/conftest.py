@@ -21,6 +21,7 @@ from devstack.airflow_env import (
     run_dag,
     seed_lake,
     seed_release,
+    seed_wheelhouse,
 )
 from devstack.infra import Account
 
@@ -55,6 +56,7 @@ def airflow(ds: Devstack, account: Account, s3, tmp_path_factory: pytest.TempPat
     env = airflow_env(tmp_path_factory.mktemp("airflow_home"), ds.env(), account)
     ensure_db(env)
     seed_lake(s3, REPO / "data" / "bank" / "bank-full.csv")
+    seed_wheelhouse(ds.env())  # a deploy step: `python -m bank_pipeline.wheelhouse`
     return env
 
 

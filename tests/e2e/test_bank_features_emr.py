@@ -42,7 +42,7 @@ def test_bank_full_run_writes_features_and_emits_asset_event(full_features_run, 
     assert parquet_rows == manifest["rows"]["out"] == summary["rows_out"]
     assert manifest["rows"]["out"] + manifest["rows"]["quarantined"] == 45211
     assert attempts == [manifest["attempt_id"]]
-    assert 0.6 < manifest["baseline"]["roc_auc"] < 0.95
+    assert "baseline" not in manifest  # fitted by the model build (bank_model_release) now
     # The job read s3:// itself (S3A, as EMRFS on EMR): the manifest names the object, not a copy.
     assert manifest["input"]["uri"] == f"s3://{LAKE_BUCKET}/raw/bank/bank-full.csv"
     [event] = run.asset_events

@@ -1,4 +1,4 @@
-"""bank_model_release run by Airflow against devstack: train, gate, register, image, Lambda.
+"""bank_model_release run by Airflow against devstack: the model built on EMR, gate, image, Lambda.
 
 The tests run in file order and share one Lambda function, as releases do.
 """
@@ -51,7 +51,7 @@ def invoke_live(lam, record: dict) -> dict:
     return json.loads(response["Payload"].read())
 
 
-def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf, s3, lam, workdir):
+def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf, s3, lam, workdir, cluster_of):
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
@@ -59,8 +59,15 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     assert run.tasks.pop("rollout_kubernetes") == run.tasks.pop("revert_lambda") == "skipped"
     assert "no Kubernetes connection 'kubernetes_default' is configured: the rollout is skipped" in run.log
     assert set(run.tasks.values()) == {"success"}, run.tasks
-    trained = run.xcom["train_candidate"]
+    trained = run.xcom["read_candidate"]
     version = trained["version"]
+    # Built on EMR by the step, from the nodes' locked environment: the same model as the worker once made.
+    assert version == "fd3d5a1110e5390e"
+    assert run.tasks["run_train"] == run.tasks["wait_for_train"] == run.tasks["terminate_cluster"] == "success"
+    cluster = cluster_of(run.run_id)
+    assert cluster["Status"]["State"] == "TERMINATED" and cluster["Name"] == f"bank-train-{run.run_id}"
+    assert set(trained["phase_seconds"]) == {"read", "train", "live", "baseline", "register"}
+    assert trained["baseline"]["model"] == "pyspark.ml LogisticRegression"
     assert trained["metrics"]["roc_auc"] >= 0.80
     assert {"roc_auc", "pr_auc", "brier"} <= set(trained["metrics"])
     listed = {o["Key"].rsplit("/", 1)[1] for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"{REGISTRY}{version}/")["Contents"]}
@@ -91,7 +98,7 @@ def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready,
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
-    assert run.xcom["train_candidate"]["registered"] is False  # the version existed: nothing rewritten
+    assert run.xcom["read_candidate"]["registered"] is False  # the version existed: nothing rewritten
     assert run.xcom["deploy_lambda"]["changed"] is False
     assert published_versions(lam) == before
     assert alias_version(lam) == first_live
@@ -133,3 +140,38 @@ def test_image_failing_its_smoke_test_never_gets_the_alias(release_ready, ds, co
     after = lam.get_alias(FunctionName=FUNCTION, Name="live")
     assert (after["FunctionVersion"], after["RevisionId"]) == (alias_before["FunctionVersion"], alias_before["RevisionId"])
     assert live_json(s3) == live_before
+
+
+def test_manual_retraining_with_other_hyperparameters_builds_another_version(release_ready, conf, s3, lam, workdir):
+    live_before, alias_before = live_json(s3), alias_version(lam)
+    hyperparameters = {"learning_rate": 0.05, "max_iter": 20, "max_leaf_nodes": 15, "l2_regularization": 0.0}
+    run = run_dag(release_ready, DAG_ID, {**conf, "hyperparameters": hyperparameters, "min_roc_auc": 0.99}, workdir)
+
+    assert run.state == "success", run.log[-6000:]
+    trained = run.xcom["read_candidate"]
+    assert trained["version"] != live_before["version"] and trained["registered"] is True
+    report = json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{trained['version']}/metrics.json")["Body"].read())
+    assert report["model"]["hyperparameters"] == {**hyperparameters, "min_samples_leaf": 20, "random_state": 42}
+    assert trained["live"]["version"] == live_before["version"]  # compared with the live model on the same holdout
+    assert run.tasks["push_image"] == "skipped"  # below the floor: the gate stopped it
+    assert alias_version(lam) == alias_before and live_json(s3) == live_before
+
+
+def test_a_release_without_the_nodes_wheelhouse_fails_before_any_cluster_naming_the_command(
+    release_ready, conf, s3, emr, workdir
+):
+    from bank_pipeline.wheelhouse import wheelhouse_uri
+
+    marker = wheelhouse_uri(f"s3://{LAKE_BUCKET}/code/", "x86_64").removeprefix(f"s3://{LAKE_BUCKET}/") + "requirements.txt"
+    saved = s3.get_object(Bucket=LAKE_BUCKET, Key=marker)["Body"].read()
+    clusters_before = len(emr.list_clusters()["Clusters"])
+    s3.delete_object(Bucket=LAKE_BUCKET, Key=marker)
+    try:
+        run = run_dag(release_ready, DAG_ID, conf, workdir)
+    finally:
+        s3.put_object(Bucket=LAKE_BUCKET, Key=marker, Body=saved)
+
+    assert run.state == "failed"
+    assert run.tasks["prepare_training"] == "failed"
+    assert "`python -m bank_pipeline.wheelhouse --bucket bank-lake --arch x86_64`" in run.log
+    assert len(emr.list_clusters()["Clusters"]) == clusters_before

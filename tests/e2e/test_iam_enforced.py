@@ -44,7 +44,7 @@ def test_release_without_the_lambda_statement_fails_at_deploy_lambda_naming_the_
     run = run_dag(without_lambda, "bank_model_release", conf, workdir)
 
     assert run.state == "failed"
-    assert run.tasks["train_candidate"] == run.tasks["push_image"] == "success"
+    assert run.tasks["read_candidate"] == run.tasks["push_image"] == "success"
     assert run.tasks["deploy_lambda"] == "failed"
     assert run.tasks["record_live"] == "upstream_failed"
     assert "AccessDeniedException" in run.log

@@ -55,3 +55,41 @@ def full_table(full_run: FeatureRun) -> pa.Table:
 def candidate(full_table: pa.Table) -> release.Candidate:
     """The default model trained on bank-full's Spark features."""
     return release.train_candidate(full_table)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """A run of the model build (bank_spark.train) on the features run, into a local registry."""
+
+    registry: Path
+    record: dict[str, Any]
+    exit_code: int
+    stderr: str
+
+
+def run_train(features: Path, registry: Path, output: Path, *extra: str, run_id: str = "tests-train") -> TrainRun:
+    """The model build's main() as spark-submit runs it, on local paths (the same code EMR runs)."""
+    from bank_spark.train import main
+
+    out, err = io.StringIO(), io.StringIO()
+    args = ["--features", str(features), "--registry", str(registry), "--output", str(output), "--run-id", run_id,
+            "--code-version", "0123456789abcdef", *extra]  # fmt: skip
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(args)
+    record = json.loads(output.read_text()) if rc == 0 else {}
+    return TrainRun(registry=registry, record=record, exit_code=rc, stderr=err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def train_run(full_run: FeatureRun, tmp_path_factory: pytest.TempPathFactory) -> TrainRun:
+    """The model build on bank-full's features, with nothing live yet (about 15 s)."""
+    root = tmp_path_factory.mktemp("train")
+    run = run_train(full_run.output, root / "registry", root / "candidate.json")
+    assert run.exit_code == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def full_baseline(train_run: TrainRun) -> dict[str, Any]:
+    """The pyspark.ml baseline the model build fitted on bank-full's features."""
+    return train_run.record["baseline"]

@@ -26,13 +26,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def registered(
-    candidate: release.Candidate, full_run: Any, tmp_path_factory: pytest.TempPathFactory
+    candidate: release.Candidate, full_baseline: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str]:
     root = tmp_path_factory.mktemp("registry")
     live = release.score_live(None, candidate)
     decision = decide(candidate.metrics, live, min_roc_auc=0.8, tolerance=0.005)
     version = artifacts.write_version(
-        root, candidate, lineage=LINEAGE, baseline=full_run.manifest["baseline"], live=live, gate=decision,
+        root, candidate, lineage=LINEAGE, baseline=full_baseline, live=live, gate=decision,
         created_at="2026-01-02T03:04:05Z",
     )  # fmt: skip
     return root / version, version
@@ -65,10 +65,12 @@ def test_model_json_follows_the_contract(registered: tuple[Path, str]) -> None:
     assert load_model_dir(directory).version == version
 
 
-def test_metrics_json_holds_metrics_baseline_and_lineage(registered: tuple[Path, str], full_run: Any) -> None:
+def test_metrics_json_holds_metrics_baseline_and_lineage(
+    registered: tuple[Path, str], full_baseline: dict[str, Any]
+) -> None:
     report = json.loads((registered[0] / "metrics.json").read_text())
     assert report["metrics"]["roc_auc"] >= 0.80 and {"pr_auc", "brier"} <= set(report["metrics"])
-    assert report["baseline"] == full_run.manifest["baseline"]
+    assert report["baseline"] == full_baseline
     lineage = report["lineage"]
     assert {k: lineage[k] for k in LINEAGE} == LINEAGE
     assert {"python", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy", "pyarrow"} <= set(
@@ -88,10 +90,10 @@ def test_metrics_json_holds_metrics_baseline_and_lineage(registered: tuple[Path,
 
 
 def test_model_card_reports_the_metrics(
-    registered: tuple[Path, str], candidate: release.Candidate, full_run: Any
+    registered: tuple[Path, str], candidate: release.Candidate, full_baseline: dict[str, Any]
 ) -> None:
     card = (registered[0] / "model_card.md").read_text()
-    m, baseline = candidate.metrics, full_run.manifest["baseline"]
+    m, baseline = candidate.metrics, full_baseline
     assert f"| ROC AUC | {m['roc_auc']:.4f} | {baseline['roc_auc']:.4f} |" in card
     assert f"| PR AUC (average precision) | {m['pr_auc']:.4f} | {baseline['pr_auc']:.4f} |" in card
     assert f"| Brier score (lower is better) | {m['brier']:.4f} | n/a |" in card

@@ -4,6 +4,7 @@ nothing edits sys.path; no two project modules share a name."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import tomllib
@@ -41,7 +42,35 @@ def test_the_import_contracts_hold() -> None:
         [str(Path(sys.executable).parent / "lint-imports")], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "3 kept, 0 broken" in result.stdout
+    assert "4 kept, 0 broken" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("added", "chain"),
+    [
+        # Through a package of ours whose module imports pandas only inside a function.
+        ("from bank_ml.data import to_xy", "bank_pipeline.settings -> bank_ml.data"),
+        # An ML library imported lazily, inside a task body.
+        ("def rows():\n    import pyarrow.parquet\n", "bank_pipeline.settings -> pyarrow (l."),
+    ],
+)
+def test_the_worker_contract_sees_every_way_to_the_ml_stack(tmp_path: Path, added: str, chain: str) -> None:
+    """A worker module reaching the ML stack breaks the contract (it is not decorative)."""
+    import shutil
+
+    for root in ("plugins", "serving", "spark_jobs", "devstack"):
+        shutil.copytree(REPO / root, tmp_path / root, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    with (tmp_path / "plugins" / "bank_pipeline" / "settings.py").open("a") as f:
+        f.write("\n" + added + "\n")
+    env = {"PYTHONPATH": os.pathsep.join(str(tmp_path / r) for r in ("plugins", "serving", "spark_jobs", "."))}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--no-cache"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "workers only orchestrate: no node code, no ML stack BROKEN" in result.stdout
+    assert chain in result.stdout
 
 
 @pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -60,15 +60,6 @@ def test_run_tags_identify_the_run():
     assert run_tags({"Tags": [{"Key": "airflow:run_id", "Value": "r"}]}) == {"airflow:run_id": "r"}
 
 
-@pytest.mark.parametrize(
-    ("instance_type", "arch"),
-    [("m5.xlarge", "x86_64"), ("r5.xlarge", "x86_64"), ("m6g.xlarge", "aarch64"), ("c7gn.large", "aarch64"),
-     ("m6gd.2xlarge", "aarch64"), ("m6i.xlarge", "x86_64"), ("g5.xlarge", "x86_64")],
-)  # fmt: skip
-def test_node_architecture_follows_the_instance_type(instance_type: str, arch: str):
-    assert emr.node_arch(instance_type) == arch
-
-
 def test_role_names_are_settings(monkeypatch: pytest.MonkeyPatch):
     assert emr.account_defaults(settings.load()) == {"ServiceRole": "EMR_DefaultRole", "JobFlowRole": "EMR_EC2_DefaultRole"}
     monkeypatch.setenv("BANK_EMR_SERVICE_ROLE", "arn:aws:iam::1:role/svc")

@@ -18,34 +18,39 @@ from tests.paths import locked_versions
 pytestmark = pytest.mark.unit
 
 
-def test_the_nodes_requirements_pin_the_locked_versions_of_every_dependency():
-    lines = resources.node_requirements().decode().splitlines()
-    pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
-    assert {"numpy", "pandas", "pyarrow", "onnxruntime", "pip"} <= set(pins)
-    lock = locked_versions()
-    assert {name: lock.get(name.lower()) for name in pins} == pins
-    # Installed with --no-deps from the staged wheels: every dependency must be listed.
-    import tomllib
-
+def test_the_nodes_requirements_are_the_locks_emr_node_group_with_hashes():
+    """`make lock` writes the file from uv.lock; an edit to either without the other fails here."""
     from tests.paths import REPO
 
-    packages = {p["name"]: p for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
-    needed = {dep["name"] for name in pins for dep in packages[name.lower()].get("dependencies", [])
-              if "marker" not in dep or "linux" in dep["marker"] or "python_version" in dep["marker"]}  # fmt: skip
-    assert needed <= {name.lower() for name in pins}, needed - {name.lower() for name in pins}
+    exported = subprocess.run(
+        [str(Path(sys.executable).parent / "uv"), "export", "--frozen", "--only-group", "emr-node",
+         "--no-emit-project", "--no-header", "--no-annotate", "--format", "requirements-txt"],
+        cwd=REPO, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    shipped = resources.node_requirements().decode()
+    assert [line for line in shipped.splitlines() if not line.startswith("#")] == exported.splitlines()
+    pins = dict(line.split(" ", 1)[0].split("==", 1) for line in shipped.splitlines() if "==" in line)
+    assert {"numpy", "pandas", "pyarrow", "onnxruntime", "scikit-learn", "skl2onnx", "matplotlib", "pip"} <= set(pins)
+    lock = locked_versions()
+    assert {name: lock.get(name.lower()) for name in pins} == pins
+    requirements = [line for line in shipped.splitlines() if "==" in line]
+    assert all(line.rstrip().endswith("\\") for line in requirements)  # each pin is followed by its hashes
+    assert shipped.count("--hash=sha256:") >= 2 * len(requirements)
 
 
 def test_the_bootstrap_installs_from_the_staged_wheels_only():
     script = resources.bootstrap_script().decode()
-    assert "--no-index" in script and "--find-links" in script
+    assert "--no-index" in script and "--find-links" in script and "--require-hashes" in script
     assert '"$pip_wheel/pip" install' in script and "https://" not in script and "PIP_INDEX_URL" not in script
 
 
 def test_each_job_ships_its_entry_point_the_zip_and_its_bootstrap():
     assert set(resources.job_files("bank_features")) == {"bank_features.py", resources.PY_FILES_NAME, "python_env.sh"}
     assert set(resources.job_files("batch_score")) == {"batch_score.py", resources.PY_FILES_NAME, "python_env.sh"}
+    assert set(resources.job_files("bank_train")) == {"bank_train.py", resources.PY_FILES_NAME, "python_env.sh"}
     assert b"from bank_spark.features import main" in resources.entrypoint("bank_features")
-    with pytest.raises(ValueError, match="unknown Spark job 'nope'; known: bank_features, batch_score"):
+    assert b"from bank_spark.train import main" in resources.entrypoint("bank_train")
+    with pytest.raises(ValueError, match="unknown Spark job 'nope'; known: bank_features, batch_score, bank_train"):
         resources.job_files("nope")
 
 
@@ -56,10 +61,11 @@ def test_py_files_zip_is_reproducible_and_holds_only_sources():
     assert {"bank_spark/__init__.py", "bank_spark/features.py", "bank_spark/batch_score.py"} <= set(names)
     assert {"bank_spark/storage.py", "bank_spark/commit.py", "bank_spark/cli.py"} <= set(names)
     assert {"bank_serving/__init__.py", "bank_serving/model.py", "bank_serving/schema.py"} <= set(names)
+    assert {"bank_spark/train.py", "bank_spark/baseline.py", "bank_ml/train.py", "bank_ml/artifacts.py"} <= set(names)
     assert all(n.endswith(".py") and "/entrypoints/" not in n for n in names)
 
 
-@pytest.mark.parametrize("job", ["bank_spark.batch_score", "bank_spark.features"])
+@pytest.mark.parametrize("job", ["bank_spark.batch_score", "bank_spark.features", "bank_spark.train"])
 def test_the_jobs_import_from_the_zip_alone(tmp_path: Path, job: str):
     zip_path = tmp_path / resources.PY_FILES_NAME
     zip_path.write_bytes(resources.py_files_zip())
@@ -70,7 +76,7 @@ def test_the_jobs_import_from_the_zip_alone(tmp_path: Path, job: str):
     assert all(line.startswith(str(zip_path)) for line in result.stdout.splitlines()), result.stdout
 
 
-def test_neither_job_imports_the_other():
+def test_neither_job_imports_the_other():  # the model build reads features with batch_score's reader
     archive = zipfile.ZipFile(io.BytesIO(resources.py_files_zip()))
     for job, other in (("features", "batch_score"), ("batch_score", "features")):
         text = archive.read(f"bank_spark/{job}.py").decode()

@@ -88,7 +88,7 @@ class EmrCreateRunClusterOperator(EmrCreateJobFlowOperator):
         """The ``emr_conn_id`` connection's extra ({} without a connection), as the provider reads it."""
         if not self.emr_conn_id:
             return {}
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from bank_pipeline.utils.compat import AirflowNotFoundException
 
         try:
             return dict(self.hook.get_connection(self.emr_conn_id).extra_dejson)
@@ -129,8 +129,26 @@ class EmrCreateRunClusterOperator(EmrCreateJobFlowOperator):
             return existing
         # The hook merges the extra shallowly under what it is given: give it the deep merge,
         # whose top-level values already hold every nested value of the extra.
-        self.job_flow_overrides = deep_merge(deep_merge(self.account_defaults, self.connection_extra()), overrides)
+        merged = deep_merge(deep_merge(self.account_defaults, self.connection_extra()), overrides)
+        self.job_flow_overrides = with_integer_counts(merged)
         return super().execute(context)
+
+
+def with_integer_counts(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each instance group's InstanceCount an int: Jinja renders "2", RunJobFlow wants 2.
+
+    Done here rather than by rendering the whole DAG as native objects, which would also turn
+    a model version such as "1234567890123456" into a number.
+    """
+    for group in (config.get("Instances") or {}).get("InstanceGroups") or []:
+        count = group.get("InstanceCount")
+        if isinstance(count, str):
+            if not count.strip().isdigit():
+                raise ValueError(
+                    f"InstanceCount of instance group {group.get('Name')!r} must be a whole number, got {count!r}"
+                )
+            group["InstanceCount"] = int(count)
+    return config
 
 
 class EmrClusterEndedTrigger(AwsBaseWaiterTrigger):

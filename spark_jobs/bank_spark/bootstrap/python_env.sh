@@ -3,9 +3,10 @@
 #
 #   python_env.sh WHEELHOUSE_URI ENV_DIR
 #
-# makes ENV_DIR a Python 3.11 environment holding exactly the wheels the DAG staged at
-# WHEELHOUSE_URI (requirements.txt and its pinned wheels, for this node's architecture),
-# installed with `pip --no-index`: the node needs no route to PyPI. EMR 7 runs Amazon
+# makes ENV_DIR a Python 3.11 environment holding exactly the wheels staged at WHEELHOUSE_URI
+# by the deployment (`python -m bank_pipeline.wheelhouse`: requirements.txt and its wheels for
+# this node's architecture), installed with `pip --no-index --require-hashes`: the node needs
+# no route to a package index, and a wheel that is not the locked one is refused. EMR 7 runs Amazon
 # Linux 2023, whose system Python is 3.9, too old for the pinned numpy and onnxruntime;
 # python3.11 comes from the distribution's own repository. The cluster's spark-defaults
 # point spark.pyspark.python and spark.pyspark.driver.python at ENV_DIR/bin/python.
@@ -28,7 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/wheels"
 if ! aws s3 cp --only-show-errors "${wheelhouse%/}/requirements.txt" "$work/wheels/requirements.txt"; then
-  echo "python_env.sh: no requirements.txt at $wheelhouse: the DAG did not stage the wheels" >&2
+  echo "python_env.sh: no requirements.txt at $wheelhouse: the wheelhouse is not staged (python -m bank_pipeline.wheelhouse)" >&2
   exit 2
 fi
 want=$(sha256sum "$work/wheels/requirements.txt" | cut -d' ' -f1)
@@ -44,6 +45,6 @@ $sudo "$python" -m venv --without-pip "$env_dir"
 pip_wheel=$(ls "$work"/wheels/pip-*.whl)
 # pip runs from its own wheel: the environment gets exactly the pinned set, pip included.
 $sudo "$env_dir/bin/python" "$pip_wheel/pip" install --quiet --no-index --no-cache-dir \
-  --disable-pip-version-check --find-links "$work/wheels" --requirement "$work/wheels/requirements.txt"
+  --disable-pip-version-check --require-hashes --find-links "$work/wheels" --requirement "$work/wheels/requirements.txt"
 echo "$want" | $sudo tee "$env_dir/.requirements.sha256" >/dev/null
-"$env_dir/bin/python" -c "import numpy, pandas, pyarrow, onnxruntime; print('python_env.sh: ready', numpy.__version__, onnxruntime.__version__)"
+"$env_dir/bin/python" -c "import numpy, pandas, pyarrow, onnxruntime, sklearn, skl2onnx, matplotlib; print('python_env.sh: ready', numpy.__version__, sklearn.__version__, onnxruntime.__version__)"

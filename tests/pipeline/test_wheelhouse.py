@@ -1,0 +1,90 @@
+"""The nodes' wheelhouse: where it lives, what a run says when it is missing, and how a deployment builds it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bank_pipeline import resources, wheelhouse
+
+# six 1.17.0's wheel, as uv.lock records it: a tiny download to exercise pip's hash checking for real.
+SIX_WHEEL_SHA256 = "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
+
+
+class KeysOnly:
+    """What require_wheelhouse asks of an S3Hook: whether a key exists."""
+
+    def __init__(self, keys: set[tuple[str, str]]) -> None:
+        self.keys = keys
+
+    def check_for_key(self, key: str, bucket_name: str) -> bool:
+        return (bucket_name, key) in self.keys
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("instance_type", "arch"),
+    [("m5.xlarge", "x86_64"), ("r5.xlarge", "x86_64"), ("m6g.xlarge", "aarch64"), ("c7gn.large", "aarch64"),
+     ("m6gd.2xlarge", "aarch64"), ("m6i.xlarge", "x86_64"), ("g5.xlarge", "x86_64")],
+)  # fmt: skip
+def test_node_architecture_follows_the_instance_type(instance_type: str, arch: str) -> None:
+    assert wheelhouse.node_arch(instance_type) == arch
+
+
+@pytest.mark.unit
+def test_the_wheelhouse_is_addressed_by_architecture_and_requirements(monkeypatch: pytest.MonkeyPatch) -> None:
+    x86 = wheelhouse.wheelhouse_uri("s3://lake/code/", "x86_64")
+    arm = wheelhouse.wheelhouse_uri("s3://lake/code", "aarch64")
+    assert x86.startswith("s3://lake/code/wheelhouse/x86_64/") and x86.endswith("/")
+    assert arm.startswith("s3://lake/code/wheelhouse/aarch64/")
+    assert x86.rsplit("/", 2)[1] != arm.rsplit("/", 2)[1]
+    monkeypatch.setattr(resources, "node_requirements", lambda: b"numpy==9.9.9\n")
+    assert wheelhouse.wheelhouse_uri("s3://lake/code/", "x86_64") != x86  # a lock change is a new prefix
+    with pytest.raises(ValueError, match="unknown node architecture 'riscv64'"):
+        wheelhouse.wheelhouse_uri("s3://lake/code/", "riscv64")
+
+
+@pytest.mark.unit
+def test_a_run_without_the_wheelhouse_fails_at_once_naming_the_command() -> None:
+    with pytest.raises(wheelhouse.WheelhouseMissingError) as error:
+        wheelhouse.require_wheelhouse(KeysOnly(set()), "s3://lake/code/", "m6g.xlarge")
+    message = str(error.value)
+    assert "wheelhouse for aarch64 (m6g.xlarge) is not staged at s3://lake/code/wheelhouse/aarch64/" in message
+    assert "`python -m bank_pipeline.wheelhouse --bucket lake --arch aarch64`" in message
+
+
+@pytest.mark.unit
+def test_a_staged_wheelhouse_is_found_by_its_marker() -> None:
+    uri = wheelhouse.wheelhouse_uri("s3://lake/code/", "x86_64")
+    marker = ("lake", uri.removeprefix("s3://lake/") + resources.NODE_REQUIREMENTS)
+    assert wheelhouse.require_wheelhouse(KeysOnly({marker}), "s3://lake/code/", "m5.xlarge") == uri
+    # Wheels without the marker are a set still being uploaded (or a broken one): not staged.
+    wheel = ("lake", uri.removeprefix("s3://lake/") + "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl")
+    with pytest.raises(wheelhouse.WheelhouseMissingError):
+        wheelhouse.require_wheelhouse(KeysOnly({wheel}), "s3://lake/code/", "m5.xlarge")
+
+
+@pytest.mark.integration  # pip reaches PyPI
+def test_download_checks_every_hash_and_is_done_once_per_content(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(resources, "node_requirements", lambda: f"six==1.17.0 --hash=sha256:{SIX_WHEEL_SHA256}\n".encode())
+    directory = wheelhouse.download("x86_64", tmp_path)
+    assert sorted(p.name for p in directory.iterdir()) == ["requirements.txt", "six-1.17.0-py2.py3-none-any.whl"]
+
+    def no_pip(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("downloaded again")
+
+    monkeypatch.setattr(subprocess, "run", no_pip)
+    assert wheelhouse.download("x86_64", tmp_path) == directory
+
+
+@pytest.mark.integration  # pip reaches PyPI
+def test_a_wheel_that_is_not_the_locked_one_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(resources, "node_requirements", lambda: b"six==1.17.0 --hash=sha256:" + b"0" * 64 + b"\n")
+    with pytest.raises(RuntimeError, match="pip download of the x86_64 wheels exited 1: .*(?i:hash)"):
+        wheelhouse.download("x86_64", tmp_path)
+    assert [p.name for p in (tmp_path / "x86_64").iterdir()] == []  # nothing half-written left behind
