@@ -1,19 +1,28 @@
 """``python -m devstack.deploy mwaa --wheel dist/X.whl --out build/mwaa``: the bundle in MWAA's shape.
 
-MWAA deploys a DAGs folder, ``plugins.zip`` (unpacked into /usr/local/airflow/plugins)
-and ``requirements.txt``. The bundle's code is one wheel, so:
+MWAA deploys a DAGs folder, ``plugins.zip`` (unpacked into /usr/local/airflow/plugins),
+``requirements.txt`` and a startup script. The bundle's code is one wheel, so:
 
     <out>/dags/               the DAG files (wiring only)
     <out>/plugins.zip         the wheel + plugins/bank_pipeline_plugin.py (the AirflowPlugin)
     <out>/requirements.txt    the runtime requirements + the wheel, by its path inside plugins/
+    <out>/startup.sh          exports the BANK_* settings (bank_pipeline/settings.py); edit its values
 
-Upload ``dags/`` to the environment's DAGs folder and the other two files to its bucket.
-tests/packaging/test_deploy.py installs exactly this into a fresh environment.
+Upload ``dags/`` to the environment's DAGs folder and the other three files to its bucket
+(plugins.zip, requirements.txt and startup.sh are the environment's "plugins file",
+"requirements file" and "startup script"). requirements.txt has no ``-c`` line on purpose:
+MWAA then installs it with ``pip3 install --constraint mwaa_essential_constraints.txt -r
+requirements.txt -c airflow_constraints.txt`` (its image's files), so every package the
+workers share with Airflow stays at the version MWAA tested.
+tests/packaging/test_deploy.py installs exactly this into a fresh environment;
+tests/packaging/test_mwaa_install.py installs it as each MWAA Airflow 3 image does.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import shlex
 import shutil
 import sys
 import zipfile
@@ -22,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MWAA_PLUGINS = "/usr/local/airflow/plugins"
 PLUGIN_FILE = REPO / "plugins" / "bank_pipeline_plugin.py"
+SETTINGS_FILE = REPO / "plugins" / "bank_pipeline" / "settings.py"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -49,13 +59,107 @@ def mwaa_bundle(wheel: Path, out: Path, plugins_dir: str = MWAA_PLUGINS) -> Path
     (out / "requirements.txt").write_text(
         "\n".join([*runtime_requirements(), f"{plugins_dir}/{wheel.name}"]) + "\n"
     )
+    (out / "startup.sh").write_text(startup_script())
     return out
+
+
+# Settings whose default cannot be right in someone else's account: the script says so.
+PLACEHOLDERS = {
+    "BANK_LAKE_BUCKET": "<your-lake-bucket>",
+    "BANK_LAMBDA_ROLE_ARN": "arn:aws:iam::<account-id>:role/<lambda-execution-role>",
+}
+# Read by bank_pipeline outside settings.py (links.py, by the API server); optional.
+OPTIONAL_SETTINGS = {
+    "BANK_KUBERNETES_DASHBOARD_URL": (
+        "https://dashboard.example/#/deployment/{namespace}/{deployment}?namespace={namespace}",
+        "URL template of a Kubernetes dashboard for the rollout task's link (none without it).",
+    ),
+}
+
+
+def bank_settings(settings_file: Path = SETTINGS_FILE) -> list[tuple[str, str, str]]:
+    """(variable, default, description) of every BANK_* setting ``load()`` reads, in its order.
+
+    Read from the source (devstack does not import bank_pipeline): each ``Settings(field=...)``
+    keyword of ``load()`` whose value calls ``env.get("BANK_...", default)``; the description is
+    the field's docstring, if it has one.
+    """
+    tree = ast.parse(settings_file.read_text(), str(settings_file))
+    docs: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "Settings":
+            for stmt, after in zip(node.body, node.body[1:]):
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                        docs[stmt.target.id] = " ".join(str(after.value.value).split())
+    found: list[tuple[str, str, str]] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.FunctionDef) and node.name == "load"):
+            continue
+        for call in ast.walk(node):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Settings"):
+                continue
+            for keyword in call.keywords:
+                for get in ast.walk(keyword.value):
+                    if (
+                        isinstance(get, ast.Call)
+                        and isinstance(get.func, ast.Attribute)
+                        and get.func.attr == "get"
+                        and get.args
+                        and isinstance(get.args[0], ast.Constant)
+                        and str(get.args[0].value).startswith("BANK_")
+                    ):
+                        default = get.args[1] if len(get.args) > 1 else None
+                        value = "" if default is None else str(ast.literal_eval(default))
+                        found.append((str(get.args[0].value), value, docs.get(keyword.arg or "", "")))
+    if not found:
+        raise ValueError(f"no BANK_* settings found in {settings_file}: has load() changed shape?")
+    return found
+
+
+def startup_script(settings_file: Path = SETTINGS_FILE) -> str:
+    """MWAA's startup script for the bundle: ``export BANK_...=...`` for every setting.
+
+    MWAA sources it with bash before each component (scheduler, worker, triggerer, web server)
+    starts, at most 5 minutes, and gives the variables it exports to Airflow's processes,
+    except MWAA__* and the ones MWAA reserves (AIRFLOW_HOME, AIRFLOW_VERSION, PYTHONPATH,
+    AWS_REGION, AWS_DEFAULT_REGION...): BANK_* names are none of those. The values are the
+    settings' defaults, except PLACEHOLDERS, which a user must replace.
+    """
+    lines = [
+        "#!/usr/bin/env bash",
+        "# MWAA startup script of the bank-marketing bundle (written by `make mwaa`: devstack/deploy.py).",
+        "# MWAA sources it with bash before every Airflow component starts; Airflow's processes get the",
+        "# variables it exports. Edit the values, upload it to the environment's bucket and set it as the",
+        "# environment's startup script. Each value below is the setting's default unless marked EDIT.",
+        "# Names and meanings: plugins/bank_pipeline/settings.py. Do not `exit` from this file.",
+        "",
+    ]
+    for name, default, doc in bank_settings(settings_file):
+        if doc:
+            lines.append(f"# {doc}")
+        if name in PLACEHOLDERS:
+            lines.append(f"# EDIT: no default fits every account (settings.py's is {default!r}).")
+        lines.append(f"export {name}={shlex.quote(PLACEHOLDERS.get(name, default))}")
+    for name, (example, doc) in OPTIONAL_SETTINGS.items():
+        lines += [f"# Optional. {doc}", f"# export {name}={shlex.quote(example)}"]
+    names = " ".join(PLACEHOLDERS)
+    lines += [
+        "",
+        "# A value still in <angle brackets> has not been edited: say so in the startup log.",
+        f"for _bank_var in {names}; do",
+        '  case "${!_bank_var}" in *"<"*">"*) echo "bank startup.sh: WARNING: edit ${_bank_var} (${!_bank_var})" ;; esac',
+        "done",
+        "unset _bank_var",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.deploy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    mwaa = sub.add_parser("mwaa", help="dags/, plugins.zip and requirements.txt for MWAA")
+    mwaa = sub.add_parser("mwaa", help="dags/, plugins.zip, requirements.txt and startup.sh for MWAA")
     mwaa.add_argument("--wheel", type=Path, required=True)
     mwaa.add_argument("--out", type=Path, default=REPO / "build" / "mwaa")
     args = parser.parse_args(argv)
@@ -63,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"devstack.deploy: error: no wheel at {args.wheel} (run `make wheel`)", file=sys.stderr)
         return 2
     out = mwaa_bundle(args.wheel, args.out)
-    print(f"MWAA bundle in {out}: dags/, plugins.zip, requirements.txt")
+    print(f"MWAA bundle in {out}: dags/, plugins.zip, requirements.txt, startup.sh (edit its values)")
     return 0
 
 

@@ -7,7 +7,7 @@ task at once instead of burning retries.
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowFailException
+from bank_pipeline.utils.compat import AirflowFailException
 
 
 class BadInputError(AirflowFailException, ValueError):
@@ -32,3 +32,7 @@ class DeployFailedError(AirflowFailException, RuntimeError):
 
 class RolloutFailedError(AirflowFailException, RuntimeError):
     """A Kubernetes rollout failed or the API refused it for good; the message says why and what was rolled back."""
+
+
+class CandidateInvalidError(AirflowFailException, ValueError):
+    """The model build's candidate record is missing, for another run, or names an unregistered version."""

@@ -18,7 +18,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from bank_pipeline.utils.compat import BaseOperatorLink, XCom
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context

@@ -106,7 +106,7 @@ def test_the_wheel_holds_the_packages_and_the_files_that_travel_with_a_run(deplo
 
 def test_mwaa_bundle_has_the_shape_mwaa_deploys(deployed: dict[str, Path]) -> None:
     bundle = deployed["bundle"]
-    assert sorted(p.name for p in bundle.iterdir()) == ["dags", "plugins.zip", "requirements.txt"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["dags", "plugins.zip", "requirements.txt", "startup.sh"]
     assert sorted(zipfile.ZipFile(bundle / "plugins.zip").namelist()) == [
         "bank_marketing_release-1.0.0-py3-none-any.whl",
         "bank_pipeline_plugin.py",

@@ -48,12 +48,12 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
 from bank_pipeline.links import KubernetesDeploymentLink
 from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
+from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
     KINDS,
     MAX_PODS_EXPLAINED,
@@ -249,8 +249,7 @@ class KubernetesRolloutOperator(BaseOperator):
         The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
         the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
         """
-        from airflow.sdk import BaseHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
+        from bank_pipeline.utils.compat import AirflowNotFoundException, BaseHook
 
         if not self.kubernetes_conn_id:
             return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
@@ -287,7 +286,7 @@ class KubernetesRolloutOperator(BaseOperator):
         check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
         problem = self._not_configured()
         if problem and self.skip_without_connection:
-            from airflow.sdk.exceptions import AirflowSkipException
+            from bank_pipeline.utils.compat import AirflowSkipException
 
             raise AirflowSkipException(
                 f"{problem}: the rollout is skipped "

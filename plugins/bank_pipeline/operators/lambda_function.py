@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import conf
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.links import LambdaFunctionVersionLink
@@ -42,6 +41,7 @@ from bank_pipeline.triggers.lambda_function import (
     LambdaFunctionUpdatedTrigger,
     LambdaPublishedVersionActiveTrigger,
 )
+from bank_pipeline.utils.compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -432,7 +432,7 @@ class LambdaAliasRevertOperator(AwsBaseOperator[LambdaHook]):
         self.reason = reason
 
     def execute(self, context: Context) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from bank_pipeline.utils.compat import AirflowSkipException
 
         release: LambdaRelease | None = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
         if not release or not release.get("changed"):
