@@ -234,10 +234,10 @@ def _range_check(column: str, low: int, high: int | None = None) -> tuple[Column
     return (c < low) | (c > high), F.concat(F.lit(f"{column} out of range {low}..{high}: "), c.cast("string"))
 
 
-def _text_checks() -> list[tuple[Column, Column]]:
+def _text_checks(columns: tuple[str, ...] = STRING_COLUMNS) -> list[tuple[Column, Column]]:
     """Text that cannot be real: not valid UTF-8, control characters, implausibly long categories.
 
-    Each is one test per row over all the columns it concerns (the per-column reasons are
+    Each is one test per row over all the `columns` it concerns (the per-column reasons are
     built only for a row that breaks it).
     """
     undecodable = [
@@ -260,14 +260,14 @@ def _text_checks() -> list[tuple[Column, Column]]:
         )
         for c in CATEGORICAL_COLUMNS
     ]
-    text = F.concat_ws("", *STRING_COLUMNS)
+    text = F.concat_ws("", *columns)
     return [
         (text.rlike(NOT_TEXT), _join_reasons([*undecodable, *control])),
         (F.greatest(*(F.length(F.col(c)) for c in CATEGORICAL_COLUMNS)) > MAX_CATEGORY_LENGTH, _join_reasons(too_long)),
     ]
 
 
-def _domain_checks() -> list[tuple[Column, Column]]:
+def _domain_checks(text_columns: tuple[str, ...] = STRING_COLUMNS) -> list[tuple[Column, Column]]:
     """(broken, reason) of every domain rule, in the order reasons are reported."""
     missing = [
         (
@@ -281,7 +281,7 @@ def _domain_checks() -> list[tuple[Column, Column]]:
         for c in (*YES_NO_COLUMNS, "y")
     ]
     return [
-        *_text_checks(),
+        *_text_checks(text_columns),
         *missing,
         _range_check("age", 1, 120),
         _range_check("day", 1, 31),
@@ -307,6 +307,20 @@ def _domain_reason() -> Column:
     return F.when(broken, _join_reasons([F.when(rule, reason) for rule, reason in checks]))
 
 
+def _valid(line: Column) -> Column:
+    """Whether a row parsed and breaks no rule: the one test every good row pays, kept cheap.
+
+    True exactly when flag_rows' reason is null, without building it: the row's rules OR-ed as
+    a plain boolean, which whole-stage code generation compiles into the scan (filtering on
+    the null-ness of the reason expression cost a third of the pass, measured at 30x). The
+    text rule looks at the categorical columns only: a control character or an undecodable
+    byte in a yes/no column, month or y already breaks that column's own rule (the reason
+    still names both). A null rule counts as broken.
+    """
+    rules = (rule for rule, _ in _domain_checks(text_columns=tuple(CATEGORICAL_COLUMNS)))
+    return line.isNull() & ~F.coalesce(functools.reduce(operator.or_, rules), F.lit(True))
+
+
 def _reconstructed_record() -> Column:
     """A CSV line equivalent to a parsed row (its original text is not kept by Spark)."""
     fields = [
@@ -320,9 +334,10 @@ def _reconstructed_record() -> Column:
 
 
 def flag_rows(parsed: DataFrame) -> DataFrame:
-    """Add `reason` (null for a good row) and `record` (the offending line, null for a good row).
+    """Add `reason` (null for a good row), `record` (the offending line, null for a good row) and
+    `valid` (whether reason is null, computed without it).
 
-    Input: read_bank_csv's frame. Output: the 17 columns, record, reason.
+    Input: read_bank_csv's frame. Output: the 17 columns, record, reason, valid.
     """
     line = F.col(CORRUPT_COLUMN)
     # A separate column so that the re-parse runs once per corrupt row, not once per reference.
@@ -335,19 +350,21 @@ def flag_rows(parsed: DataFrame) -> DataFrame:
         *EXPECTED_COLUMNS,
         F.when(F.col("reason").isNotNull(), F.coalesce(line, _reconstructed_record())).alias("record"),
         "reason",
+        _valid(line).alias("valid"),
     )
 
 
 def quarantine_rows(flagged: DataFrame) -> DataFrame:
     """The rejected rows of a flag_rows frame: record, reason."""
-    return flagged.where(F.col("reason").isNotNull()).select("record", "reason")
+    return flagged.where(~F.col("valid")).select("record", "reason")
 
 
 def valid_rows(flagged: DataFrame) -> DataFrame:
     """The good rows of a flag_rows frame, the 17 input columns, none null."""
     # The reason check rejected every null; the coalesce only lets Spark know,
     # so the parquet schema and the manifest say nullable=false.
-    return flagged.where(F.col("reason").isNull()).select(
+    # Only `valid` is read: Spark prunes the reason and record expressions from this plan.
+    return flagged.where(F.col("valid")).select(
         *[F.coalesce(F.col(c), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
     )
 

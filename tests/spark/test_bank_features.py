@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
@@ -166,6 +167,22 @@ def test_quarantine_holds_every_bad_row_with_its_reason(spark: SparkSession, par
     assertDataFrameEqual(parsed_cases.transform(bf.quarantine_rows), expected)
 
 
+def test_valid_is_exactly_a_null_reason(spark: SparkSession, parsed_cases: DataFrame) -> None:
+    """The cheap test the good rows pay agrees with the reasons on every case, bad text in every column included."""
+    text_cases = [
+        (*{**GOOD, column: GOOD[column][:1] + bad + GOOD[column][1:]}.values(), None)
+        for column in bf.STRING_COLUMNS
+        for bad in ("\x07", "\ufffd")
+    ]
+    inline = spark.createDataFrame(text_cases, bf.RAW_SCHEMA).transform(bf.flag_rows)
+    for frame in (parsed_cases, inline):
+        disagree = frame.where(F.col("valid") != F.col("reason").isNull()).select("record", "reason", "valid")
+        assert disagree.collect() == []
+    reasons = [r["reason"] for r in inline.collect()]
+    assert all(r is not None for r in reasons) and len(reasons) == 2 * len(bf.STRING_COLUMNS)
+    assert "control character in default: 'n?o'; default not yes/no: 'n\x07o'" in reasons
+
+
 @pytest.mark.parametrize("name", list(PARSE_CASES))
 def test_reason_of_each_bad_row(parsed_cases: DataFrame, name: str) -> None:
     line, reason = PARSE_CASES[name]
@@ -230,16 +247,17 @@ def test_flag_rows_on_inline_rows(spark: SparkSession) -> None:
     flagged = spark.createDataFrame(raw, bf.RAW_SCHEMA).transform(bf.flag_rows)
     expected_schema = T.StructType(
         [f for f in bf.RAW_SCHEMA.fields if f.name != bf.CORRUPT_COLUMN]
-        + [T.StructField("record", T.StringType()), T.StructField("reason", T.StringType())]
-    )
+        + [T.StructField("record", T.StringType()), T.StructField("reason", T.StringType()),
+           T.StructField("valid", T.BooleanType(), nullable=False)]
+    )  # fmt: skip
     expected = spark.createDataFrame(
         [
-            (*GOOD.values(), None, None),
+            (*GOOD.values(), None, None, True),
             (*{**GOOD, "age": 0, "y": "maybe"}.values(), csv_line(age=0, y="maybe"),
-             "age out of range 1..120: 0; y not yes/no: 'maybe'"),
+             "age out of range 1..120: 0; y not yes/no: 'maybe'", False),
             (*{**GOOD, "job": " ", "balance": None}.values(), csv_line(job=" ", balance=None),
-             "missing job; missing balance"),
-            (*{**GOOD, "y": None}.values(), short, "wrong field count: 16, expected 17"),
+             "missing job; missing balance", False),
+            (*{**GOOD, "y": None}.values(), short, "wrong field count: 16, expected 17", False),
         ],
         expected_schema,
     )  # fmt: skip
