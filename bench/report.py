@@ -300,7 +300,7 @@ def serving_section(serving: dict[str, Any] | None, http: dict[str, Any] | None)
 
 
 def train_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
-    phases = ("read", "train", "live", "baseline", "register")
+    phases = ("read", "train", "live", "baseline", "baseline_wait", "register")
     rows = [
         [
             name,

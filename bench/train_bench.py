@@ -9,7 +9,9 @@ devstack runs an EMR step (local[2], client mode, no UI, Spark's default 1 GiB d
 each into a registry of its own (nothing live: the live phase is empty). Each run: wall time of
 the whole command (JVM start-up included), peak PSS and RSS of its process tree
 (common.run_measured), and from the build's own record its phase_seconds and the driver's peak
-RSS (the Python process that trains: scikit-learn runs there, on the primary node).
+RSS (the Python process that trains: scikit-learn runs there, on the primary node). The
+baseline runs in a thread beside the driver's work; baseline_wait is what the build still
+waited for it after its own work.
 
 The synthetic rows' columns are drawn independently, so the model finds no signal at 100×
 (ROC AUC about 0.5); the work per row (reading, one-hot encoding, 100 trees of up to 31
@@ -39,7 +41,7 @@ ENTRY = Path(str(resources.files("bank_spark").joinpath("entrypoints", "bank_tra
 FEATURES_ENTRY = Path(str(resources.files("bank_spark").joinpath("entrypoints", "bank_features.py")))
 BANK_FULL = REPO / "data" / "bank" / "bank-full.csv"
 WORK_ROOT = OUT / "work"
-PHASES = ("read", "train", "live", "baseline", "register")
+PHASES = ("read", "train", "live", "baseline", "baseline_wait", "register")
 
 
 def features_for(scale: int, timeout: float) -> Path:

@@ -119,11 +119,22 @@ def download(arch: str, cache: Path, *, quiet: bool = True) -> Path:
 
 
 def upload(s3: Any, directory: Path, uri: str) -> int:
-    """Upload ``directory``'s wheels under ``uri``, then its requirements.txt (the marker); returns the files sent."""
+    """Upload ``directory``'s wheels under ``uri``, then its requirements.txt (the marker); returns the files sent.
+
+    The wheels go up side by side, each in one PUT (the largest are tens of MB); the marker
+    only once all of them are there.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from boto3.s3.transfer import TransferConfig
+
     bucket, prefix = split_s3_uri(uri)
+    whole = TransferConfig(multipart_threshold=512 * 2**20, use_threads=False)
     names = sorted(p.name for p in directory.iterdir() if p.name != resources.NODE_REQUIREMENTS)
-    for name in [*names, resources.NODE_REQUIREMENTS]:
-        s3.upload_file(str(directory / name), bucket, prefix + name)
+    with ThreadPoolExecutor(4) as pool:
+        # list(): waits for every upload and re-raises the first failure, before the marker goes up.
+        list(pool.map(lambda n: s3.upload_file(str(directory / n), bucket, prefix + n, Config=whole), names))
+    s3.upload_file(str(directory / resources.NODE_REQUIREMENTS), bucket, prefix + resources.NODE_REQUIREMENTS)
     return len(names) + 1
 
 

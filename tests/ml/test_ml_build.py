@@ -39,7 +39,7 @@ def test_the_build_registers_the_same_model_as_before(train_run: TrainRun) -> No
 
 def test_the_record_says_where_the_time_went(train_run: TrainRun) -> None:
     record = train_run.record
-    assert set(record["phase_seconds"]) == {"read", "train", "live", "baseline", "register"}
+    assert set(record["phase_seconds"]) == {"read", "train", "live", "baseline", "baseline_wait", "register"}
     assert all(seconds >= 0 for seconds in record["phase_seconds"].values())
     assert record["driver_peak_rss_mb"] > 0
     assert record["deploy"] is True and record["live"] is None

@@ -88,3 +88,33 @@ def test_a_wheel_that_is_not_the_locked_one_is_refused(monkeypatch: pytest.Monke
     with pytest.raises(RuntimeError, match="pip download of the x86_64 wheels exited 1: .*(?i:hash)"):
         wheelhouse.download("x86_64", tmp_path)
     assert [p.name for p in (tmp_path / "x86_64").iterdir()] == []  # nothing half-written left behind
+
+
+@pytest.mark.unit
+def test_upload_sends_the_marker_last_and_never_after_a_failed_wheel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import boto3
+    from moto import mock_aws
+
+    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+        monkeypatch.setenv(name, value)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for directory in (good, bad):
+        directory.mkdir()
+        (directory / "a-1.0-py3-none-any.whl").write_bytes(b"a" * 1000)
+        (directory / "b-1.0-py3-none-any.whl").write_bytes(b"b" * 2000)
+        (directory / resources.NODE_REQUIREMENTS).write_bytes(b"a==1.0\nb==1.0\n")
+    (bad / "c-1.0-py3-none-any.whl").symlink_to(tmp_path / "gone.whl")  # unreadable: its upload fails
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="lake")
+        assert wheelhouse.upload(s3, good, "s3://lake/code/wheelhouse/x86_64/1/") == 3
+        keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]}
+        assert keys == {"code/wheelhouse/x86_64/1/a-1.0-py3-none-any.whl": 1000,
+                        "code/wheelhouse/x86_64/1/b-1.0-py3-none-any.whl": 2000,
+                        "code/wheelhouse/x86_64/1/requirements.txt": 14}  # fmt: skip
+        with pytest.raises(FileNotFoundError):
+            wheelhouse.upload(s3, bad, "s3://lake/code/wheelhouse/x86_64/2/")
+        staged = {o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="code/wheelhouse/x86_64/2/").get("Contents", [])}
+        assert "code/wheelhouse/x86_64/2/requirements.txt" not in staged
