@@ -41,15 +41,19 @@ def read_manifest(
 ) -> tuple[str, dict[str, Any]]:
     """The committed manifest of ``output_uri`` and its URI; ``error`` if there is none or it is not JSON."""
     bucket, prefix = split_s3_uri(output_uri)
-    key = posixpath.join(prefix, MANIFEST_NAME)
-    manifest_uri = f"s3://{bucket}/{key}"
+    manifest_uri = f"s3://{bucket}/{posixpath.join(prefix, MANIFEST_NAME)}"
+    return manifest_uri, read_json(hook, manifest_uri, error, missing="no committed output")
+
+
+def read_json(hook: S3Hook, uri: str, error: type[Exception], *, missing: str) -> Any:
+    """The JSON document at ``uri``; ``error`` saying "<missing>: <uri> does not exist" or that it is not JSON."""
+    bucket, key = split_s3_uri(uri)
     if not hook.check_for_key(key, bucket_name=bucket):
-        raise error(f"no committed output: {manifest_uri} does not exist")
+        raise error(f"{missing}: {uri} does not exist")
     try:
-        manifest = json.loads(hook.read_key(key, bucket_name=bucket))
+        return json.loads(hook.read_key(key, bucket_name=bucket))
     except json.JSONDecodeError as err:
-        raise error(f"{manifest_uri} is not JSON: {err}") from err
-    return manifest_uri, manifest
+        raise error(f"{uri} is not JSON: {err}") from err
 
 
 def parquet_rows(hook: S3Hook, bucket: str, key: str) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from bank_pipeline import emr, wheelhouse
 from bank_pipeline.errors import BadInputError, CandidateInvalidError
-from bank_pipeline.lake import MANIFEST_NAME, run_key, split_s3_uri
+from bank_pipeline.lake import MANIFEST_NAME, read_json, run_key, split_s3_uri
 from bank_pipeline.registry import ModelRegistry
 from bank_pipeline.resources import code_version
 
@@ -127,13 +127,9 @@ def read_candidate(hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str)
     Raises CandidateInvalidError when the record is missing, for another run, or names a
     version the registry does not hold whole (model.json is written last).
     """
-    bucket, key = split_s3_uri(record_uri)
-    if not hook.check_for_key(key, bucket_name=bucket):
-        raise CandidateInvalidError(f"the model build wrote no candidate record: {record_uri} does not exist")
-    try:
-        record = json.loads(hook.read_key(key, bucket_name=bucket))
-    except json.JSONDecodeError as err:
-        raise CandidateInvalidError(f"{record_uri} is not JSON: {err}") from err
+    record = read_json(hook, record_uri, CandidateInvalidError, missing="the model build wrote no candidate record")
+    if not isinstance(record, dict):
+        raise CandidateInvalidError(f"{record_uri}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in TrainedCandidate.__annotations__ if k not in record]
     if missing:
         raise CandidateInvalidError(f"{record_uri} lacks {', '.join(missing)}")

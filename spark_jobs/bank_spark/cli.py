@@ -66,6 +66,13 @@ def report_error(line: str) -> None:
         pass
 
 
+def small_shuffles(spark: SparkSession) -> None:
+    """Shuffle partitions = the cluster's parallelism unless spark-submit set them: the bank data
+    is small, and Spark's default 200 partitions would be mostly scheduling overhead."""
+    if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
+
+
 def run_job(
     prog: str,
     argv: list[str] | None,

@@ -52,7 +52,7 @@ from pyspark.sql import types as T
 # The serving contract: what the model's inputs are and how they are derived.
 from bank_serving.schema import CAMPAIGN_CAP, CATEGORICAL_COLUMNS, MONTHS, YES_NO_COLUMNS
 from bank_serving.schema import FEATURE_COLUMNS as MODEL_INPUT_COLUMNS
-from bank_spark.cli import JobArgumentParser, JobError, run_job
+from bank_spark.cli import JobArgumentParser, JobError, run_job, small_shuffles
 from bank_spark.commit import commit, new_attempt_id, utc_timestamp
 from bank_spark.storage import HadoopFs, parquet_parts, write_parquet
 
@@ -573,12 +573,6 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     )
 
 
-def _configure(spark: SparkSession) -> None:
-    if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
-        # The data is small; 200 shuffle partitions would be mostly scheduling overhead.
-        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
-
-
 def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "committed",
@@ -593,4 +587,4 @@ def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
-    return run_job(PROG, argv, parse_args, run, configure=_configure, summarize=_summary)
+    return run_job(PROG, argv, parse_args, run, configure=small_shuffles, summarize=_summary)

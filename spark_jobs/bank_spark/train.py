@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame, SparkSession
 from bank_ml.train import HyperParams
 from bank_spark.baseline import baseline_sample, fit_baseline
 from bank_spark.batch_score import read_features
-from bank_spark.cli import JobArgumentParser, JobError, run_job
+from bank_spark.cli import JobArgumentParser, JobError, run_job, small_shuffles
 from bank_spark.storage import HadoopFs
 
 PROG = "bank_train"
@@ -269,12 +269,6 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     )
 
 
-def _configure(spark: SparkSession) -> None:
-    if spark.conf.get("spark.sql.shuffle.partitions", None) is None:
-        # The baseline's data is small; 200 shuffle partitions would be mostly scheduling overhead.
-        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
-
-
 def _summary(config: JobConfig, record: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "registered" if record["registered"] else "exists",
@@ -288,4 +282,4 @@ def _summary(config: JobConfig, record: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job from the command line; 0 on success, non-zero with a last stderr line on failure."""
-    return run_job(PROG, argv, parse_args, run, configure=_configure, summarize=_summary)
+    return run_job(PROG, argv, parse_args, run, configure=small_shuffles, summarize=_summary)

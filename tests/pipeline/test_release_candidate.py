@@ -94,6 +94,7 @@ def test_the_record_is_read_when_it_is_this_runs_and_registered() -> None:
     [
         ({}, f"the model build wrote no candidate record: {RECORD_URI} does not exist"),
         ({RECORD_URI: b"{not json"}, f"{RECORD_URI} is not JSON"),
+        ({RECORD_URI: b"[1]"}, f"{RECORD_URI}: expected a JSON object, got list"),
         ({RECORD_URI: record(run_id="r0")}, f"{RECORD_URI} is for run 'r0', not 'r1'"),
         ({RECORD_URI: json.dumps({"run_id": "r1"}).encode()}, "lacks version, registered"),
         ({RECORD_URI: record(version="0000000000000000")}, "names version '0000000000000000', which the registry does not hold"),

@@ -9,11 +9,15 @@ of the step's stderr and stdout from the cluster's LogUri, all in the task log.
 from __future__ import annotations
 
 import gzip
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.amazon import __version__ as amazon_version
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+from packaging.version import Version
 
 from bank_pipeline.errors import StepFailedError
+from bank_pipeline.utils.compat import AMAZON_WAITER_FAILURE_EVENT_FROM
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,6 +35,26 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         if state in self.failed_states:
             raise StepFailedError(self.explain_failure(response))
         return state in self.target_states
+
+    def execute(self, context: Context) -> None:
+        if not self.deferrable or Version(amazon_version) >= AMAZON_WAITER_FAILURE_EVENT_FROM:
+            super().execute(context)
+            return
+        # The provider's deferrable execute, deferring to its trigger made to yield the failure event.
+        from bank_pipeline.triggers.emr import EmrStepFailureEventTrigger
+
+        if not self.poke(context):
+            self.defer(
+                timeout=timedelta(seconds=self.max_attempts * self.poke_interval),
+                trigger=EmrStepFailureEventTrigger(
+                    job_flow_id=self.job_flow_id,
+                    step_id=self.step_id,
+                    waiter_delay=int(self.poke_interval),
+                    waiter_max_attempts=self.max_attempts,
+                    aws_conn_id=self.aws_conn_id,
+                ),
+                method_name="execute_complete",
+            )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
         if event and event.get("status") == "success":

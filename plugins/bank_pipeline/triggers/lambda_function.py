@@ -11,8 +11,10 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 
+from bank_pipeline.utils.compat import WaiterFailureEvent
 
-class _LambdaWaiterTrigger(AwsBaseWaiterTrigger):
+
+class _LambdaWaiterTrigger(WaiterFailureEvent, AwsBaseWaiterTrigger):  # the error event on providers < 9.25 too
     def hook(self) -> LambdaHook:
         return LambdaHook(
             aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
