@@ -60,7 +60,8 @@ def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet
     )
     model_version = batch_score.resolve_model_version(
         params["model_version"],
-        (triggering_asset_events or {}).get(assets.LIVE_MODEL, []),
+        # The accessor itself, not dict.get: Airflow 3.0's Asset is not hashable.
+        triggering_asset_events[assets.LIVE_MODEL] if triggering_asset_events else [],
         ModelRegistry(s3, CFG.model_registry_prefix).live,
     )
     print(f"scoring {features} with model {model_version}")

@@ -52,6 +52,7 @@ Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 from airflow.sdk import DAG, BaseOperator, Param, chain, task
 
@@ -77,7 +78,8 @@ def resolve_features(params: dict, triggering_asset_events=None, inlet_events=No
 
     return resolve_features_manifest(
         params["features_manifest_uri"],
-        (triggering_asset_events or {}).get(assets.FEATURES, []),
+        # The accessor itself, not dict.get: Airflow 3.0's Asset is not hashable.
+        triggering_asset_events[assets.FEATURES] if triggering_asset_events else [],
         inlet_events[assets.FEATURES] if inlet_events is not None else [],
         purpose="train on",
     )
@@ -109,10 +111,11 @@ def read_candidate(candidate_uri: str, run_id: str) -> TrainedCandidate:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline.release import read_candidate as read
+    from bank_pipeline.utils.compat import xcom_outputs
 
     trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=run_id)
     print(f"model {trained['version']}: ROC AUC {trained['metrics']['roc_auc']:.4f}, gate: {trained['reason']}")
-    return trained
+    return cast(TrainedCandidate, xcom_outputs(dict(trained)))  # live is None before the first release
 
 
 @task.short_circuit
@@ -130,7 +133,7 @@ def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -
 
     from bank_pipeline.registry import ModelRegistry
     from bank_pipeline.release import live_record
-    from bank_pipeline.utils.compat import timezone
+    from bank_pipeline.utils.compat import timezone, xcom_outputs
 
     record = live_record(
         version,
@@ -141,7 +144,7 @@ def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -
     )
     ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
     outlet_events[assets.LIVE_MODEL].extra = {"version": version, "image_uri": image["image_uri"]}
-    return record
+    return xcom_outputs(record)  # a target that did not run is None; `-> dict` pushes each key
 
 
 with DAG(

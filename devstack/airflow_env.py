@@ -9,6 +9,11 @@ the caller can watch progress in the metadata DB meanwhile.
 
 The child warms up (imports Airflow, starts its in-process execution API) before
 it reads its run from stdin, so a caller can start it while it does other work.
+
+The children and ``airflow db migrate`` run on ``$BANK_AIRFLOW_PYTHON`` when it is set (an
+interpreter with another Airflow and the bundle installed: ``make test-airflow-3.0`` sets MWAA
+3.0.6's, devstack.mwaa_env), else on this one; devstack itself always runs here. The child
+needs only Airflow, the bundle and this module, imported from the checkout (its cwd).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +41,13 @@ LAMBDA_ROLE_NAME = "bank-model-lambda"  # infra/bank-ml.cfn.yaml's default Lambd
 LAMBDA_ROLE_ARN = f"arn:aws:iam::123456789012:role/{LAMBDA_ROLE_NAME}"  # moto's default account
 IMAGE_REPOSITORY = "bank-model"
 SERVING_BASE_TAG = "serving-base"
+AIRFLOW_PYTHON = "BANK_AIRFLOW_PYTHON"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def airflow_python() -> str:
+    """The interpreter of DAG-run children and their metadata DB: ``$BANK_AIRFLOW_PYTHON``, else this one."""
+    return os.environ.get(AIRFLOW_PYTHON) or sys.executable
 
 
 def airflow_settings(home: Path) -> dict[str, str]:
@@ -93,21 +106,32 @@ def airflow_env(
     return env
 
 
+def airflow_version(python: str) -> str:
+    """The apache-airflow version installed for ``python`` (read from its metadata: no Airflow import)."""
+    code = "from importlib.metadata import version; print(version('apache-airflow'))"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def ensure_db(env: dict[str, str]) -> None:
-    """Create (or upgrade) the SQLite metadata DB once; later calls cost one `stat`."""
+    """Create (or upgrade) the SQLite metadata DB with the children's Airflow once; later calls read one small file.
+
+    The marker names the interpreter that migrated it: another one (another Airflow) migrates again.
+    """
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     marker = home / ".migrated"
-    if marker.exists():
-        return
+    python = airflow_python()
+    with contextlib.suppress(FileNotFoundError):
+        if marker.read_text() == python:
+            return
     subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
+        [python, "-m", "airflow", "db", "migrate"],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    marker.touch()
+    marker.write_text(python)
 
 
 def seed_lake(s3: Any, csv_path: Path, bucket: str = LAKE_BUCKET, key: str = RAW_KEY) -> str:
@@ -155,11 +179,13 @@ class DagRunResult:
     tasks: dict[str, str]
     asset_events: list[dict[str, Any]]
     xcom: dict[str, Any] = field(default_factory=dict)
+    airflow_version: str = ""  # the child's
     log_path: Path | None = None
 
     @property
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
+        """The child's log as text: Airflow 3.0 colours its tracebacks (rich), splitting messages with escapes."""
+        return ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace")) if self.log_path else ""
 
 
 @dataclass
@@ -211,7 +237,7 @@ def start_child(env: dict[str, str], dag_id: str, workdir: Path) -> DagRunChild:
     result = workdir / f"{dag_id}.result.json"
     log = workdir / f"{dag_id}.log"
     result.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "devstack.airflow_env", "run", dag_id, "--result", str(result)]
+    cmd = [airflow_python(), "-m", "devstack.airflow_env", "run", dag_id, "--result", str(result)]
     with log.open("w") as out:
         proc = subprocess.Popen(
             cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True
@@ -267,6 +293,15 @@ def task_states(env: dict[str, str], dag_id: str, after: int = 0) -> dict[str, s
     return dict(rows)
 
 
+def _dagbag_class() -> type:
+    """Airflow's DagBag: airflow.dag_processing.dagbag since 3.1, airflow.models.dagbag in 3.0."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+    return DagBag
+
+
 def _warm_up() -> None:
     """Child side, before the run is known: import Airflow and start the in-process execution API.
 
@@ -275,8 +310,9 @@ def _warm_up() -> None:
     must not be imported yet: its modules read BANK_* settings when imported.
     """
     import httpx
-    from airflow.dag_processing.dagbag import DagBag  # noqa: F401  (the import is the point)
     from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    _dagbag_class()  # the import is the point
 
     api = in_process_api_server()
     httpx.Client(transport=api.transport, base_url="http://in-process.invalid./").get("/execution/")
@@ -298,19 +334,37 @@ def _take_env(env: dict[str, str]) -> None:
     os.environ.update(env)
 
 
+def _write_dags_to_db(bag: Any) -> None:
+    """Airflow 3.0: what its DAG processor does with a parsed file, which 3.1+'s dag.test() does itself.
+
+    3.0's dag.test() leaves the DAG and its assets out of the DB: every task with an outlet then
+    fails with AirflowInactiveAssetInInletOrOutletException, and the run has no DAG version.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag.sync_to_db("dags-folder", None)  # the default bundle, which AIRFLOW__CORE__DAGS_FOLDER configures
+
+
 def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_date: str | None) -> None:
     """Child side: one `dag.test()` run, then its outcome as JSON."""
-    from airflow.dag_processing.dagbag import DagBag
+    import airflow
     from airflow.models.asset import AssetEvent
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+    from packaging.version import Version
     from sqlalchemy import select
 
-    bag = DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
+    bag = _dagbag_class()(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     dag = bag.dags[dag_id]
-    from airflow.sdk import timezone
+    if Version(Version(airflow.__version__).base_version) < Version("3.1"):
+        _write_dags_to_db(bag)
+    try:
+        from airflow.sdk import timezone
+    except ImportError:  # Airflow 3.0
+        from airflow.utils import timezone  # type: ignore[no-redef,attr-defined]
 
     # A fixed logical date gives the same run id: dag.test() then replaces that run (a rerun).
     when = timezone.parse(logical_date) if logical_date else timezone.utcnow()
@@ -324,6 +378,7 @@ def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_
             )
         ).all()
         out = {
+            "airflow_version": airflow.__version__,
             "dag_id": dag_id,
             "run_id": dr.run_id,
             "state": str(dr.state),

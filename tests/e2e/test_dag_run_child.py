@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.airflow_env import LAKE_BUCKET, airflow_settings, start_child
+from devstack.airflow_env import LAKE_BUCKET, airflow_python, airflow_settings, airflow_version, start_child
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -26,6 +26,8 @@ def test_a_child_warmed_up_without_the_runs_settings_runs_with_those_begin_sends
     # The worker's connection from begin() reached S3 and found no object (without it: no credentials).
     assert f"s3://{LAKE_BUCKET}/raw/nope.csv does not exist" in run.log
     assert child.proc.returncode == 0
+    # The child ran on $BANK_AIRFLOW_PYTHON's Airflow when it is set (make test-airflow-3.0), else on this one's.
+    assert run.airflow_version == airflow_version(airflow_python())
 
 
 def test_a_run_whose_airflow_settings_differ_from_the_childs_is_refused_naming_them(airflow, tmp_path):
