@@ -1,4 +1,4 @@
-"""``python -m devstack.deploy mwaa --wheel dist/X.whl --out build/mwaa``: the bundle in MWAA's shape.
+"""``python -m devstack.deploy {mwaa,astro} --wheel dist/X.whl``: the bundle in MWAA's or Astro's shape.
 
 MWAA deploys a DAGs folder, ``plugins.zip`` (unpacked into /usr/local/airflow/plugins),
 ``requirements.txt`` and a startup script. The bundle's code is one wheel, so:
@@ -16,6 +16,21 @@ requirements.txt -c airflow_constraints.txt`` (its image's files), so every pack
 workers share with Airflow stays at the version MWAA tested.
 tests/packaging/test_deploy.py installs exactly this into a fresh environment;
 tests/packaging/test_mwaa_install.py installs it as each MWAA Airflow 3 image does.
+
+``astro`` writes an Astro project (``astro dev init`` keeps files that exist, adding the rest):
+
+    <out>/Dockerfile          FROM the Astro Runtime image + one RUN installing the wheel
+    <out>/requirements.txt    the runtime requirements (the image's ONBUILD step installs them)
+    <out>/packages.txt        empty (ONBUILD copies it: it must exist)
+    <out>/include/<wheel>     the bundle's code
+    <out>/dags/, <out>/plugins/bank_pipeline_plugin.py
+    <out>/.env                the BANK_* settings for ``astro dev``; a Deployment takes them with
+                              ``astro deployment variable create --load --env .env``
+
+The wheel cannot be a requirements.txt line: the Runtime image's ONBUILD triggers install
+requirements.txt (step 5) before they copy the project into the image (step 7), so a local
+path is not there yet. The Dockerfile's own RUN comes after both. tests/packaging/test_astro_install.py
+installs the project as the Runtime image does (tests/data/astro/README.md: what is known of it).
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ import shlex
 import shutil
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +133,23 @@ def bank_settings(settings_file: Path = SETTINGS_FILE) -> list[tuple[str, str, s
     return found
 
 
+def setting_lines(assign: Callable[[str, str], str], settings_file: Path = SETTINGS_FILE) -> list[str]:
+    """Every BANK_* setting as ``assign(name, value)`` after its description; optional ones commented out.
+
+    The values are the settings' defaults, except PLACEHOLDERS, marked EDIT: a user must replace them.
+    """
+    lines = []
+    for name, default, doc in bank_settings(settings_file):
+        if doc:
+            lines.append(f"# {doc}")
+        if name in PLACEHOLDERS:
+            lines.append(f"# EDIT: no default fits every account (settings.py's is {default!r}).")
+        lines.append(assign(name, PLACEHOLDERS.get(name, default)))
+    for name, (example, doc) in OPTIONAL_SETTINGS.items():
+        lines += [f"# Optional. {doc}", f"# {assign(name, example)}"]
+    return lines
+
+
 def startup_script(settings_file: Path = SETTINGS_FILE) -> str:
     """MWAA's startup script for the bundle: ``export BANK_...=...`` for every setting.
 
@@ -135,14 +168,7 @@ def startup_script(settings_file: Path = SETTINGS_FILE) -> str:
         "# Names and meanings: plugins/bank_pipeline/settings.py. Do not `exit` from this file.",
         "",
     ]
-    for name, default, doc in bank_settings(settings_file):
-        if doc:
-            lines.append(f"# {doc}")
-        if name in PLACEHOLDERS:
-            lines.append(f"# EDIT: no default fits every account (settings.py's is {default!r}).")
-        lines.append(f"export {name}={shlex.quote(PLACEHOLDERS.get(name, default))}")
-    for name, (example, doc) in OPTIONAL_SETTINGS.items():
-        lines += [f"# Optional. {doc}", f"# export {name}={shlex.quote(example)}"]
+    lines += setting_lines(lambda name, value: f"export {name}={shlex.quote(value)}", settings_file)
     names = " ".join(PLACEHOLDERS)
     lines += [
         "",
@@ -156,16 +182,86 @@ def startup_script(settings_file: Path = SETTINGS_FILE) -> str:
     return "\n".join(lines)
 
 
+# Astro Runtime 3.x images (Airflow 3) come from this registry, tagged <airflow major.minor>-<patch>
+# with -python-3.11/-3.13 variants (3.12 is the default). 3.3-8 is the newest tag seen in public
+# projects (tests/data/astro/README.md); pin the one your Deployment runs.
+ASTRO_RUNTIME_IMAGE = "astrocrpublic.azurecr.io/runtime"
+ASTRO_RUNTIME_TAG = "3.3-8"
+# The project's folder in the image: ONBUILD's `COPY --chown=astro:0 . .` puts it here.
+ASTRO_PROJECT_DIR = "/usr/local/airflow"
+
+
+def astro_dockerfile(wheel_name: str, runtime_tag: str = ASTRO_RUNTIME_TAG) -> str:
+    """The Astro project's Dockerfile: the Runtime image, then the wheel without resolving anything.
+
+    ``--no-deps``: requirements.txt holds exactly the wheel's dependencies (test_deploy checks it)
+    and ONBUILD has installed them, so this step can only add the bundle, never move a package.
+    """
+    return "\n".join(
+        [
+            "# Astro project of the bank-marketing bundle (written by `make astro`: devstack/deploy.py).",
+            f"FROM {ASTRO_RUNTIME_IMAGE}:{runtime_tag}",
+            "# The image's ONBUILD triggers have run here: packages.txt, then requirements.txt",
+            "# (/usr/local/bin/install-python-dependencies), then this folder copied to",
+            f"# {ASTRO_PROJECT_DIR}. The wheel is installed after them: it cannot be a requirements.txt",
+            "# line because requirements.txt is installed before the folder is copied.",
+            "USER root",
+            f"RUN pip install --no-cache-dir --no-deps {ASTRO_PROJECT_DIR}/include/{wheel_name}",
+            "USER astro",
+            "",
+        ]
+    )
+
+
+def dotenv(settings_file: Path = SETTINGS_FILE) -> str:
+    """``.env`` with every BANK_* setting: ``astro dev`` passes it to each container.
+
+    Docker's env-file syntax (NAME=value, no quotes, no expansion), which
+    ``astro deployment variable create --load`` also reads.
+    """
+    lines = [
+        "# BANK_* settings of the bank-marketing bundle (written by `make astro`: devstack/deploy.py).",
+        "# `astro dev start` gives them to every Airflow container; for a Deployment run",
+        "# `astro deployment variable create --deployment-id <id> --load --env .env`.",
+        "# Values are the settings' defaults unless marked EDIT; meanings: plugins/bank_pipeline/settings.py.",
+    ]
+    return "\n".join(lines + setting_lines(lambda name, value: f"{name}={value}", settings_file)) + "\n"
+
+
+def astro_project(wheel: Path, out: Path, runtime_tag: str = ASTRO_RUNTIME_TAG) -> Path:
+    """Write the Astro project of the bundle under ``out`` (replacing it); return ``out``."""
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "include").mkdir(parents=True)
+    (out / "plugins").mkdir()
+    shutil.copytree(REPO / "dags", out / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(PLUGIN_FILE, out / "plugins" / PLUGIN_FILE.name)
+    shutil.copy2(wheel, out / "include" / wheel.name)
+    (out / "Dockerfile").write_text(astro_dockerfile(wheel.name, runtime_tag))
+    (out / "requirements.txt").write_text("\n".join(runtime_requirements()) + "\n")
+    (out / "packages.txt").write_text("")
+    (out / ".env").write_text(dotenv())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.deploy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     mwaa = sub.add_parser("mwaa", help="dags/, plugins.zip, requirements.txt and startup.sh for MWAA")
     mwaa.add_argument("--wheel", type=Path, required=True)
     mwaa.add_argument("--out", type=Path, default=REPO / "build" / "mwaa")
+    astro = sub.add_parser("astro", help="an Astro project: Dockerfile, requirements.txt, include/<wheel>, dags/, .env")
+    astro.add_argument("--wheel", type=Path, required=True)
+    astro.add_argument("--out", type=Path, default=REPO / "build" / "astro")
+    astro.add_argument("--runtime", default=ASTRO_RUNTIME_TAG, help=f"Astro Runtime tag (default {ASTRO_RUNTIME_TAG})")
     args = parser.parse_args(argv)
     if not args.wheel.is_file():
         print(f"devstack.deploy: error: no wheel at {args.wheel} (run `make wheel`)", file=sys.stderr)
         return 2
+    if args.command == "astro":
+        out = astro_project(args.wheel, args.out, args.runtime)
+        print(f"Astro project in {out}: `astro dev init` there (keeps these files), edit .env, `astro dev start`")
+        return 0
     out = mwaa_bundle(args.wheel, args.out)
     print(f"MWAA bundle in {out}: dags/, plugins.zip, requirements.txt, startup.sh (edit its values)")
     return 0
