@@ -52,7 +52,6 @@ Which targets run is configuration (`BANK_RELEASE_TARGETS`: `lambda`,
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import cast
 
 from airflow.sdk import DAG, BaseOperator, Param, chain, task
 
@@ -62,7 +61,7 @@ from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
 from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
-from bank_pipeline.release import SMOKE_RECORD, PreparedTraining, TrainedCandidate, check_prediction
+from bank_pipeline.release import SMOKE_RECORD, PreparedTraining, check_prediction
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
@@ -106,7 +105,7 @@ def prepare_training(manifest_uri: str, params: dict, run_id: str) -> PreparedTr
 
 
 @task(multiple_outputs=True)
-def read_candidate(candidate_uri: str, run_id: str) -> TrainedCandidate:
+def read_candidate(candidate_uri: str, run_id: str) -> dict:
     """The candidate the build registered: its version, metrics, and the gate's decision."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -115,7 +114,7 @@ def read_candidate(candidate_uri: str, run_id: str) -> TrainedCandidate:
 
     trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=run_id)
     print(f"model {trained['version']}: ROC AUC {trained['metrics']['roc_auc']:.4f}, gate: {trained['reason']}")
-    return cast(TrainedCandidate, xcom_outputs(dict(trained)))  # live is None before the first release
+    return xcom_outputs(dict(trained))  # TrainedCandidate; live is None before the first release
 
 
 @task.short_circuit
