@@ -20,7 +20,7 @@ import pytest
 
 from bank_pipeline.utils import oci
 from devstack import Devstack, kube
-from devstack.airflow_env import IMAGE_REPOSITORY, SERVING_BASE_TAG, airflow_env, ensure_db, run_dag
+from devstack.airflow_env import IMAGE_REPOSITORY, SERVING_BASE_TAG, airflow_env, ensure_db, run_dag, seed_wheelhouse
 from devstack.infra import Account, worker_credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -61,6 +61,7 @@ def env(ds, worker: Account, release_ready: dict[str, str], s3, cluster: kube.Ku
     """An Airflow of its own (its Assets live in their own bucket), releasing to both targets as the
     release's ServiceAccount (manifests/rbac) in the default Kubernetes connection."""
     s3.create_bucket(Bucket=BUCKET)
+    seed_wheelhouse(ds.env(), BUCKET)  # its lake's deploy step: the model build's nodes install from it
     kubernetes = kube.airflow_connection(cluster.release_identity(NAMESPACE), NAMESPACE)
     home = airflow_env(tmp_path_factory.mktemp("airflow_home_aon"), ds.env(), worker, kubernetes)
     ensure_db(home)

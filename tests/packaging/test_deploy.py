@@ -142,7 +142,7 @@ def test_a_fresh_airflow_with_the_bundle_loads_every_dag_and_finds_what_tasks_sh
     assert out["staged"]["batch_score"]["bootstrap_uri"].endswith("/python_env.sh")
     assert out["staged"]["bank_features"]["script_uri"].endswith("/bank_features.py")
     assert {key.rsplit("/", 1)[1] for key in out["uploaded"]} == {
-        "bank_features.py", "batch_score.py", "bank_jobs.zip", "python_env.sh",
+        "bank_features.py", "batch_score.py", "bank_train.py", "bank_jobs.zip", "python_env.sh",
     }  # fmt: skip
     assert out["bootstrap"] > 0 and out["manifests"] == sorted(["Deployment", "HorizontalPodAutoscaler",
                                                                   "PodDisruptionBudget", "Service"])  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -46,7 +47,9 @@ def events(trigger: Any) -> list[Any]:
     async def collect() -> list[Any]:
         return [event.payload async for event in trigger.run()]
 
-    return asyncio.run(collect())
+    # A thread of its own: another test's plugin may leave an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
 
 
 def test_a_failure_the_old_provider_raises_becomes_the_error_event() -> None:
