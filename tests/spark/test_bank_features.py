@@ -174,12 +174,17 @@ def test_valid_is_exactly_a_null_reason(spark: SparkSession, parsed_cases: DataF
         for column in bf.STRING_COLUMNS
         for bad in ("\x07", "\ufffd")
     ]
-    inline = spark.createDataFrame(text_cases, bf.RAW_SCHEMA).transform(bf.flag_rows)
+    missing_cases = [(*{**GOOD, column: None}.values(), None) for column in bf.EXPECTED_COLUMNS] + [
+        (*{**GOOD, column: "  "}.values(), None) for column in bf.STRING_COLUMNS
+    ]
+    inline = spark.createDataFrame(text_cases + missing_cases, bf.RAW_SCHEMA).transform(bf.flag_rows)
     for frame in (parsed_cases, inline):
         disagree = frame.where(F.col("valid") != F.col("reason").isNull()).select("record", "reason", "valid")
         assert disagree.collect() == []
     reasons = [r["reason"] for r in inline.collect()]
-    assert all(r is not None for r in reasons) and len(reasons) == 2 * len(bf.STRING_COLUMNS)
+    assert all(r is not None for r in reasons)
+    assert len(reasons) == 3 * len(bf.STRING_COLUMNS) + len(bf.EXPECTED_COLUMNS)
+    assert {"missing duration", "missing balance", "missing y", "missing month; month not jan..dec: '  '"} <= set(reasons)
     assert "control character in default: 'n?o'; default not yes/no: 'n\x07o'" in reasons
 
 
