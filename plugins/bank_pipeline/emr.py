@@ -80,8 +80,8 @@ def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[s
 
     Every node runs the bootstrap action ``prepare_task`` staged (XComs ``bootstrap_uri``,
     ``wheelhouse_uri``): a Python 3.11 environment at PYTHON_ENV with the hash-locked wheels
-    the deployment staged (bank_pipeline.wheelhouse), no package index needed. ``spark.pyspark.python`` and ``spark.pyspark.driver.python``
-    point driver and executors at it: EMR's stock spark-env.sh sets PYSPARK_DRIVER_PYTHON to
+    the deployment staged (bank_pipeline.wheelhouse), no package index needed.
+    ``spark.pyspark.python`` and ``spark.pyspark.driver.python`` point driver and executors at it: EMR's stock spark-env.sh sets PYSPARK_DRIVER_PYTHON to
     the system Python, which only these properties override (an exported PYSPARK_PYTHON
     would leave the client-mode driver on the system Python without the job's libraries).
     """

@@ -4,10 +4,11 @@
     s3://<lake>/models/bank/live.json
 
 A version is the first 16 hex digits of sha256(model.onnx), so the same model
-always gets the same version. ``model.json`` is uploaded last and marks the
-version complete: a version whose model.json exists is never written again, so
-a retry or a rerun on identical data registers nothing. ``live.json`` is written
-only after a deploy passed its smoke test.
+always gets the same version. Versions are registered by the model build on EMR
+(``bank_spark.train.register``): ``model.json`` is uploaded last and marks the
+version complete, and a version whose model.json exists is never written again,
+so a retry or a rerun on identical data registers nothing. Workers only read
+versions here, and write ``live.json`` after a deploy passed its smoke test.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_pipeline.errors import BadInputError
 from bank_pipeline.lake import split_s3_uri
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 COMMIT_FILE = "model.json"
 LIVE_FILE = "live.json"
 class ModelRegistry:
-    """Reads and writes the registry under ``prefix_uri`` through an S3Hook."""
+    """Reads the registry under ``prefix_uri`` and moves its live pointer, through an S3Hook."""
 
     def __init__(self, hook: S3Hook, prefix_uri: str) -> None:
         self.hook = hook
@@ -46,22 +46,6 @@ class ModelRegistry:
     def model_info(self, version: str) -> dict[str, Any] | None:
         """The version's model.json, or None if the version is not (completely) registered."""
         return self._read_json(self._key(version, COMMIT_FILE))
-
-    def register(self, version_dir: Path, version: str) -> bool:
-        """Upload a version directory; False (and nothing written) if the version exists already."""
-        local = json.loads((version_dir / COMMIT_FILE).read_text())
-        existing = self.model_info(version)
-        if existing is not None:
-            if existing.get("sha256") != local.get("sha256"):
-                raise BadInputError(
-                    f"version {version} exists with sha256 {existing.get('sha256')}, "
-                    f"not {local.get('sha256')}: versions are immutable"
-                )
-            return False
-        files = sorted(p for p in version_dir.iterdir() if p.is_file() and p.name != COMMIT_FILE)
-        for path in [*files, version_dir / COMMIT_FILE]:  # the commit marker last
-            self.hook.load_file(str(path), self._key(version, path.name), bucket_name=self.bucket, replace=True)
-        return True
 
     def download(self, version: str, name: str, dest: Path) -> Path:
         """One file of a registered version, downloaded to ``dest`` (a directory)."""
