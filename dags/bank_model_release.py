@@ -31,16 +31,20 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   Active), publish a version, wait until it is Active, smoke-test *that version*,
   and only then move the `live` alias. A failed smoke test leaves the alias alone.
 * **lambda_url**: the `live` alias's function URL (auth `AWS_IAM`, or `NONE`
-  when the Param `function_url_auth` says so), smoke-tested with a POST; the
-  release is recorded only once it answers.
-* **rollout_kubernetes**: refuse an image of another architecture than the
-  Deployment's `kubernetes.io/arch` node selector; patch the Deployment's image to
-  the same digest, wait for the rollout as `kubectl rollout status` judges it
-  (deferred), roll back on failure with the stuck pods' reasons. Skipped, saying
-  so, when no Kubernetes connection is configured (or it names no cluster).
-* **revert_lambda**: the release is all-or-nothing. If the rollout failed after
-  the alias moved, move it back (or delete it on a first release) and fail
-  saying both; skipped otherwise.
+  when the Param `function_url_auth` says so, with both public statements Lambda
+  requires: `lambda:InvokeFunctionUrl` and `lambda:InvokeFunction` through the
+  URL), smoke-tested with a POST retried every few seconds while it is not
+  answering yet; the release goes on only once it answers.
+* **rollout_kubernetes**: after the URL answered. Refuse an image of another
+  architecture than the Deployment's `kubernetes.io/arch` node selector; patch
+  the Deployment's image to the same digest, wait for the rollout as `kubectl
+  rollout status` judges it (deferred), roll back on failure with the stuck pods'
+  reasons. Skipped, saying so, when no Kubernetes connection is configured (or it
+  names no cluster).
+* **revert_lambda**: the release is all-or-nothing. If any step after the alias
+  moved failed (`lambda_url`, or `rollout_kubernetes`), move it back (or delete
+  it on a first release) and fail saying which step failed and what was undone;
+  skipped otherwise.
 * **record_live**: `models/bank/live.json`, written only after every configured
   target serves the version, and the `bank_live_model` Asset event, which
   schedules `bank_batch_score`.
@@ -225,6 +229,7 @@ with DAG(
         base_tag=CFG.serving_base_tag,
         aws_conn_id=CFG.aws_conn_id,
     )
+    # The release, in order: each step runs only if the one before it succeeded.
     releases: list[BaseOperator] = []
     if "lambda" in CFG.release_targets:
         releases.append(
@@ -240,6 +245,22 @@ with DAG(
                 smoke_check=check_prediction,
                 waiter_delay=CFG.poll_seconds,
                 # A failed smoke test left the alias alone; retrying would test the same image again.
+                retries=0,
+            )
+        )
+        # The alias's HTTP front door, once the alias moved. Its smoke POST retries every few
+        # seconds (the operator's own interval), not at the waiters' poll_seconds.
+        releases.append(
+            LambdaFunctionUrlOperator(
+                task_id="lambda_url",
+                aws_conn_id=CFG.aws_conn_id,
+                function_name=CFG.lambda_function,
+                alias="live",
+                auth_type="{{ params.function_url_auth }}",
+                smoke_body=SMOKE_RECORD,
+                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
+                smoke_check=check_prediction,
+                # Its smoke POST retries for a minute already; a failure moves the alias back at once.
                 retries=0,
             )
         )
@@ -262,28 +283,16 @@ with DAG(
     chain(build.wait_for_step, [candidate, build.terminate_cluster])
     chain(candidate, gate, push_image, *releases, live)
     if "lambda" in CFG.release_targets:
-        # The alias's HTTP front door, once the alias moved; the release is recorded only when it answers.
-        (
-            releases[0]
-            >> LambdaFunctionUrlOperator(
-                task_id="lambda_url",
-                aws_conn_id=CFG.aws_conn_id,
-                function_name=CFG.lambda_function,
-                alias="live",
-                auth_type="{{ params.function_url_auth }}",
-                smoke_body=SMOKE_RECORD,
-                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-                smoke_check=check_prediction,
-                poll_interval=CFG.poll_seconds,
-            )
-            >> live
-        )
-    if len(releases) == 2:
-        # All-or-nothing: a Lambda alias moved by this run goes back if the rollout then fails.
-        releases[1] >> LambdaAliasRevertOperator(
+        # All-or-nothing: if any step after the alias moved fails, the alias goes back.
+        after_alias = releases[1:]
+        failures = {
+            "lambda_url": "the function URL failed (task lambda_url says why)",
+            "rollout_kubernetes": "the Kubernetes rollout failed (task rollout_kubernetes says why and what it rolled back)",
+        }
+        after_alias >> LambdaAliasRevertOperator(
             task_id="revert_lambda",
             aws_conn_id=CFG.aws_conn_id,
             deploy_task_id="deploy_lambda",
-            reason="the Kubernetes rollout failed (task rollout_kubernetes says why and what it rolled back)",
+            steps={step.task_id: failures[step.task_id] for step in after_alias},
             trigger_rule="one_failed",
         )

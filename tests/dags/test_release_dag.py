@@ -110,16 +110,49 @@ def test_the_function_url_follows_the_alias_with_auth_from_a_param(monkeypatch):
         param.resolve("BASIC")
 
 
-@pytest.mark.parametrize(("targets", "reverts"), [("lambda,kubernetes", True), ("lambda", False), ("kubernetes", False)])
-def test_a_failed_rollout_reverts_the_lambda_alias_only_when_both_targets_release(monkeypatch, targets, reverts):
+@pytest.mark.parametrize(
+    ("targets", "order", "guarded"),
+    [
+        ("lambda,kubernetes", ["deploy_lambda", "lambda_url", "rollout_kubernetes"], {"lambda_url", "rollout_kubernetes"}),
+        ("lambda", ["deploy_lambda", "lambda_url"], {"lambda_url"}),
+        ("kubernetes", ["rollout_kubernetes"], None),
+    ],
+)
+def test_every_step_after_the_alias_moves_is_undone_by_revert_lambda(monkeypatch, targets, order, guarded):
+    """All-or-nothing: the release is one line (each step runs only if the one before it succeeded), and
+    revert_lambda moves the alias back if any step after deploy_lambda fails."""
     dag = load_release_dag(monkeypatch, targets)
-    assert ("revert_lambda" in dag.task_dict) is reverts
-    if reverts:
+    for before, after in zip(order, order[1:], strict=False):
+        assert dag.task_dict[after].upstream_task_ids == {before}, after
+    assert ("revert_lambda" in dag.task_dict) is (guarded is not None)
+    if guarded:
         revert = dag.task_dict["revert_lambda"]
-        assert revert.upstream_task_ids == {"rollout_kubernetes"} and revert.trigger_rule == "one_failed"
+        assert revert.upstream_task_ids == guarded and revert.trigger_rule == "one_failed"
         assert revert.deploy_task_id == "deploy_lambda"
+        assert list(revert.steps) == [t for t in order if t in guarded]  # release order: the first unfinished failed
+        assert "lambda_url" in revert.steps["lambda_url"] and "task lambda_url says why" in revert.steps["lambda_url"]
         # Not upstream of record_live: live.json waits for every target, never for the revert.
         assert "revert_lambda" not in dag.task_dict["record_live"].upstream_task_ids
+        assert dag.task_dict["record_live"].upstream_task_ids >= {order[-1]}
+
+
+@pytest.mark.parametrize(
+    ("finished", "failed"),
+    [([], "lambda_url"), (["lambda_url"], "rollout_kubernetes"), (["lambda_url", "rollout_kubernetes"], None)],
+)
+def test_the_failed_step_is_the_first_that_did_not_finish(finished, failed):
+    from bank_pipeline.operators.lambda_function import failed_step
+
+    assert failed_step(["lambda_url", "rollout_kubernetes"], finished) == failed
+
+
+def test_the_url_smoke_post_is_retried_within_seconds_not_at_poll_seconds(monkeypatch):
+    monkeypatch.setenv("BANK_POLL_SECONDS", "30")  # AWS's default: the EMR and Lambda waiters' interval
+    dag = load_release_dag(monkeypatch, "lambda")
+    assert dag.task_dict["deploy_lambda"].waiter_delay == 30
+    url = dag.task_dict["lambda_url"]
+    assert url.poll_interval <= 2 and url.smoke_timeout == 60
+    assert url.retries == 0  # a failure reverts the alias at once, not after a retry a minute later
 
 
 def test_the_model_is_built_on_a_temporary_cluster_before_the_gate(dag_module):

@@ -20,7 +20,7 @@ A version that fails its smoke test is never behind the alias: the task fails
 naming the version and why, and the alias is left where it was (nothing to roll
 back). A rerun with the image the alias already serves publishes nothing and
 only repeats the smoke test. ``LambdaAliasRevertOperator`` moves the alias back
-when a later target of the same release fails (the release is all-or-nothing).
+when a later step of the same release fails (the release is all-or-nothing).
 """
 
 from __future__ import annotations
@@ -410,36 +410,57 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaHook]):
         return subset_mismatch(self.smoke_expect, answer) or self.smoke_check(answer)
 
 
+def failed_step(steps: Sequence[str], finished: Sequence[str]) -> str | None:
+    """Which of ``steps`` (the release's steps after the alias moved, in order, each run only if the one
+    before it succeeded) failed: the first that did not finish; None if all did."""
+    return next((step for step in steps if step not in finished), None)
+
+
 class LambdaAliasRevertOperator(AwsBaseOperator[LambdaHook]):
-    """Undo a LambdaImageDeployOperator's alias move when a later target of the same release failed.
+    """Undo a LambdaImageDeployOperator's alias move when a later step of the same release failed.
 
     A release is all-or-nothing: "live" is the version every configured target serves. If the
-    deploy task (``deploy_task_id``, its LambdaRelease XCom) moved the alias and a later target
+    deploy task (``deploy_task_id``, its LambdaRelease XCom) moved the alias and a later step
     then failed, this moves the alias back to the release's ``previous_version`` (or deletes it
     if the release created it) and fails saying so: the release is not live. It skips if the
     deploy moved nothing, and leaves alone an alias that someone else has moved since. Idempotent.
 
     :param deploy_task_id: the LambdaImageDeployOperator task of this run.
-    :param reason: what failed downstream, for the message.
+    :param steps: the release's tasks after the alias moves, in order (each runs only if the one
+        before it succeeded), each with what its failure means for the message. The first without
+        a result (XCom) is the one that failed.
+    :param reason: what failed downstream, for the message, when ``steps`` does not say.
     """
 
     aws_hook_class = LambdaHook
     template_fields: Sequence[str] = aws_template_fields("deploy_task_id", "reason")
 
-    def __init__(self, *, deploy_task_id: str, reason: str = "a later release target failed", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        deploy_task_id: str,
+        steps: dict[str, str] | None = None,
+        reason: str = "a later release step failed",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.deploy_task_id = deploy_task_id
+        self.steps = dict(steps or {})
         self.reason = reason
 
     def execute(self, context: Context) -> None:
         from bank_pipeline.utils.compat import AirflowSkipException
 
-        release: LambdaRelease | None = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
+        ti = context["ti"]
+        release: LambdaRelease | None = ti.xcom_pull(task_ids=self.deploy_task_id)
         if not release or not release.get("changed"):
             raise AirflowSkipException(
                 f"nothing to undo on Lambda: {self.deploy_task_id} did not move the alias in this run"
                 + (f" ({release['alias']} already served version {release['version']})" if release else "")
             )
+        finished = [step for step in self.steps if ti.xcom_pull(task_ids=step) is not None]
+        failed = failed_step(list(self.steps), finished)
+        reason = self.steps[failed] if failed else self.reason
         conn = self.hook.conn
         function, alias, version = release["function_name"], release["alias"], release["version"]
         previous = release.get("previous_version")
@@ -458,4 +479,4 @@ class LambdaAliasRevertOperator(AwsBaseOperator[LambdaHook]):
             conn.update_alias(FunctionName=function, Name=alias, FunctionVersion=previous)
             undone = f"alias {alias} of {function} moved back from version {version} to version {previous}"
         self.log.warning(undone)
-        raise DeployFailedError(f"the release is not live: {self.reason}; {undone}")
+        raise DeployFailedError(f"the release is not live: {reason}; {undone}")
