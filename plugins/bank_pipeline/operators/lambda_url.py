@@ -12,18 +12,20 @@ after the release moved the alias:
 3. POST a known body to the URL (SigV4-signed with the connection's
    credentials for ``AWS_IAM``) until it answers, and check the answer. A new
    URL or permission can take a few seconds to reach Lambda's front end, so
-   403/404/429/5xx and connection errors are retried until ``smoke_timeout``;
-   any other status fails at once.
+   403/404/429/5xx and connection errors are retried until ``smoke_timeout``,
+   after 0.5 s, 1 s, then every ``poll_interval`` (2 s); any other status fails
+   at once.
 
 It changes nothing about versions or aliases: a failure here fails the task
-(the release is not recorded) and leaves the alias where the deploy put it.
+(the release is not recorded) and leaves the alias where the deploy put it;
+the release DAG's ``revert_lambda`` then moves the alias back.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
@@ -39,15 +41,26 @@ if TYPE_CHECKING:
 AUTH_TYPES = ("AWS_IAM", "NONE")
 PUBLIC_STATEMENT_ID = "FunctionURLAllowPublicAccess"  # the id the Lambda console gives this statement
 RETRIED_STATUSES = {403, 404, 429, 500, 502, 503, 504}
+FIRST_RETRY_SECONDS = 0.5
+
+
+def retry_delays(interval: float) -> Iterator[float]:
+    """Seconds to wait before each retry of the smoke POST: 0.5, 1, 2, ... doubling up to ``interval``, then ``interval``."""
+    delay = min(FIRST_RETRY_SECONDS, interval)
+    while True:
+        yield delay
+        delay = min(delay * 2, interval)
 
 
 class UrlSmoke(TypedDict):
-    """The smoke POST through the URL: status, the answer's body, seconds until it answered, attempts."""
+    """The smoke POST through the URL: status, the answer's body, seconds until it answered, attempts,
+    and the seconds waited before each retry."""
 
     status: int
     answer: Any
     seconds: float
     attempts: int
+    waits: list[float]
 
 
 class FunctionUrl(TypedDict):
@@ -89,9 +102,15 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
     :param smoke_expect: values the answer (``{"statusCode": ..., "body": <JSON answer>}``) must contain (templated).
     :param smoke_check: returns None if that answer is right, else what is wrong.
     :param smoke_timeout: seconds to keep retrying a URL that is not answering yet.
-    :param poll_interval: seconds between those retries.
+    :param poll_interval: the most seconds between those retries (the first come after 0.5 s and 1 s):
+        a new URL or permission reaches Lambda's front end within seconds, so this is not the
+        slow waiters' interval.
     :return: a FunctionUrl
     """
+
+    # The smoke loop's clock; tests give the operator their own.
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     aws_hook_class = LambdaHook
     template_fields: Sequence[str] = aws_template_fields(
@@ -184,9 +203,10 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         import requests
 
         headers = {"Content-Type": "application/json"}
-        started = time.monotonic()
+        started = self.monotonic()
         deadline = started + self.smoke_timeout
-        attempts = 0
+        delays = retry_delays(self.poll_interval)
+        attempts, waits = 0, []
         while True:
             attempts += 1
             send_headers = headers
@@ -200,14 +220,17 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
                 status, text = 0, f"{type(exc).__name__}: {exc}"
             if status not in RETRIED_STATUSES and status != 0:
                 break
-            if time.monotonic() + self.poll_interval > deadline:
+            left = deadline - self.monotonic()
+            if left <= 0:
                 raise DeployFailedError(
                     f"function URL {url} did not answer the smoke POST within {self.smoke_timeout:.0f} s "
                     f"({attempts} attempts); last: {status or 'no answer'} {text[:500]}"
                 )
-            self.log.info("Function URL answered %s; trying again in %s s", status or text, self.poll_interval)
-            time.sleep(self.poll_interval)  # the URL's front end learns of the config and permission eventually
-        seconds = round(time.monotonic() - started, 3)
+            wait = round(min(next(delays), left), 3)  # the last try at the deadline
+            self.log.info("Function URL answered %s; trying again in %s s", status or text, wait)
+            waits.append(wait)
+            self.sleep(wait)  # the URL's front end learns of the config and permission within seconds
+        seconds = round(self.monotonic() - started, 3)
         try:
             answer = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -217,4 +240,4 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         if problem:
             raise DeployFailedError(f"function URL {url} failed its smoke POST: {problem}")
         self.log.info("Smoke POST through %s: %s in %.3f s", url, status, seconds)
-        return {"status": status, "answer": answer, "seconds": seconds, "attempts": attempts}
+        return {"status": status, "answer": answer, "seconds": seconds, "attempts": attempts, "waits": waits}
