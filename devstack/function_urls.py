@@ -22,10 +22,16 @@ API so that:
   ``lambda``, the URL's region) by an access key devstack knows (an IAM user's,
   or devstack's own default ``testing`` key), signed within 15 minutes; when
   moto enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``), the caller's policies
-  must also allow ``lambda:InvokeFunctionUrl`` on the function. Otherwise 403
-  ``{"Message": "Forbidden"}``;
-- ``NONE``: the function's resource policy must allow ``lambda:InvokeFunctionUrl``
-  to principal ``*`` with ``FunctionUrlAuthType`` ``NONE`` (AddPermission), else 403;
+  must also allow both ``lambda:InvokeFunctionUrl`` and ``lambda:InvokeFunction``
+  on the function (Lambda requires both for URLs created since October 2025).
+  Otherwise 403 ``{"Message": "Forbidden"}``;
+- ``NONE``: the resource policy of the URL's target (the alias's own, see
+  ``devstack.awslambda``) must allow principal ``*`` both
+  ``lambda:InvokeFunctionUrl`` with ``FunctionUrlAuthType`` ``NONE`` and
+  ``lambda:InvokeFunction`` (AddPermission; its only conditions may be the ones
+  a URL request meets: ``lambda:InvokedViaFunctionUrl`` true,
+  ``lambda:FunctionUrlAuthType`` NONE), as Lambda requires both for URLs created
+  since October 2025; else 403 (the log says which statement is missing);
 - a request body over 6 MB (Lambda's synchronous payload limit, 6,291,456
   bytes) is 413, without invoking.
 
@@ -467,32 +473,53 @@ def authorize(config: UrlConfig, method: str, path: str, headers: dict[str, str]
     return verify_sigv4(config, method, path, headers, body)
 
 
-def public_access_allowed(config: UrlConfig) -> bool:
-    """The resource policy allows lambda:InvokeFunctionUrl to "*" with FunctionUrlAuthType NONE on the URL's target.
+# What an unauthenticated request through a NONE URL presents to its function's resource policy.
+URL_REQUEST_CONTEXT = {"lambda:FunctionUrlAuthType": "NONE", "lambda:InvokedViaFunctionUrl": "true"}
+PUBLIC_ACTIONS = ("lambda:InvokeFunctionUrl", "lambda:InvokeFunction")
 
-    moto keeps an alias's permissions on the version the alias pointed to when
-    they were added, so every version's policy is searched for statements
-    whose Resource is the URL's (qualified) ARN.
+
+def public_access_allowed(config: UrlConfig) -> bool:
+    """The resource policy of the URL's target allows ``*`` both PUBLIC_ACTIONS for a request through the URL.
+
+    lambda:InvokeFunctionUrl must be the NONE auth type's (its FunctionUrlAuthType
+    condition); lambda:InvokeFunction may carry only conditions such a request meets.
     """
-    backend = lambda_backends[config.account_id][config.region]
-    functions = backend._lambdas._functions.get(config.function_name) or {}
-    candidates = [functions.get("latest"), *(functions.get("versions") or [])]
-    for fn in candidates:
-        for statement in getattr(getattr(fn, "policy", None), "statements", None) or []:
-            action = statement.get("Action")
-            principal = statement.get("Principal")
-            auth = statement.get("FunctionUrlAuthType") or (
-                ((statement.get("Condition") or {}).get("StringEquals") or {}).get("lambda:FunctionUrlAuthType")
-            )
-            if (
-                statement.get("Effect", "Allow") == "Allow"
-                and action in ("lambda:InvokeFunctionUrl", "lambda:*")
-                and principal in ("*", {"AWS": "*"})
-                and auth == "NONE"
-                and statement.get("Resource") in (config.function_arn, config.function_arn + ":*")
-            ):
-                return True
-    return False
+    from devstack.awslambda import resource_policy
+
+    statements = resource_policy(config.account_id, config.region, config.function_name, config.qualifier)
+    missing = [action for action in PUBLIC_ACTIONS if not any(_allows_public(s, action, config) for s in statements)]
+    if missing:
+        log.info("function URL %s (NONE): 403, its resource policy does not allow * %s", config.url, " nor ".join(missing))
+    return not missing
+
+
+def _allows_public(statement: dict[str, Any], action: str, config: UrlConfig) -> bool:
+    actions = statement.get("Action")
+    conditions = statement.get("Condition") or {}
+    if action == "lambda:InvokeFunctionUrl" and (conditions.get("StringEquals") or {}).get("lambda:FunctionUrlAuthType") != "NONE":
+        return False  # the public URL statement names the auth type it opens
+    return (
+        statement.get("Effect", "Allow") == "Allow"
+        and any(a in (action, "lambda:*", "*") for a in (actions if isinstance(actions, list) else [actions]))
+        and statement.get("Principal") in ("*", {"AWS": "*"})
+        and statement.get("Resource") == config.function_arn
+        and _conditions_met(conditions, URL_REQUEST_CONTEXT)
+    )
+
+
+def _conditions_met(conditions: dict[str, dict[str, Any]], context: dict[str, str]) -> bool:
+    """Every condition holds in ``context`` (StringEquals and Bool; any other operator or key does not)."""
+    for operator, tests in conditions.items():
+        for key, wanted in tests.items():
+            values = [str(v) for v in (wanted if isinstance(wanted, list) else [wanted])]
+            have = context.get(key)
+            if operator == "Bool":
+                values, have = [v.lower() for v in values], (have or "").lower()
+            elif operator != "StringEquals":
+                return False
+            if have is None or have not in values:
+                return False
+    return True
 
 
 def _secret_of(access_key: str) -> tuple[str, str, str] | None:
@@ -555,7 +582,8 @@ def verify_sigv4(config: UrlConfig, method: str, path: str, headers: dict[str, s
 
 
 def _iam_allows(access_key: str, headers: dict[str, str], config: UrlConfig, method: str, path: str, body: bytes) -> bool:
-    """When moto enforces IAM, the caller's policies must allow lambda:InvokeFunctionUrl on the function."""
+    """When moto enforces IAM, the caller's policies must allow lambda:InvokeFunctionUrl and lambda:InvokeFunction
+    on the function (both, for URLs created since October 2025)."""
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.iam.access_control import IAMRequest
@@ -565,11 +593,12 @@ def _iam_allows(access_key: str, headers: dict[str, str], config: UrlConfig, met
         return True
     if access_key in DEFAULT_KEYS:
         return False  # not an IAM identity: moto would refuse it too
-    try:
-        request = IAMRequest(account_id=config.account_id, method=method, path=path, data={}, body=body,
-                             headers=headers, action="InvokeFunctionUrl")  # fmt: skip
-        request.check_action_permitted(config.function_arn)
-    except HTTPException as exc:
-        log.info("function URL %s: %s", config.url, exc)
-        return False
+    for action in ("InvokeFunctionUrl", "InvokeFunction"):
+        try:
+            request = IAMRequest(account_id=config.account_id, method=method, path=path, data={}, body=body,
+                                 headers=headers, action=action)  # fmt: skip
+            request.check_action_permitted(config.function_arn)
+        except HTTPException as exc:
+            log.info("function URL %s: lambda:%s: %s", config.url, action, exc)
+            return False
     return True
