@@ -75,6 +75,17 @@ def signed(method: str, url: str, body: bytes, keys: Credentials, region: str = 
     return requests.request(method, url, data=body, headers=dict(request.headers), timeout=60)
 
 
+def user_allowed(ds: Devstack, *actions: str) -> Credentials:
+    """The key of a new IAM user whose policy allows ``actions`` on every resource."""
+    iam = ds.client("iam")
+    user = f"url-caller-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="invoke", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": "*"}]}))  # fmt: skip
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+
 def test_the_url_config_belongs_to_the_alias(lam: Any, function: str, iam_url: str) -> None:
     config = lam.get_function_url_config(FunctionName=function, Qualifier="live")
     assert config["FunctionUrl"] == iam_url and iam_url.startswith("http://127.0.0.1:") and iam_url.endswith("/")
@@ -161,14 +172,12 @@ def test_without_valid_credentials_it_is_403(
     request = AWSRequest(method="POST", url=iam_url, data=body, headers={"Content-Type": "application/json"})
     SigV4Auth(keys, "lambda", "us-east-1").add_auth(request)
     assert requests.post(iam_url, data=body + b" ", headers=dict(request.headers), timeout=30).status_code == 403
-    # A user whose policies do not allow lambda:InvokeFunctionUrl: a valid signature is not enough.
-    iam = ds.client("iam")
-    user = f"no-url-{uuid.uuid4().hex[:6]}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="invoke-only", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"}]}))  # fmt: skip
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-    assert signed("POST", iam_url, body, Credentials(key["AccessKeyId"], key["SecretAccessKey"])).status_code == 403
+    # A user whose policies do not allow both lambda:InvokeFunctionUrl and lambda:InvokeFunction (URLs
+    # created since October 2025 need both): a valid signature is not enough.
+    assert signed("POST", iam_url, body, user_allowed(ds, "lambda:InvokeFunction")).status_code == 403
+    assert signed("POST", iam_url, body, user_allowed(ds, "lambda:InvokeFunctionUrl")).status_code == 403
+    both = user_allowed(ds, "lambda:InvokeFunctionUrl", "lambda:InvokeFunction")
+    assert signed("POST", iam_url, body, both).status_code == 200
     # A signature made 20 minutes ago.
     import botocore.auth
 
@@ -179,25 +188,93 @@ def test_without_valid_credentials_it_is_403(
     assert signed("POST", iam_url, body, keys).status_code == 200
 
 
-def test_auth_none_needs_the_public_permission(lam: Any, function: str) -> None:
-    lam.create_alias(FunctionName=function, Name="public", FunctionVersion="1")
-    url = lam.create_function_url_config(FunctionName=function, Qualifier="public", AuthType="NONE")["FunctionUrl"]
-    body = json.dumps(RECORD).encode()
-    assert requests.post(url, data=body, timeout=60).status_code == 403  # no resource policy yet
-    lam.add_permission(FunctionName=function, Qualifier="public", StatementId="FunctionURLAllowPublicAccess",
-                       Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")  # fmt: skip
-    resp = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+URL_PERMISSION = {"StatementId": "FunctionURLAllowPublicAccess", "Action": "lambda:InvokeFunctionUrl", "Principal": "*",
+                  "FunctionUrlAuthType": "NONE"}  # fmt: skip
+INVOKE_PERMISSION = {"StatementId": "FunctionURLAllowInvokeAction", "Action": "lambda:InvokeFunction", "Principal": "*",
+                     "InvokedViaFunctionUrl": True}  # fmt: skip
+
+
+def public_url(lam: Any, function: str, alias: str) -> str:
+    lam.create_alias(FunctionName=function, Name=alias, FunctionVersion="1")
+    return lam.create_function_url_config(FunctionName=function, Qualifier=alias, AuthType="NONE")["FunctionUrl"]
+
+
+def post(url: str) -> requests.Response:
+    return requests.post(url, data=json.dumps(RECORD), headers={"Content-Type": "application/json"}, timeout=60)
+
+
+def test_auth_none_needs_both_public_permissions(lam: Any, function: str) -> None:
+    """As on Lambda for URLs created since October 2025: lambda:InvokeFunctionUrl (auth type NONE) and
+    lambda:InvokeFunction for "*" in the alias's resource policy, else 403."""
+    url = public_url(lam, function, "public")
+    assert post(url).status_code == 403  # no resource policy yet
+    lam.add_permission(FunctionName=function, Qualifier="public", **URL_PERMISSION)
+    assert post(url).status_code == 403  # the permission alone, as before October 2025: not enough
+    lam.add_permission(FunctionName=function, Qualifier="public", **INVOKE_PERMISSION)
+    resp = post(url)
     assert resp.status_code == 200 and resp.json()["predictions"][0]["label"] in (0, 1)
-    # The permission is the alias's: the function's other alias still wants SigV4.
+    lam.remove_permission(FunctionName=function, Qualifier="public", StatementId="FunctionURLAllowPublicAccess")
+    assert post(url).status_code == 403  # lambda:InvokeFunction alone: not enough either
+    lam.add_permission(FunctionName=function, Qualifier="public", **URL_PERMISSION)
+    assert post(url).status_code == 200
 
     lam.update_function_url_config(FunctionName=function, Qualifier="public", AuthType="AWS_IAM")
-    assert requests.post(url, data=body, timeout=60).status_code == 403
+    assert post(url).status_code == 403
     lam.delete_function_url_config(FunctionName=function, Qualifier="public")
     port = int(url.rsplit(":", 1)[1].rstrip("/"))
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
         lam.get_function_url_config(FunctionName=function, Qualifier="public")
+
+
+@pytest.mark.parametrize(
+    ("alias", "invoke"),
+    [
+        ("with-source", {"InvokedViaFunctionUrl": None, "SourceArn": "arn:aws:s3:::some-bucket"}),  # not a URL's request
+        ("for-account", {"Principal": "123456789012"}),  # not everyone
+    ],
+)
+def test_auth_none_refuses_an_invoke_permission_that_is_not_public(
+    lam: Any, function: str, alias: str, invoke: dict[str, Any]
+) -> None:
+    url = public_url(lam, function, alias)
+    lam.add_permission(FunctionName=function, Qualifier=alias, **URL_PERMISSION)
+    statement = {**INVOKE_PERMISSION, "StatementId": f"invoke-{alias}", **invoke}
+    lam.add_permission(FunctionName=function, Qualifier=alias, **{k: v for k, v in statement.items() if v is not None})
+    assert post(url).status_code == 403
+    lam.add_permission(FunctionName=function, Qualifier=alias, **INVOKE_PERMISSION)  # the public one besides
+    assert post(url).status_code == 200
+
+
+def test_each_alias_has_its_own_resource_policy_as_lambda_writes_it(lam: Any, function: str) -> None:
+    lam.create_alias(FunctionName=function, Name="policy", FunctionVersion="1")
+    arn = lam.get_alias(FunctionName=function, Name="policy")["AliasArn"]
+    lam.add_permission(FunctionName=function, Qualifier="policy", **URL_PERMISSION)
+    lam.add_permission(FunctionName=function, Qualifier="policy", **INVOKE_PERMISSION)
+    policy = json.loads(lam.get_policy(FunctionName=function, Qualifier="policy")["Policy"])
+    assert policy["Statement"] == [
+        {"Sid": "FunctionURLAllowPublicAccess", "Effect": "Allow", "Principal": "*", "Action": "lambda:InvokeFunctionUrl",
+         "Resource": arn, "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}}},
+        {"Sid": "FunctionURLAllowInvokeAction", "Effect": "Allow", "Principal": "*", "Action": "lambda:InvokeFunction",
+         "Resource": arn, "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}},
+    ]  # fmt: skip
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_policy(FunctionName=function)  # the function's own policy is another, empty
+    with pytest.raises(ClientError) as taken:
+        lam.add_permission(FunctionName=function, Qualifier="policy", **URL_PERMISSION)
+    assert taken.value.response["Error"]["Code"] == "ResourceConflictException"
+    assert "(FunctionURLAllowPublicAccess) provided already exists" in taken.value.response["Error"]["Message"]
+    lam.remove_permission(FunctionName=function, Qualifier="policy", StatementId="FunctionURLAllowPublicAccess")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.remove_permission(FunctionName=function, Qualifier="policy", StatementId="FunctionURLAllowPublicAccess")
+    assert [s["Sid"] for s in json.loads(lam.get_policy(FunctionName=function, Qualifier="policy")["Policy"])["Statement"]] == [
+        "FunctionURLAllowInvokeAction"]  # fmt: skip
+    # Deleting the alias deletes its policy: a new alias of that name starts without one.
+    lam.delete_alias(FunctionName=function, Name="policy")
+    lam.create_alias(FunctionName=function, Name="policy", FunctionVersion="1")
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_policy(FunctionName=function, Qualifier="policy")
 
 
 def test_curl_with_aws_sigv4_like_the_book(iam_url: str, keys: Credentials) -> None:

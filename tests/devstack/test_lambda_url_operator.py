@@ -71,7 +71,32 @@ def test_iam_url_is_created_smoke_tested_and_kept(aws_env: None, lam: Any, funct
     assert (again["url"], again["changed"]) == (first["url"], False)
 
 
-def test_none_adds_the_public_permission_and_iam_removes_it(
+def public_statements(arn: str) -> dict[str, Any]:
+    """The two statements auth NONE needs, as Lambda writes them into the alias's policy."""
+    return {
+        "FunctionURLAllowPublicAccess": {
+            "Sid": "FunctionURLAllowPublicAccess", "Effect": "Allow", "Principal": "*",
+            "Action": "lambda:InvokeFunctionUrl", "Resource": arn,
+            "Condition": {"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}},
+        },
+        "FunctionURLAllowInvokeAction": {
+            "Sid": "FunctionURLAllowInvokeAction", "Effect": "Allow", "Principal": "*",
+            "Action": "lambda:InvokeFunction", "Resource": arn,
+            "Condition": {"Bool": {"lambda:InvokedViaFunctionUrl": "true"}},
+        },
+    }  # fmt: skip
+
+
+def alias_policy(lam: Any, function: str) -> dict[str, Any]:
+    """The live alias's resource policy by statement id ({} when it has none)."""
+    try:
+        policy = json.loads(lam.get_policy(FunctionName=function, Qualifier="live")["Policy"])
+    except lam.exceptions.ResourceNotFoundException:
+        return {}
+    return {statement["Sid"]: statement for statement in policy["Statement"]}
+
+
+def test_none_adds_both_public_permissions_and_iam_removes_them(
     aws_env: None, ds: Devstack, account: Account, lam: Any, version: tuple[Path, str]
 ) -> None:
     function = new_function(ds, lam, serving_model_image(ds.registry_url, "url-op", version[0]))
@@ -79,14 +104,30 @@ def test_none_adds_the_public_permission_and_iam_removes_it(
     assert public["changed"] and public["auth_type"] == "NONE"
     resp = requests.post(public["url"], json=SMOKE_RECORD, timeout=30)
     assert resp.status_code == 200 and resp.json()["model_version"] == version[1]
-    policy = json.loads(lam.get_policy(FunctionName=function, Qualifier="live")["Policy"])
-    [statement] = [s for s in policy["Statement"] if s["Sid"] == "FunctionURLAllowPublicAccess"]
-    assert statement["Action"] == "lambda:InvokeFunctionUrl" and statement["Principal"] == "*"
-    assert run(function, auth="NONE")["changed"] is False  # the permission is there already: no error
+    # lambda:InvokeFunctionUrl and lambda:InvokeFunction (only through the URL): URLs since October 2025 need both.
+    assert alias_policy(lam, function) == public_statements(public["function_arn"])
+    assert run(function, auth="NONE")["changed"] is False  # the permissions are there already: no error
 
     private = run(function, auth="AWS_IAM")
     assert private["changed"] and private["url"] == public["url"]
+    assert alias_policy(lam, function) == {}  # both statements gone
     assert requests.post(public["url"], json=SMOKE_RECORD, timeout=30).status_code == 403
+    assert run(function, auth="AWS_IAM")["changed"] is False  # nothing to remove: no error
+
+
+def test_none_completes_a_url_opened_before_october_2025(
+    aws_env: None, ds: Devstack, account: Account, lam: Any, version: tuple[Path, str]
+) -> None:
+    """A URL made public the old way (lambda:InvokeFunctionUrl only) answers 403; the operator adds the other."""
+    function = new_function(ds, lam, serving_model_image(ds.registry_url, "url-op", version[0]))
+    url = lam.create_function_url_config(FunctionName=function, Qualifier="live", AuthType="NONE")["FunctionUrl"]
+    lam.add_permission(FunctionName=function, Qualifier="live", StatementId="FunctionURLAllowPublicAccess",
+                       Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")  # fmt: skip
+    assert requests.post(url, json=SMOKE_RECORD, timeout=30).status_code == 403
+
+    public = run(function, auth="NONE")
+    assert (public["url"], public["changed"], public["smoke"]["status"]) == (url, False, 200)
+    assert set(alias_policy(lam, function)) == {"FunctionURLAllowPublicAccess", "FunctionURLAllowInvokeAction"}
 
 
 def test_a_wrong_answer_fails_naming_it(aws_env: None, function: str) -> None:
@@ -94,10 +135,19 @@ def test_a_wrong_answer_fails_naming_it(aws_env: None, function: str) -> None:
         run(function, expect={"body": {"model_version": "v0"}})
 
 
-def test_a_url_that_never_answers_well_fails_after_the_timeout(aws_env: None, ds: Devstack, account: Account, lam: Any) -> None:
+def test_a_url_that_never_answers_well_is_retried_within_seconds_until_the_timeout(
+    aws_env: None, ds: Devstack, account: Account, lam: Any
+) -> None:
+    """Its 502s are retried after 0.5 s, 1 s, then every 2 s (on the test's clock: no sleeping) until the timeout."""
     broken = new_function(ds, lam, f"{ds.registry_url}/url-op-bad@{model_image(ds.registry_url, 'v1', 'url-op-bad', RAISING_HANDLER).digest}")
-    with pytest.raises(DeployFailedError, match=r"did not answer the smoke POST within 1 s \([0-9]+ attempts\); last: 502"):
-        run(broken, smoke_timeout=1.0)
+    now, waits = [0.0], []
+    op = LambdaFunctionUrlOperator(task_id="lambda_url", aws_conn_id=None, function_name=broken, auth_type="NONE",
+                                   smoke_body=SMOKE_RECORD, smoke_timeout=5.0)  # fmt: skip
+    op.monotonic = lambda: now[0]  # type: ignore[method-assign]
+    op.sleep = lambda seconds: (waits.append(seconds), now.__setitem__(0, now[0] + seconds))  # type: ignore[method-assign]
+    with pytest.raises(DeployFailedError, match=r"did not answer the smoke POST within 5 s \(5 attempts\); last: 502"):
+        op.execute(context={})
+    assert waits == [0.5, 1.0, 2.0, 1.5]  # the last try at the deadline
 
 
 def test_bad_auth_type_is_refused(aws_env: None, function: str) -> None:

@@ -6,9 +6,12 @@ after the release moved the alias:
 
 1. create the alias's URL config, or update it when its AuthType differs
    (``AWS_IAM`` by default: callers sign with SigV4; ``NONE`` only when asked);
-2. ``NONE``: add the resource-policy statement Lambda needs for public access
-   (lambda:InvokeFunctionUrl for ``*``, FunctionUrlAuthType NONE); ``AWS_IAM``:
-   remove that statement if an earlier release added it;
+2. ``NONE``: add the two resource-policy statements Lambda needs for public
+   access, as the Lambda console adds them: ``lambda:InvokeFunctionUrl`` for
+   ``*`` with FunctionUrlAuthType NONE, and ``lambda:InvokeFunction`` for ``*``
+   only when invoked through a function URL (InvokedViaFunctionUrl). URLs
+   created since October 2025 need both: with either missing, Lambda answers
+   403. ``AWS_IAM``: remove both if an earlier release added them;
 3. POST a known body to the URL (SigV4-signed with the connection's
    credentials for ``AWS_IAM``) until it answers, and check the answer. A new
    URL or permission can take a few seconds to reach Lambda's front end, so
@@ -39,7 +42,12 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 AUTH_TYPES = ("AWS_IAM", "NONE")
-PUBLIC_STATEMENT_ID = "FunctionURLAllowPublicAccess"  # the id the Lambda console gives this statement
+# The statements auth NONE needs, with the ids the Lambda console gives them: AddPermission's arguments.
+PUBLIC_STATEMENTS: dict[str, dict[str, Any]] = {
+    "FunctionURLAllowPublicAccess": {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"},
+    # Only through the URL: without InvokedViaFunctionUrl anyone could call the Invoke API on the alias.
+    "FunctionURLAllowInvokeAction": {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True},
+}
 RETRIED_STATUSES = {403, 404, 429, 500, 502, 503, 504}
 FIRST_RETRY_SECONDS = 0.5
 
@@ -180,22 +188,23 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         return updated, True
 
     def _ensure_public_access(self, public: bool) -> None:
+        """``NONE``: both PUBLIC_STATEMENTS on the alias; ``AWS_IAM``: neither."""
         conn = self.hook.conn
-        if public:
+        for sid, statement in PUBLIC_STATEMENTS.items():
+            if public:
+                try:
+                    conn.add_permission(
+                        FunctionName=self.function_name, Qualifier=self.alias, StatementId=sid, Principal="*", **statement
+                    )
+                    self.log.info("Added %s (%s for anyone, through the URL)", sid, statement["Action"])
+                except conn.exceptions.ResourceConflictException:
+                    self.log.info("%s is already in the alias's resource policy", sid)
+                continue
             try:
-                conn.add_permission(
-                    FunctionName=self.function_name, Qualifier=self.alias, StatementId=PUBLIC_STATEMENT_ID,
-                    Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE",
-                )  # fmt: skip
-                self.log.info("Added %s: anyone may call the URL", PUBLIC_STATEMENT_ID)
-            except conn.exceptions.ResourceConflictException:
-                self.log.info("%s is already in the alias's resource policy", PUBLIC_STATEMENT_ID)
-            return
-        try:
-            conn.remove_permission(FunctionName=self.function_name, Qualifier=self.alias, StatementId=PUBLIC_STATEMENT_ID)
-            self.log.info("Removed %s: the URL takes signed calls only", PUBLIC_STATEMENT_ID)
-        except conn.exceptions.ResourceNotFoundException:
-            pass
+                conn.remove_permission(FunctionName=self.function_name, Qualifier=self.alias, StatementId=sid)
+                self.log.info("Removed %s: the URL takes signed calls only", sid)
+            except conn.exceptions.ResourceNotFoundException:
+                pass
 
     # -- the smoke test -----------------------------------------------------------------
 
