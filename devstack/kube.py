@@ -804,7 +804,7 @@ class KubeCluster:
 
     def apply(self, manifest: dict[str, Any], namespace: str | None = None) -> dict[str, Any]:
         """Create or update an object by server-side apply, as admin (idempotent): a Namespace,
-        ServiceAccount, Role or RoleBinding, in ``namespace`` unless cluster-scoped."""
+        ServiceAccount, Role, RoleBinding or NetworkPolicy, in ``namespace`` unless cluster-scoped."""
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         if kind not in _APPLY_PATHS:
             raise KubeError(f"apply: kind {kind!r} of {name!r} is not one of {', '.join(_APPLY_PATHS)}")
@@ -839,8 +839,8 @@ class KubeCluster:
     def release_identity(
         self, namespace: str, rbac: Sequence[dict[str, Any]] | None = None, seconds: int = 3600
     ) -> dict[str, Any]:
-        """The namespace, the release's ServiceAccount, Role and RoleBinding in it (``rbac``,
-        by default the package's manifests/rbac), and a kubeconfig with a token of that
+        """The namespace, the release's ServiceAccount, Role and RoleBinding (and NetworkPolicy) in it
+        (``rbac``, by default the package's manifests/rbac), and a kubeconfig with a token of that
         ServiceAccount: the operator then has exactly the Role's permissions."""
         manifests = list(rbac) if rbac is not None else release_rbac()
         accounts = [m["metadata"]["name"] for m in manifests if m["kind"] == "ServiceAccount"]
@@ -997,11 +997,14 @@ _APPLY_PATHS: dict[str, tuple[str, str, bool]] = {
     "ServiceAccount": ("/api/v1", "serviceaccounts", True),
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    # rbac/networkpolicy.yaml: accepted and validated by the API server, never enforced (no CNI here).
+    "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies", True),
 }
 
 
 def release_rbac(directory: Path = RELEASE_RBAC_DIR) -> list[dict[str, Any]]:
-    """The release's ServiceAccount, Role and RoleBinding (bank_pipeline/manifests/rbac), as dicts."""
+    """What the namespace's administrator applies for the release (bank_pipeline/manifests/rbac:
+    ServiceAccount, Role, RoleBinding, the model pods' NetworkPolicy), as dicts."""
     import yaml
 
     docs = [doc for f in sorted(directory.glob("*.yaml")) for doc in yaml.safe_load_all(f.read_text()) if doc]

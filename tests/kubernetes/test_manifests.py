@@ -37,10 +37,12 @@ def _docs(directory: Path = K8S) -> list[tuple[str, dict[str, Any]]]:
 
 DOCS = _docs()
 RBAC_DOCS = _docs(K8S / "rbac")  # for the namespace's administrator; the operator never applies these
+PLURAL = {"Service": "services", "PodDisruptionBudget": "poddisruptionbudgets", "Deployment": "deployments",
+          "HorizontalPodAutoscaler": "horizontalpodautoscalers"}  # fmt: skip
 
 
-def _one(kind: str) -> dict[str, Any]:
-    (doc,) = [doc for _, doc in DOCS if doc["kind"] == kind]
+def _one(kind: str, docs: list[tuple[str, dict[str, Any]]] = DOCS) -> dict[str, Any]:
+    (doc,) = [doc for _, doc in docs if doc["kind"] == kind]
     return doc
 
 
@@ -49,29 +51,67 @@ def test_the_four_manifests_are_there() -> None:
     assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
 
 
-def test_the_release_rbac_is_an_identity_a_role_and_their_binding() -> None:
+def test_the_admins_part_is_an_identity_a_role_their_binding_and_the_network_policy() -> None:
     kinds = {doc["kind"]: doc for _, doc in RBAC_DOCS}
-    assert sorted(kinds) == ["Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(kinds) == ["NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
     binding, account = kinds["RoleBinding"], kinds["ServiceAccount"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": kinds["Role"]["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
     assert account["automountServiceAccountToken"] is False
 
 
+# Verbs Kubernetes RBAC cannot limit by resourceNames (a create has no name yet; a list or watch
+# only with a metadata.name field selector, which the operator's lists of generated names never use).
+UNNAMEABLE = {"create", "list", "watch", "deletecollection"}
+
+
 def test_the_role_reaches_only_the_objects_of_the_manifests() -> None:
-    """get and patch name the manifests' objects; create covers exactly their kinds."""
-    (role,) = [doc for _, doc in RBAC_DOCS if doc["kind"] == "Role"]
-    plural = {"Service": "services", "PodDisruptionBudget": "poddisruptionbudgets", "Deployment": "deployments",
-              "HorizontalPodAutoscaler": "horizontalpodautoscalers"}  # fmt: skip
+    """Every verb that can be limited by name names exactly the manifests' objects; create covers
+    exactly their kinds; list only what explains a failed rollout; nothing deletes or updates."""
+    role = _one("Role", RBAC_DOCS)
     names = {doc["metadata"]["name"] for _, doc in DOCS}
-    created = set()
+    created, listed = set(), set()
     for rule in role["rules"]:
+        verbs = set(rule["verbs"])
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
-        if {"get", "patch"} & set(rule["verbs"]):
+        assert not verbs & {"update", "delete", "deletecollection", "watch", "escalate", "bind", "impersonate"}, rule
+        if verbs - UNNAMEABLE:
             assert set(rule["resourceNames"]) == names, rule
-        if "create" in rule["verbs"]:
+            assert set(rule["resources"]) <= set(PLURAL.values()), rule
+        else:
+            # One verb per rule here, so a named verb never shares a rule that cannot carry names.
+            assert "resourceNames" not in rule and len(verbs) == 1, rule
+        if "create" in verbs:
             created.update(rule["resources"])
-    assert created == {plural[doc["kind"]] for _, doc in DOCS}
+        if "list" in verbs:
+            listed.update(rule["resources"])
+    assert created == {PLURAL[doc["kind"]] for _, doc in DOCS}
+    assert listed == {"replicasets", "pods", "events"}
+    assert "networkpolicies" not in {r for rule in role["rules"] for r in rule["resources"]}  # the admin's
+
+
+def test_the_network_policy_admits_only_the_services_target_port_on_the_deployments_pods() -> None:
+    """It selects exactly the Deployment's pods (its selector, a subset of the pod labels) and
+    admits ingress from anywhere on the one port the Service's targetPort names, nothing else."""
+    policy, deployment, service = _one("NetworkPolicy", RBAC_DOCS), _one("Deployment"), _one("Service")
+    spec = policy["spec"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    assert spec["policyTypes"] == ["Ingress"]  # Ingress listed: with no rule for a port, that port is denied
+    # The Service's targetPort, resolved as kube-proxy does: a name is the container's port of that name.
+    ports = [p for c in deployment["spec"]["template"]["spec"]["containers"] for p in c["ports"]]
+    targets = set()
+    for service_port in service["spec"]["ports"]:
+        target = service_port["targetPort"]
+        (container_port,) = [p for p in ports if target in (p.get("name"), p["containerPort"])]
+        targets.add((service_port["protocol"], container_port["containerPort"]))
+    (rule,) = spec["ingress"]
+    assert "from" not in rule  # any source: the Service's clients are wherever they are
+    assert {(p["protocol"], p["port"]) for p in rule["ports"]} == targets == {("TCP", 8080)}
+    assert all(isinstance(p["port"], int) and "endPort" not in p for p in rule["ports"])  # a number: see the file
+    assert policy["metadata"]["name"] == deployment["metadata"]["name"]
 
 
 @pytest.mark.parametrize("version", EKS_STANDARD_SUPPORT)
