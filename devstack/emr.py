@@ -61,7 +61,7 @@ from moto.emr.exceptions import ValidationException
 from moto.emr.models import Cluster, Step
 from moto.emr.responses import ElasticMapReduceResponse
 
-from devstack import emr_node, procs, spark_local
+from devstack import emr_network, emr_node, procs, spark_local
 
 log = logging.getLogger("devstack.emr")
 
@@ -196,11 +196,17 @@ def _run_job_flow_keeping_idle_timeout(original: Any) -> Any:
             self.current_account,
         )
         result = original(self)
+        cluster = self.backend.clusters[result.result["JobFlowId"]]
         idle = self._get_param("AutoTerminationPolicy.IdleTimeout")
-        if idle:
-            cluster = self.backend.clusters[result.result["JobFlowId"]]
-            with LOCK:
+        keys = ("Ec2SubnetId", *emr_network.GROUP_KEYS)
+        network = {key: self._get_param(f"Instances.{key}") for key in keys}
+        refused = emr_network.untagged_network(
+            network, str(self._get_param("ServiceRole")), self.current_account, self.region
+        )
+        with LOCK:
+            if idle:
                 cluster._ds_idle_timeout = float(idle)
+            cluster._ds_refused = refused  # ends the cluster before it bootstraps, as EMR does
         return result
 
     return run_job_flow
@@ -324,7 +330,9 @@ class Executor:
         since = getattr(cluster, "_ds_since", None)
         if since is None:  # created before install(), or by a path we did not see
             since = cluster._ds_since = now
-        if cluster.state == "STARTING" and now - since >= PHASE_SECONDS:
+        if cluster.state == "STARTING" and getattr(cluster, "_ds_refused", None):
+            begin_termination(cluster, "VALIDATION_ERROR", cluster._ds_refused, errors=True)
+        elif cluster.state == "STARTING" and now - since >= PHASE_SECONDS:
             cluster.state, cluster._ds_since = "BOOTSTRAPPING", now
             self._start_bootstrap(cluster)
         elif cluster.state == "BOOTSTRAPPING" and now - since >= PHASE_SECONDS:

@@ -32,6 +32,10 @@ SETTINGS_FROM_OUTPUTS = {
     "BANK_LAMBDA_ROLE_ARN": "LambdaRoleArn",
     "BANK_EMR_SERVICE_ROLE": "EmrServiceRoleName",
     "BANK_EMR_JOB_FLOW_ROLE": "EmrJobFlowRoleName",
+    "BANK_EMR_SUBNET_ID": "EmrSubnetId",
+    "BANK_EMR_PRIMARY_SECURITY_GROUP": "EmrPrimarySecurityGroup",
+    "BANK_EMR_CORE_SECURITY_GROUP": "EmrCoreSecurityGroup",
+    "BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP": "EmrServiceAccessSecurityGroup",
 }
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from bank_pipeline.settings import Settings
 
 INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
+DEFAULT_INSTANCE_TYPE = INSTANCE_TYPES[0]
 # The Python both jobs run on, on every node: made by the bootstrap action (bank_spark/bootstrap).
 PYTHON_ENV = "/opt/bank-ml/python"
 PYTHON = f"{PYTHON_ENV}/bin/python"
@@ -44,7 +45,7 @@ def cluster_params(*, core_instance_count: int = 2) -> dict[str, Param]:
     """The Params ``job_flow_overrides`` templates read; a DAG using it must declare them."""
     return {
         "instance_type": Param(
-            "m5.xlarge",
+            DEFAULT_INSTANCE_TYPE,
             enum=INSTANCE_TYPES,
             title="Instance type",
             description="EC2 type of the primary and core nodes.",
@@ -65,10 +66,23 @@ def _xcom(task_id: str, key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='" + task_id + "', key='" + key + "') }}"
 
 
+# Instances keys of the cluster's network and the settings giving them.
+NETWORK_KEYS = {
+    "Ec2SubnetId": "emr_subnet_id",
+    "EmrManagedMasterSecurityGroup": "emr_primary_security_group",
+    "EmrManagedSlaveSecurityGroup": "emr_core_security_group",
+    "ServiceAccessSecurityGroup": "emr_service_access_security_group",
+}
+
+
 def account_defaults(cfg: Settings) -> dict[str, Any]:
-    """The lowest layer of the cluster's configuration: the role names from settings. The ``emr_default``
-    connection's extra is merged over it, the DAG's overrides over both (operators.emr)."""
-    return {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
+    """The lowest layer of the cluster's configuration: the roles and the network from settings. The
+    ``emr_default`` connection's extra is merged over it, the DAG's overrides over both (operators.emr)."""
+    network = {key: getattr(cfg, name) for key, name in NETWORK_KEYS.items() if getattr(cfg, name)}
+    defaults: dict[str, Any] = {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
+    if network:
+        defaults["Instances"] = network
+    return defaults
 
 
 def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[str, Any]:

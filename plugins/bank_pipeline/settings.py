@@ -26,6 +26,12 @@ class Settings:
     """The EMR service role (name or ARN); the emr connection's extra may override it."""
     emr_job_flow_role: str
     """The EC2 instance profile of the cluster's nodes (JobFlowRole); the emr connection's extra may override it."""
+    emr_subnet_id: str
+    """The clusters' subnet (Ec2SubnetId); empty leaves it to the emr connection's extra, else EMR's default VPC."""
+    emr_primary_security_group: str
+    emr_core_security_group: str
+    emr_service_access_security_group: str
+    """EMR-managed security groups (the template's, tagged for AmazonEMRServicePolicy_v2); empty: EMR's defaults."""
     image_registry: str
     """host[:port] of the image registry; empty means the account's ECR (credentials from EcrHook)."""
     image_repository: str
@@ -68,6 +74,15 @@ class Settings:
 
 
 RELEASE_TARGETS = ("lambda", "kubernetes")
+# Every variable the product reads: load()'s and links.py's dashboard (a test keeps this true).
+VARIABLES = frozenset({
+    "BANK_LAKE_BUCKET", "BANK_AWS_CONN_ID", "BANK_EMR_RELEASE_LABEL", "BANK_POLL_SECONDS",
+    "BANK_EMR_IDLE_TIMEOUT_SECONDS", "BANK_EMR_SERVICE_ROLE", "BANK_EMR_JOB_FLOW_ROLE", "BANK_EMR_SUBNET_ID",
+    "BANK_EMR_PRIMARY_SECURITY_GROUP", "BANK_EMR_CORE_SECURITY_GROUP", "BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP",
+    "BANK_IMAGE_REGISTRY", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
+    "BANK_LAMBDA_ROLE_ARN", "BANK_RELEASE_TARGETS", "BANK_KUBERNETES_CONN_ID", "BANK_KUBERNETES_NAMESPACE",
+    "BANK_KUBERNETES_DASHBOARD_URL",
+})  # fmt: skip
 
 
 def _targets(value: str) -> tuple[str, ...]:
@@ -82,6 +97,19 @@ def _targets(value: str) -> tuple[str, ...]:
     return tuple(t for t in RELEASE_TARGETS if t in asked)
 
 
+def _positive_int(name: str, default: str) -> int:
+    value = os.environ.get(name, default)
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: expected a whole number of seconds, at least 1")
+    return int(value)
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """BANK_* variables set that no setting reads (a typo leaves its setting at the default)."""
+    env = os.environ if environ is None else environ
+    return sorted(k for k in env if k.startswith("BANK_") and k not in VARIABLES)
+
+
 def load() -> Settings:
     """Settings from BANK_* variables, with defaults for a real AWS account."""
     env = os.environ
@@ -89,10 +117,14 @@ def load() -> Settings:
         lake_bucket=env.get("BANK_LAKE_BUCKET", "bank-lake"),
         aws_conn_id=env.get("BANK_AWS_CONN_ID", "aws_default"),
         emr_release_label=env.get("BANK_EMR_RELEASE_LABEL", "emr-7.12.0"),
-        poll_seconds=int(env.get("BANK_POLL_SECONDS", "30")),
-        emr_idle_timeout_seconds=int(env.get("BANK_EMR_IDLE_TIMEOUT_SECONDS", "3600")),
+        poll_seconds=_positive_int("BANK_POLL_SECONDS", "30"),
+        emr_idle_timeout_seconds=_positive_int("BANK_EMR_IDLE_TIMEOUT_SECONDS", "3600"),
         emr_service_role=env.get("BANK_EMR_SERVICE_ROLE", "EMR_DefaultRole"),
         emr_job_flow_role=env.get("BANK_EMR_JOB_FLOW_ROLE", "EMR_EC2_DefaultRole"),
+        emr_subnet_id=env.get("BANK_EMR_SUBNET_ID", ""),
+        emr_primary_security_group=env.get("BANK_EMR_PRIMARY_SECURITY_GROUP", ""),
+        emr_core_security_group=env.get("BANK_EMR_CORE_SECURITY_GROUP", ""),
+        emr_service_access_security_group=env.get("BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP", ""),
         image_registry=env.get("BANK_IMAGE_REGISTRY", ""),
         image_repository=env.get("BANK_IMAGE_REPOSITORY", "bank-model"),
         serving_base_tag=env.get("BANK_SERVING_BASE_TAG", "serving-base"),
@@ -102,3 +134,4 @@ def load() -> Settings:
         kubernetes_conn_id=env.get("BANK_KUBERNETES_CONN_ID", "kubernetes_default"),
         kubernetes_namespace=env.get("BANK_KUBERNETES_NAMESPACE") or None,
     )
+

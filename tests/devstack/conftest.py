@@ -18,8 +18,32 @@ def s3(ds: Devstack) -> Any:
 
 @pytest.fixture(scope="session")
 def emr(ds: Devstack, account: Account) -> Any:
-    """An EMR client; the template made the EMR roles RunJobFlow needs (devstack refuses missing ones)."""
-    return ds.client("emr")
+    """An EMR client; the template made the EMR roles RunJobFlow needs (devstack refuses missing ones).
+
+    Its RunJobFlow gets the template's subnet and security groups where the test gives none, as
+    the DAGs get them from settings (emr.account_defaults): the service role's AmazonEMRServicePolicy_v2
+    launches only into that tagged network. ``ds.client("emr")`` is a client without them.
+    """
+    client = ds.client("emr")
+    network = network_of(account)
+
+    def add_network(params: dict[str, Any], **_: Any) -> None:
+        instances = params.setdefault("Instances", {})
+        for key, value in network.items():
+            instances.setdefault(key, value)
+
+    client.meta.events.register("provide-client-params.emr.RunJobFlow", add_network)
+    return client
+
+
+def network_of(account: Account) -> dict[str, str]:
+    """RunJobFlow's Instances keys of the template's network (its outputs)."""
+    return {
+        "Ec2SubnetId": account.outputs["EmrSubnetId"],
+        "EmrManagedMasterSecurityGroup": account.outputs["EmrPrimarySecurityGroup"],
+        "EmrManagedSlaveSecurityGroup": account.outputs["EmrCoreSecurityGroup"],
+        "ServiceAccessSecurityGroup": account.outputs["EmrServiceAccessSecurityGroup"],
+    }
 
 
 @pytest.fixture(scope="session")

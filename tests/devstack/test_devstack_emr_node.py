@@ -12,6 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
+from devstack.infra import Account
+from tests.devstack.conftest import network_of
 from tests.devstack.devstack_helpers import cluster_state, new_cluster, put_script, spark_step, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -81,6 +83,36 @@ def test_run_job_flow_refuses_what_emr_refuses(emr: Any, override: dict[str, str
         new_cluster(emr, **override)
     assert message in str(error.value)
     assert {c["Id"] for c in emr.list_clusters()["Clusters"]} == before  # nothing was created
+
+
+def test_an_untagged_network_ends_the_cluster_as_emr_does(ds: Devstack, account: Account) -> None:
+    """The template's service role has AmazonEMRServicePolicy_v2: no subnet (the default VPC's, untagged)
+    or one untagged security group, and the cluster ends TERMINATED_WITH_ERRORS naming what is untagged."""
+    bare = ds.client("emr")  # without the template's network (tests/devstack/conftest.py)
+    default_vpc = ended(bare, new_cluster(bare))
+    assert default_vpc["Status"]["State"] == "TERMINATED_WITH_ERRORS"
+    reason = default_vpc["Status"]["StateChangeReason"]
+    assert reason["Code"] == "VALIDATION_ERROR"
+    assert "has insufficient EC2 permissions" in reason["Message"]
+    assert "not tagged for-use-with-amazon-emr-managed-policies=true" in reason["Message"]
+
+    network = network_of(account)
+    ec2 = ds.client("ec2")
+    vpc = ec2.describe_subnets(SubnetIds=[network["Ec2SubnetId"]])["Subnets"][0]["VpcId"]
+    group = ec2.create_security_group(GroupName=f"untagged-{uuid.uuid4().hex[:6]}", Description="x", VpcId=vpc)["GroupId"]
+    one_untagged = ended(bare, new_cluster(bare, Instances={
+        "InstanceCount": 1, "MasterInstanceType": "m5.xlarge", "KeepJobFlowAliveWhenNoSteps": True,
+        **network, "EmrManagedSlaveSecurityGroup": group,
+    }))  # fmt: skip
+    assert one_untagged["Status"]["StateChangeReason"]["Code"] == "VALIDATION_ERROR"
+    message = one_untagged["Status"]["StateChangeReason"]["Message"]
+    assert group in message and network["Ec2SubnetId"] not in message
+
+
+def test_the_templates_network_is_accepted(emr: Any) -> None:
+    cluster_id = new_cluster(emr)
+    wait_until(lambda: cluster_state(emr, cluster_id), lambda s: s == "WAITING", timeout=60)
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
 
 
 def test_roles_may_be_given_as_arns(emr: Any) -> None:

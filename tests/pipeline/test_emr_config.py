@@ -65,3 +65,21 @@ def test_role_names_are_settings(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("BANK_EMR_SERVICE_ROLE", "arn:aws:iam::1:role/svc")
     monkeypatch.setenv("BANK_EMR_JOB_FLOW_ROLE", "nodes")
     assert emr.account_defaults(settings.load()) == {"ServiceRole": "arn:aws:iam::1:role/svc", "JobFlowRole": "nodes"}
+
+
+def test_network_settings_reach_instances_under_the_connection(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("BANK_EMR_SUBNET_ID", "subnet-1")
+    monkeypatch.setenv("BANK_EMR_PRIMARY_SECURITY_GROUP", "sg-p")
+    monkeypatch.setenv("BANK_EMR_CORE_SECURITY_GROUP", "sg-c")
+    monkeypatch.setenv("BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP", "sg-s")
+    defaults = emr.account_defaults(settings.load())
+    assert defaults["Instances"] == {
+        "Ec2SubnetId": "subnet-1",
+        "EmrManagedMasterSecurityGroup": "sg-p",
+        "EmrManagedSlaveSecurityGroup": "sg-c",
+        "ServiceAccessSecurityGroup": "sg-s",
+    }
+    # The connection's extra still wins over settings (a subnet per environment kept in Airflow).
+    merged = deep_merge(defaults, {"Instances": {"Ec2SubnetId": "subnet-conn"}})
+    assert merged["Instances"]["Ec2SubnetId"] == "subnet-conn"
+    assert merged["Instances"]["ServiceAccessSecurityGroup"] == "sg-s"
