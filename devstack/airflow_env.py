@@ -101,6 +101,7 @@ def airflow_env(
             "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
         }
     )
+    env.pop("BANK_REGISTRY", None)  # devstack's own name for it; the product reads BANK_IMAGE_REGISTRY
     if kubernetes_connection:
         env["AIRFLOW_CONN_KUBERNETES_DEFAULT"] = kubernetes_connection
     return env

@@ -39,8 +39,13 @@ What ``install()`` adds, each the smallest faithful piece:
   (``User: arn:... is not authorized to perform: s3:PutObject on resource:
   "arn:aws:s3:::bank-lake/code/..." because no identity-based policy allows the
   s3:PutObject action``), as JSON errors (AccessDeniedException) for JSON services;
-- CloudFormation: an ECR repository's ``RepositoryPolicyText`` and a role's
-  ``ManagedPolicyArns``, which moto's CloudFormation ignored.
+- CloudFormation: an ECR repository's ``RepositoryPolicyText``, a role's
+  ``ManagedPolicyArns`` and a bucket's ``PublicAccessBlockConfiguration`` and
+  ``VersioningConfiguration``, which moto's CloudFormation ignored;
+- IAM's policy simulator (SimulatePrincipalPolicy, GetContextKeysForPrincipalPolicy:
+  ``devstack.iam_simulate``), and the bucket reads GetBucketEncryption and
+  GetPublicAccessBlock checked as s3:GetEncryptionConfiguration and
+  s3:GetBucketPublicAccessBlock.
 
 Not covered (docs/interfaces.md lists these too): Condition elements are
 evaluated only in the PassRole check; moto treats every other condition as met
@@ -150,7 +155,8 @@ def _emr_resource(response: Any) -> str:
 
 def _ecr_resource(response: Any) -> str:
     body = _json_body(response)
-    name = body.get("repositoryName")
+    names = body.get("repositoryNames") or []
+    name = body.get("repositoryName") or (names[0] if len(names) == 1 else None)
     if not name:
         return "*"  # GetAuthorizationToken, DescribeRepositories without names
     registry = body.get("registryId") or response.current_account
@@ -346,6 +352,18 @@ def install() -> None:
     access_control.IAMRequest._raise_access_denied = _raise_access_denied
     access_control.S3IAMRequest._raise_access_denied = _raise_access_denied
     _install_cloudformation()
+    _install_s3_action_names()
+    from devstack import iam_simulate
+
+    iam_simulate.install()
+
+
+def _install_s3_action_names() -> None:
+    """IAM's names of the bucket reads the preflight makes; moto checks them as s3:ListBucket or not at all."""
+    from moto.s3.responses import ACTION_MAP
+
+    ACTION_MAP["BUCKET"]["GET"]["encryption"] = "GetEncryptionConfiguration"
+    ACTION_MAP["BUCKET"]["GET"]["publicAccessBlock"] = "GetBucketPublicAccessBlock"
 
 
 def _signing_what_the_client_signed(create_auth: Any) -> Any:
@@ -400,3 +418,26 @@ def _install_cloudformation() -> None:
 
     Repository.create_from_cloudformation_json = classmethod(repository)
     Role.create_from_cloudformation_json = classmethod(role)
+    _install_cloudformation_bucket()
+
+
+def _install_cloudformation_bucket() -> None:
+    """What moto's CloudFormation ignores of a bucket: its public access block (and its versioning)."""
+    from moto.s3.models import FakeBucket, s3_backends
+    from moto.utilities.utils import get_partition
+
+    create_bucket = FakeBucket.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def bucket(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+        created = create_bucket(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        backend = s3_backends[account_id][get_partition(region_name)]
+        properties = cloudformation_json.get("Properties", {})
+        block = properties.get("PublicAccessBlockConfiguration")
+        if block:
+            backend.put_public_access_block(created.name, {k: str(v).lower() for k, v in block.items()})
+        versioning = (properties.get("VersioningConfiguration") or {}).get("Status")
+        if versioning:
+            backend.put_bucket_versioning(created.name, versioning)
+        return created
+
+    FakeBucket.create_from_cloudformation_json = classmethod(bucket)

@@ -219,3 +219,59 @@ def test_a_signature_over_the_user_agent_is_accepted_and_checked(ds: Devstack) -
 
     assert get("aws-sdk-java/1.12.262") == 200
     assert get("something else") == 403  # the header is part of the signature, not ignored
+
+
+# -- IAM's policy simulator (devstack.iam_simulate) ----------------------------------------------
+
+
+def test_the_worker_may_simulate_its_own_policies_and_nobody_elses(ds: Devstack, account: Account) -> None:
+    iam = session(account.worker_key).client("iam", endpoint_url=ds.endpoint_url)
+    me = "arn:aws:iam::123456789012:user/bank-airflow-worker"
+    lake = account.outputs["LakeBucketName"]
+    results = iam.simulate_principal_policy(
+        PolicySourceArn=me,
+        ActionNames=["s3:PutObject"],
+        ResourceArns=[f"arn:aws:s3:::{lake}/code/x", f"arn:aws:s3:::{lake}/raw/x"],
+    )["EvaluationResults"]
+    assert [(r["EvalResourceName"].rsplit("/", 1)[0], r["EvalDecision"]) for r in results] == [
+        (f"arn:aws:s3:::{lake}/code", "allowed"),
+        (f"arn:aws:s3:::{lake}/raw", "implicitDeny"),
+    ]
+    assert results[0]["MatchedStatements"][0]["SourcePolicyId"]
+    with pytest.raises(ClientError) as err:
+        iam.simulate_principal_policy(PolicySourceArn=account.outputs["EmrServiceRoleArn"], ActionNames=["s3:GetObject"])
+    denied(err, "iam:SimulatePrincipalPolicy")
+
+
+def test_simulated_pass_role_needs_the_service_it_is_passed_to(ds: Devstack, account: Account) -> None:
+    iam = ds.client("iam")
+    me = "arn:aws:iam::123456789012:user/bank-airflow-worker"
+    role = account.outputs["LambdaRoleArn"]
+
+    def decision(service: str) -> str:
+        entry = {"ContextKeyName": "iam:PassedToService", "ContextKeyValues": [service], "ContextKeyType": "string"}
+        result = iam.simulate_principal_policy(
+            PolicySourceArn=me, ActionNames=["iam:PassRole"], ResourceArns=[role], ContextEntries=[entry]
+        )
+        return result["EvaluationResults"][0]["EvalDecision"]
+
+    assert decision("lambda.amazonaws.com") == "allowed"
+    assert decision("ec2.amazonaws.com") == "implicitDeny"
+    keys = iam.get_context_keys_for_principal_policy(PolicySourceArn=me)["ContextKeyNames"]
+    assert "iam:PassedToService" in keys
+
+
+def test_an_explicit_deny_wins_in_the_simulation(ds: Devstack, account: Account) -> None:
+    iam = ds.client("iam")
+    name = f"denied-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=name)
+    iam.attach_user_policy(UserName=name, PolicyArn=account.outputs["AirflowWorkerPolicyArn"])
+    deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName=name, PolicyName="no-s3", PolicyDocument=json.dumps(deny))
+    result = iam.simulate_principal_policy(
+        PolicySourceArn=f"arn:aws:iam::123456789012:user/{name}",
+        ActionNames=["s3:ListBucket"],
+        ResourceArns=[f"arn:aws:s3:::{account.outputs['LakeBucketName']}"],
+    )["EvaluationResults"][0]
+    assert result["EvalDecision"] == "explicitDeny"
+    assert [m["SourcePolicyId"] for m in result["MatchedStatements"]] == ["no-s3"]
