@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bank_pipeline import settings
+from bank_pipeline import permissions, settings
 from devstack.airflow_env import LAMBDA_ROLE_NAME
 from devstack.iam import statement_applies
 from devstack.infra import SETTINGS_FROM_OUTPUTS, TEMPLATE, load_template
@@ -19,7 +19,11 @@ from tests.paths import REPO
 pytestmark = pytest.mark.unit
 
 # Where AWS has no resource-level permission, so "*" is the only Resource that works.
-STAR_ONLY = {"ecr:GetAuthorizationToken", "elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters"}
+STAR_ONLY = {
+    "ecr:GetAuthorizationToken", "elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters",
+    "elasticmapreduce:ListReleaseLabels", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+    "ec2:DescribeInstanceTypeOfferings",
+}  # fmt: skip
 VALUES = {
     "AWS::Partition": "aws",
     "AWS::Region": "eu-west-1",
@@ -43,7 +47,10 @@ def resolve(node: Any, template: dict[str, Any]) -> Any:
         "EmrServiceRole.Arn": f"arn:aws:iam::111122223333:role/{params['EmrServiceRoleName']}",
         "EmrJobFlowRole.Arn": f"arn:aws:iam::111122223333:role/{params['EmrJobFlowRoleName']}",
         "LambdaExecutionRole.Arn": f"arn:aws:iam::111122223333:role/{params['LambdaRoleName']}",
+        "EmrJobFlowInstanceProfile.Arn": f"arn:aws:iam::111122223333:instance-profile/{params['EmrJobFlowRoleName']}",
     }
+    # The conditions the policies use, at the parameters' defaults.
+    conditions = {"AttachToAirflowRole": params["AirflowRoleName"] != "", "MutableBaseTag": True}
     names = {**VALUES, **params, **attrs, "LakeBucket": params["LakeBucketName"]}
 
     def walk(value: Any) -> Any:
@@ -55,6 +62,9 @@ def resolve(node: Any, template: dict[str, Any]) -> Any:
             return names[value["Ref"]]
         if set(value) == {"Fn::GetAtt"}:
             return names[".".join(value["Fn::GetAtt"])]
+        if set(value) == {"Fn::If"}:
+            condition, then, otherwise = value["Fn::If"]
+            return walk(then if conditions[condition] else otherwise)
         if set(value) == {"Fn::Sub"}:
             return re.sub(r"\$\{([^}]+)\}", lambda m: str(names[m.group(1)]), value["Fn::Sub"])
         return {k: walk(v) for k, v in value.items()}
@@ -136,36 +146,34 @@ def test_repository_policy_lets_only_this_accounts_lambda_pull(template: dict[st
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "111122223333"}
 
 
-# -- the docs' table of calls (docs/interfaces.md, "IAM") --------------------------------
+# -- the table of calls (bank_pipeline.permissions.CALLS, also docs/interfaces.md "IAM") -------
 
 
-def documented_calls(template: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
-    """(action, resource, condition context) of each row of the docs' worker-policy table."""
-    text = (REPO / "docs" / "interfaces.md").read_text()
-    section = text.split("## IAM: infra/bank-ml.cfn.yaml", 1)[1].split("\n## ", 1)[0]
+def table_calls(template: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """(action, resource, condition context) of each call, with the template's defaults for its names."""
     params = {k: p.get("Default", "") for k, p in template["Parameters"].items()}
     names = {
         "lake": params["LakeBucketName"], "repo": params["ImageRepositoryName"],
-        "function": params["LambdaFunctionName"], "region": "eu-west-1", "account": "111122223333", **params,
+        "function": params["LambdaFunctionName"], "region": "eu-west-1", "account": "111122223333",
+        "principal": f"arn:aws:iam::111122223333:user/{params['AirflowUserName']}", **params,
     }  # fmt: skip
-    rows = []
-    for line in section.splitlines():
-        match = re.match(r"\| ([a-z0-9]+:[A-Za-z]+)( \(iam:PassedToService ([a-z0-9.]+)\))? \| `([^`]+)` \|", line)
-        if match:
-            resource = re.sub(r"\{(\w+)\}", lambda m: names[m.group(1)], match.group(4))
-            context = {"iam:passedtoservice": match.group(3)} if match.group(3) else {}
-            rows.append((match.group(1), resource, context))
-    return rows
+    return [(c.action, c.resolve(names), {k.lower(): v for k, v in c.context.items()}) for c in permissions.CALLS]
 
 
-def test_the_docs_table_lists_exactly_the_policys_actions(template: dict[str, Any]) -> None:
-    documented = {action for action, _, _ in documented_calls(template)}
+def test_the_docs_table_is_the_table_in_code() -> None:
+    text = (REPO / "docs" / "interfaces.md").read_text()
+    section = text.split("## IAM: infra/bank-ml.cfn.yaml", 1)[1].split("\n## ", 1)[0]
+    assert permissions.markdown_table() in section
+
+
+def test_the_table_lists_exactly_the_policys_actions(template: dict[str, Any]) -> None:
+    listed = {action for action, _, _ in table_calls(template)}
     granted = {a for s in worker_statements(template) for a in as_list(s["Action"])}
-    assert documented == granted
+    assert listed == granted
 
 
-@pytest.mark.parametrize(("action", "resource", "context"), documented_calls(load_template()))
-def test_the_policy_allows_each_documented_call(
+@pytest.mark.parametrize(("action", "resource", "context"), table_calls(load_template()))
+def test_the_policy_allows_each_call_in_the_table(
     template: dict[str, Any], action: str, resource: str, context: dict[str, str]
 ) -> None:
     allowing = [s.get("Sid") for s in worker_statements(template) if statement_applies(s, action, resource, context)]
