@@ -5,7 +5,9 @@ The first release reaches both targets and is recorded live. The second (the sam
 new serving base image) moves the Lambda alias, then its Kubernetes rollout fails (a kwok stage
 keeps the new image's pods in ImagePullBackOff; progressDeadlineSeconds 5): the rollout rolls
 its Deployment back, ``revert_lambda`` moves the alias back, the run fails saying both, and
-neither live.json nor the bank_live_model Asset event is written.
+neither live.json nor the bank_live_model Asset event is written. The third moves the alias,
+then its function URL step fails (the worker may not add the public permissions the Param asks
+for): the alias goes back the same way, and the rollout never starts.
 
 Its own lake bucket, Lambda function and namespace (on the session's control plane): the other
 release tests' state is not touched. The worker's policy is the template's, copied for them.
@@ -39,7 +41,12 @@ def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
 
 
 @pytest.fixture(scope="module")
-def worker(ds: Devstack, account: Account) -> Account:
+def worker_user() -> str:
+    return f"worker-aon-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def worker(ds: Devstack, account: Account, worker_user: str) -> Account:
     """The worker policy plus a copy of it for this module's bucket and function: the same rights,
     on state of its own (the features it reads stay in the session's lake)."""
     iam = ds.client("iam")
@@ -51,9 +58,8 @@ def worker(ds: Devstack, account: Account) -> Account:
         f":function:{account.outputs['LambdaFunctionName']}", f":function:{FUNCTION}"
     )
     assert copy != text
-    name = f"worker-aon-{uuid.uuid4().hex[:6]}"
-    copy_arn = iam.create_policy(PolicyName=name, PolicyDocument=copy)["Policy"]["Arn"]
-    return Account(outputs=account.outputs, worker_key=worker_credentials(iam, [arn, copy_arn], user=name))
+    copy_arn = iam.create_policy(PolicyName=worker_user, PolicyDocument=copy)["Policy"]["Arn"]
+    return Account(outputs=account.outputs, worker_key=worker_credentials(iam, [arn, copy_arn], user=worker_user))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +134,8 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-rebuilt"}, DAG_ID, conf, tmp_path)
 
     assert run.state == "failed"
-    assert (run.tasks["deploy_lambda"], run.tasks["rollout_kubernetes"]) == ("success", "failed"), run.tasks
+    assert (run.tasks["deploy_lambda"], run.tasks["lambda_url"], run.tasks["rollout_kubernetes"]) == (
+        "success", "success", "failed"), run.tasks  # fmt: skip
     assert (run.tasks["revert_lambda"], run.tasks["record_live"]) == ("failed", "upstream_failed"), run.tasks
     new_image = run.xcom["push_image"]["image_uri"]
     assert new_image != live_image and run.xcom["deploy_lambda"]["version"] == "2"
@@ -142,5 +149,43 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     assert alias_version(lam) == "1"
     assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == live_image
     # Not live: no record, no Asset event (so no batch scoring with a half-released model).
+    assert live_json(s3) == before
+    assert run.asset_events == []
+
+
+def test_a_failed_function_url_moves_the_lambda_alias_back_and_records_nothing(
+    env, conf, s3, ds, cluster, worker_user, tmp_path
+):
+    """Every step after the alias moves is covered, not only the rollout: here lambda_url fails (the
+    Param asks for a public URL and the worker may not add its permissions), the alias goes back exactly
+    as for a failed rollout, and the rollout, which comes after the URL, never starts."""
+    lam, iam = ds.client("lambda"), ds.client("iam")
+    before = live_json(s3)
+    served = cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"]
+    previous = alias_version(lam)
+    # Another serving base image: the same model gets a new image, so the alias moves.
+    rebuilt = oci.layer({"var/task/bank_serving/rebuilt_url.py": b'"""Another rebuild of the serving base image."""\n'})
+    oci.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-url")
+    deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "lambda:AddPermission", "Resource": "*"}]}
+    iam.put_user_policy(UserName=worker_user, PolicyName="no-public-url", PolicyDocument=json.dumps(deny))
+    try:
+        run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-url"}, DAG_ID, {**conf, "function_url_auth": "NONE"},
+                      tmp_path)  # fmt: skip
+    finally:
+        iam.delete_user_policy(UserName=worker_user, PolicyName="no-public-url")
+
+    assert run.state == "failed"
+    assert (run.tasks["deploy_lambda"], run.tasks["lambda_url"]) == ("success", "failed"), run.tasks
+    assert (run.tasks["rollout_kubernetes"], run.tasks["revert_lambda"], run.tasks["record_live"]) == (
+        "upstream_failed", "failed", "upstream_failed"), run.tasks  # fmt: skip
+    release = run.xcom["deploy_lambda"]
+    assert release["changed"] and release["previous_version"] == previous and release["version"] != previous
+    assert "AddPermission operation" in run.log  # lambda_url says why
+    assert (
+        "the release is not live: the function URL failed (task lambda_url says why); "
+        f"alias live of {FUNCTION} moved back from version {release['version']} to version {previous}"
+    ) in run.log
+    assert alias_version(lam) == previous
+    assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == served  # never rolled out
     assert live_json(s3) == before
     assert run.asset_events == []
