@@ -1,7 +1,9 @@
 """`make demo`: the pipeline end to end on this machine, with progress and a summary.
 
 Starts devstack and, alongside, the local Kubernetes control plane (devstack.kube,
-a fresh etcd each run), uploads bank-full.csv to the lake bucket, runs
+a fresh etcd each run), uploads bank-full.csv to the lake bucket, stages the
+wheelhouse and the serving base image, runs the preflight as the worker and shows
+its table (stopping if a check fails, as a user on AWS would), runs
 bank_features_emr with a local SQLite Airflow, then bank_model_release on the
 features it made (explicitly, with the manifest its Asset event names: dag.test()
 runs one DAG, not the scheduler): after the Lambda release, the same image digest
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -328,6 +331,14 @@ def main() -> int:
         cluster.stop()
 
 
+def run_preflight(env: dict[str, str]) -> tuple[int, str]:
+    """``python -m bank_pipeline.preflight`` in ``env``: its exit status and table."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_pipeline.preflight"], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    return done.returncode, done.stdout.rstrip() or done.stderr[-3000:]
+
+
 def run_demo(progress: Progress, kube_started: Callable[[], kube.KubeCluster]) -> int:
     """Both DAG runs and the summary; the caller owns the control plane."""
     timings: dict[str, float] = {}
@@ -377,16 +388,6 @@ def run_dags(
         timings["wheelhouse"] = time.monotonic() - t
 
         t = time.monotonic()
-        emr = ds.client("emr")
-        releaser = release_child()  # warms up while the features run goes
-        run = run_with_progress(features_child, env, emr, progress)
-        timings[FEATURES_DAG] = time.monotonic() - t
-        cluster = emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"] if "create_cluster" in run.xcom else {}
-        timings.update({f"features.{k}": v for k, v in task_durations(env, FEATURES_DAG, run.run_id).items()})
-        if failed(run):
-            return 1
-
-        t = time.monotonic()
         seed_release(ds.registry_url)
         timings["serving_base_image"] = time.monotonic() - t
         progress.say(f"serving base image pushed to {ds.registry_url}")
@@ -400,6 +401,26 @@ def run_dags(
         progress.say(f"Kubernetes {kc.version['gitVersion']} at {kc.server} (ready in {kc.timings['ready']:.1f}s); "
                      f"the release rolls out to namespace {KUBE_NAMESPACE} as ServiceAccount {kube.RELEASE_IDENTITY}")  # fmt: skip
         env = airflow_env(home, ds.env(), account, kube.airflow_connection(kubeconfig, KUBE_NAMESPACE))
+
+        # What a user runs first on AWS: the preflight, as the worker, with the workers' settings.
+        t = time.monotonic()
+        code, table = run_preflight(env)
+        timings["preflight"] = time.monotonic() - t
+        progress.say("preflight (python -m bank_pipeline.preflight):\n" + table)
+        if code != 0:
+            print("\nthe preflight failed: see the table above", file=sys.stderr)
+            return 1
+
+        t = time.monotonic()
+        emr = ds.client("emr")
+        releaser = release_child()  # warms up while the features run goes
+        run = run_with_progress(features_child, env, emr, progress)
+        timings[FEATURES_DAG] = time.monotonic() - t
+        cluster = emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"] if "create_cluster" in run.xcom else {}
+        timings.update({f"features.{k}": v for k, v in task_durations(env, FEATURES_DAG, run.run_id).items()})
+        if failed(run):
+            return 1
+
         manifest_uri = run.asset_events[0]["extra"]["manifest_uri"]
         t = time.monotonic()
         release = run_with_progress(releaser, env, emr, progress, {"features_manifest_uri": manifest_uri}, cluster=kc)

@@ -36,3 +36,7 @@ class RolloutFailedError(AirflowFailException, RuntimeError):
 
 class CandidateInvalidError(AirflowFailException, ValueError):
     """The model build's candidate record is missing, for another run, or names an unregistered version."""
+
+
+class PreflightFailedError(AirflowFailException, RuntimeError):
+    """A precondition of the DAGs is missing; the message names each failed check and its fix."""

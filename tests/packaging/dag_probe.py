@@ -45,7 +45,7 @@ print("PROBE" + json.dumps({
     "module_errors": module_errors,
 }))
 """
-DAG_IDS = ["bank_batch_score", "bank_features_emr", "bank_model_release"]
+DAG_IDS = ["bank_batch_score", "bank_features_emr", "bank_model_release", "bank_preflight"]
 ERRORS = ("dag_errors", "plugin_errors", "module_errors")
 
 

@@ -135,7 +135,7 @@ def test_a_fresh_airflow_with_the_bundle_loads_every_dag_and_finds_what_tasks_sh
     line = next(x for x in result.stdout.splitlines() if x.startswith("PROBE"))
     out = json.loads(line[len("PROBE"):])
     assert out["dag_errors"] == {} and out["plugin_errors"] == {}
-    assert out["dags"] == ["bank_batch_score", "bank_features_emr", "bank_model_release"]
+    assert out["dags"] == ["bank_batch_score", "bank_features_emr", "bank_model_release", "bank_preflight"]
     assert "bank_pipeline" in out["plugins"]
     site = str(deployed["venv"] / "lib")
     assert all(path.startswith(site) for path in out["package_files"].values()), out["package_files"]
