@@ -47,13 +47,21 @@ What ``install()`` adds, each the smallest faithful piece:
   GetPublicAccessBlock checked as s3:GetEncryptionConfiguration and
   s3:GetBucketPublicAccessBlock.
 
-Not covered (docs/interfaces.md lists these too): Condition elements are
-evaluated only in the PassRole check; moto treats every other condition as met
-(it knows StringEquals only, and only for values a request supplies: none);
-resource-based policies (bucket, repository and function policies) are not
-evaluated; permissions boundaries, SCPs and session policies are ignored; the
-403-instead-of-404 S3 answers to a caller without s3:ListBucket are not
-reproduced; ``/moto-api/reset-auth`` turns enforcement off for anyone who asks:
+- conditions on what a request carries, evaluated as IAM does (``condition_context``):
+  an EMR cluster's tags (``aws:ResourceTag/...``) and RunJobFlow's (``aws:RequestTag/...``),
+  Lambda AddPermission's ``lambda:Principal`` and ``lambda:FunctionUrlAuthType``;
+  operators StringEquals/StringLike/ArnEquals/ArnLike and Null.
+
+Not covered (docs/interfaces.md lists these too): other condition keys (moto
+treats a condition it cannot evaluate as met: it knows StringEquals only, and only
+for values a request supplies);
+resource-based policies (repository and function policies) are not evaluated,
+and a bucket policy only as moto does (statements for principal ``*``), with its
+conditions evaluated by ``statement_applies`` (moto ignored them) and
+``aws:SecureTransport`` true: devstack's plain-HTTP endpoint stands in for AWS's
+HTTPS ones, so the template's TLS-only Deny is stored but never met here;
+permissions boundaries, SCPs and session policies are ignored; the
+403-instead-of-404 S3 answers to a caller without s3:ListBucket are not reproduced; ``/moto-api/reset-auth`` turns enforcement off for anyone who asks:
 this is a check of policies, not a security boundary.
 """
 
@@ -192,6 +200,60 @@ def _passed_roles(request: Any) -> list[tuple[str, str]]:
     return []
 
 
+# -- conditions on what the request carries ------------------------------------------------
+
+EMR_CLUSTER_ACTIONS = {
+    "elasticmapreduce:DescribeCluster", "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:DescribeStep",
+    "elasticmapreduce:TerminateJobFlows", "elasticmapreduce:ListSteps", "elasticmapreduce:AddTags",
+}  # fmt: skip
+
+
+def condition_context(request: Any, resource: str) -> dict[str, str] | None:
+    """The condition keys devstack can give a request, as IAM would (lower case), or None.
+
+    EMR: a cluster's tags as ``aws:resourcetag/<key>``, RunJobFlow's as ``aws:requesttag/<key>``;
+    Lambda AddPermission: ``lambda:principal`` and, when given, ``lambda:functionurlauthtype``.
+    """
+    action = request._action
+    try:
+        body = json.loads(request._body or b"{}")
+    except (ValueError, TypeError):
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if action == "elasticmapreduce:RunJobFlow":
+        return {f"aws:requesttag/{t['Key']}".lower(): t.get("Value", "") for t in body.get("Tags") or []}
+    if action in EMR_CLUSTER_ACTIONS and ":cluster/" in resource:
+        from moto.emr.models import emr_backends
+
+        cluster = emr_backends[request.account_id][request._region].clusters.get(resource.rsplit("/", 1)[-1])
+        tags = cluster._tags if cluster is not None else {}
+        return {f"aws:resourcetag/{k}".lower(): v for k, v in tags.items()}
+    if action == "lambda:AddPermission":
+        context = {"lambda:principal": str(body.get("Principal", ""))}
+        if body.get("FunctionUrlAuthType"):
+            context["lambda:functionurlauthtype"] = str(body["FunctionUrlAuthType"])
+        return context
+    return None
+
+
+def _check_conditions(request: Any, action: str, resource: str, context: dict[str, str]) -> None:
+    """``action`` on ``resource`` evaluated with ``context`` as IAM does: an explicit Deny wins, an Allow
+    whose conditions hold allows. moto's own check treats every condition as met."""
+    from moto.iam.access_control import IAMPolicy
+
+    allowed = False
+    for policy in request._access_key.collect_policies():
+        statements = IAMPolicy(policy)._policy_json["Statement"]
+        for statement in statements if isinstance(statements, list) else [statements]:
+            if not statement_applies(statement, action, resource, context):
+                continue
+            if statement.get("Effect") == "Deny":
+                _deny(request, action, resource)
+            allowed = True
+    if not allowed:
+        _deny(request, action, resource)
+
+
 def _instance_profile_roles(request: Any, profile: str) -> list[str]:
     """The roles of instance profile ``profile`` (a name or ARN); the same-named role if it does not exist."""
     from moto.iam.exceptions import NotFoundException
@@ -237,6 +299,7 @@ def _matches(patterns: Any, value: str, case_sensitive: bool = True) -> bool:
 
 
 CONDITION_OPERATORS = {
+    "Bool": lambda expected, actual: str(actual).lower() in [str(e).lower() for e in (expected if isinstance(expected, list) else [expected])],
     "StringEquals": lambda expected, actual: actual in (expected if isinstance(expected, list) else [expected]),
     "StringLike": lambda expected, actual: _matches(expected, actual),
     "ArnEquals": lambda expected, actual: actual in (expected if isinstance(expected, list) else [expected]),
@@ -260,6 +323,10 @@ def statement_applies(statement: dict[str, Any], action: str, resource: str, con
     if "NotResource" in statement and _matches(statement["NotResource"], resource):
         return False
     for operator, conditions in (statement.get("Condition") or {}).items():
+        if operator == "Null":  # "true": the key is absent; "false": it is present
+            if any((context.get(k.lower()) is None) != (str(v).lower() == "true") for k, v in conditions.items()):
+                return False
+            continue
         if operator not in CONDITION_OPERATORS:
             raise ValueError(f"devstack evaluates no {operator} condition (statement {statement.get('Sid')})")
         for key, expected in conditions.items():
@@ -329,6 +396,9 @@ def install() -> None:
         original_check(self, resource)
         for role_arn, service in _passed_roles(self):
             _check_pass_role(self, role_arn, service)
+        context = condition_context(self, resource)
+        if context is not None:
+            _check_conditions(self, self._action, resource, context)
 
     def _raise_access_denied(self: Any) -> None:
         _deny(self, self._action, getattr(self, "_devstack_resource", "*"))
@@ -441,3 +511,67 @@ def _install_cloudformation_bucket() -> None:
         return created
 
     FakeBucket.create_from_cloudformation_json = classmethod(bucket)
+    _install_cloudformation_bucket_policy()
+    FakeBucket.get_permission = _bucket_permission
+
+
+# devstack's plain-HTTP endpoint stands in for AWS's HTTPS ones: every AWS SDK call is made over TLS.
+BUCKET_POLICY_CONTEXT = {"aws:securetransport": "true"}
+
+
+def _bucket_permission(self: Any, action: str, resource: str) -> Any:
+    """A bucket policy's answer, conditions evaluated (moto's ignores them, so the template's TLS-only
+    Deny denied everything); statements for principal ``*`` only, as moto's."""
+    from moto.iam.access_control import PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    statements = json.loads(self.policy).get("Statement", [])
+    result = PermissionResult.NEUTRAL
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if statement.get("Principal") not in ("*", {"AWS": "*"}):
+            continue
+        if statement_applies(statement, action, resource, BUCKET_POLICY_CONTEXT):
+            if statement.get("Effect") == "Deny":
+                return PermissionResult.DENIED
+            result = PermissionResult.PERMITTED
+    return result
+
+
+def _install_cloudformation_bucket_policy() -> None:
+    """AWS::S3::BucketPolicy, which moto's CloudFormation skips: stored on the bucket (GetBucketPolicy
+    answers it). devstack does not evaluate bucket policies (module docstring)."""
+    from moto.cloudformation import parsing
+    from moto.core.common_models import CloudFormationModel
+    from moto.s3.models import s3_backends
+    from moto.utilities.utils import get_partition
+
+    class BucketPolicy(CloudFormationModel):
+        def __init__(self, bucket: str) -> None:
+            self.bucket = bucket
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::S3::BucketPolicy"
+
+        @staticmethod
+        def cloudformation_name_type() -> str:
+            return ""
+
+        @property
+        def physical_resource_id(self) -> str:
+            return self.bucket
+
+        @classmethod
+        def create_from_cloudformation_json(  # type: ignore[override]
+            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+        ) -> BucketPolicy:
+            properties = cloudformation_json["Properties"]
+            backend = s3_backends[account_id][get_partition(region_name)]
+            backend.put_bucket_policy(properties["Bucket"], json.dumps(properties["PolicyDocument"]).encode())
+            return cls(properties["Bucket"])
+
+    parsing.get_model_list.cache_clear()
+    parsing.get_model_map.cache_clear()
+    parsing.get_name_type_map.cache_clear()
+    assert BucketPolicy in parsing.get_model_list()

@@ -43,6 +43,9 @@ _REPO = "arn:aws:ecr:{region}:{account}:repository/{repo}"
 _FUNCTION = "arn:aws:lambda:{region}:{account}:function:{function}"
 _ALIAS = _FUNCTION + ":live"
 _ROLE = "arn:aws:iam::{account}:role/"
+# The clusters' tag the worker policy requires (emr.job_flow_overrides sets it to the DAG's id).
+_TAGGED = {"aws:ResourceTag/airflow:dag_id": "bank_model_release"}
+_CREATE_TAGGED = {"aws:RequestTag/airflow:dag_id": "bank_model_release"}
 
 
 def _pass(role: str, service: str, by: str) -> Call:
@@ -59,13 +62,13 @@ CALLS: tuple[Call, ...] = (
     Call("s3:GetObject", _LAKE + "/training/*", "read_candidate (the model build's candidate record)"),
     Call("s3:GetObject", _LAKE + "/emr-logs/*", "wait_for_* (the failed step's stdout/stderr tail)"),
     Call("s3:PutObject", _LAKE + "/code/*", "stage_job (entry point, bank_jobs.zip, bootstrap script)"),
-    Call("s3:PutObject", _LAKE + "/models/*", "record_live (`live.json`; versions are registered by the model build on EMR)"),
-    Call("elasticmapreduce:RunJobFlow", "*", "create_cluster"),
+    Call("s3:PutObject", _LAKE + "/models/bank/live.json", "record_live (versions are registered by the model build on EMR)"),
+    Call("elasticmapreduce:RunJobFlow", "*", "create_cluster (tagged airflow:dag_id=<the DAG>)", _CREATE_TAGGED),
     Call("elasticmapreduce:ListClusters", "*", "create_cluster (find this run's cluster by its tags)"),
-    Call("elasticmapreduce:DescribeCluster", _CLUSTER, "create_cluster and run_* (log link), wait_for_* (failure), terminate_cluster (waiter)"),
-    Call("elasticmapreduce:AddJobFlowSteps", _CLUSTER, "run_features, run_train, run_score"),
-    Call("elasticmapreduce:DescribeStep", _CLUSTER, "wait_for_features, wait_for_train, wait_for_score (sensor and trigger)"),
-    Call("elasticmapreduce:TerminateJobFlows", _CLUSTER, "terminate_cluster"),
+    Call("elasticmapreduce:DescribeCluster", _CLUSTER, "create_cluster and run_* (log link), wait_for_* (failure), terminate_cluster (waiter)", _TAGGED),
+    Call("elasticmapreduce:AddJobFlowSteps", _CLUSTER, "run_features, run_train, run_score", _TAGGED),
+    Call("elasticmapreduce:DescribeStep", _CLUSTER, "wait_for_features, wait_for_train, wait_for_score (sensor and trigger)", _TAGGED),
+    Call("elasticmapreduce:TerminateJobFlows", _CLUSTER, "terminate_cluster", _TAGGED),
     _pass("EmrServiceRoleName", "elasticmapreduce.amazonaws.com", "create_cluster (ServiceRole)"),
     _pass("EmrJobFlowRoleName", "ec2.amazonaws.com", "create_cluster (JobFlowRole)"),
     Call("ecr:GetAuthorizationToken", "*", "push_image (registry credentials, EcrHook)"),
@@ -89,7 +92,8 @@ CALLS: tuple[Call, ...] = (
     Call("lambda:GetFunctionUrlConfig", _ALIAS, "lambda_url"),
     Call("lambda:CreateFunctionUrlConfig", _ALIAS, "lambda_url (first release)"),
     Call("lambda:UpdateFunctionUrlConfig", _ALIAS, "lambda_url (the auth Param changed)"),
-    Call("lambda:AddPermission", _ALIAS, "lambda_url with auth NONE (the public statement)"),
+    Call("lambda:AddPermission", _ALIAS, "lambda_url with auth NONE (the URL's public statement)", {"lambda:Principal": "*", "lambda:FunctionUrlAuthType": "NONE"}),
+    Call("lambda:AddPermission", _ALIAS, "lambda_url with auth NONE (InvokeFunction through the URL)", {"lambda:Principal": "*"}),
     Call("lambda:RemovePermission", _ALIAS, "lambda_url with auth AWS_IAM (drops that statement)"),
     Call("lambda:InvokeFunctionUrl", _ALIAS, "lambda_url (the signed smoke POST)"),
     _pass("LambdaRoleName", "lambda.amazonaws.com", "deploy_lambda (first release: the execution role)"),
@@ -107,6 +111,8 @@ CALLS: tuple[Call, ...] = (
     Call("ec2:DescribeInstanceTypeOfferings", "*", "preflight (the instance types are offered in the subnet's zone)", preflight=True),
     Call("s3:GetEncryptionConfiguration", _LAKE, "preflight (the lake is encrypted)", preflight=True),
     Call("s3:GetBucketPublicAccessBlock", _LAKE, "preflight (public access is blocked)", preflight=True),
+    Call("s3:GetBucketVersioning", _LAKE, "preflight (versions are kept)", preflight=True),
+    Call("s3:GetBucketPolicy", _LAKE, "preflight (TLS only)", preflight=True),
     Call("ecr:DescribeRepositories", _REPO, "preflight (the repository exists, its tags are immutable)", preflight=True),
     Call("ecr:GetRepositoryPolicy", _REPO, "preflight (Lambda may pull from it)", preflight=True),
 )  # fmt: skip

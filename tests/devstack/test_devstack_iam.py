@@ -152,7 +152,7 @@ def create_cluster(cfg: Any) -> Any:
         .replace("{{ params.instance_type }}", "m5.xlarge")
         .replace('"{{ params.core_instance_count }}"', "1")
         .replace("{{ run_id }}", "iam-test")
-        .replace("{{ dag.dag_id }}", "iam-test")
+        .replace("{{ dag.dag_id }}", "bank_iam_test")  # the worker may tag only bank_* clusters
     )
     # The bootstrap action's XComs: any S3 path will do, RunJobFlow is refused or accepted before it runs.
     rendered = re.sub(r"\{\{ ti\.xcom_pull\([^}]*\) \}\}", f"s3://{cfg.lake_bucket}/code/none", rendered)
@@ -275,3 +275,62 @@ def test_an_explicit_deny_wins_in_the_simulation(ds: Devstack, account: Account)
     )["EvaluationResults"][0]
     assert result["EvalDecision"] == "explicitDeny"
     assert [m["SourcePolicyId"] for m in result["MatchedStatements"]] == ["no-s3"]
+
+
+# -- conditions on what a request carries (the worker policy's tag and URL conditions) -------------
+
+
+def test_the_worker_may_use_only_clusters_tagged_as_the_dags_tag_theirs(ds: Devstack, account: Account, emr: Any) -> None:
+    from tests.devstack.devstack_helpers import new_cluster
+
+    worker = session(account.worker_key).client("emr", endpoint_url=ds.endpoint_url)
+    theirs = new_cluster(emr, Tags=[{"Key": "airflow:dag_id", "Value": "etl_nightly"}])
+    ours = new_cluster(emr, Tags=[{"Key": "airflow:dag_id", "Value": "bank_features_emr"}])
+    try:
+        assert worker.describe_cluster(ClusterId=ours)["Cluster"]["Id"] == ours
+        with pytest.raises(ClientError) as err:
+            worker.terminate_job_flows(JobFlowIds=[theirs])
+        denied(err, "elasticmapreduce:TerminateJobFlows", f"cluster/{theirs}")
+        with pytest.raises(ClientError) as err:
+            worker.describe_cluster(ClusterId=theirs)
+        denied(err, "elasticmapreduce:DescribeCluster")
+        with pytest.raises(ClientError) as err:  # untagged: no airflow:dag_id at all
+            worker.run_job_flow(
+                Name="untagged", ReleaseLabel="emr-7.12.0", ServiceRole="EMR_DefaultRole", JobFlowRole="EMR_EC2_DefaultRole",
+                Instances={"InstanceCount": 1, "MasterInstanceType": "m5.xlarge"},
+            )  # fmt: skip
+        denied(err, "elasticmapreduce:RunJobFlow")
+    finally:
+        emr.terminate_job_flows(JobFlowIds=[theirs, ours])
+
+
+def test_the_worker_may_add_only_the_public_urls_two_statements(ds: Devstack, account: Account) -> None:
+    """IAM decides before Lambda looks the function up: a refusal is AccessDenied whether or not it exists."""
+    lam = session(account.worker_key).client("lambda", endpoint_url=ds.endpoint_url)
+    target = {"FunctionName": account.outputs["LambdaFunctionName"], "Qualifier": "live"}
+    with pytest.raises(ClientError) as err:  # to another account: not one of the public URL's statements
+        lam.add_permission(**target, StatementId="x", Action="lambda:InvokeFunction", Principal="210987654321")
+    denied(err, "lambda:AddPermission")
+    with pytest.raises(ClientError) as err:  # a URL statement for an auth the release never adds one for
+        lam.add_permission(**target, StatementId="y", Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="AWS_IAM")
+    denied(err, "lambda:AddPermission")
+    try:
+        lam.add_permission(**target, StatementId="iam-test-url", Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")
+    except ClientError as exc:  # allowed by IAM; the function may not exist in this session
+        assert exc.response["Error"]["Code"] == "ResourceNotFoundException", exc
+    else:
+        ds.client("lambda").remove_permission(**target, StatementId="iam-test-url")
+
+
+def test_the_lake_keeps_what_a_worker_overwrites(ds: Devstack, account: Account) -> None:
+    s3 = session(account.worker_key).client("s3", endpoint_url=ds.endpoint_url)
+    lake = account.outputs["LakeBucketName"]
+    key = "models/bank/live.json"
+    before = ds.client("s3").list_object_versions(Bucket=lake, Prefix=key).get("Versions", [])
+    s3.put_object(Bucket=lake, Key=key, Body=b'{"version": "a"}')
+    s3.put_object(Bucket=lake, Key=key, Body=b'{"version": "b"}')
+    versions = ds.client("s3").list_object_versions(Bucket=lake, Prefix=key)["Versions"]
+    assert len(versions) == len(before) + 2
+    with pytest.raises(ClientError) as err:  # a registered version is the model build's to write
+        s3.put_object(Bucket=lake, Key="models/bank/0123abcd/model.json", Body=b"{}")
+    denied(err, "s3:PutObject")

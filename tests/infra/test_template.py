@@ -186,6 +186,17 @@ def test_the_policy_allows_each_call_in_the_table(
         ("s3:PutObject", "arn:aws:s3:::bank-lake/raw/bank/bank-full.csv", {}),
         ("s3:PutObject", "arn:aws:s3:::bank-lake/features/x", {}),
         ("s3:DeleteObject", "arn:aws:s3:::bank-lake/models/bank/live.json", {}),
+        # A registered version is the model build's: the worker writes live.json only.
+        ("s3:PutObject", "arn:aws:s3:::bank-lake/models/bank/0123abcd/model.json", {}),
+        # Clusters not tagged as the DAGs tag theirs, or another team's.
+        ("elasticmapreduce:AddJobFlowSteps", "arn:aws:elasticmapreduce:eu-west-1:111122223333:cluster/j-1", {}),
+        ("elasticmapreduce:TerminateJobFlows", "arn:aws:elasticmapreduce:eu-west-1:111122223333:cluster/j-1", {"aws:resourcetag/airflow:dag_id": "etl_nightly"}),
+        ("elasticmapreduce:RunJobFlow", "*", {}),
+        ("elasticmapreduce:RunJobFlow", "*", {"aws:requesttag/airflow:dag_id": "etl_nightly"}),
+        # Resource-policy statements other than the public URL's two.
+        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live", {"lambda:principal": "123456789012"}),
+        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live", {"lambda:principal": "*", "lambda:functionurlauthtype": "AWS_IAM"}),
+        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model", {"lambda:principal": "*"}),
         ("s3:GetObject", "arn:aws:s3:::other-bucket/raw/x", {}),
         ("ecr:PutImage", "arn:aws:ecr:eu-west-1:111122223333:repository/other", {}),
         ("lambda:UpdateFunctionCode", "arn:aws:lambda:eu-west-1:111122223333:function:other", {}),
@@ -206,3 +217,41 @@ def test_readme_deploys_this_template_with_named_iam() -> None:
     assert "CAPABILITY_NAMED_IAM" in section
     for setting in SETTINGS_FROM_OUTPUTS:
         assert setting in section, setting
+
+
+# -- hardening ------------------------------------------------------------------------------
+
+
+def test_the_lake_is_versioned_and_tls_only(template: dict[str, Any]) -> None:
+    bucket = template["Resources"]["LakeBucket"]["Properties"]
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    [rule] = bucket["LifecycleConfiguration"]["Rules"]
+    assert "NoncurrentVersionExpiration" in rule and "ExpirationInDays" not in rule  # current versions never expire
+    policy = resolve(template["Resources"]["LakeBucketPolicy"]["Properties"], template)
+    assert policy["Bucket"] == "bank-lake"
+    [statement] = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
+    assert statement["Resource"] == ["arn:aws:s3:::bank-lake", "arn:aws:s3:::bank-lake/*"]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_lambda_may_pull_for_exactly_this_function(template: dict[str, Any]) -> None:
+    props = resolve(template["Resources"]["ImageRepository"]["Properties"], template)
+    [statement] = props["RepositoryPolicyText"]["Statement"]
+    arns = statement["Condition"]["ArnLike"]["aws:SourceArn"]
+    base = "arn:aws:lambda:eu-west-1:111122223333:function:bank-model"
+    assert arns == [base, base + ":*"]
+    assert not statement_applies({**statement, "Condition": {"ArnLike": {"aws:SourceArn": arns}}}, "ecr:BatchGetImage", "*", {"aws:sourcearn": base + "-other"})
+
+
+def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newest(template: dict[str, Any]) -> None:
+    import json
+
+    text = template["Resources"]["ImageRepository"]["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"]["Fn::Sub"]
+    params = {k: p.get("Default") for k, p in template["Parameters"].items()}
+    rules = json.loads(re.sub(r"\$\{(\w+)\}", lambda m: str(params[m.group(1)]), text))["rules"]
+    assert [r["rulePriority"] for r in rules] == [1, 2, 3]
+    # Base images first: a rule's images are never expired by a later rule, so "any" cannot take them.
+    assert rules[0]["selection"]["tagPatternList"] == ["serving-base*"]
+    assert rules[1]["selection"] == {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}
+    assert rules[2]["selection"]["countType"] == "imageCountMoreThan" and rules[2]["selection"]["countNumber"] == 50

@@ -320,17 +320,39 @@ def check_lake(acct: Account) -> str:
         if "NoSuchPublicAccessBlockConfiguration" not in str(exc):
             raise
         problems.append("no public access block")
+    if s3.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+        problems.append("versioning is off (an overwritten model or live.json would leave no trace)")
+    if not _denies_plain_http(s3, bucket):
+        problems.append("its policy does not deny requests without TLS (aws:SecureTransport false)")
     if problems:
-        raise Fail(f"bucket {bucket}: {'; '.join(problems)}", "apply the template's LakeBucket settings (PublicAccessBlockConfiguration, BucketEncryption)")
+        raise Fail(
+            f"bucket {bucket}: {'; '.join(problems)}",
+            "apply the template's LakeBucket and LakeBucketPolicy (public access block, encryption, versioning, TLS only)",
+        )
     raw_bucket, raw_key = split_s3_uri(acct.cfg.raw_bank_uri)
     try:
         s3.head_object(Bucket=raw_bucket, Key=raw_key)
     except s3.exceptions.ClientError:
         raise Warn(
-            f"bucket {bucket} is encrypted ({algorithm}) and private, but {acct.cfg.raw_bank_uri} is missing: bank_features_emr would fail",
+            f"bucket {bucket} is encrypted ({algorithm}), private, versioned and TLS only, but {acct.cfg.raw_bank_uri} is missing: bank_features_emr would fail",
             f"aws s3 cp data/bank/bank-full.csv {acct.cfg.raw_bank_uri}",
         ) from None
-    return f"bucket {bucket}: encrypted ({algorithm}), public access blocked, raw input present"
+    return f"bucket {bucket}: encrypted ({algorithm}), public access blocked, versioned, TLS only, raw input present"
+
+
+def _denies_plain_http(s3: Any, bucket: str) -> bool:
+    """Whether the bucket policy denies every request made without TLS."""
+    try:
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except s3.exceptions.ClientError as exc:
+        if "NoSuchBucketPolicy" in str(exc):
+            return False
+        raise
+    for statement in policy.get("Statement", []):
+        condition = (statement.get("Condition") or {}).get("Bool") or {}
+        if statement.get("Effect") == "Deny" and str(condition.get("aws:SecureTransport")).lower() == "false":
+            return True
+    return False
 
 
 def check_repository(acct: Account) -> str:
