@@ -39,6 +39,14 @@ SETTINGS_FROM_OUTPUTS = {
 }
 
 
+def cluster_network(outputs: dict[str, str]) -> dict[str, str]:
+    """RunJobFlow's Instances keys of the stack's network (what the BANK_EMR_* network settings give)."""
+    from bank_pipeline.emr import NETWORK_KEYS
+
+    by_setting = {f"BANK_{name.upper()}": key for key, name in NETWORK_KEYS.items()}
+    return {by_setting[setting]: outputs[output] for setting, output in SETTINGS_FROM_OUTPUTS.items() if setting in by_setting}
+
+
 @dataclass(frozen=True)
 class Account:
     """A deployed stack's outputs and the worker user's key pair."""

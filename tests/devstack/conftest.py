@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devstack import Devstack
-from devstack.infra import Account
+from devstack.infra import Account, cluster_network
 
 
 @pytest.fixture(scope="session")
@@ -38,12 +38,7 @@ def emr(ds: Devstack, account: Account) -> Any:
 
 def network_of(account: Account) -> dict[str, str]:
     """RunJobFlow's Instances keys of the template's network (its outputs)."""
-    return {
-        "Ec2SubnetId": account.outputs["EmrSubnetId"],
-        "EmrManagedMasterSecurityGroup": account.outputs["EmrPrimarySecurityGroup"],
-        "EmrManagedSlaveSecurityGroup": account.outputs["EmrCoreSecurityGroup"],
-        "ServiceAccessSecurityGroup": account.outputs["EmrServiceAccessSecurityGroup"],
-    }
+    return cluster_network(account.outputs)
 
 
 @pytest.fixture(scope="session")

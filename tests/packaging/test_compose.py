@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from bank_pipeline import settings
 from tests.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -93,8 +94,7 @@ def test_every_long_running_service_has_a_healthcheck(compose):
 
 def test_bank_settings_match_what_the_code_reads(compose):
     env = compose["x-airflow-common"]["environment"]
-    read = set(re.findall(r'env\.get\("(BANK_[A-Z_]+)"', (REPO / "plugins/bank_pipeline/settings.py").read_text()))
-    assert {k for k in env if k.startswith("BANK_")} <= read
+    assert {k for k in env if k.startswith("BANK_")} <= settings.VARIABLES
     assert env["AIRFLOW_CONN_AWS_DEFAULT"].count("http://devstack:4566") == 1
     assert env["BANK_IMAGE_REGISTRY"] == "devstack:5000"
     devstack = compose["services"]["devstack"]["command"]
@@ -106,3 +106,46 @@ def test_k3s_is_an_optional_profile(compose):
     assert compose["services"]["k3s"]["profiles"] == ["k3s"]
     registries = yaml.safe_load((REPO / "docker" / "k3s-registries.yaml").read_text())
     assert "devstack:5000" in registries["mirrors"]
+
+
+def test_the_seed_hands_the_stacks_network_to_airflow_through_a_shared_file(compose, tmp_path):
+    """Subnet and security-group ids exist only once the seed deployed the template: it writes emr_default
+    to a volume the Airflow services read connections from (LocalFilesystemBackend)."""
+    from devstack.seed import write_connections
+
+    env = compose["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.secrets.local_filesystem.LocalFilesystemBackend"
+    path = json.loads(env["AIRFLOW__SECRETS__BACKEND_KWARGS"])["connections_file_path"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in compose["x-airflow-common"]["volumes"]}
+    airflow_dir, name = path.rsplit("/", 1)
+    seed = compose["services"]["devstack-seed"]
+    seed_file = seed["command"][seed["command"].index("--connections-file") + 1]
+    seed_mounts = {v.split(":")[1]: v.split(":")[0] for v in seed["volumes"]}
+    assert seed_mounts[seed_file.rsplit("/", 1)[0]] == mounts[airflow_dir] and seed_file.endswith("/" + name)
+    assert "AIRFLOW_CONN_EMR_DEFAULT" not in env  # the file's emr_default is the one
+
+    outputs = {"EmrSubnetId": "subnet-1", "EmrPrimarySecurityGroup": "sg-p", "EmrCoreSecurityGroup": "sg-c",
+               "EmrServiceAccessSecurityGroup": "sg-s"}  # fmt: skip
+    written = tmp_path / "seeded" / "connections.json"
+    write_connections(written, outputs)
+    from airflow.secrets.local_filesystem import LocalFilesystemBackend
+
+    conn = LocalFilesystemBackend(connections_file_path=str(written)).get_connection("emr_default")
+    assert conn.extra_dejson == {"Instances": {
+        "Ec2SubnetId": "subnet-1", "EmrManagedMasterSecurityGroup": "sg-p",
+        "EmrManagedSlaveSecurityGroup": "sg-c", "ServiceAccessSecurityGroup": "sg-s",
+    }}  # fmt: skip
+
+
+def test_without_podman_the_seed_says_first_what_the_release_needs_in_host_commands(compose):
+    from devstack.seed import no_podman_message
+
+    seed = compose["services"]["devstack-seed"]["command"]
+    host_registry = seed[seed.index("--host-registry") + 1]
+    assert host_registry.startswith("localhost:")
+    assert host_registry.split(":")[1] in [p.split(":")[0] for p in compose["services"]["devstack"]["ports"]]
+    message = no_podman_message("no /dev/fuse", host_registry)
+    assert message.startswith("NOTE: podman cannot run here (no /dev/fuse)")
+    assert f"-t {host_registry}/bank-model:serving-base --push ." in message
+    assert "devstack:5000" not in message  # a name the host cannot resolve
+    assert "BANK_RELEASE_TARGETS=kubernetes docker compose --profile k3s up -d" in message
