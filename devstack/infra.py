@@ -39,12 +39,19 @@ SETTINGS_FROM_OUTPUTS = {
 }
 
 
+# The stack's network outputs as RunJobFlow's Instances keys (the product's bank_pipeline.emr.NETWORK_KEYS
+# maps the same keys to the BANK_EMR_* settings; a test keeps the two in step).
+NETWORK_OUTPUTS = {
+    "EmrSubnetId": "Ec2SubnetId",
+    "EmrPrimarySecurityGroup": "EmrManagedMasterSecurityGroup",
+    "EmrCoreSecurityGroup": "EmrManagedSlaveSecurityGroup",
+    "EmrServiceAccessSecurityGroup": "ServiceAccessSecurityGroup",
+}
+
+
 def cluster_network(outputs: dict[str, str]) -> dict[str, str]:
     """RunJobFlow's Instances keys of the stack's network (what the BANK_EMR_* network settings give)."""
-    from bank_pipeline.emr import NETWORK_KEYS
-
-    by_setting = {f"BANK_{name.upper()}": key for key, name in NETWORK_KEYS.items()}
-    return {by_setting[setting]: outputs[output] for setting, output in SETTINGS_FROM_OUTPUTS.items() if setting in by_setting}
+    return {key: outputs[output] for output, key in NETWORK_OUTPUTS.items()}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 import devstack
 from devstack import procs
-from devstack.infra import provision
+from devstack.infra import cluster_network, provision
 from tests.devstack.devstack_helpers import (
     SLEEPING,
     new_cluster,
@@ -57,11 +57,11 @@ def test_up_is_idempotent_and_down_leaves_nothing_running(tmp_path: Path) -> Non
         attached = devstack.running(tmp_path)
         assert attached is not None and attached.endpoint_url == state["endpoint_url"]
         # Leave a Spark step running: down must take it (JVM, Python driver) along.
-        provision(attached)  # the EMR roles RunJobFlow needs
+        account = provision(attached)  # the EMR roles and the tagged network RunJobFlow needs
         s3, emr = attached.client("s3"), attached.client("emr")
         s3.create_bucket(Bucket="cli-test")
         script = put_script(s3, "cli-test", "sleeping_cli.py", SLEEPING)
-        new_cluster(emr, steps=[spark_step("sleeps", script)])
+        new_cluster(emr, steps=[spark_step("sleeps", script)], network=cluster_network(account.outputs))
         wait_until(lambda: step_processes(attached, "sleeping_cli.py"), lambda kinds: kinds == ["java", "python"])
     finally:
         down = cli("down", state_dir=tmp_path)

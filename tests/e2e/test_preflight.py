@@ -164,8 +164,8 @@ def test_an_unstaged_wheelhouse_fails_the_wheelhouse_check_only(ds: Devstack, en
         code, rows = preflight(env)
     assert code == 1
     assert list(failing(rows)) == ["EMR: nodes' wheelhouse"], failing(rows)
-    assert f"is not staged at {uri}" in rows["EMR: nodes' wheelhouse"]["detail"]
-    assert "make wheelhouse" in rows["EMR: nodes' wheelhouse"]["fix"]
+    assert rows["EMR: nodes' wheelhouse"]["detail"].startswith(f"not staged for x86_64 (m5.xlarge, m5.2xlarge, r5.xlarge) at {uri}")
+    assert rows["EMR: nodes' wheelhouse"]["fix"].startswith("python -m bank_pipeline.wheelhouse --bucket bank-lake --arch x86_64")
 
 
 def test_a_kubernetes_verb_taken_away_fails_the_rbac_check_only(kube_cluster: kube.KubeCluster, env: dict[str, str]) -> None:
@@ -222,3 +222,58 @@ def test_the_dag_shows_the_table_and_fails_on_a_failed_check(ds: Devstack, accou
     assert broken.state == "failed"
     assert broken.tasks == {"preflight": "failed"}
     assert f"1 check(s) failed: EMR network tagged: {subnet} not tagged" in broken.log
+
+
+@pytest.mark.parametrize(
+    ("changes", "check", "message"),
+    [
+        ({"BANK_EMR_RELEASE_LABEL": "emr-9.9.0"}, "EMR: release label", "emr-9.9.0 is not offered in us-east-1"),
+        ({"BANK_SERVING_BASE_TAG": "no-such-base"}, "ECR: serving base image", "bank-model:no-such-base cannot be read"),
+        (
+            {"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes", "extra": {"namespace": "x"}})},
+            "Airflow: connection kubernetes_default",
+            "'kubernetes_default' holds none of in_cluster, kube_config_path, kube_config",
+        ),
+    ],
+)
+def test_a_wrong_setting_fails_its_check_only(env: dict[str, str], changes: dict[str, str], check: str, message: str) -> None:
+    code, rows = preflight(env, **changes)
+    assert code == 1
+    failed = failing(rows)
+    assert list(failed) == [check], failed
+    assert message in failed[check]
+
+
+@contextmanager
+def lake_versioning_suspended(ds: Devstack, account: Account) -> Iterator[str]:
+    s3, lake = ds.client("s3"), account.outputs["LakeBucketName"]
+    s3.put_bucket_versioning(Bucket=lake, VersioningConfiguration={"Status": "Suspended"})
+    try:
+        yield lake
+    finally:
+        s3.put_bucket_versioning(Bucket=lake, VersioningConfiguration={"Status": "Enabled"})
+
+
+@contextmanager
+def repository_tags_mutable(ds: Devstack, account: Account) -> Iterator[str]:
+    ecr, repo = ds.client("ecr"), account.outputs["ImageRepositoryUri"].rsplit("/", 1)[-1]
+    before = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]["imageTagMutability"]
+    ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability="MUTABLE")
+    try:
+        yield repo
+    finally:
+        ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability=before)
+
+
+def test_an_unversioned_lake_fails_the_lake_check_only(ds: Devstack, account: Account, env: dict[str, str]) -> None:
+    with lake_versioning_suspended(ds, account) as lake:
+        code, rows = preflight(env)
+    assert code == 1 and list(failing(rows)) == ["S3: lake bucket"], failing(rows)
+    assert f"bucket {lake}: versioning is off" in rows["S3: lake bucket"]["detail"]
+
+
+def test_mutable_image_tags_fail_the_repository_check_only(ds: Devstack, account: Account, env: dict[str, str]) -> None:
+    with repository_tags_mutable(ds, account) as repo:
+        code, rows = preflight(env)
+    assert code == 1 and list(failing(rows)) == ["ECR: image repository"], failing(rows)
+    assert f"repository {repo}: tags are MUTABLE" in rows["ECR: image repository"]["detail"]

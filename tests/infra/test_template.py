@@ -255,3 +255,13 @@ def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newes
     assert rules[0]["selection"]["tagPatternList"] == ["serving-base*"]
     assert rules[1]["selection"] == {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}
     assert rules[2]["selection"]["countType"] == "imageCountMoreThan" and rules[2]["selection"]["countNumber"] == 50
+
+
+def test_the_network_outputs_reach_the_same_instances_keys_as_the_settings() -> None:
+    from bank_pipeline.emr import NETWORK_KEYS
+    from devstack.infra import NETWORK_OUTPUTS
+
+    for output, key in NETWORK_OUTPUTS.items():
+        setting = "BANK_" + NETWORK_KEYS[key].upper()
+        assert SETTINGS_FROM_OUTPUTS[setting] == output
+    assert set(NETWORK_OUTPUTS.values()) == set(NETWORK_KEYS)

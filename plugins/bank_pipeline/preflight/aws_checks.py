@@ -275,21 +275,30 @@ def check_wheelhouse(acct: Account) -> str:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline.emr import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
-    from bank_pipeline.wheelhouse import WheelhouseMissingError, node_arch, require_wheelhouse
+    from bank_pipeline.wheelhouse import COMMAND, WheelhouseMissingError, node_arch, require_wheelhouse, wheelhouse_uri
 
     types = acct.instance_types or list(INSTANCE_TYPES)
-    hook, staged, missing = S3Hook(aws_conn_id=acct.cfg.aws_conn_id), [], {}
-    for arch, instance_type in {node_arch(t): t for t in reversed(types)}.items():
+    by_arch: dict[str, list[str]] = defaultdict(list)
+    for instance_type in types:
+        by_arch[node_arch(instance_type)].append(instance_type)
+    hook, missing = S3Hook(aws_conn_id=acct.cfg.aws_conn_id), []
+    for arch, arch_types in by_arch.items():
         try:
-            require_wheelhouse(hook, acct.cfg.code_prefix, instance_type)
-            staged.append(arch)
-        except WheelhouseMissingError as exc:
-            missing[arch] = str(exc)
+            require_wheelhouse(hook, acct.cfg.code_prefix, arch_types[0])
+        except WheelhouseMissingError:
+            missing.append(arch)
+    if not missing:
+        return f"staged for {', '.join(by_arch)}"
+    bucket = acct.cfg.lake_bucket
+    detail = "; ".join(
+        f"not staged for {arch} ({', '.join(by_arch[arch])}) at {wheelhouse_uri(acct.cfg.code_prefix, arch)}" for arch in missing
+    )
+    fix = " and ".join(COMMAND.format(bucket=bucket, arch=arch) for arch in missing) + (
+        f", where PyPI is reachable (from a checkout, `make wheelhouse LAKE={bucket}` stages both)"
+    )
     if node_arch(DEFAULT_INSTANCE_TYPE) in missing:
-        raise Fail(missing[node_arch(DEFAULT_INSTANCE_TYPE)], "make wheelhouse LAKE=<bucket> (where PyPI is reachable)")
-    if missing:
-        raise Warn("; ".join(missing.values()), "make wheelhouse LAKE=<bucket> ARCH=aarch64 if you run Graviton types")
-    return f"staged for {', '.join(staged)}"
+        raise Fail(detail, fix)
+    raise Warn(detail + ": runs choosing those types would fail", fix)
 
 
 # -- S3, ECR, Lambda ----------------------------------------------------------------------

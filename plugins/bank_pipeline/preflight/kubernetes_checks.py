@@ -153,6 +153,12 @@ def check_deployment(cluster: Cluster) -> str:
 def run_checks(cfg: Settings) -> list[Row]:
     if "kubernetes" not in cfg.release_targets:
         return [Row(AREA, "target", "skip", "BANK_RELEASE_TARGETS has no kubernetes")]
+    from bank_pipeline.preflight.airflow_checks import check_kubernetes_connection
+
+    try:
+        check_kubernetes_connection(cfg)
+    except Fail:  # the Airflow row says why; the hook would fall back to ~/.kube/config
+        return [Row(AREA, name, "skip", "the connection names no cluster (see Airflow)") for name in ("API server", "release RBAC", "Deployment")]
     cluster = Cluster(cfg)
     first = outcome(AREA, "API server", check_api, cluster)
     if first.status != "ok":
