@@ -150,7 +150,12 @@ def _run_raw(
     cmd: Sequence[str], store: Store, input: bytes | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, **store.env()}
-    proc = subprocess.run(list(cmd), env=env, input=input, capture_output=True, timeout=timeout, check=False)
+    # In the store's tmp dir: conmon writes an "oom" file into its working directory when the
+    # kernel kills a container for memory, which left one at the repository's root.
+    store.tmpdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        list(cmd), env=env, input=input, capture_output=True, timeout=timeout, check=False, cwd=store.tmpdir
+    )
     if proc.returncode != 0:
         raise PodmanError(list(cmd[1:]), proc.returncode, proc.stderr.decode(errors="replace"))
     return proc
