@@ -22,7 +22,7 @@ export UV_COMPILE_BYTECODE := 1
 # debootstrap: the local Lambda base image's Debian root file system; curl: the demo's and README's
 # function URL call (--aws-sigv4). The base also needs Go >= 1.26.6 for AWS's RIE (Go module proxy).
 APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry chromium:chromium \
-	podman:podman runc:runc debootstrap:debootstrap curl:curl
+	podman:podman runc:runc debootstrap:debootstrap curl:curl skopeo:skopeo
 AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk
