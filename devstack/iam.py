@@ -272,20 +272,7 @@ def _check_pass_role(request: Any, role_arn: str, service: str) -> None:
     Not with moto's evaluator: it treats an Allow statement whose condition does not
     hold as an explicit Deny, so one PassRole statement for another service would deny them all.
     """
-    from moto.iam.access_control import IAMPolicy
-
-    context = {"iam:passedtoservice": service}
-    allowed = False
-    for policy in request._access_key.collect_policies():
-        statements = IAMPolicy(policy)._policy_json["Statement"]
-        for statement in statements if isinstance(statements, list) else [statements]:
-            if not statement_applies(statement, "iam:PassRole", role_arn, context):
-                continue
-            if statement.get("Effect") == "Deny":
-                _deny(request, "iam:PassRole", role_arn)
-            allowed = True
-    if not allowed:
-        _deny(request, "iam:PassRole", role_arn)
+    _check_conditions(request, "iam:PassRole", role_arn, {"iam:passedtoservice": service})
 
 
 def _matches(patterns: Any, value: str, case_sensitive: bool = True) -> bool:

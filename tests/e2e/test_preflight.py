@@ -232,7 +232,8 @@ def test_the_dag_shows_the_table_and_fails_on_a_failed_check(ds: Devstack, accou
         (
             {"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes", "extra": {"namespace": "x"}})},
             "Airflow: connection kubernetes_default",
-            "'kubernetes_default' holds none of in_cluster, kube_config_path, kube_config",
+            "Kubernetes connection 'kubernetes_default' holds no cluster configuration "
+            "(none of in_cluster, kube_config_path, kube_config in its extra)",
         ),
     ],
 )

@@ -91,6 +91,30 @@ class RolloutResult(TypedDict):
     status: str
 
 
+def cluster_not_configured(conn_id: str | None) -> str | None:
+    """Why connection ``conn_id`` does not say where the cluster is, or None if it does.
+
+    The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
+    the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
+    """
+    from bank_pipeline.utils.compat import AirflowNotFoundException, BaseHook
+
+    if not conn_id:
+        return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return f"no Kubernetes connection {conn_id!r} is configured"
+    extra = conn.extra_dejson or {}
+    fields = ("in_cluster", "kube_config_path", "kube_config")
+    if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
+        return (
+            f"Kubernetes connection {conn_id!r} holds no cluster configuration "
+            f"(none of {', '.join(fields)} in its extra), and the worker's ~/.kube/config is never used instead"
+        )
+    return None
+
+
 class KubernetesRolloutOperator(BaseOperator):
     """Release ``image`` (by digest) to the Deployment in ``manifests``; roll back if its rollout fails.
 
@@ -244,27 +268,7 @@ class KubernetesRolloutOperator(BaseOperator):
     # -- the release ------------------------------------------------------------------
 
     def _not_configured(self) -> str | None:
-        """Why the connection does not say where the cluster is, or None if it does.
-
-        The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
-        the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
-        """
-        from bank_pipeline.utils.compat import AirflowNotFoundException, BaseHook
-
-        if not self.kubernetes_conn_id:
-            return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
-        try:
-            conn = BaseHook.get_connection(self.kubernetes_conn_id)
-        except AirflowNotFoundException:
-            return f"no Kubernetes connection {self.kubernetes_conn_id!r} is configured"
-        extra = conn.extra_dejson or {}
-        fields = ("in_cluster", "kube_config_path", "kube_config")
-        if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
-            return (
-                f"Kubernetes connection {self.kubernetes_conn_id!r} holds no cluster configuration "
-                f"(none of {', '.join(fields)} in its extra), and the worker's ~/.kube/config is never used instead"
-            )
-        return None
+        return cluster_not_configured(self.kubernetes_conn_id)
 
     def _platform(self) -> str:
         """The image's ``os/architecture``: given, or read from its config in the registry."""

@@ -108,15 +108,17 @@ def check_emr_connection(_cfg: Settings) -> str:
 
 
 def check_kubernetes_connection(cfg: Settings) -> str:
+    """The connection names a cluster, as the rollout requires (operators.kubernetes.cluster_not_configured)."""
+    from bank_pipeline.operators.kubernetes import cluster_not_configured
+
     if "kubernetes" not in cfg.release_targets:
         raise Skip("BANK_RELEASE_TARGETS has no kubernetes")
-    conn = connection(cfg.kubernetes_conn_id)
-    extra = conn.extra_dejson or {}
-    fields = ("in_cluster", "kube_config_path", "kube_config")
-    if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
+    problem = cluster_not_configured(cfg.kubernetes_conn_id)
+    if problem:
         raise Fail(
-            f"{cfg.kubernetes_conn_id!r} holds none of {', '.join(fields)}",
-            "put the cluster's kubeconfig in the connection's extra (kube_config), docs/kubernetes.md",
+            problem,
+            f"create {cfg.kubernetes_conn_id!r} with the cluster's kubeconfig in its extra (kube_config), or "
+            '{"in_cluster": true} (docs/kubernetes.md)',
         )
     return f"{cfg.kubernetes_conn_id!r}"
 

@@ -60,9 +60,6 @@ class Account:
             return str(self.client("iam").get_role(RoleName=name)["Role"]["Arn"])
         return arn
 
-    def role(self, name_or_arn: str) -> dict[str, Any]:
-        return self.client("iam").get_role(RoleName=name_or_arn.rsplit("/", 1)[-1])["Role"]
-
 
 def _document(value: Any) -> dict[str, Any]:
     return json.loads(unquote(value)) if isinstance(value, str) else dict(value)

@@ -94,30 +94,21 @@ def check_access(cluster: Cluster) -> str:
     return f"all {asked} verbs of the release's Role are allowed in {namespace}"
 
 
-# How to read each kind of the server's manifests (resource -> API class, method).
-READERS = {
-    "deployments": ("AppsV1Api", "read_namespaced_deployment"),
-    "services": ("CoreV1Api", "read_namespaced_service"),
-    "poddisruptionbudgets": ("PolicyV1Api", "read_namespaced_pod_disruption_budget"),
-    "horizontalpodautoscalers": ("AutoscalingV2Api", "read_namespaced_horizontal_pod_autoscaler"),
-}
-
-
 def _existing(cluster: Cluster, namespace: str) -> set[str]:
     """The resources (plural) whose object of the manifests exists in ``namespace``."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
     from bank_pipeline import resources
+    from bank_pipeline.utils.rollout import KINDS
 
     api_client, found = cluster.hook().api_client, set()
     for manifest in resources.kubernetes_manifests():
+        _, api_class, suffix = KINDS[manifest["kind"]]
         resource = manifest["kind"].lower() + "s"
-        if resource not in READERS:
-            continue
-        api_class, method = READERS[resource]
         try:
-            getattr(getattr(client, api_class)(api_client), method)(manifest["metadata"]["name"], namespace)
+            read = getattr(getattr(client, api_class)(api_client), f"read_namespaced_{suffix}")
+            read(manifest["metadata"]["name"], namespace)
         except ApiException as exc:
             if exc.status in (403, 404):
                 continue
