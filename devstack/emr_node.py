@@ -4,7 +4,8 @@ devstack has no instances: steps and bootstrap actions run on this machine. Thre
 things an EMR node has are made explicit so that what differs on EMR fails here too:
 
 - **The node's own directories.** Paths a cluster writes to on its nodes (``/opt``,
-  ``/mnt``, ``/home/hadoop``) are mapped to one directory per devstack (``<state>/node``)
+  ``/mnt``, ``/home/hadoop``) are mapped to one directory per devstack (``<state>/node``;
+  under the machine's cache for a state dir inside the checkout: ``devstack.server.node_root``)
   wherever they appear in bootstrap action arguments and in Spark configuration
   values, as the Lambda runner maps image paths. Unlike EMR, whose nodes start empty
   for every cluster, that directory outlives a cluster: an idempotent bootstrap action

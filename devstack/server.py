@@ -40,6 +40,23 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def node_root(state_dir: Path) -> Path:
+    """The EMR node's directories (devstack.emr_node): ``<state>/node``, except for a state dir inside
+    the checkout (make demo's, make up's), whose node gets one under the machine's cache instead: the
+    node's Python holds third-party packages (onnxruntime edits sys.path in its own modules) that
+    have no place in the source tree, and the cache keeps it across runs as the state dir did."""
+    import hashlib
+
+    from devstack import REPO_ROOT
+    from devstack.cache import cache_dir
+
+    state = state_dir.resolve()
+    if not state.is_relative_to(REPO_ROOT):
+        return state / "node"
+    key = hashlib.sha256(str(state.relative_to(REPO_ROOT)).encode()).hexdigest()[:12]
+    return cache_dir() / "nodes" / f"{state.name}-{key}"
+
+
 def enforce_iam(enabled: bool) -> None:
     """moto's settings for IAM, as environment variables: moto.settings reads them when first imported
     (and the managed policies' when the IAM backend is first made).
@@ -128,7 +145,7 @@ def serve(
     port = server.get_host_and_port()[1]
     endpoint_url = f"http://127.0.0.1:{port}"
     awslambda.set_endpoint(endpoint_url)
-    executor = emr.Executor(endpoint_url, state_dir / "work", admin)
+    executor = emr.Executor(endpoint_url, state_dir / "work", admin, node_root=node_root(state_dir))
     executor.start()
     write_state(
         state_dir,

@@ -84,3 +84,15 @@ def test_stale_state_is_reported_and_cleaned(tmp_path: Path) -> None:
     down = cli("down", state_dir=tmp_path)
     assert down.returncode == 0 and "not running" in down.stdout
     assert not (tmp_path / "devstack.json").exists()
+
+
+def test_a_node_of_a_state_dir_in_the_checkout_lives_outside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's Python (third-party site-packages) never lands in the source tree; other state dirs keep it."""
+    from devstack.server import node_root
+
+    monkeypatch.setenv("BANK_CACHE_DIR", str(tmp_path / "cache"))
+    assert node_root(tmp_path / "state") == (tmp_path / "state" / "node").resolve()
+    demo, up = node_root(REPO / "build" / "demo" / "devstack"), node_root(REPO / "build" / "devstack")
+    assert demo.parent == up.parent == tmp_path / "cache" / "nodes"
+    assert demo != up and not demo.is_relative_to(REPO)
+    assert node_root(REPO / "build" / "demo" / "devstack") == demo  # the same one every run: its Python is kept
