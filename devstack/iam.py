@@ -408,7 +408,9 @@ def install() -> None:
     base._create_aws_request = _create_aws_request
     access_control.IAMRequest._raise_access_denied = _raise_access_denied
     access_control.S3IAMRequest._raise_access_denied = _raise_access_denied
-    _install_cloudformation()
+    from devstack import iam_cloudformation
+
+    iam_cloudformation.install()
     _install_s3_action_names()
     from devstack import iam_simulate
 
@@ -447,118 +449,3 @@ def _signing_what_the_client_signed(create_auth: Any) -> Any:
         return auth
 
     return wrapped
-
-
-def _install_cloudformation() -> None:
-    """What moto's CloudFormation ignores: an ECR repository's policy, a role's managed policies."""
-    from moto.ecr.models import Repository, ecr_backends
-    from moto.iam.models import Role, iam_backends
-    from moto.utilities.utils import get_partition
-
-    create_repository = Repository.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
-    create_role = Role.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
-
-    def repository(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
-        repo = create_repository(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-        policy = cloudformation_json["Properties"].get("RepositoryPolicyText")
-        if policy:
-            text = policy if isinstance(policy, str) else json.dumps(policy)
-            ecr_backends[account_id][region_name].set_repository_policy(account_id, repo.name, text)
-        return repo
-
-    def role(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
-        created = create_role(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-        backend = iam_backends[account_id][get_partition(region_name)]
-        for arn in cloudformation_json["Properties"].get("ManagedPolicyArns", []):
-            backend.attach_role_policy(arn, created.name)
-        return created
-
-    Repository.create_from_cloudformation_json = classmethod(repository)
-    Role.create_from_cloudformation_json = classmethod(role)
-    _install_cloudformation_bucket()
-
-
-def _install_cloudformation_bucket() -> None:
-    """What moto's CloudFormation ignores of a bucket: its public access block (and its versioning)."""
-    from moto.s3.models import FakeBucket, s3_backends
-    from moto.utilities.utils import get_partition
-
-    create_bucket = FakeBucket.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
-
-    def bucket(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
-        created = create_bucket(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
-        backend = s3_backends[account_id][get_partition(region_name)]
-        properties = cloudformation_json.get("Properties", {})
-        block = properties.get("PublicAccessBlockConfiguration")
-        if block:
-            backend.put_public_access_block(created.name, {k: str(v).lower() for k, v in block.items()})
-        versioning = (properties.get("VersioningConfiguration") or {}).get("Status")
-        if versioning:
-            backend.put_bucket_versioning(created.name, versioning)
-        return created
-
-    FakeBucket.create_from_cloudformation_json = classmethod(bucket)
-    _install_cloudformation_bucket_policy()
-    FakeBucket.get_permission = _bucket_permission
-
-
-# devstack's plain-HTTP endpoint stands in for AWS's HTTPS ones: every AWS SDK call is made over TLS.
-BUCKET_POLICY_CONTEXT = {"aws:securetransport": "true"}
-
-
-def _bucket_permission(self: Any, action: str, resource: str) -> Any:
-    """A bucket policy's answer, conditions evaluated (moto's ignores them, so the template's TLS-only
-    Deny denied everything); statements for principal ``*`` only, as moto's."""
-    from moto.iam.access_control import PermissionResult
-
-    if self.policy is None:
-        return PermissionResult.NEUTRAL
-    statements = json.loads(self.policy).get("Statement", [])
-    result = PermissionResult.NEUTRAL
-    for statement in statements if isinstance(statements, list) else [statements]:
-        if statement.get("Principal") not in ("*", {"AWS": "*"}):
-            continue
-        if statement_applies(statement, action, resource, BUCKET_POLICY_CONTEXT):
-            if statement.get("Effect") == "Deny":
-                return PermissionResult.DENIED
-            result = PermissionResult.PERMITTED
-    return result
-
-
-def _install_cloudformation_bucket_policy() -> None:
-    """AWS::S3::BucketPolicy, which moto's CloudFormation skips: stored on the bucket (GetBucketPolicy
-    answers it). devstack does not evaluate bucket policies (module docstring)."""
-    from moto.cloudformation import parsing
-    from moto.core.common_models import CloudFormationModel
-    from moto.s3.models import s3_backends
-    from moto.utilities.utils import get_partition
-
-    class BucketPolicy(CloudFormationModel):
-        def __init__(self, bucket: str) -> None:
-            self.bucket = bucket
-
-        @staticmethod
-        def cloudformation_type() -> str:
-            return "AWS::S3::BucketPolicy"
-
-        @staticmethod
-        def cloudformation_name_type() -> str:
-            return ""
-
-        @property
-        def physical_resource_id(self) -> str:
-            return self.bucket
-
-        @classmethod
-        def create_from_cloudformation_json(  # type: ignore[override]
-            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-        ) -> BucketPolicy:
-            properties = cloudformation_json["Properties"]
-            backend = s3_backends[account_id][get_partition(region_name)]
-            backend.put_bucket_policy(properties["Bucket"], json.dumps(properties["PolicyDocument"]).encode())
-            return cls(properties["Bucket"])
-
-    parsing.get_model_list.cache_clear()
-    parsing.get_model_map.cache_clear()
-    parsing.get_name_type_map.cache_clear()
-    assert BucketPolicy in parsing.get_model_list()
