@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -236,21 +237,35 @@ def condition_context(request: Any, resource: str) -> dict[str, str] | None:
     return None
 
 
+def statements_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A policy document's statements (one statement may stand alone, not in a list)."""
+    statements = document.get("Statement", [])
+    return statements if isinstance(statements, list) else [statements]
+
+
+def decide(
+    policies: Iterable[tuple[str, dict[str, Any]]], action: str, resource: str, context: dict[str, str]
+) -> tuple[str, list[str]]:
+    """IAM's decision over (policy id, document) pairs: ``explicitDeny`` if a Deny applies, else
+    ``allowed`` if an Allow does, else ``implicitDeny``; and the ids of the policies that decided."""
+    allowed: list[str] = []
+    denied: list[str] = []
+    for policy_id, document in policies:
+        for statement in statements_of(document):
+            if statement_applies(statement, action, resource, context):
+                (denied if statement.get("Effect") == "Deny" else allowed).append(policy_id)
+    if denied:
+        return "explicitDeny", denied
+    return ("allowed", allowed) if allowed else ("implicitDeny", [])
+
+
 def _check_conditions(request: Any, action: str, resource: str, context: dict[str, str]) -> None:
-    """``action`` on ``resource`` evaluated with ``context`` as IAM does: an explicit Deny wins, an Allow
-    whose conditions hold allows. moto's own check treats every condition as met."""
+    """``action`` on ``resource`` evaluated with ``context`` as IAM does (``decide``); moto's own check
+    treats every condition as met."""
     from moto.iam.access_control import IAMPolicy
 
-    allowed = False
-    for policy in request._access_key.collect_policies():
-        statements = IAMPolicy(policy)._policy_json["Statement"]
-        for statement in statements if isinstance(statements, list) else [statements]:
-            if not statement_applies(statement, action, resource, context):
-                continue
-            if statement.get("Effect") == "Deny":
-                _deny(request, action, resource)
-            allowed = True
-    if not allowed:
+    policies = (("", IAMPolicy(p)._policy_json) for p in request._access_key.collect_policies())
+    if decide(policies, action, resource, context)[0] != "allowed":
         _deny(request, action, resource)
 
 

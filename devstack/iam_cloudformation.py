@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devstack.iam import statement_applies
+from devstack.iam import decide, statements_of
 
 
 def install() -> None:
@@ -78,16 +78,11 @@ def _bucket_permission(self: Any, action: str, resource: str) -> Any:
 
     if self.policy is None:
         return PermissionResult.NEUTRAL
-    statements = json.loads(self.policy).get("Statement", [])
-    result = PermissionResult.NEUTRAL
-    for statement in statements if isinstance(statements, list) else [statements]:
-        if statement.get("Principal") not in ("*", {"AWS": "*"}):
-            continue
-        if statement_applies(statement, action, resource, BUCKET_POLICY_CONTEXT):
-            if statement.get("Effect") == "Deny":
-                return PermissionResult.DENIED
-            result = PermissionResult.PERMITTED
-    return result
+    public = [s for s in statements_of(json.loads(self.policy)) if s.get("Principal") in ("*", {"AWS": "*"})]
+    decision, _ = decide([("bucket", {"Statement": public})], action, resource, BUCKET_POLICY_CONTEXT)
+    return {"explicitDeny": PermissionResult.DENIED, "allowed": PermissionResult.PERMITTED}.get(
+        decision, PermissionResult.NEUTRAL
+    )
 
 
 def _install_cloudformation_bucket_policy() -> None:

@@ -2,7 +2,7 @@
 
 moto has neither. Both are answered from the principal's identity policies (a user's
 inline, attached and groups' policies; a role's inline and attached), evaluated with
-the evaluator devstack enforces requests with (``devstack.iam.statement_applies``): an
+the evaluator devstack enforces requests with (``devstack.iam.decide``): an
 explicit Deny wins, else an Allow allows, else the call is implicitly denied. Context
 entries reach conditions as on AWS; a condition on a key the request lacks does not
 hold. Simulation results carry AWS's decisions (``allowed``, ``explicitDeny``,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devstack.iam import statement_applies
+from devstack.iam import decide, statements_of
 
 
 def _default(policy: Any) -> str:
@@ -55,29 +55,16 @@ def _policies(account_id: str, arn: str) -> list[tuple[str, dict[str, Any]]]:
     return [(pid, json.loads(doc) if isinstance(doc, str) else doc) for pid, doc in found]
 
 
-def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
-    statements = document.get("Statement", [])
-    return statements if isinstance(statements, list) else [statements]
-
-
 def evaluate(
     policies: list[tuple[str, dict[str, Any]]], action: str, resource: str, context: dict[str, str]
 ) -> dict[str, Any]:
     """One EvaluationResult of SimulatePrincipalPolicy."""
-    allowed: list[str] = []
-    denied: list[str] = []
-    for policy_id, document in policies:
-        for statement in _statements(document):
-            if statement_applies(statement, action, resource, context):
-                (denied if statement.get("Effect") == "Deny" else allowed).append(policy_id)
-    decision = "explicitDeny" if denied else "allowed" if allowed else "implicitDeny"
+    decision, matched = decide(policies, action, resource, context)
     return {
         "EvalActionName": action,
         "EvalResourceName": resource,
         "EvalDecision": decision,
-        "MatchedStatements": [
-            {"SourcePolicyId": pid, "SourcePolicyType": "IAM Policy"} for pid in (denied or allowed)
-        ],
+        "MatchedStatements": [{"SourcePolicyId": pid, "SourcePolicyType": "IAM Policy"} for pid in matched],
         "MissingContextValues": [],
     }
 
@@ -87,7 +74,7 @@ def context_keys(policies: list[tuple[str, dict[str, Any]]]) -> list[str]:
     keys = {
         key
         for _, document in policies
-        for statement in _statements(document)
+        for statement in statements_of(document)
         for conditions in (statement.get("Condition") or {}).values()
         for key in conditions
     }
