@@ -156,4 +156,4 @@ def iter_pages(method: Callable[..., dict[str, Any]], key: str, token: str, **kw
         nxt = page.get(token)
         if not nxt:
             return
-        kwargs[token if token != "NextMarker" else "Marker"] = nxt
+        kwargs[token] = nxt  # the answer names its next page as the request takes it (Marker, NextToken)
