@@ -10,7 +10,7 @@ checking every hash, and uploads them to
     s3://<lake>/code/wheelhouse/<arch>/<hash of arch + requirements>/
 
 with ``requirements.txt`` uploaded last as the marker that the set is complete. It is a deploy
-step (README, "Deploy to AWS"; ``make wheelhouse``), run where PyPI is reachable with the
+step (docs/deploy-aws.md, step 3; ``make wheelhouse``), run where PyPI is reachable with the
 deployer's AWS credentials. Runs never download: each EMR DAG checks that the wheelhouse of its
 instance type's architecture is staged (``require_wheelhouse``) and fails at once naming this
 command when it is not; the nodes install it with ``pip install --no-index --require-hashes``.

@@ -36,7 +36,7 @@ from http import HTTPStatus
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-# The server's limits (README's serving section and docs/openapi.json state them).
+# The server's limits (docs/serving.md and docs/openapi.json state them).
 MAX_HEAD_BYTES = 16 * 1024  # request line + headers, buffered at most: h11's default, and Node.js's
 MAX_TARGET_BYTES = 8 * 1024  # request target (path + query); longer: 414
 MAX_HEADERS = 100  # header fields; more: 431

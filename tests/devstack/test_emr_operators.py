@@ -43,7 +43,7 @@ def aws_env(ds: Devstack, emr: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def emr_conn(ds: Devstack, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """An account's own role names and network, in an `emr` connection's extra (as the README advises)."""
+    """An account's own role names and network, in an `emr` connection's extra (as docs/deploy-aws.md advises)."""
     iam = ds.client("iam")
     suffix = uuid.uuid4().hex[:6]
     role, profile = f"acct-emr-service-{suffix}", f"acct-emr-nodes-{suffix}"

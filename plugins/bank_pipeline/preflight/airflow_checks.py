@@ -25,7 +25,7 @@ def settings_rows(cfg: Settings | None) -> tuple[list[Row], Settings | None]:
         try:
             cfg = settings.load()
         except ValueError as exc:
-            return [Row(AREA, "settings", "fail", str(exc), "set the variable to a valid value (README, settings)")], None
+            return [Row(AREA, "settings", "fail", str(exc), "set the variable to a valid value (docs/deploy-aws.md, step 2)")], None
     rows = [Row(AREA, "settings", "ok", f"lake {cfg.lake_bucket}, targets {', '.join(cfg.release_targets)}")]
     unknown = settings.unknown_variables()
     if unknown:
