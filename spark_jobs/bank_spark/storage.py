@@ -69,6 +69,24 @@ class HadoopFs:
         finally:
             stream.close()
 
+    def read_head(self, size: int, name: str = "") -> bytes:
+        """At most the first `size` bytes of a file: one ranged GET on S3."""
+        stream = self.fs.open(self._path(name))
+        try:
+            return bytes(stream.readNBytes(size))
+        finally:
+            stream.close()
+
+    def parquet_rows(self, name: str) -> int:
+        """Rows of one parquet file, from its footer: one ranged read, no Spark job."""
+        conf = self.fs.getConf()
+        parquet = self._jvm.org.apache.parquet.hadoop
+        reader = parquet.ParquetFileReader.open(parquet.util.HadoopInputFile.fromPath(self._path(name), conf))
+        try:
+            return int(reader.getRecordCount())
+        finally:
+            reader.close()
+
     def copy_to_local(self, name: str, local_path: str) -> None:
         """Copy one file to the driver's local disk (streamed by the JVM, not through Py4J)."""
         # useRawLocalFileSystem: no .crc side file next to the copy.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import math
@@ -186,6 +187,50 @@ def test_valid_is_exactly_a_null_reason(spark: SparkSession, parsed_cases: DataF
     assert len(reasons) == 3 * len(bf.STRING_COLUMNS) + len(bf.EXPECTED_COLUMNS)
     assert {"missing duration", "missing balance", "missing y", "missing month; month not jan..dec: '  '"} <= set(reasons)
     assert "control character in default: 'n?o'; default not yes/no: 'n\x07o'" in reasons
+
+
+def test_an_empty_quarantine_has_the_schema_of_a_full_one(spark: SparkSession, tmp_path: Path) -> None:
+    """A run with no bad row writes its quarantine without planning the reasons: the same parquet schema."""
+    schemas = []
+    for name, lines in {"clean": [HEADER, GOOD_LINE], "dirty": [HEADER, GOOD_LINE, csv_line(y="maybe")]}.items():
+        out = tmp_path / name
+        rc, _, stderr = run_main("--input", write_csv(tmp_path / f"{name}.csv", lines), "--output", out, "--run-id", "r")
+        assert rc == 0 or "quarantined 1 of 2 rows" in stderr
+        (attempt,) = attempts(out)
+        schemas.append(pq.read_table(out / "_attempts" / attempt / "quarantine").schema)
+    assert schemas[0] == schemas[1]
+    assert schemas[0].names == ["record", "reason"]
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"", None),
+        (b"\n", ""),
+        (b"a;b\r\nrest", "a;b"),
+        (b"a;b\rrest", "a;b"),
+        (b"\xef\xbb\xbfage;job\n1;x\n", "age;job"),
+        (b"no newline at all", "no newline at all"),
+        (b"bad \xff byte\n", "bad \ufffd byte"),
+    ],
+)
+def test_first_line_as_sparks_text_reader_reads_it(
+    spark: SparkSession, tmp_path: Path, content: bytes, line: str | None
+) -> None:
+    path = tmp_path / "input.csv"
+    path.write_bytes(content)
+    assert bf._first_line(bf.HadoopFs(spark, str(path))) == line
+    first = spark.read.text(str(path)).first()
+    assert (None if first is None else first[0]) == line
+
+
+def test_documented_categories_are_bank_fulls_own_values() -> None:
+    """The fast path of the validity test: exactly the categories the data holds, nothing a typo could add."""
+    with BANK_FULL.open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=";"))
+    assert {c: set(v) for c, v in bf.DOCUMENTED_CATEGORIES.items()} == {
+        c: {row[c] for row in rows} for c in bf.DOCUMENTED_CATEGORIES
+    }
 
 
 @pytest.mark.parametrize("name", list(PARSE_CASES))
