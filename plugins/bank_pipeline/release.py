@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from bank_pipeline.operators.images import PushedImage
     from bank_pipeline.operators.kubernetes import RolloutResult
-    from bank_pipeline.operators.lambda_function import LambdaRelease
+    from bank_pipeline.plans.lambda_release import LambdaRelease
     from bank_pipeline.settings import Settings
 
 JOB = "bank_train"

@@ -141,7 +141,7 @@ def test_every_step_after_the_alias_moves_is_undone_by_revert_lambda(monkeypatch
     [([], "lambda_url"), (["lambda_url"], "rollout_kubernetes"), (["lambda_url", "rollout_kubernetes"], None)],
 )
 def test_the_failed_step_is_the_first_that_did_not_finish(finished, failed):
-    from bank_pipeline.operators.lambda_function import failed_step
+    from bank_pipeline.plans.lambda_release import failed_step
 
     assert failed_step(["lambda_url", "rollout_kubernetes"], finished) == failed
 

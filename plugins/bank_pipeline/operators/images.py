@@ -63,26 +63,6 @@ def model_image_tag(version: str, base_digest: str) -> str:
     return f"{version}-{base_digest.removeprefix('sha256:')[:12]}"
 
 
-def registry_client(registry: str, aws_conn_id: str | None) -> tuple[str, Any]:
-    """(registry host, ``oci.RegistryClient``): ECR with temporary credentials from EcrHook when
-    ``registry`` is empty or an ECR host; any other ``host[:port]`` is devstack's registry (BANK_IMAGE_REGISTRY),
-    plain http without credentials."""
-    from bank_pipeline.utils import oci
-
-    if registry and not is_ecr_host(registry):
-        return registry, oci.RegistryClient(f"http://{registry}")
-    from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-
-    registry_id = registry.split(".", 1)[0] if registry else None
-    host, auth = oci.ecr_auth(EcrHook(aws_conn_id=aws_conn_id), registry_id)
-    return host, oci.RegistryClient(f"https://{host}", auth=auth)
-
-
-def is_ecr_host(host: str) -> bool:
-    """``ACCOUNT.dkr.ecr.REGION.amazonaws.com`` (or .com.cn)."""
-    return ".dkr.ecr." in host and ".amazonaws.com" in host
-
-
 class ModelImagePushOperator(BaseOperator):
     """Append the registered model ``version`` to the serving base image and push it,
     tagged ``model_image_tag(version, base digest)``.
@@ -117,13 +97,10 @@ class ModelImagePushOperator(BaseOperator):
         self.base_tag = base_tag
         self.aws_conn_id = aws_conn_id
 
-    def _client(self) -> tuple[str, Any]:
-        """(registry host, client): devstack's plain-HTTP registry, or ECR with temporary credentials."""
-        return registry_client(self.registry, self.aws_conn_id)
-
     def execute(self, context: Context) -> PushedImage:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+        from bank_pipeline.hooks.image_registry import ImageRegistryHook
         from bank_pipeline.registry import ModelRegistry
         from bank_pipeline.utils import oci
 
@@ -138,7 +115,7 @@ class ModelImagePushOperator(BaseOperator):
         model_json = f"{MODEL_DIR.lstrip('/')}/model.json"
         files[model_json] = image_model_json(files[model_json])
         layer = oci.model_layer(files)
-        host, client = self._client()
+        host, client = ImageRegistryHook(self.registry, self.aws_conn_id).get_conn()
         version = self.version
         pushed = oci.append_layer(
             client,

@@ -270,22 +270,6 @@ class KubernetesRolloutOperator(BaseOperator):
     def _not_configured(self) -> str | None:
         return cluster_not_configured(self.kubernetes_conn_id)
 
-    def _platform(self) -> str:
-        """The image's ``os/architecture``: given, or read from its config in the registry."""
-        if self.image_platform:
-            return self.image_platform
-        from bank_pipeline.operators.images import registry_client
-        from bank_pipeline.utils import oci
-
-        ref = oci.parse_image_ref(self.image)
-        _host, client = registry_client(ref.registry, self.aws_conn_id)
-        try:
-            return str(oci.image_platform(client, ref.repo, ref.reference))
-        except oci.RegistryError as exc:
-            if exc.status == 404 or "image index" in str(exc) or "media type" in str(exc):
-                raise BadInputError(f"cannot roll out {self.image}: {exc}") from exc
-            raise
-
     def execute(self, context: Context) -> RolloutResult:
         check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
         problem = self._not_configured()
@@ -298,7 +282,9 @@ class KubernetesRolloutOperator(BaseOperator):
             )
         if problem:
             raise BadInputError(f"{problem}: nothing rolled out")
-        platform = self._platform()
+        from bank_pipeline.hooks.image_registry import ImageRegistryHook
+
+        platform = self.image_platform or str(ImageRegistryHook.image_platform(self.image, self.aws_conn_id))
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
             from bank_pipeline.resources import kubernetes_manifests

@@ -36,7 +36,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
-from bank_pipeline.operators.lambda_function import SmokeCheck, check_http_ok, subset_mismatch
+from bank_pipeline.plans.lambda_release import SmokeCheck, answer_problem, check_http_ok
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -245,7 +245,7 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         except json.JSONDecodeError as exc:
             raise DeployFailedError(f"function URL {url} answered {status} with a body that is not JSON: {text[:500]!r}") from exc
         envelope = {"statusCode": status, "body": answer}
-        problem = subset_mismatch(self.smoke_expect, envelope) or self.smoke_check(envelope)
+        problem = answer_problem(envelope, self.smoke_expect, self.smoke_check)
         if problem:
             raise DeployFailedError(f"function URL {url} failed its smoke POST: {problem}")
         self.log.info("Smoke POST through %s: %s in %.3f s", url, status, seconds)

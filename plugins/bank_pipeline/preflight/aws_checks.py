@@ -389,11 +389,11 @@ def check_repository(acct: Account) -> str:
 
 
 def check_base_image(acct: Account) -> str:
-    from bank_pipeline.operators.images import registry_client
+    from bank_pipeline.hooks.image_registry import ImageRegistryHook
     from bank_pipeline.utils import oci
 
     cfg = acct.cfg
-    host, client = registry_client(cfg.image_registry, cfg.aws_conn_id)
+    host, client = ImageRegistryHook(cfg.image_registry, cfg.aws_conn_id).get_conn()
     try:
         platform = oci.image_platform(client, cfg.image_repository, cfg.serving_base_tag)
     except oci.RegistryError as exc:
@@ -406,7 +406,7 @@ def check_base_image(acct: Account) -> str:
 
 
 def check_function(acct: Account) -> str:
-    from bank_pipeline.operators.lambda_function import architecture_mismatch
+    from bank_pipeline.plans.lambda_release import architecture_mismatch
 
     cfg = acct.cfg
     if "lambda" not in cfg.release_targets:

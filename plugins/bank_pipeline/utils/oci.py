@@ -67,6 +67,7 @@ __all__ = [
     "Platform",
     "PushResult",
     "RegistryClient",
+    "NotOneImageError",
     "RegistryError",
     "append_layer",
     "deterministic_tar",
@@ -100,6 +101,10 @@ class RegistryError(RuntimeError):
     ) -> None:
         super().__init__(message)
         self.registry, self.repo, self.reference, self.status, self.code = registry, repo, reference, status, code
+
+
+class NotOneImageError(RegistryError):
+    """The reference names an image index or a manifest of another media type, not one image."""
 
 
 def sha256_digest(data: bytes) -> str:
@@ -429,6 +434,13 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``os/architecture[/variant]`` (``linux/amd64``), as ``str`` writes it."""
+        os_name, _, rest = text.partition("/")
+        architecture, _, variant = rest.partition("/")
+        return cls(os=os_name, architecture=architecture, variant=variant)
+
 
 # An image config's architecture (GOARCH) -> Lambda's Architectures value; Lambda runs no other.
 LAMBDA_ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64"}
@@ -482,13 +494,13 @@ def image_platform(client: RegistryClient, repo: str, reference: str) -> Platfor
             "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant")))) or "unknown"
             for p in (entry.get("platform") or {} for entry in manifest.get("manifests", []))
         )
-        raise RegistryError(
+        raise NotOneImageError(
             f"registry {client.registry}: {repo}@{reference} is an image index ({held or 'empty'}), not one "
             "image: build it with `docker buildx build --platform linux/amd64 --provenance=false`",
             registry=client.registry, repo=repo, reference=reference,
         )  # fmt: skip
     if media_type not in MANIFEST_TYPES:
-        raise RegistryError(
+        raise NotOneImageError(
             f"registry {client.registry}: {repo}@{reference} has media type {media_type!r}; "
             f"expected one of {', '.join(MANIFEST_TYPES)}",
             registry=client.registry, repo=repo, reference=reference,

@@ -1,0 +1,90 @@
+"""AWS Lambda's calls for a release by alias: the Amazon provider's LambdaHook, with the reads and
+writes the release makes named for what they do. The decisions over their answers are in
+bank_pipeline.plans.lambda_release."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
+
+from bank_pipeline.plans.lambda_release import Invocation
+
+
+class LambdaReleaseHook(LambdaHook):
+    """One function's configuration, versions and alias."""
+
+    def configuration(self, function: str, qualifier: str | None = None) -> dict[str, Any] | None:
+        """The function's (or a version's) configuration, or None if the function does not exist."""
+        args = {"FunctionName": function, **({"Qualifier": qualifier} if qualifier else {})}
+        try:
+            return self.conn.get_function_configuration(**args)
+        except self.conn.exceptions.ResourceNotFoundException:
+            return None
+
+    def alias_version(self, function: str, alias: str) -> str | None:
+        """The version ``alias`` points at, or None if there is no such alias."""
+        try:
+            return str(self.conn.get_alias(FunctionName=function, Name=alias)["FunctionVersion"])
+        except self.conn.exceptions.ResourceNotFoundException:
+            return None
+
+    def image_of(self, function: str, qualifier: str) -> str | None:
+        """The image URI a version runs."""
+        return self.conn.get_function(FunctionName=function, Qualifier=qualifier)["Code"].get("ImageUri")
+
+    def create_image_function(
+        self,
+        *,
+        function: str,
+        image_uri: str,
+        role_arn: str,
+        architecture: str,
+        memory_size: int,
+        timeout: int,
+        environment: dict[str, str],
+    ) -> None:
+        """A container-image function, unpublished (the release publishes the version it tests)."""
+        self.conn.create_function(
+            FunctionName=function,
+            PackageType="Image",
+            Code={"ImageUri": image_uri},
+            Role=role_arn,
+            Architectures=[architecture],
+            MemorySize=memory_size,
+            Timeout=timeout,
+            Environment={"Variables": environment},
+            Publish=False,
+        )
+
+    def update_image(self, function: str, image_uri: str) -> None:
+        self.conn.update_function_code(FunctionName=function, ImageUri=image_uri)
+
+    def publish(self, function: str, description: str) -> str:
+        """Publish $LATEST; the new version's number."""
+        return str(self.conn.publish_version(FunctionName=function, Description=description)["Version"])
+
+    def invoke_version(self, function: str, version: str, event: dict[str, Any]) -> Invocation:
+        """Invoke one version (by Qualifier) synchronously with ``event``."""
+        response = self.invoke_lambda(function_name=function, qualifier=version, payload=json.dumps(event))
+        body = response["Payload"].read().decode("utf-8", "replace")
+        return Invocation(function_error=response.get("FunctionError"), body=body)
+
+    def point_alias(self, function: str, alias: str, version: str, *, exists: bool) -> None:
+        """Create ``alias`` on ``version``, or move it there."""
+        call = self.conn.update_alias if exists else self.conn.create_alias
+        call(FunctionName=function, Name=alias, FunctionVersion=version)
+
+    def delete_alias(self, function: str, alias: str) -> None:
+        self.conn.delete_alias(FunctionName=function, Name=alias)
+
+    def wait_for(self, waiter: str, args: dict[str, Any], *, delay: int, attempts: int) -> str | None:
+        """Run a botocore waiter in this process; None when it succeeded, else its error's text."""
+        from botocore.exceptions import WaiterError
+
+        try:
+            self.conn.get_waiter(waiter).wait(**args, WaiterConfig={"Delay": delay, "MaxAttempts": attempts})
+        except WaiterError as exc:
+            return str(exc)
+        return None
