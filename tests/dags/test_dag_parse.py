@@ -19,7 +19,7 @@ from tests.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
-FORBIDDEN = ("pandas", "sklearn", "pyspark", "pyarrow", "onnxruntime", "matplotlib")
+FORBIDDEN = ("pandas", "numpy", "sklearn", "pyspark", "pyarrow", "onnxruntime", "matplotlib")
 
 
 def _load_parse_bench() -> ModuleType:
