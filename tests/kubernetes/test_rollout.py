@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from typing import Any
 
 import kubernetes_validate
@@ -23,6 +24,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
+from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
 from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
 from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
 from bank_pipeline.utils.rollout import prepare_manifests
@@ -81,24 +83,36 @@ def shorten_deadline(release: ReleaseNamespace) -> None:
     release.patch("Deployment", {"spec": {"progressDeadlineSeconds": DEADLINE}})
 
 
-class RacingOperator(KubernetesRolloutOperator):
-    """The operator, with someone else's write landing right after one of its reads of ``kind``.
+class RacingHook(KubernetesRolloutHook):
+    """The rollout's hook, with someone else's write landing right after one of its reads of a kind.
 
     ``meddle`` (as the cluster's admin: another person, another Airflow run) runs once, after
     the first read of ``kind`` for which ``when(what was read)`` holds. The writes are real;
     only their moment is chosen, so that the race happens every time.
     """
 
-    def __init__(self, *, race: tuple[str, Callable[[Any], bool], Callable[[], Any]] | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.race = race
+    race: tuple[str, Callable[[Any], bool], Callable[[], Any]] | None = None
 
-    def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        found = super()._read(kind, namespace, name)
+    def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = super().read(kind, namespace, name)
         if self.race is not None and kind == self.race[0] and self.race[1](found):
             meddle, self.race = self.race[2], None
             meddle()
         return found
+
+
+class RacingOperator(KubernetesRolloutOperator):
+    """The operator with a RacingHook."""
+
+    def __init__(self, *, race: tuple[str, Callable[[Any], bool], Callable[[], Any]] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.race = race
+
+    @cached_property
+    def hook(self) -> KubernetesRolloutHook:
+        hook = RacingHook(conn_id=self.kubernetes_conn_id)
+        hook.race = self.race
+        return hook
 
 
 def racing(image: str, race: tuple[str, Callable[[Any], bool], Callable[[], Any]], **kwargs: Any) -> RacingOperator:
@@ -158,7 +172,9 @@ def test_a_manifest_only_the_server_refuses_fails_at_once_naming_the_field(relea
         "Invalid value: 0: may not be 0 when `maxSurge` is 0"
     )
     # Created in order up to the refusal; with the manifest fixed, a rerun creates the rest.
-    assert [k for k in ("Service", "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler") if release.get(k)] == [
+    assert [
+        k for k in ("Service", "PodDisruptionBudget", "Deployment", "HorizontalPodAutoscaler") if release.get(k)
+    ] == [
         "Service",
         "PodDisruptionBudget",
     ]
@@ -170,7 +186,12 @@ def test_update_patches_only_the_image_and_waits_for_the_new_pods(release: Relea
     deploy(V1)
     before, old_pods = release.deployment(), release.running()
     result = deploy(V2)
-    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (V1, V2, True, ROLLED_OUT)
+    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (
+        V1,
+        V2,
+        True,
+        ROLLED_OUT,
+    )
     # When the operator says so, two new pods run V2 and the old ones are gone or going.
     running = release.running()
     assert sorted(running.values()) == [V2, V2] and not set(running) & set(old_pods)
@@ -278,7 +299,9 @@ def test_a_rollout_still_going_at_the_trigger_deadline_is_rolled_back(release: R
     assert time.monotonic() - started < 10
     assert event["status"] == "timeout"
     assert event["message"].startswith('timed out waiting for the rollout; last: Waiting for deployment "bank-model"')
-    with pytest.raises(RolloutFailedError, match=rf"(?s)timed out waiting.*Rolled back: .* set back to {re.escape(V1)}"):
+    with pytest.raises(
+        RolloutFailedError, match=rf"(?s)timed out waiting.*Rolled back: .* set back to {re.escape(V1)}"
+    ):
         op.execute_complete(context={}, event=event, **deferred.kwargs)
     release.wait_rolled_out(V1)
 
@@ -306,7 +329,12 @@ def test_a_deployment_created_meanwhile_by_someone_else_is_taken_as_the_existing
     )
     op = racing(V2, ("Deployment", lambda found: found is None, lambda: release.create(theirs)))
     result = op.execute(context={})
-    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (V1, V2, True, ROLLED_OUT)
+    assert (result["previous_image"], result["image"], result["changed"], result["status"]) == (
+        V1,
+        V2,
+        True,
+        ROLLED_OUT,
+    )
     assert sorted(release.running().values()) == [V2, V2]
 
 

@@ -20,7 +20,9 @@ from bank_pipeline.utils.rollout import (
     image_patch,
     is_transient,
     load_manifests,
+    newest_replicaset,
     prepare_manifests,
+    rollback_step,
     rollout_event,
     rollout_status,
     status_reason,
@@ -179,7 +181,9 @@ def test_parse_time_import_leaves_the_kubernetes_clients_alone() -> None:
 
 
 def operator(image: str, **kwargs: Any) -> KubernetesRolloutOperator:
-    return KubernetesRolloutOperator(task_id="rollout", image=image, deferrable=False, image_platform="linux/amd64", **kwargs)
+    return KubernetesRolloutOperator(
+        task_id="rollout", image=image, deferrable=False, image_platform="linux/amd64", **kwargs
+    )
 
 
 def test_a_tag_is_refused_before_any_api_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +203,9 @@ def test_missing_connection_skips_when_asked_and_fails_otherwise(monkeypatch: py
     with pytest.raises(AirflowSkipException, match="no Kubernetes connection 'no_such_cluster' is configured"):
         op.execute(context={})
     op = operator(V1, kubernetes_conn_id="no_such_cluster")
-    with pytest.raises(BadInputError, match="no Kubernetes connection 'no_such_cluster' is configured: nothing rolled out"):
+    with pytest.raises(
+        BadInputError, match="no Kubernetes connection 'no_such_cluster' is configured: nothing rolled out"
+    ):
         op.execute(context={})
 
 
@@ -212,7 +218,8 @@ class _ApiException(Exception):
 
 
 @pytest.mark.parametrize(
-    ("status", "transient"), [(409, True), (429, True), (500, True), (503, True), (403, False), (404, False), (422, False)]
+    ("status", "transient"),
+    [(409, True), (429, True), (500, True), (503, True), (403, False), (404, False), (422, False)],
 )
 def test_which_refusals_are_worth_another_try(status: int, transient: bool) -> None:
     assert is_transient(_ApiException(status, "x", "{}")) is transient
@@ -230,3 +237,48 @@ def test_api_status_is_read_from_the_body() -> None:
     assert status_reason(error) == (409, "AlreadyExists")
     assert describe_api_error(error) == '409 Conflict, reason AlreadyExists: deployments.apps "x" already exists'
     assert status_reason(_ApiException(502, "Bad Gateway", "<html>proxy</html>")) == (502, None)
+
+
+# -- after a failed rollout: which ReplicaSet to explain, what to put back ---------------------------
+
+
+def replicaset(name: str, image: str, rev: int, owner: str = NAME, uid: str = "u1") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": {"deployment.kubernetes.io/revision": str(rev)},
+            "ownerReferences": [{"kind": "Deployment", "name": owner, "uid": uid}],
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "serving", "image": image}]}}},
+    }
+
+
+def test_newest_replicaset_is_the_deployments_newest_running_the_image() -> None:
+    deployment = {"metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "u1"}, "spec": {}}
+    sets = [
+        replicaset("old", "img:1", 1),
+        replicaset("new", "img:2", 3),
+        replicaset("older-new", "img:2", 2),
+        replicaset("other-owner", "img:2", 9, owner="another"),
+        replicaset("same-name-other-uid", "img:2", 8, uid="u2"),
+        {**replicaset("no-container", "img:2", 7), "spec": {"template": {"spec": {"containers": []}}}},
+    ]
+    assert (newest_replicaset(deployment, sets, "serving", "img:2") or {})["metadata"]["name"] == "new"
+    assert newest_replicaset(deployment, sets, "serving", "img:3") is None
+
+
+@pytest.mark.parametrize(
+    ("created", "patched", "previous", "now", "back_to", "said"),
+    [
+        (True, False, None, "img:2", None, "Nothing to roll back to: this run created the Deployment."),
+        (False, False, "img:2", "img:2", None, "Nothing rolled back: the Deployment already ran img:2 before this run"),
+        (False, True, None, "img:2", None, "Nothing rolled back: the Deployment already ran img:2"),
+        (False, True, "img:1", "img:9", None, "Not rolled back: the image is now img:9, no longer this run's"),
+        (False, True, "img:1", "img:2", "img:1", "roll back to img:1"),
+    ],
+)
+def test_rollback_step(
+    created: bool, patched: bool, previous: str | None, now: str, back_to: str | None, said: str
+) -> None:
+    found = rollback_step(created=created, patched=patched, previous=previous, image="img:2", now=now)
+    assert found[0] == back_to and found[1].startswith(said)

@@ -40,10 +40,9 @@ and the provider's hook module (kubernetes + kubernetes_asyncio) costs ~0.5 s.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -55,29 +54,27 @@ from bank_pipeline.links import KubernetesDeploymentLink
 from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
 from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
-    KINDS,
     MAX_PODS_EXPLAINED,
-    api_error,
     arch_mismatch,
     check_image,
     container_image,
     describe_conditions,
     describe_events,
     describe_pod,
-    image_patch,
     label_selector,
     load_manifests,
+    newest_replicaset,
     owned_by,
     prepare_manifests,
-    revision,
+    rollback_step,
     rollout_event,
     rollout_status,
-    status_reason,
 )
 
 if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
     from airflow.sdk import Context
+
+    from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
 
 
 class RolloutResult(TypedDict):
@@ -89,30 +86,6 @@ class RolloutResult(TypedDict):
     previous_image: str | None
     changed: bool
     status: str
-
-
-def cluster_not_configured(conn_id: str | None) -> str | None:
-    """Why connection ``conn_id`` does not say where the cluster is, or None if it does.
-
-    The provider's hook, given none of in_cluster, kube_config_path and kube_config, loads
-    the worker's ``$KUBECONFIG`` or ``~/.kube/config``: whatever cluster that names, silently.
-    """
-    from bank_pipeline.utils.compat import AirflowNotFoundException, BaseHook
-
-    if not conn_id:
-        return "no Kubernetes connection is set (kubernetes_conn_id is empty)"
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return f"no Kubernetes connection {conn_id!r} is configured"
-    extra = conn.extra_dejson or {}
-    fields = ("in_cluster", "kube_config_path", "kube_config")
-    if not any(extra.get(f) or extra.get(f"extra__kubernetes__{f}") for f in fields):
-        return (
-            f"Kubernetes connection {conn_id!r} holds no cluster configuration "
-            f"(none of {', '.join(fields)} in its extra), and the worker's ~/.kube/config is never used instead"
-        )
-    return None
 
 
 class KubernetesRolloutOperator(BaseOperator):
@@ -169,110 +142,19 @@ class KubernetesRolloutOperator(BaseOperator):
         self.poll_interval = poll_interval
         self.timeout = timeout
 
-    # -- the API calls ----------------------------------------------------------------
-
     @cached_property
-    def hook(self) -> KubernetesHook:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    def hook(self) -> KubernetesRolloutHook:
+        from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
 
-        return KubernetesHook(conn_id=self.kubernetes_conn_id)
-
-    def _api(self, class_name: str) -> Any:
-        from kubernetes import client
-
-        return getattr(client, class_name)(api_client=self.hook.api_client)
-
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, missing_ok: bool = False, **kwargs: Any) -> Any:
-        """``method(*args, **kwargs)``; a refusal becomes an error naming ``what`` and the API's Status.
-
-        With ``missing_ok``, a 404 gives None.
-        """
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return method(*args, **kwargs)
-        except ApiException as exc:
-            if missing_ok and exc.status == 404:
-                return None
-            raise api_error(what, exc) from exc
-        except HTTPError as exc:  # no answer at all: refused connection, timeout
-            raise api_error(what, exc) from exc
-
-    def _json(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-        # The raw JSON, not the client's models: what kubectl sees, and nothing to deserialize.
-        response = self._call(what, method, *args, _preload_content=False, **kwargs)
-        return None if response is None else json.loads(response.data)
-
-    def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The object as JSON, or None if it does not exist."""
-        _, api_class, suffix = KINDS[kind]
-        read = getattr(self._api(api_class), f"read_namespaced_{suffix}")
-        return self._json(f"read {kind} {namespace}/{name}", read, name, namespace, missing_ok=True)
-
-    def _create(self, manifest: Mapping[str, Any]) -> bool:
-        """Create the object; False if it exists already (409 AlreadyExists: created meanwhile by someone else)."""
-        kind, meta = manifest["kind"], manifest["metadata"]
-        _, api_class, suffix = KINDS[kind]
-        create = getattr(self._api(api_class), f"create_namespaced_{suffix}")
-        try:
-            self._call(f"create {kind} {meta['namespace']}/{meta['name']}", create, meta["namespace"], manifest)
-        except RuntimeError as exc:
-            if status_reason(exc.__cause__) == (409, "AlreadyExists"):
-                return False
-            raise
-        return True
-
-    def _patch_image(self, deployment: Mapping[str, Any], current: str, new: str) -> None:
-        """Set the container's image to ``new`` if it still is ``current`` (a compare-and-swap, see ``image_patch``).
-
-        The API answers a failed ``test`` op with a bare 422 that names nothing: read the
-        Deployment again and, if the container changed meanwhile, say so; never overwrite it.
-        """
-        meta = deployment["metadata"]
-        where = f"Deployment {meta['namespace']}/{meta['name']}"
-        index, _ = container_image(deployment, self.container_name)
-        try:
-            self._call(
-                f"patch {where} image {current} -> {new}",
-                self._api("AppsV1Api").patch_namespaced_deployment,
-                meta["name"],
-                meta["namespace"],
-                image_patch(index, self.container_name, current, new),
-            )
-        except RolloutFailedError as exc:
-            if status_reason(exc.__cause__)[0] != 422:
-                raise
-            now = self._read("Deployment", meta["namespace"], meta["name"])
-            if now is None:
-                raise RolloutFailedError(f"{exc}; {where} is gone") from exc
-            found = container_image(now, self.container_name)
-            if found == (index, current):
-                raise
-            raise RolloutFailedError(
-                f"{where} changed while this run patched it: container {self.container_name} now runs {found[1]} "
-                f"(it ran {current} when read), changed by someone else; not overwritten with {new}"
-            ) from exc
-
-    def _list(self, kind: str, namespace: str, **selector: str) -> list[dict[str, Any]]:
-        """Items of a Pod, ReplicaSet or Event list, narrowed by ``label_selector`` / ``field_selector``."""
-        api_class, method = {
-            "Pod": ("CoreV1Api", "list_namespaced_pod"),
-            "Event": ("CoreV1Api", "list_namespaced_event"),
-            "ReplicaSet": ("AppsV1Api", "list_namespaced_replica_set"),
-        }[kind]
-        what = f"list {kind}s in {namespace} ({', '.join(selector.values())})"
-        listed = self._json(what, getattr(self._api(api_class), method), namespace, **selector) or {}
-        return listed.get("items") or []
+        return KubernetesRolloutHook(conn_id=self.kubernetes_conn_id)
 
     # -- the release ------------------------------------------------------------------
 
-    def _not_configured(self) -> str | None:
-        return cluster_not_configured(self.kubernetes_conn_id)
-
     def execute(self, context: Context) -> RolloutResult:
         check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
-        problem = self._not_configured()
+        from bank_pipeline.hooks.kubernetes_rollout import cluster_not_configured
+
+        problem = cluster_not_configured(self.kubernetes_conn_id)
         if problem and self.skip_without_connection:
             from bank_pipeline.utils.compat import AirflowSkipException
 
@@ -296,7 +178,7 @@ class KubernetesRolloutOperator(BaseOperator):
             load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
         )
         planned = next(m for m in manifests if m["kind"] == "Deployment")
-        live = self._read("Deployment", namespace, planned["metadata"]["name"])
+        live = self.hook.read("Deployment", namespace, planned["metadata"]["name"])
         mismatch = arch_mismatch(live or planned, self.image, platform)
         if mismatch:
             raise BadInputError(f"refused before any change: {mismatch}")
@@ -346,16 +228,16 @@ class KubernetesRolloutOperator(BaseOperator):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             if kind == "Deployment":
                 state["deployment"] = name
-            current = read[kind, name] if (kind, name) in read else self._read(kind, namespace, name)
+            current = read[kind, name] if (kind, name) in read else self.hook.read(kind, namespace, name)
             if current is None:
                 self.log.info("Creating %s %s/%s", kind, namespace, name)
-                if self._create(manifest):
+                if self.hook.create(manifest):
                     state["changed"] = True
                     state["created"] = state["created"] or kind == "Deployment"
                     continue
                 # Someone else created it between the read and the create: take theirs as the existing one.
                 self.log.warning("%s %s/%s was created meanwhile by someone else: using it", kind, namespace, name)
-                current = self._read(kind, namespace, name)
+                current = self.hook.read(kind, namespace, name)
                 if current is None:
                     raise RuntimeError(f"{kind} {namespace}/{name}: the API said it exists, then that it does not")
             if kind == "Deployment":
@@ -365,14 +247,14 @@ class KubernetesRolloutOperator(BaseOperator):
                     self.log.info("Deployment %s/%s already runs %s: verifying it", namespace, name, self.image)
                     continue
                 self.log.info("Deployment %s/%s: %s -> %s", namespace, name, previous, self.image)
-                self._patch_image(current, previous, self.image)
+                self.hook.patch_image(current, self.container_name, previous, self.image)
                 state["patched"] = state["changed"] = True
         return state
 
     def _rollout_event(self, namespace: str, name: str, deadline: float) -> dict[str, str] | None:
         """One status read, as the trigger does it: an event, or None while the rollout goes on."""
         try:
-            deployment = self._read("Deployment", namespace, name)
+            deployment = self.hook.read("Deployment", namespace, name)
         except RolloutFailedError as exc:  # refused for good (403, 404...): no verdict will come
             return {"status": "error", "message": str(exc)}
         except RuntimeError as exc:  # 429, 5xx, no answer: poll on until the deadline
@@ -424,7 +306,7 @@ class KubernetesRolloutOperator(BaseOperator):
                 f"rollout of {self.image} to {where}: {message}; its state is unknown, nothing was rolled back "
                 f"(the image before this run: {previous_image})"
             )
-        current = self._read("Deployment", namespace, deployment)
+        current = self.hook.read("Deployment", namespace, deployment)
         if current is None:
             raise RolloutFailedError(f"rollout of {self.image} to {where} failed: {message}; the Deployment is gone")
         why = self._explain(current)
@@ -435,22 +317,16 @@ class KubernetesRolloutOperator(BaseOperator):
 
     def _roll_back(self, deployment: Mapping[str, Any], previous: str | None, *, created: bool, patched: bool) -> str:
         """Put ``previous`` back if this run replaced it; say what was done."""
-        if created:
-            return (
-                "Nothing to roll back to: this run created the Deployment. It is left in place for inspection "
-                "(unready pods get no Service traffic); delete it or release a working image"
-            )
-        if not patched or previous is None or previous == self.image:
-            return f"Nothing rolled back: the Deployment already ran {self.image} before this run"
-        _, now = container_image(deployment, self.container_name)
-        if now != self.image:
-            return f"Not rolled back: the image is now {now}, no longer this run's (changed by someone else)"
+        now = None if created else container_image(deployment, self.container_name)[1]
+        back_to, said = rollback_step(created=created, patched=patched, previous=previous, image=self.image, now=now)
+        if back_to is None:
+            return said
         try:
-            self._patch_image(deployment, self.image, previous)
+            self.hook.patch_image(deployment, self.container_name, self.image, back_to)
         except RuntimeError as exc:
-            return f"Rollback to {previous} failed too: {exc}"
-        self.log.warning("Rolled back container %s to %s", self.container_name, previous)
-        return f"Rolled back: container {self.container_name} set back to {previous}"
+            return f"Rollback to {back_to} failed too: {exc}"
+        self.log.warning("Rolled back container %s to %s", self.container_name, back_to)
+        return f"Rolled back: container {self.container_name} set back to {back_to}"
 
     def _explain(self, deployment: Mapping[str, Any]) -> list[str]:
         """The Deployment's conditions and what the pods of the new image say; never raises."""
@@ -476,12 +352,12 @@ class KubernetesRolloutOperator(BaseOperator):
         # Filtered here too: a selector narrows the list, ownership decides (and mocks may ignore selectors).
         pods = [
             p
-            for p in self._list("Pod", namespace, label_selector=selector)
+            for p in self.hook.list("Pod", namespace, label_selector=selector)
             if owned_by(p, {**replicaset, "kind": "ReplicaSet"})
         ]
         for pod in sorted(pods, key=lambda p: p["metadata"]["name"])[:MAX_PODS_EXPLAINED]:
             pod_name = pod["metadata"]["name"]
-            events = self._list(
+            events = self.hook.list(
                 "Event", namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
             )
             events = [e for e in events if (e.get("involvedObject") or {}).get("name") == pod_name]
@@ -492,17 +368,6 @@ class KubernetesRolloutOperator(BaseOperator):
 
     def _new_replicaset(self, deployment: Mapping[str, Any]) -> dict[str, Any] | None:
         """The Deployment's newest ReplicaSet whose container runs this run's image."""
-        namespace = deployment["metadata"]["namespace"]
         selector = label_selector(deployment["spec"].get("selector") or {})
-        owner = {**deployment, "kind": "Deployment"}
-        candidates = []
-        for rs in self._list("ReplicaSet", namespace, label_selector=selector):
-            if not owned_by(rs, owner):
-                continue
-            try:
-                _, image = container_image({**rs, "kind": "ReplicaSet"}, self.container_name)
-            except (BadInputError, KeyError):
-                continue
-            if image == self.image:
-                candidates.append(rs)
-        return max(candidates, key=revision, default=None)
+        replicasets = self.hook.list("ReplicaSet", deployment["metadata"]["namespace"], label_selector=selector)
+        return newest_replicaset(deployment, replicasets, self.container_name, self.image)

@@ -108,8 +108,8 @@ def check_emr_connection(_cfg: Settings) -> str:
 
 
 def check_kubernetes_connection(cfg: Settings) -> str:
-    """The connection names a cluster, as the rollout requires (operators.kubernetes.cluster_not_configured)."""
-    from bank_pipeline.operators.kubernetes import cluster_not_configured
+    """The connection names a cluster, as the rollout requires (hooks.kubernetes_rollout.cluster_not_configured)."""
+    from bank_pipeline.hooks.kubernetes_rollout import cluster_not_configured
 
     if "kubernetes" not in cfg.release_targets:
         raise Skip("BANK_RELEASE_TARGETS has no kubernetes")

@@ -332,3 +332,46 @@ def revision(obj: Mapping[str, Any]) -> int:
     """The deployment controller's revision number of a ReplicaSet (0 if it has none)."""
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     return int(annotations.get("deployment.kubernetes.io/revision") or 0)
+
+
+def newest_replicaset(
+    deployment: Mapping[str, Any], replicasets: Sequence[Mapping[str, Any]], container: str, image: str
+) -> dict[str, Any] | None:
+    """The newest of ``deployment``'s ReplicaSets whose ``container`` runs ``image``, or None.
+
+    Ownership decides, not the label selector the list was narrowed by (a selector can match
+    another Deployment's ReplicaSets).
+    """
+    owner = {**deployment, "kind": "Deployment"}
+    candidates = []
+    for rs in replicasets:
+        if not owned_by(rs, owner):
+            continue
+        try:
+            _, found = container_image({**rs, "kind": "ReplicaSet"}, container)
+        except (BadInputError, KeyError):
+            continue
+        if found == image:
+            candidates.append(dict(rs))
+    return max(candidates, key=revision, default=None)
+
+
+def rollback_step(
+    *, created: bool, patched: bool, previous: str | None, image: str, now: str | None
+) -> tuple[str | None, str]:
+    """After a failed rollout of ``image``: the image to put back (None: nothing to do) and why.
+
+    A Deployment this run created has nothing to go back to; one that already ran ``image``
+    was not changed by this run; one whose container runs something else ``now`` was changed
+    by someone else since, and is theirs.
+    """
+    if created:
+        return None, (
+            "Nothing to roll back to: this run created the Deployment. It is left in place for inspection "
+            "(unready pods get no Service traffic); delete it or release a working image"
+        )
+    if not patched or previous is None or previous == image:
+        return None, f"Nothing rolled back: the Deployment already ran {image} before this run"
+    if now != image:
+        return None, f"Not rolled back: the image is now {now}, no longer this run's (changed by someone else)"
+    return previous, f"roll back to {previous}"
