@@ -35,11 +35,10 @@ from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
 from bank_pipeline.batch_score import PreparedScore
-from bank_pipeline.emr import cluster_params, job_flow_overrides, transient_spark_step
+from bank_pipeline.emr import cluster_params, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_batch_score"
-JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-batch-score", prepare_task="prepare_score")
 
 
 @task(multiple_outputs=True, inlets=[assets.FEATURES])
@@ -138,7 +137,7 @@ with DAG(
 ) as dag:
     prepared = prepare_score()
 
-    emr = transient_spark_step(CFG, name="score", steps=prepared["steps"], job_flow_overrides=JOB_FLOW_OVERRIDES)
+    emr = transient_spark_step(CFG, name="score", cluster_name="bank-batch-score", prepared=prepared)
     validated = validate_scores(
         prepared["output_uri"],
         prepared["model_sha256"],

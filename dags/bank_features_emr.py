@@ -32,12 +32,11 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.emr import cluster_params, job_flow_overrides, transient_spark_step
+from bank_pipeline.emr import cluster_params, transient_spark_step
 from bank_pipeline.features import PreparedStep
 
 CFG = settings.load()
 DAG_ID = "bank_features_emr"
-JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-features", prepare_task="prepare_step")
 
 
 @task(multiple_outputs=True)
@@ -113,7 +112,7 @@ with DAG(
     },
 ) as dag:
     prepared = prepare_step()
-    emr = transient_spark_step(CFG, name="features", steps=prepared["steps"], job_flow_overrides=JOB_FLOW_OVERRIDES)
+    emr = transient_spark_step(CFG, name="features", cluster_name="bank-features", prepared=prepared)
     validated = validate_features(prepared["output_uri"], prepared["source_etag"])
 
     chain(prepared, emr.create_cluster, emr.add_step, emr.wait_for_step, [validated, emr.terminate_cluster])

@@ -57,21 +57,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, BaseOperator, Param, chain, task
+from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.emr import cluster_params, job_flow_overrides, transient_spark_step
+from bank_pipeline.emr import cluster_params, transient_spark_step
 from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
+from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator, RolloutResult
 from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
+from bank_pipeline.plans.lambda_release import LambdaRelease
 from bank_pipeline.release import SMOKE_RECORD, PreparedTraining, check_prediction
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
-IMAGE_URI = "{{ ti.xcom_pull(task_ids='push_image')['image_uri'] }}"
-VERSION = "{{ ti.xcom_pull(task_ids='read_candidate', key='version') }}"
-JOB_FLOW_OVERRIDES = job_flow_overrides(CFG, "bank-train", prepare_task="prepare_training")
 
 
 @task(inlets=[assets.FEATURES])
@@ -130,7 +128,13 @@ def deploy_gate(deploy: bool, reason: str) -> bool:
 
 # none_failed: a Kubernetes rollout skipped for want of a connection still records the release.
 @task(trigger_rule="none_failed", outlets=[assets.LIVE_MODEL])
-def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -> dict:
+def record_live(
+    version: str,
+    image: PushedImage,
+    lambda_release: LambdaRelease | None,
+    rollout: RolloutResult | None,
+    outlet_events=None,
+) -> dict:
     """Point models/bank/live.json at the version now released; the bank_live_model event schedules scoring."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
@@ -138,13 +142,7 @@ def record_live(version: str, image: PushedImage, ti=None, outlet_events=None) -
     from bank_pipeline.release import live_record
     from bank_pipeline.utils.compat import timezone, xcom_outputs
 
-    record = live_record(
-        version,
-        image,
-        ti.xcom_pull(task_ids="deploy_lambda"),
-        ti.xcom_pull(task_ids="rollout_kubernetes"),
-        deployed_at=timezone.utcnow().isoformat(),
-    )
+    record = live_record(version, image, lambda_release, rollout, deployed_at=timezone.utcnow().isoformat())
     ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
     outlet_events[assets.LIVE_MODEL].extra = {"version": version, "image_uri": image["image_uri"]}
     return xcom_outputs(record)  # a target that did not run is None; `-> dict` pushes each key
@@ -217,82 +215,83 @@ with DAG(
 ) as dag:
     manifest_uri = resolve_features()
     prepared = prepare_training(manifest_uri)
-    build = transient_spark_step(CFG, name="train", steps=prepared["steps"], job_flow_overrides=JOB_FLOW_OVERRIDES)
+    build = transient_spark_step(CFG, name="train", cluster_name="bank-train", prepared=prepared)
     candidate = read_candidate(prepared["candidate_uri"])
     gate = deploy_gate(candidate["deploy"], candidate["reason"])
+    version = candidate["version"]
     push_image = ModelImagePushOperator(
         task_id="push_image",
-        version=VERSION,
+        version=version,
         registry_prefix=CFG.model_registry_prefix,
         registry=CFG.image_registry,
         repository=CFG.image_repository,
         base_tag=CFG.serving_base_tag,
         aws_conn_id=CFG.aws_conn_id,
     )
-    # The release, in order: each step runs only if the one before it succeeded.
-    releases: list[BaseOperator] = []
+    image_uri = push_image.output["image_uri"]
+    expect = {"statusCode": 200, "body": {"model_version": version}}
+    deploy = url = rollout = None
     if "lambda" in CFG.release_targets:
-        releases.append(
-            LambdaImageDeployOperator(
-                task_id="deploy_lambda",
-                aws_conn_id=CFG.aws_conn_id,
-                function_name=CFG.lambda_function,
-                image_uri=IMAGE_URI,
-                alias="live",
-                role_arn=CFG.lambda_role_arn or None,
-                smoke_event={"records": [SMOKE_RECORD]},
-                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-                smoke_check=check_prediction,
-                waiter_delay=CFG.poll_seconds,
-                # A failed smoke test left the alias alone; retrying would test the same image again.
-                retries=0,
-            )
+        deploy = LambdaImageDeployOperator(
+            task_id="deploy_lambda",
+            aws_conn_id=CFG.aws_conn_id,
+            function_name=CFG.lambda_function,
+            image_uri=image_uri,
+            alias="live",
+            role_arn=CFG.lambda_role_arn or None,
+            smoke_event={"records": [SMOKE_RECORD]},
+            smoke_expect=expect,
+            smoke_check=check_prediction,
+            waiter_delay=CFG.poll_seconds,
+            # A failed smoke test left the alias alone; retrying would test the same image again.
+            retries=0,
         )
         # The alias's HTTP front door, once the alias moved. Its smoke POST retries every few
         # seconds (the operator's own interval), not at the waiters' poll_seconds.
-        releases.append(
-            LambdaFunctionUrlOperator(
-                task_id="lambda_url",
-                aws_conn_id=CFG.aws_conn_id,
-                function_name=CFG.lambda_function,
-                alias="live",
-                auth_type="{{ params.function_url_auth }}",
-                smoke_body=SMOKE_RECORD,
-                smoke_expect={"statusCode": 200, "body": {"model_version": VERSION}},
-                smoke_check=check_prediction,
-                # Its smoke POST retries for a minute already; a failure moves the alias back at once.
-                retries=0,
-            )
+        url = LambdaFunctionUrlOperator(
+            task_id="lambda_url",
+            aws_conn_id=CFG.aws_conn_id,
+            function_name=CFG.lambda_function,
+            alias="live",
+            auth_type="{{ params.function_url_auth }}",
+            smoke_body=SMOKE_RECORD,
+            smoke_expect=expect,
+            smoke_check=check_prediction,
+            # Its smoke POST retries for a minute already; a failure moves the alias back at once.
+            retries=0,
         )
     if "kubernetes" in CFG.release_targets:
-        releases.append(
-            KubernetesRolloutOperator(
-                task_id="rollout_kubernetes",
-                image=IMAGE_URI,
-                namespace=CFG.kubernetes_namespace,
-                kubernetes_conn_id=CFG.kubernetes_conn_id,
-                skip_without_connection=True,
-                poll_interval=CFG.poll_seconds,
-                aws_conn_id=CFG.aws_conn_id,  # to read an ECR image's architecture
-                retries=0,  # a failed rollout has already rolled back
-            )
+        rollout = KubernetesRolloutOperator(
+            task_id="rollout_kubernetes",
+            image=image_uri,
+            namespace=CFG.kubernetes_namespace,
+            kubernetes_conn_id=CFG.kubernetes_conn_id,
+            skip_without_connection=True,
+            poll_interval=CFG.poll_seconds,
+            aws_conn_id=CFG.aws_conn_id,  # to read an ECR image's architecture
+            retries=0,  # a failed rollout has already rolled back
         )
-    live = record_live(candidate["version"], push_image.output)
+    live = record_live(
+        version,
+        push_image.output,
+        deploy.output if deploy else None,
+        rollout.output if rollout else None,
+    )
 
     chain(manifest_uri, prepared, build.create_cluster, build.add_step, build.wait_for_step)
     chain(build.wait_for_step, [candidate, build.terminate_cluster])
-    chain(candidate, gate, push_image, *releases, live)
-    if "lambda" in CFG.release_targets:
+    # The release, in order: each step runs only if the one before it succeeded.
+    chain(candidate, gate, push_image, *(t for t in (deploy, url, rollout) if t), live)
+    if deploy:
         # All-or-nothing: if any step after the alias moved fails, the alias goes back.
-        after_alias = releases[1:]
         failures = {
             "lambda_url": "the function URL failed (task lambda_url says why)",
             "rollout_kubernetes": "the Kubernetes rollout failed (task rollout_kubernetes says why and what it rolled back)",
         }
-        after_alias >> LambdaAliasRevertOperator(
+        LambdaAliasRevertOperator(
             task_id="revert_lambda",
             aws_conn_id=CFG.aws_conn_id,
-            deploy_task_id="deploy_lambda",
-            steps={step.task_id: failures[step.task_id] for step in after_alias},
+            release=deploy.output,
+            steps={t.task_id: {"result": t.output, "failure": failures[t.task_id]} for t in (url, rollout) if t},
             trigger_rule="one_failed",
         )

@@ -26,7 +26,6 @@ from bank_pipeline.lake import split_s3_uri
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
-    from airflow.sdk.definitions.xcom_arg import XComArg
 
     from bank_pipeline.operators.emr import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
     from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
@@ -61,11 +60,6 @@ def cluster_params(*, core_instance_count: int = 2) -> dict[str, Param]:
     }
 
 
-def _xcom(task_id: str, key: str) -> str:
-    """A template pulling ``key`` of ``task_id``'s XCom (rendered when the cluster is created)."""
-    return "{{ ti.xcom_pull(task_ids='" + task_id + "', key='" + key + "') }}"
-
-
 # Instances keys of the cluster's network and the settings giving them.
 NETWORK_KEYS = {
     "Ec2SubnetId": "emr_subnet_id",
@@ -85,15 +79,15 @@ def account_defaults(cfg: Settings) -> dict[str, Any]:
     return defaults
 
 
-def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[str, Any]:
+def job_flow_overrides(cfg: Settings, name: str, *, bootstrap_uri: Any, wheelhouse_uri: Any) -> dict[str, Any]:
     """The overrides of a cluster ``<name>-<run id>`` made for one run and tagged with its DAG and run.
 
     It stays up between steps, so the DAG's teardown must terminate it; the
     idle timeout is a second guard. Its size comes from ``cluster_params()``,
     rendered as native objects (InstanceCount must reach EMR as an int).
 
-    Every node runs the bootstrap action ``prepare_task`` staged (XComs ``bootstrap_uri``,
-    ``wheelhouse_uri``): a Python 3.11 environment at PYTHON_ENV with the hash-locked wheels
+    Every node runs the bootstrap action at ``bootstrap_uri`` with the wheelhouse at ``wheelhouse_uri``
+    (the prepare task's XComArgs, resolved when the cluster is created): a Python 3.11 environment at PYTHON_ENV with the hash-locked wheels
     the deployment staged (bank_pipeline.wheelhouse), no package index needed.
     ``spark.pyspark.python`` and ``spark.pyspark.driver.python`` point driver and executors at it: EMR's stock spark-env.sh sets PYSPARK_DRIVER_PYTHON to
     the system Python, which only these properties override (an exported PYSPARK_PYTHON
@@ -128,8 +122,8 @@ def job_flow_overrides(cfg: Settings, name: str, *, prepare_task: str) -> dict[s
             {
                 "Name": "bank-ml python",
                 "ScriptBootstrapAction": {
-                    "Path": _xcom(prepare_task, "bootstrap_uri"),
-                    "Args": [_xcom(prepare_task, "wheelhouse_uri"), PYTHON_ENV],
+                    "Path": bootstrap_uri,
+                    "Args": [wheelhouse_uri, PYTHON_ENV],
                 },
             }
         ],
@@ -238,14 +232,14 @@ class SparkStepTasks:
     terminate_cluster: EmrTerminateRunClusterOperator
 
 
-def transient_spark_step(
-    cfg: Settings, *, name: str, steps: XComArg | list[dict[str, Any]], job_flow_overrides: dict[str, Any]
-) -> SparkStepTasks:
+def transient_spark_step(cfg: Settings, *, name: str, cluster_name: str, prepared: Any) -> SparkStepTasks:
     """create_cluster (setup) -> run_<name> -> wait_for_<name>, and terminate_cluster (its teardown).
 
-    Call inside a DAG. The cluster is terminated whatever fails; its auto-termination
-    idle timeout is a second guard. A failed step fails wait_for_<name> with the
-    step's FailureDetails and the tail of its logs.
+    Call inside a DAG. ``prepared`` is the output of the task that staged the step (a
+    multiple_outputs task with ``steps``, ``bootstrap_uri`` and ``wheelhouse_uri``); the
+    cluster is named ``<cluster_name>-<run id>``. The cluster is terminated whatever fails;
+    its auto-termination idle timeout is a second guard. A failed step fails wait_for_<name>
+    with the step's FailureDetails and the tail of its logs.
     """
     from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
@@ -255,7 +249,9 @@ def transient_spark_step(
     create = EmrCreateRunClusterOperator(
         task_id="create_cluster",
         aws_conn_id=cfg.aws_conn_id,
-        job_flow_overrides=job_flow_overrides,
+        job_flow_overrides=job_flow_overrides(
+            cfg, cluster_name, bootstrap_uri=prepared["bootstrap_uri"], wheelhouse_uri=prepared["wheelhouse_uri"]
+        ),
         account_defaults=account_defaults(cfg),
     )
     # XComArgs resolve to the cluster id and the steps when the tasks run (the provider types them as values).
@@ -264,14 +260,14 @@ def transient_spark_step(
         task_id=f"run_{name}",
         aws_conn_id=cfg.aws_conn_id,
         job_flow_id=cluster_id,
-        steps=cast(Any, steps),
+        steps=cast(Any, prepared["steps"]),
         retries=0,  # a retried add would run the job twice on the same cluster
     )
     wait = EmrStepSensorWithLogs(
         task_id=f"wait_for_{name}",
         aws_conn_id=cfg.aws_conn_id,
         job_flow_id=cluster_id,
-        step_id=f"{{{{ ti.xcom_pull(task_ids='run_{name}')[0] }}}}",
+        step_id=cast(Any, add.output),  # the one step's id: the sensor takes the list AddJobFlowSteps returns
         deferrable=True,
         poke_interval=cfg.poll_seconds,
         max_attempts=int(STEP_TIMEOUT.total_seconds() // cfg.poll_seconds),

@@ -57,17 +57,22 @@ def test_a_release_emits_the_live_model_event():
 
 @pytest.mark.parametrize("dag_name", ["bank_batch_score", "bank_features_emr"])
 def test_every_node_runs_the_jobs_python_and_spark_points_driver_and_executors_at_it(dag_name):
-    overrides = load_dag_module(dag_name).JOB_FLOW_OVERRIDES
+    dag = load_dag_module(dag_name).dag
+    overrides = dag.task_dict["create_cluster"].job_flow_overrides
     prepare = {"bank_batch_score": "prepare_score", "bank_features_emr": "prepare_step"}[dag_name]
     assert overrides["ReleaseLabel"] == settings.load().emr_release_label
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
     assert {t["Key"] for t in overrides["Tags"]} == {
-        "airflow:dag_id", "airflow:run_id", "for-use-with-amazon-emr-managed-policies"
+        "airflow:dag_id",
+        "airflow:run_id",
+        "for-use-with-amazon-emr-managed-policies",
     }
     [action] = overrides["BootstrapActions"]
     script = action["ScriptBootstrapAction"]
-    assert f"xcom_pull(task_ids='{prepare}', key='bootstrap_uri')" in script["Path"]
-    assert f"xcom_pull(task_ids='{prepare}', key='wheelhouse_uri')" in script["Args"][0]
+    # The staged bootstrap and wheelhouse, as the prepare task's XComArgs (it is upstream of the cluster).
+    assert (script["Path"].operator.task_id, script["Path"].key) == (prepare, "bootstrap_uri")
+    assert (script["Args"][0].operator.task_id, script["Args"][0].key) == (prepare, "wheelhouse_uri")
+    assert prepare in dag.task_dict["create_cluster"].upstream_task_ids
     assert script["Args"][1] == emr.PYTHON_ENV
     [defaults] = overrides["Configurations"]
     # Not an exported PYSPARK_PYTHON: EMR's spark-env keeps the client-mode driver on the system Python.
@@ -94,7 +99,9 @@ def test_features_param_wins_else_the_triggering_event_else_the_newest_event():
     assert resolve_features_manifest(older, [], events, purpose="score") == older
     assert resolve_features_manifest("", [], events, purpose="score") == MANIFEST
     assert resolve_features_manifest("", [event(manifest_uri=older)], events, purpose="score") == older
-    with pytest.raises(BadInputError, match="no features to score: run bank_features_emr first, or give features_manifest_uri"):
+    with pytest.raises(
+        BadInputError, match="no features to score: run bank_features_emr first, or give features_manifest_uri"
+    ):
         resolve_features_manifest("", [], [], purpose="score")
 
 

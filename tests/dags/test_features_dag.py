@@ -24,15 +24,17 @@ def dag_module():
 
 
 def test_release_label_runs_the_pinned_spark(dag_module):
-    label = dag_module.JOB_FLOW_OVERRIDES["ReleaseLabel"]
+    label = dag_module.dag.task_dict["create_cluster"].job_flow_overrides["ReleaseLabel"]
     assert EMR_SPARK[label] == pyspark.__version__
 
 
 def test_cluster_guards_against_being_forgotten(dag_module):
-    overrides = dag_module.JOB_FLOW_OVERRIDES
+    overrides = dag_module.dag.task_dict["create_cluster"].job_flow_overrides
     assert overrides["AutoTerminationPolicy"]["IdleTimeout"] >= 60
     assert {t["Key"] for t in overrides["Tags"]} == {
-        "airflow:dag_id", "airflow:run_id", "for-use-with-amazon-emr-managed-policies"
+        "airflow:dag_id",
+        "airflow:run_id",
+        "for-use-with-amazon-emr-managed-policies",
     }
     terminate = dag_module.dag.task_dict["terminate_cluster"]
     assert terminate.is_teardown

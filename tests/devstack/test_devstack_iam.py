@@ -8,7 +8,6 @@ end-to-end DAG runs, tests/e2e, are the other half: with the whole policy they p
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
@@ -147,15 +146,15 @@ def create_cluster(cfg: Any) -> Any:
     from bank_pipeline.emr import account_defaults, job_flow_overrides
     from bank_pipeline.operators.emr import deep_merge
 
+    none = f"s3://{cfg.lake_bucket}/code/none"
     rendered = (
-        json.dumps(job_flow_overrides(cfg, "iam-test", prepare_task="prepare"))
+        # The bootstrap action's files: any S3 path will do, RunJobFlow is refused or accepted before it runs.
+        json.dumps(job_flow_overrides(cfg, "iam-test", bootstrap_uri=none, wheelhouse_uri=none))
         .replace("{{ params.instance_type }}", "m5.xlarge")
         .replace('"{{ params.core_instance_count }}"', "1")
         .replace("{{ run_id }}", "iam-test")
         .replace("{{ dag.dag_id }}", "bank_iam_test")  # the worker may tag only bank_* clusters
     )
-    # The bootstrap action's XComs: any S3 path will do, RunJobFlow is refused or accepted before it runs.
-    rendered = re.sub(r"\{\{ ti\.xcom_pull\([^}]*\) \}\}", f"s3://{cfg.lake_bucket}/code/none", rendered)
     return EmrHook(aws_conn_id=None, emr_conn_id=None).create_job_flow(deep_merge(account_defaults(cfg), json.loads(rendered)))
 
 

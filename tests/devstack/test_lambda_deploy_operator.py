@@ -199,17 +199,9 @@ def test_missing_function_without_role_is_refused(aws_env, images):
         op.execute(context={})
 
 
-class FakeTI:
-    def __init__(self, release):
-        self.release = release
-
-    def xcom_pull(self, task_ids):
-        return self.release
-
-
 def revert(release):
-    op = LambdaAliasRevertOperator(task_id="revert", aws_conn_id=None, deploy_task_id="deploy", reason="k8s failed")
-    return op.execute(context={"ti": FakeTI(release)})
+    op = LambdaAliasRevertOperator(task_id="revert", aws_conn_id=None, release=release, reason="k8s failed")
+    return op.execute(context={})
 
 
 def test_revert_moves_the_alias_back_or_deletes_it_and_fails_saying_so(aws_env, images, ds):

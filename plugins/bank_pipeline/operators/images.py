@@ -126,6 +126,8 @@ class ModelImagePushOperator(BaseOperator):
             env={"BANK_MODEL_DIR": MODEL_DIR},
         )
         image_uri = f"{host}/{self.repository}@{pushed.digest}"
+        # Under its own key too, so that the release's operators take it as an XComArg.
+        context["ti"].xcom_push(key="image_uri", value=image_uri)
         RegistryImageLink.persist(context, self, registry=host, repository=self.repository, digest=pushed.digest)
         self.log.info(
             "Pushed %s as %s:%s (%s; layer %s, %d bytes, %d bytes sent in %.2fs)",

@@ -252,47 +252,46 @@ class LambdaAliasRevertOperator(AwsBaseOperator[LambdaReleaseHook]):
     """Undo a LambdaImageDeployOperator's alias move when a later step of the same release failed.
 
     A release is all-or-nothing: "live" is the version every configured target serves. If the
-    deploy task (``deploy_task_id``, its LambdaRelease XCom) moved the alias and a later step
-    then failed, this moves the alias back to the release's ``previous_version`` (or deletes it
-    if the release created it) and fails saying so: the release is not live. It skips if the
-    deploy moved nothing, and leaves alone an alias that someone else has moved since. Idempotent.
+    deploy (``release``, its LambdaRelease) moved the alias and a later step then failed, this
+    moves the alias back to the release's ``previous_version`` (or deletes it if the release
+    created it) and fails saying so: the release is not live. It skips if the deploy moved
+    nothing, and leaves alone an alias that someone else has moved since. Idempotent.
 
-    :param deploy_task_id: the LambdaImageDeployOperator task of this run.
+    :param release: the deploy task's output (an XComArg; None if it did not finish).
     :param steps: the release's tasks after the alias moves, in order (each runs only if the one
-        before it succeeded), each with what its failure means for the message. The first without
-        a result (XCom) is the one that failed.
+        before it succeeded): ``{task_id: {"result": its output, "failure": what its failure
+        means}}``. The first without a result is the one that failed.
     :param reason: what failed downstream, for the message, when ``steps`` does not say.
     """
 
     aws_hook_class = LambdaReleaseHook
-    template_fields: Sequence[str] = aws_template_fields("deploy_task_id", "reason")
+    template_fields: Sequence[str] = aws_template_fields("release", "steps", "reason")
 
     def __init__(
         self,
         *,
-        deploy_task_id: str,
-        steps: dict[str, str] | None = None,
+        release: Any,
+        steps: dict[str, dict[str, Any]] | None = None,
         reason: str = "a later release step failed",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.deploy_task_id = deploy_task_id
+        self.release = release
         self.steps = dict(steps or {})
         self.reason = reason
 
     def execute(self, context: Context) -> None:
         from bank_pipeline.utils.compat import AirflowSkipException
 
-        ti = context["ti"]
-        done: LambdaRelease | None = ti.xcom_pull(task_ids=self.deploy_task_id)
+        done: LambdaRelease | None = self.release
         if not done or not done.get("changed"):
             raise AirflowSkipException(
-                f"nothing to undo on Lambda: {self.deploy_task_id} did not move the alias in this run"
+                "nothing to undo on Lambda: the deploy did not move the alias in this run"
                 + (f" ({done['alias']} already served version {done['version']})" if done else "")
             )
-        finished = [step for step in self.steps if ti.xcom_pull(task_ids=step) is not None]
+        finished = [name for name, step in self.steps.items() if step.get("result") is not None]
         failed = plan.failed_step(list(self.steps), finished)
-        reason = self.steps[failed] if failed else self.reason
+        reason = self.steps[failed]["failure"] if failed else self.reason
         function, alias = done["function_name"], done["alias"]
         action, undone = plan.revert_step(done, self.hook.alias_version(function, alias))
         if action == "delete":

@@ -26,7 +26,16 @@ LOG_TAIL_LINES = 30
 
 
 class EmrStepSensorWithLogs(EmrStepSensor):
-    """EmrStepSensor whose failure names the reason and shows the end of the step's stderr."""
+    """EmrStepSensor whose failure names the reason and shows the end of the step's stderr.
+
+    ``step_id`` may also be the add-steps task's output (an XComArg of the list of ids
+    AddJobFlowSteps returns), holding the one step to watch.
+    """
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.step_id, list):
+            (self.step_id,) = self.step_id  # one step per add-steps task (transient_spark_step)
 
     def poke(self, context: Context) -> bool:
         response = self.get_emr_response(context)
