@@ -227,6 +227,7 @@ with DAG(
         repository=CFG.image_repository,
         base_tag=CFG.serving_base_tag,
         aws_conn_id=CFG.aws_conn_id,
+        plain_http_registries=sorted(CFG.plain_http_registries),
     )
     image_uri = push_image.output["image_uri"]
     expect = {"statusCode": 200, "body": {"model_version": version}}
@@ -243,6 +244,7 @@ with DAG(
             smoke_expect=expect,
             smoke_check=check_prediction,
             waiter_delay=CFG.poll_seconds,
+            plain_http_registries=sorted(CFG.plain_http_registries),
             # A failed smoke test left the alias alone; retrying would test the same image again.
             retries=0,
         )
@@ -269,6 +271,7 @@ with DAG(
             skip_without_connection=True,
             poll_interval=CFG.poll_seconds,
             aws_conn_id=CFG.aws_conn_id,  # to read an ECR image's architecture
+            plain_http_registries=sorted(CFG.plain_http_registries),
             retries=0,  # a failed rollout has already rolled back
         )
     live = record_live(

@@ -99,6 +99,8 @@ def airflow_env(
             **account.settings(),
             "BANK_POLL_SECONDS": "1",
             "BANK_IMAGE_REGISTRY": aws_env.get("BANK_REGISTRY", ""),
+            # devstack's registry speaks plain HTTP: said explicitly, never inferred from its address.
+            "BANK_PLAIN_HTTP_REGISTRIES": aws_env.get("BANK_REGISTRY", ""),
         }
     )
     env.pop("BANK_REGISTRY", None)  # devstack's own name for it; the product reads BANK_IMAGE_REGISTRY

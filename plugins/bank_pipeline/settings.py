@@ -34,6 +34,9 @@ class Settings:
     """EMR-managed security groups (the template's, tagged for AmazonEMRServicePolicy_v2); empty: EMR's defaults."""
     image_registry: str
     """host[:port] of the image registry; empty means the account's ECR (credentials from EcrHook)."""
+    plain_http_registries: frozenset[str]
+    """Registries (host[:port]) reached over plain HTTP without credentials: a local one only. Any other
+    registry that is not ECR is reached over HTTPS, anonymously."""
     image_repository: str
     """Repository holding the serving base image and every model image (one repo: no cross-repo mounts)."""
     serving_base_tag: str
@@ -79,7 +82,7 @@ VARIABLES = frozenset({
     "BANK_LAKE_BUCKET", "BANK_AWS_CONN_ID", "BANK_EMR_RELEASE_LABEL", "BANK_POLL_SECONDS",
     "BANK_EMR_IDLE_TIMEOUT_SECONDS", "BANK_EMR_SERVICE_ROLE", "BANK_EMR_JOB_FLOW_ROLE", "BANK_EMR_SUBNET_ID",
     "BANK_EMR_PRIMARY_SECURITY_GROUP", "BANK_EMR_CORE_SECURITY_GROUP", "BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP",
-    "BANK_IMAGE_REGISTRY", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
+    "BANK_IMAGE_REGISTRY", "BANK_PLAIN_HTTP_REGISTRIES", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
     "BANK_LAMBDA_ROLE_ARN", "BANK_RELEASE_TARGETS", "BANK_KUBERNETES_CONN_ID", "BANK_KUBERNETES_NAMESPACE",
     "BANK_KUBERNETES_DASHBOARD_URL",
 })  # fmt: skip
@@ -126,6 +129,9 @@ def load() -> Settings:
         emr_core_security_group=env.get("BANK_EMR_CORE_SECURITY_GROUP", ""),
         emr_service_access_security_group=env.get("BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP", ""),
         image_registry=env.get("BANK_IMAGE_REGISTRY", ""),
+        plain_http_registries=frozenset(
+            h.strip() for h in env.get("BANK_PLAIN_HTTP_REGISTRIES", "").split(",") if h.strip()
+        ),
         image_repository=env.get("BANK_IMAGE_REPOSITORY", "bank-model"),
         serving_base_tag=env.get("BANK_SERVING_BASE_TAG", "serving-base"),
         lambda_function=env.get("BANK_LAMBDA_FUNCTION", "bank-model"),
@@ -134,4 +140,3 @@ def load() -> Settings:
         kubernetes_conn_id=env.get("BANK_KUBERNETES_CONN_ID", "kubernetes_default"),
         kubernetes_namespace=env.get("BANK_KUBERNETES_NAMESPACE") or None,
     )
-

@@ -8,6 +8,7 @@ is not Active, so these tests see the operator wait where it must.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -58,6 +59,8 @@ def operator(function: str, image_uri: str, version_expected: str | None = None,
         smoke_event={"ping": 1},
         smoke_expect={"model": {"version": version_expected}} if version_expected else None,
         smoke_check=lambda answer: None,  # the stand-in handler answers without statusCode
+        # devstack's registry speaks plain HTTP (as its airflow_env says with BANK_PLAIN_HTTP_REGISTRIES)
+        plain_http_registries=[os.environ["BANK_REGISTRY"]],
         **{"deferrable": False, "waiter_delay": 1, **kw},
     )
 
@@ -193,8 +196,9 @@ def test_mutable_tag_is_refused(aws_env, ds):
 
 def test_missing_function_without_role_is_refused(aws_env, images):
     op = LambdaImageDeployOperator(
-        task_id="d", aws_conn_id=None, function_name="fn-no-role", image_uri=images["v1"], smoke_event={}
-    )
+        task_id="d", aws_conn_id=None, function_name="fn-no-role", image_uri=images["v1"], smoke_event={},
+        plain_http_registries=[os.environ["BANK_REGISTRY"]],
+    )  # fmt: skip
     with pytest.raises(BadInputError, match="does not exist and no role_arn was given"):
         op.execute(context={})
 

@@ -42,6 +42,7 @@ def push(ds, prefix: str, version: str, base_tag: str = "serving-base", reposito
     op = ModelImagePushOperator(
         task_id="push", version=version, registry_prefix=prefix,
         registry=ds.registry_url, repository=repository, base_tag=base_tag, aws_conn_id=None,
+        plain_http_registries=[ds.registry_url],
     )  # fmt: skip
     return op.execute(context={})
 

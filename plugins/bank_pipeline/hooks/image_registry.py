@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from bank_pipeline.errors import BadInputError
@@ -18,24 +19,30 @@ def is_ecr_host(host: str) -> bool:
 
 class ImageRegistryHook(BaseHook):
     """One image registry: ECR with temporary credentials from EcrHook when ``registry`` is empty or an
-    ECR host; any other ``host[:port]`` is devstack's registry (BANK_IMAGE_REGISTRY), plain HTTP
-    without credentials.
+    ECR host; a host in ``plain_http`` over plain HTTP without credentials (a local registry, named
+    by the BANK_PLAIN_HTTP_REGISTRIES setting); any other over HTTPS, anonymously.
 
     :param registry: ``host[:port]``, or empty for the account's ECR.
     :param aws_conn_id: the AWS connection ECR's credentials come from.
+    :param plain_http: the registries reached over plain HTTP.
     """
 
-    def __init__(self, registry: str = "", aws_conn_id: str | None = "aws_default") -> None:
+    def __init__(
+        self, registry: str = "", aws_conn_id: str | None = "aws_default", plain_http: Collection[str] = ()
+    ) -> None:
         super().__init__()
         self.registry = registry
         self.aws_conn_id = aws_conn_id
+        self.plain_http = frozenset(plain_http)
 
     def get_conn(self) -> tuple[str, RegistryClient]:
         """(registry host, client)."""
         from bank_pipeline.utils import oci
 
-        if self.registry and not is_ecr_host(self.registry):
+        if self.registry in self.plain_http:
             return self.registry, oci.RegistryClient(f"http://{self.registry}")
+        if self.registry and not is_ecr_host(self.registry):
+            return self.registry, oci.RegistryClient(f"https://{self.registry}")
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
         registry_id = self.registry.split(".", 1)[0] if self.registry else None
@@ -43,7 +50,7 @@ class ImageRegistryHook(BaseHook):
         return host, oci.RegistryClient(f"https://{host}", auth=auth)
 
     @classmethod
-    def image_platform(cls, image: str, aws_conn_id: str | None) -> Platform:
+    def image_platform(cls, image: str, aws_conn_id: str | None, plain_http: Collection[str] = ()) -> Platform:
         """The os/architecture in the config of ``image`` (``host/repo@sha256:…`` or ``host/repo:tag``).
 
         BadInputError if the registry has no such image or it is not one image (an index, another
@@ -52,7 +59,7 @@ class ImageRegistryHook(BaseHook):
         from bank_pipeline.utils import oci
 
         ref = oci.parse_image_ref(image)
-        _host, client = cls(ref.registry, aws_conn_id).get_conn()
+        _host, client = cls(ref.registry, aws_conn_id, plain_http).get_conn()
         try:
             return oci.image_platform(client, ref.repo, ref.reference)
         except oci.NotOneImageError as exc:

@@ -72,6 +72,7 @@ class ModelImagePushOperator(BaseOperator):
     :param registry: host[:port] of the image registry; empty: the account's ECR.
     :param repository: holds both the base image and the model images.
     :param base_tag: the serving base image's tag.
+    :param plain_http_registries: registries reached over plain HTTP (settings' BANK_PLAIN_HTTP_REGISTRIES).
     :return: a PushedImage (``image_uri`` is ``host/repo@sha256:…``)
     """
 
@@ -87,9 +88,11 @@ class ModelImagePushOperator(BaseOperator):
         repository: str,
         base_tag: str,
         aws_conn_id: str | None = "aws_default",
+        plain_http_registries: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.plain_http_registries = tuple(plain_http_registries)
         self.version = version
         self.registry_prefix = registry_prefix
         self.registry = registry
@@ -115,7 +118,7 @@ class ModelImagePushOperator(BaseOperator):
         model_json = f"{MODEL_DIR.lstrip('/')}/model.json"
         files[model_json] = image_model_json(files[model_json])
         layer = oci.model_layer(files)
-        host, client = ImageRegistryHook(self.registry, self.aws_conn_id).get_conn()
+        host, client = ImageRegistryHook(self.registry, self.aws_conn_id, self.plain_http_registries).get_conn()
         version = self.version
         pushed = oci.append_layer(
             client,

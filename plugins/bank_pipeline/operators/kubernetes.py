@@ -107,6 +107,7 @@ class KubernetesRolloutOperator(BaseOperator):
     :param image_platform: the image's ``os/architecture`` if known (``linux/amd64``); default:
         read from its config in the registry (ECR with ``aws_conn_id``'s credentials).
     :param aws_conn_id: for reading an ECR image's config.
+    :param plain_http_registries: registries reached over plain HTTP (settings' BANK_PLAIN_HTTP_REGISTRIES).
     :return: a RolloutResult
     """
 
@@ -127,9 +128,11 @@ class KubernetesRolloutOperator(BaseOperator):
         skip_without_connection: bool = False,
         image_platform: str | None = None,
         aws_conn_id: str | None = "aws_default",
+        plain_http_registries: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.plain_http_registries = tuple(plain_http_registries)
         self.skip_without_connection = skip_without_connection
         self.image_platform = image_platform
         self.aws_conn_id = aws_conn_id
@@ -166,7 +169,7 @@ class KubernetesRolloutOperator(BaseOperator):
             raise BadInputError(f"{problem}: nothing rolled out")
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
 
-        platform = self.image_platform or str(ImageRegistryHook.image_platform(self.image, self.aws_conn_id))
+        platform = self.image_platform or str(ImageRegistryHook.image_platform(self.image, self.aws_conn_id, self.plain_http_registries))
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
             from bank_pipeline.resources import kubernetes_manifests

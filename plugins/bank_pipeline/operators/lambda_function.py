@@ -66,6 +66,7 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
         from its config in the registry (ECR with this connection's credentials).
     :param memory_size: MB, on create. :param timeout: seconds, on create.
     :param environment: function environment variables, on create.
+    :param plain_http_registries: registries reached over plain HTTP (settings' BANK_PLAIN_HTTP_REGISTRIES).
     :return: a LambdaRelease
     """
 
@@ -94,9 +95,11 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
         waiter_delay: int = 5,
         waiter_max_attempts: int = 120,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        plain_http_registries: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.plain_http_registries = tuple(plain_http_registries)
         self.function_name, self.image_uri, self.alias = function_name, image_uri, alias
         self.smoke_event, self.smoke_expect, self.smoke_check = smoke_event, smoke_expect or {}, smoke_check
         self.role_arn, self.architecture, self.image_platform = role_arn, architecture, image_platform
@@ -115,7 +118,7 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
         platform = (
             Platform.parse(self.image_platform)
             if self.image_platform
-            else ImageRegistryHook.image_platform(self.image_uri, self.aws_conn_id)
+            else ImageRegistryHook.image_platform(self.image_uri, self.aws_conn_id, self.plain_http_registries)
         )
         problem = plan.architecture_mismatch(self.image_uri, platform, fn, function_arch)
         if problem:

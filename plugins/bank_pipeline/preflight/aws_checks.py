@@ -393,7 +393,7 @@ def check_base_image(acct: Account) -> str:
     from bank_pipeline.utils import oci
 
     cfg = acct.cfg
-    host, client = ImageRegistryHook(cfg.image_registry, cfg.aws_conn_id).get_conn()
+    host, client = ImageRegistryHook(cfg.image_registry, cfg.aws_conn_id, cfg.plain_http_registries).get_conn()
     try:
         platform = oci.image_platform(client, cfg.image_repository, cfg.serving_base_tag)
     except oci.RegistryError as exc:
