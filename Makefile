@@ -85,10 +85,11 @@ wheelhouse: setup
 	@test -n "$(LAKE)" || { echo "usage: make wheelhouse LAKE=<lake bucket>"; exit 2; }
 	$(PY) -m bank_pipeline.wheelhouse --bucket $(LAKE)
 
-# Lint, types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests.
+# Lint, format, complexity (C901), types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests.
 # Only the virtualenv: no Debian package, jar or Go build is needed for the fast loop.
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m unit -q -n 2

@@ -178,10 +178,7 @@ def get_step_id(step_ids: list):
 
 
 sys_test_context_task = (
-    SystemTestContextBuilder()
-    .add_variable(EXECUTION_ROLE_ARN_KEY)
-    .add_variable(BUCKET_NAME_KEY, optional=True)
-    .build()
+    SystemTestContextBuilder().add_variable(EXECUTION_ROLE_ARN_KEY).add_variable(BUCKET_NAME_KEY, optional=True).build()
 )
 
 with DAG(

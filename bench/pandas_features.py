@@ -188,7 +188,11 @@ def _text_rules() -> list[Rule]:
         return _joined(
             [pc.if_else(undecodable(t, c), f"{c} is not valid UTF-8 (undecodable bytes)", None) for c in STRING_COLUMNS]
             + [
-                pc.if_else(control(t, c), _concat(f"control character in {c}: ", _quoted(pc.replace_substring_regex(t[c], CONTROL, "?"))), None)
+                pc.if_else(
+                    control(t, c),
+                    _concat(f"control character in {c}: ", _quoted(pc.replace_substring_regex(t[c], CONTROL, "?"))),
+                    None,
+                )
                 for c in STRING_COLUMNS
             ]
         )
@@ -196,13 +200,24 @@ def _text_rules() -> list[Rule]:
     def long_reason(t: pa.Table) -> pa.ChunkedArray:
         return _joined(
             [
-                pc.if_else(long(t, c), _concat(f"{c} is ", pc.cast(pc.utf8_length(t[c]), pa.string()), f" characters long, at most {MAX_CATEGORY_LENGTH}"), None)
+                pc.if_else(
+                    long(t, c),
+                    _concat(
+                        f"{c} is ",
+                        pc.cast(pc.utf8_length(t[c]), pa.string()),
+                        f" characters long, at most {MAX_CATEGORY_LENGTH}",
+                    ),
+                    None,
+                )
                 for c in CATEGORICAL_COLUMNS
             ]
         )
 
     return [
-        Rule(lambda t: functools.reduce(pc.or_, (pc.or_(undecodable(t, c), control(t, c)) for c in STRING_COLUMNS)), text_reason),
+        Rule(
+            lambda t: functools.reduce(pc.or_, (pc.or_(undecodable(t, c), control(t, c)) for c in STRING_COLUMNS)),
+            text_reason,
+        ),
         Rule(lambda t: functools.reduce(pc.or_, (long(t, c) for c in CATEGORICAL_COLUMNS)), long_reason),
     ]
 

@@ -318,8 +318,10 @@ def train_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
         "",
         f"{doc['how']}.",
         "",
-        table(["scale", "rows", "wall time", "phases (median)", "driver peak RSS MB", "peak PSS MiB (tree)",
-               "ROC AUC"], rows),  # fmt: skip
+        table(
+            ["scale", "rows", "wall time", "phases (median)", "driver peak RSS MB", "peak PSS MiB (tree)", "ROC AUC"],
+            rows,
+        ),  # fmt: skip
         "",
     ]
     return "\n".join(out), []
@@ -367,7 +369,9 @@ def demo_plot(doc: dict[str, Any]) -> str:
 
 
 def containers_section(
-    image: dict[str, Any] | None, http: dict[str, Any] | None, host_http: dict[str, Any] | None,
+    image: dict[str, Any] | None,
+    http: dict[str, Any] | None,
+    host_http: dict[str, Any] | None,
     invoke: dict[str, Any] | None,
 ) -> tuple[str, list[str]]:
     """The serving image in containers (podman) against the same code on the host."""
@@ -403,7 +407,12 @@ def containers_section(
                 rows.append([label, "unpinned" if sp["split"] == "none" else f"server CPU {sp['server_cpus']}, wrk CPU {sp['wrk_cpus']}",
                              spread({**sp["requests_per_s"], "runs": len(sp["runs"])}, "{:,.0f}"),
                              f"{sp['p50_ms']['median']} ms", f"{sp['p99_ms']['median']} ms"])  # fmt: skip
-        out += [f"HTTP, {http['endpoint']}: {http['server']}.", "", table(["where", "placement", "requests/s", "p50", "p99"], rows), ""]
+        out += [
+            f"HTTP, {http['endpoint']}: {http['server']}.",
+            "",
+            table(["where", "placement", "requests/s", "p50", "p99"], rows),
+            "",
+        ]
     if invoke:
         rows = [[name.replace("_", " "), f"{invoke['cold'][name]['p50_ms']:.0f} ms", f"{invoke['warm'][name]['p50_ms']:.1f} ms"]
                 for name in invoke["cold"]]  # fmt: skip

@@ -138,8 +138,10 @@ def warm(image: str, runs: int, records: list[dict[str, Any]]) -> dict[str, Any]
                 logs = fn.logs()
             result[name] = {
                 "handler": percentiles(handler),
-                "handler_runtime": percentiles([float(x) for x in RTDONE.findall(logs)[before_rt:before_rt + runs]]),
-                "rie_report_duration": percentiles([float(x) for x in REPORT.findall(logs)[before_rep:before_rep + runs]]),
+                "handler_runtime": percentiles([float(x) for x in RTDONE.findall(logs)[before_rt : before_rt + runs]]),
+                "rie_report_duration": percentiles(
+                    [float(x) for x in REPORT.findall(logs)[before_rep : before_rep + runs]]
+                ),
                 "client_round_trip": percentiles(client),
             }
     return result
@@ -227,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                 "base_and_serving_build_seconds": round(build_s, 2),
                 "model_image_push_append_pull_seconds": round(release_s, 2),
                 "sizes_mb": {"base": size_mb(base.ref), "serving": size_mb(serving), "model_image": size_mb(image)},
-                "container": {"cold": cold_starts(image, args.cold, records[0]), "warm": warm(image, args.warm, records)},
+                "container": {
+                    "cold": cold_starts(image, args.cold, records[0]),
+                    "warm": warm(image, args.warm, records),
+                },
                 "host": host(model_dir, args.warm, args.cold, records),
                 "http_command": http_command(image, max(3, args.cold // 2)),
             }

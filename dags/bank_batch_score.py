@@ -122,12 +122,16 @@ with DAG(
     render_template_as_native_obj=True,
     params={
         "features_manifest_uri": Param(
-            "", type="string", pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
+            "",
+            type="string",
+            pattern=r"^$|^s3://[a-z0-9.-]{3,63}/.+/_manifest\.json$",
             title="Features manifest",
             description="s3:// URI of a features _manifest.json; empty: the latest bank_features event.",
         ),
         "model_version": Param(
-            "", type="string", pattern=r"^$|^[0-9a-f]{16}$",
+            "",
+            type="string",
+            pattern=r"^$|^[0-9a-f]{16}$",
             title="Model version",
             description="A registered version (16 hex digits); "
             "empty: the model that triggered the run, else the live one.",

@@ -57,9 +57,7 @@ def prepare_step(params: dict, run_id: str) -> PreparedStep:
 
 
 @task(outlets=[assets.FEATURES])
-def validate_features(
-    output_uri: str, source_etag: str, params: dict, run_id: str, outlet_events=None
-) -> dict:
+def validate_features(output_uri: str, source_etag: str, params: dict, run_id: str, outlet_events=None) -> dict:
     """Check the committed output against its manifest; emit the Asset event on success."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 

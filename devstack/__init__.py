@@ -110,9 +110,7 @@ def log_tail(state_dir: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def start_server(
-    state_dir: Path, port: int, registry_port: int = 0
-) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+def start_server(state_dir: Path, port: int, registry_port: int = 0) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
     """Start ``python -m devstack serve`` in its own session; wait until it answers.
 
     Returns the process and its state. Raises RuntimeError (with the log's tail)
@@ -123,10 +121,16 @@ def start_server(
     with (state_dir / LOG_FILE).open("ab") as log:
         proc = subprocess.Popen(
             [
-                sys.executable, "-m", "devstack", "serve",
-                "--port", str(port),
-                "--registry-port", str(registry_port),
-                "--state-dir", str(state_dir),
+                sys.executable,
+                "-m",
+                "devstack",
+                "serve",
+                "--port",
+                str(port),
+                "--registry-port",
+                str(registry_port),
+                "--state-dir",
+                str(state_dir),
             ],  # fmt: skip
             cwd=REPO_ROOT,  # `python -m devstack` imports devstack from here
             stdin=subprocess.DEVNULL,

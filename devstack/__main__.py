@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=devstack.DEFAULT_STATE_DIR)
     parser.add_argument("--host", default="127.0.0.1", help="serve: address to bind (0.0.0.0 in compose)")
     parser.add_argument("--public-host", default="127.0.0.1", help="serve: the registry's name in image references")
-    parser.add_argument("--no-iam", action="store_true", help="serve: do not enforce IAM (any credentials may do anything)")
+    parser.add_argument(
+        "--no-iam", action="store_true", help="serve: do not enforce IAM (any credentials may do anything)"
+    )
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":

@@ -246,7 +246,10 @@ def _begin(fn: LambdaFunction, kind: str, image: str | None, previous_image: str
             code = "ImageDeleted" if exc.status == 404 else "InvalidImage"
             progress.failure = (code, f"devstack: cannot get image {image}: {exc}")
         except Exception as exc:  # noqa: BLE001 - podman could not pull it: the image is bad, the server is fine
-            progress.failure = ("InvalidImage", f"devstack: cannot pull image {image}: {type(exc).__name__}: {' '.join(str(exc).split())[-1500:]}")
+            progress.failure = (
+                "InvalidImage",
+                f"devstack: cannot pull image {image}: {type(exc).__name__}: {' '.join(str(exc).split())[-1500:]}",
+            )
         finally:
             progress.prepared.set()
 
@@ -575,7 +578,9 @@ def _drop_policies(account_id: str, region: str, function_name: str, qualifier: 
                 del POLICIES[key]
 
 
-def _policy_target(backend: LambdaBackend, function_name: str, qualifier: str | None) -> tuple[tuple[str, str, str, str], str]:
+def _policy_target(
+    backend: LambdaBackend, function_name: str, qualifier: str | None
+) -> tuple[tuple[str, str, str, str], str]:
     """(POLICIES key, the statements' Resource) of a policy request; a missing function, version or alias is refused."""
     name = function_name.split(":function:", 1)[-1]  # a name, name:qualifier, or an ARN
     if ":" in name:

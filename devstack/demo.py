@@ -96,7 +96,9 @@ def deployment_states(cluster: kube.KubeCluster | None) -> dict[str, str]:
     """The model server's Deployment on the local cluster: ready of desired replicas, for progress lines."""
     if cluster is None:
         return {}
-    status, dep = cluster.request("GET", f"/apis/apps/v1/namespaces/{KUBE_NAMESPACE}/deployments/{DEPLOYMENT}", timeout=5)
+    status, dep = cluster.request(
+        "GET", f"/apis/apps/v1/namespaces/{KUBE_NAMESPACE}/deployments/{DEPLOYMENT}", timeout=5
+    )
     if status != 200:
         return {}
     ready, desired = (dep.get("status") or {}).get("readyReplicas") or 0, dep["spec"].get("replicas")
@@ -209,7 +211,10 @@ def kubernetes_summary(release: Any, cluster: kube.KubeCluster) -> dict[str, Any
     """The rollout's outcome, and the Deployment as the local cluster's API server shows it now."""
     rollout = release.xcom.get("rollout_kubernetes")
     state = release.tasks.get("rollout_kubernetes", "not a release target")
-    server = {"server_version": cluster.version.get("gitVersion"), "control_plane_ready_s": cluster.timings.get("ready")}
+    server = {
+        "server_version": cluster.version.get("gitVersion"),
+        "control_plane_ready_s": cluster.timings.get("ready"),
+    }
     if not rollout:
         if state == "skipped":
             return {"status": "skipped: no Kubernetes connection configured (kubernetes_default)", **server}
@@ -243,7 +248,9 @@ def post_through_url(ds: Devstack, url: str, auth_type: str, progress: Progress)
     sign = ""
     if auth_type == "AWS_IAM":
         request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
-        SigV4Auth(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "lambda", region).add_auth(request)
+        SigV4Auth(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "lambda", region).add_auth(
+            request
+        )
         headers = dict(request.headers.items())
         sign = f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
     curl = f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
@@ -267,8 +274,12 @@ def url_summary(release: Any, front: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "url": url["url"],
         "url_auth": url["auth_type"],
-        "url_smoke": {"status": smoke["status"], "seconds": smoke["seconds"], "attempts": smoke["attempts"],
-                      "model_version": (smoke["answer"] or {}).get("model_version")},  # fmt: skip
+        "url_smoke": {
+            "status": smoke["status"],
+            "seconds": smoke["seconds"],
+            "attempts": smoke["attempts"],
+            "model_version": (smoke["answer"] or {}).get("model_version"),
+        },  # fmt: skip
         "container_image": (front or {}).get("container_image"),
         "url_post": front,
     }
@@ -283,7 +294,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"  emr        features cluster {emr['cluster_id']} {emr['cluster_state']}")
     if "model" in summary:
         m, img, lam = summary["model"], summary["image"], summary["lambda"]
-        print(f"  model      {m['version']}: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, Brier {m['brier']:.4f}")
+        print(
+            f"  model      {m['version']}: ROC AUC {m['roc_auc']:.3f}, PR AUC {m['pr_auc']:.3f}, Brier {m['brier']:.4f}"
+        )
         if m.get("spark_baseline_roc_auc") is not None:
             print(f"             pyspark.ml baseline: ROC AUC {m['spark_baseline_roc_auc']:.3f}, "
                   f"PR AUC {m['spark_baseline_pr_auc']:.3f}")  # fmt: skip
@@ -334,7 +347,12 @@ def main() -> int:
 def run_preflight(env: dict[str, str]) -> tuple[int, str]:
     """``python -m bank_pipeline.preflight`` in ``env``: its exit status and table."""
     done = subprocess.run(
-        [sys.executable, "-m", "bank_pipeline.preflight"], env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "bank_pipeline.preflight"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     return done.returncode, done.stdout.rstrip() or done.stderr[-3000:]
 
@@ -379,7 +397,9 @@ def run_dags(
         t = time.monotonic()
         account = provision(ds)
         timings["infra_stack"] = time.monotonic() - t
-        progress.say(f"deployed infra/bank-ml.cfn.yaml ({account.stack_seconds:.1f}s); Airflow signs as the worker user")
+        progress.say(
+            f"deployed infra/bank-ml.cfn.yaml ({account.stack_seconds:.1f}s); Airflow signs as the worker user"
+        )
         env = airflow_env(home, ds.env(), account)
         source = seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")
         progress.say(f"uploaded {source}")
@@ -416,7 +436,11 @@ def run_dags(
         releaser = release_child()  # warms up while the features run goes
         run = run_with_progress(features_child, env, emr, progress)
         timings[FEATURES_DAG] = time.monotonic() - t
-        cluster = emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"] if "create_cluster" in run.xcom else {}
+        cluster = (
+            emr.describe_cluster(ClusterId=run.xcom["create_cluster"])["Cluster"]
+            if "create_cluster" in run.xcom
+            else {}
+        )
         timings.update({f"features.{k}": v for k, v in task_durations(env, FEATURES_DAG, run.run_id).items()})
         if failed(run):
             return 1

@@ -72,9 +72,7 @@ def mwaa_bundle(wheel: Path, out: Path, plugins_dir: str = MWAA_PLUGINS) -> Path
             info = zipfile.ZipInfo(path.name, date_time=_ZIP_TIME)
             info.external_attr = 0o644 << 16
             archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-    (out / "requirements.txt").write_text(
-        "\n".join([*runtime_requirements(), f"{plugins_dir}/{wheel.name}"]) + "\n"
-    )
+    (out / "requirements.txt").write_text("\n".join([*runtime_requirements(), f"{plugins_dir}/{wheel.name}"]) + "\n")
     (out / "startup.sh").write_text(startup_script())
     return out
 

@@ -116,9 +116,7 @@ def _add_steps(self: Cluster, steps: list[dict[str, Any]]) -> list[Step]:
     with LOCK:
         # Called from Cluster.__init__ before self.state exists.
         if getattr(self, "state", None) in ENDING:
-            raise ValidationException(
-                "A job flow that is shutting down, terminated, or finished may not be modified."
-            )
+            raise ValidationException("A job flow that is shutting down, terminated, or finished may not be modified.")
         added = [Step(state="PENDING", **step) for step in steps]
         self.steps.extend(added)
         LOCK.notify_all()
@@ -430,16 +428,16 @@ class Executor:
             outcome.failure["LogFile"] = log_file or ""
         return outcome
 
-    def _run_in(
-        self, work: Path, files: dict[str, Path], cluster: Cluster, step: Step, run: _Run, s3: Any
-    ) -> _Outcome:
+    def _run_in(self, work: Path, files: dict[str, Path], cluster: Cluster, step: Step, run: _Run, s3: Any) -> _Outcome:
         def note(line: str) -> None:
             with files["controller"].open("a") as f:
                 f.write(line + "\n")
 
         args = [str(a) for a in step.args]
         jar = str(step.jar)
-        if not (jar.rsplit("/", 1)[-1] == "command-runner.jar" and args and args[0].rsplit("/", 1)[-1] == "spark-submit"):
+        if not (
+            jar.rsplit("/", 1)[-1] == "command-runner.jar" and args and args[0].rsplit("/", 1)[-1] == "spark-submit"
+        ):
             message = (
                 "devstack only runs command-runner.jar steps whose Args start with spark-submit "
                 f"(this step: Jar={jar!r}, Args={args[:2]!r}...)"
@@ -464,7 +462,9 @@ class Executor:
         # The cluster's Spark configuration as EMR writes it: the interpreter comes from there,
         # and s3:// is Hadoop's S3A client against devstack (EMRFS's part on EMR).
         aws = self._aws_env()
-        s3a = spark_local.s3a_properties(self.endpoint_url, aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"], jars)
+        s3a = spark_local.s3a_properties(
+            self.endpoint_url, aws["AWS_ACCESS_KEY_ID"], aws["AWS_SECRET_ACCESS_KEY"], jars
+        )
         conf_dir = emr_node.write_spark_conf(work / "conf", cluster.configurations or [], self.node_root, s3a)
         env = emr_node.offline(dict(spark_local.environment(work, conf_dir=conf_dir, short_job=True), **aws))
         note(f"devstack: step {step.id}: {shlex.join(args)}")
@@ -582,6 +582,7 @@ class Executor:
 # --------------------------------------------------------------------------
 # Helpers.
 # --------------------------------------------------------------------------
+
 
 def _option(args: list[str], name: str) -> str | None:
     """The value of spark-submit option ``name`` in ``args`` (``--name value`` or ``--name=value``)."""

@@ -175,8 +175,9 @@ def run_bootstrap_actions(
         _upload_logs(s3, log_uri, cluster_id, number, directory)
         if code != 0:
             return BootstrapFailure(
-                number, f"On the master instance ({INSTANCE_ID}), bootstrap action {number} returned a non-zero "
-                f"return code ({code})"
+                number,
+                f"On the master instance ({INSTANCE_ID}), bootstrap action {number} returned a non-zero "
+                f"return code ({code})",
             )
     return None
 
@@ -204,7 +205,9 @@ def _upload_logs(s3: Any, log_uri: str | None, cluster_id: str, number: int, dir
     if not log_uri or not log_uri.startswith(("s3://", "s3n://", "s3a://")):
         return
     bucket, _, prefix = log_uri.split("://", 1)[1].partition("/")
-    base = "/".join(p for p in (prefix.strip("/"), cluster_id, "node", INSTANCE_ID, "bootstrap-actions", str(number)) if p)
+    base = "/".join(
+        p for p in (prefix.strip("/"), cluster_id, "node", INSTANCE_ID, "bootstrap-actions", str(number)) if p
+    )
     for name in ("stdout", "stderr"):
         try:
             s3.put_object(Bucket=bucket, Key=f"{base}/{name}.gz", Body=gzip.compress((directory / name).read_bytes()))

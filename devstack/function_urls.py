@@ -67,7 +67,15 @@ SIGNATURE_MAX_AGE = 15 * 60  # seconds a SigV4 signature is valid, as on AWS
 AUTH_TYPES = ("AWS_IAM", "NONE")
 DEFAULT_KEYS = {"testing": "testing"}  # devstack's own client credentials (devstack.client_env)
 # Bodies of these content types reach the function as text; any other body is base64, as on Lambda.
-TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml", "application/x-www-form-urlencoded", "+json", "+xml")
+TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/x-www-form-urlencoded",
+    "+json",
+    "+xml",
+)
 
 
 class ValidationException(LambdaClientError):
@@ -419,8 +427,13 @@ def url_event(
             "apiId": config.url_id,
             "domainName": f"{config.url_id}.lambda-url.{config.region}.on.aws",
             "domainPrefix": config.url_id,
-            "http": {"method": method, "path": parts.path or "/", "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": merged.get("user-agent", "")},  # fmt: skip
+            "http": {
+                "method": method,
+                "path": parts.path or "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": merged.get("user-agent", ""),
+            },  # fmt: skip
             "requestId": request_id,
             "routeKey": "$default",
             "stage": "$default",
@@ -489,14 +502,19 @@ def public_access_allowed(config: UrlConfig) -> bool:
     statements = resource_policy(config.account_id, config.region, config.function_name, config.qualifier)
     missing = [action for action in PUBLIC_ACTIONS if not any(_allows_public(s, action, config) for s in statements)]
     if missing:
-        log.info("function URL %s (NONE): 403, its resource policy does not allow * %s", config.url, " nor ".join(missing))
+        log.info(
+            "function URL %s (NONE): 403, its resource policy does not allow * %s", config.url, " nor ".join(missing)
+        )
     return not missing
 
 
 def _allows_public(statement: dict[str, Any], action: str, config: UrlConfig) -> bool:
     actions = statement.get("Action")
     conditions = statement.get("Condition") or {}
-    if action == "lambda:InvokeFunctionUrl" and (conditions.get("StringEquals") or {}).get("lambda:FunctionUrlAuthType") != "NONE":
+    if (
+        action == "lambda:InvokeFunctionUrl"
+        and (conditions.get("StringEquals") or {}).get("lambda:FunctionUrlAuthType") != "NONE"
+    ):
         return False  # the public URL statement names the auth type it opens
     return (
         statement.get("Effect", "Allow") == "Allow"
@@ -537,7 +555,9 @@ def _secret_of(access_key: str) -> tuple[str, str, str] | None:
     return None
 
 
-def verify_sigv4(config: UrlConfig, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any] | None:
+def verify_sigv4(
+    config: UrlConfig, method: str, path: str, headers: dict[str, str], body: bytes
+) -> dict[str, Any] | None:
     """The caller of a request signed with SigV4 for this URL, or None (unsigned, unknown key, bad signature...)."""
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
@@ -576,12 +596,21 @@ def verify_sigv4(config: UrlConfig, method: str, path: str, headers: dict[str, s
         return None
     return {
         "accountId": account_id,
-        "iam": {"accessKey": access_key, "accountId": account_id, "callerId": access_key, "cognitoIdentity": None,
-                "principalOrgId": None, "userArn": who, "userId": access_key},  # fmt: skip
+        "iam": {
+            "accessKey": access_key,
+            "accountId": account_id,
+            "callerId": access_key,
+            "cognitoIdentity": None,
+            "principalOrgId": None,
+            "userArn": who,
+            "userId": access_key,
+        },  # fmt: skip
     }
 
 
-def _iam_allows(access_key: str, headers: dict[str, str], config: UrlConfig, method: str, path: str, body: bytes) -> bool:
+def _iam_allows(
+    access_key: str, headers: dict[str, str], config: UrlConfig, method: str, path: str, body: bytes
+) -> bool:
     """When moto enforces IAM, the caller's policies must allow lambda:InvokeFunctionUrl and lambda:InvokeFunction
     on the function (both, for URLs created since October 2025)."""
     from moto import settings

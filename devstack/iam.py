@@ -155,7 +155,10 @@ def _lambda_resource(response: Any) -> str:
 def _emr_resource(response: Any) -> str:
     body = _json_body(response)
     cluster = (
-        body.get("ClusterId") or body.get("JobFlowId") or body.get("ResourceId") or (body.get("JobFlowIds") or [None])[0]
+        body.get("ClusterId")
+        or body.get("JobFlowId")
+        or body.get("ResourceId")
+        or (body.get("JobFlowIds") or [None])[0]
     )
     if not cluster or not str(cluster).startswith("j-"):
         return "*"  # RunJobFlow, ListClusters: no resource-level permission on AWS either
@@ -301,7 +304,9 @@ def _matches(patterns: Any, value: str, case_sensitive: bool = True) -> bool:
 
 
 CONDITION_OPERATORS = {
-    "Bool": lambda expected, actual: str(actual).lower() in [str(e).lower() for e in (expected if isinstance(expected, list) else [expected])],
+    "Bool": lambda expected, actual: (
+        str(actual).lower() in [str(e).lower() for e in (expected if isinstance(expected, list) else [expected])]
+    ),
     "StringEquals": lambda expected, actual: actual in (expected if isinstance(expected, list) else [expected]),
     "StringLike": lambda expected, actual: _matches(expected, actual),
     "ArnEquals": lambda expected, actual: actual in (expected if isinstance(expected, list) else [expected]),

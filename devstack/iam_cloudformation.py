@@ -23,7 +23,9 @@ def install() -> None:
     create_repository = Repository.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
     create_role = Role.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
-    def repository(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+    def repository(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
         repo = create_repository(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
         policy = cloudformation_json["Properties"].get("RepositoryPolicyText")
         if policy:
@@ -31,7 +33,9 @@ def install() -> None:
             ecr_backends[account_id][region_name].set_repository_policy(account_id, repo.name, text)
         return repo
 
-    def role(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+    def role(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
         created = create_role(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
         backend = iam_backends[account_id][get_partition(region_name)]
         for arn in cloudformation_json["Properties"].get("ManagedPolicyArns", []):
@@ -50,7 +54,9 @@ def _install_cloudformation_bucket() -> None:
 
     create_bucket = FakeBucket.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
-    def bucket(cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any) -> Any:
+    def bucket(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
         created = create_bucket(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
         backend = s3_backends[account_id][get_partition(region_name)]
         properties = cloudformation_json.get("Properties", {})

@@ -124,7 +124,9 @@ def deploy_stack(
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in (parameters or {}).items()],
             Capabilities=["CAPABILITY_NAMED_IAM"],
         )
-        cfn.get_waiter("stack_create_complete").wait(StackName=stack_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        cfn.get_waiter("stack_create_complete").wait(
+            StackName=stack_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
         stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
         seconds = time.monotonic() - started
     else:

@@ -171,9 +171,7 @@ def _ensure_pki(pki: Path) -> None:
         "kube-scheduler",
         "kwok",
     )
-    if all((pki / f"{n}.crt").is_file() and (pki / f"{n}.key").is_file() for n in names) and (
-        pki / "sa.pub"
-    ).is_file():
+    if all((pki / f"{n}.crt").is_file() and (pki / f"{n}.key").is_file() for n in names) and (pki / "sa.pub").is_file():
         return
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -296,9 +294,7 @@ def _ensure_pki(pki: Path) -> None:
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_private(pki / "sa.key", key_pem(sa_key))
     (pki / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     _write_private(pki / "ca.key", key_pem(ca_key))
     # The CA certificate last: its presence with the others marks the PKI complete.
@@ -502,9 +498,11 @@ class KubeCluster:
             self.version = self.get("/version")
         except BaseException as exc:
             # A temporary state directory goes with stop(): keep what its logs said.
-            tails = "".join(
-                f"\n--- {name}.log ---\n{self.log_tail(name, 15)}" for name in self._procs
-            ) if self._temporary else ""
+            tails = (
+                "".join(f"\n--- {name}.log ---\n{self.log_tail(name, 15)}" for name in self._procs)
+                if self._temporary
+                else ""
+            )
             self.stop()
             if tails and isinstance(exc, Exception):
                 raise KubeError(f"{exc}{tails}") from exc
@@ -823,7 +821,11 @@ class KubeCluster:
         """A kubeconfig whose user is a fresh token of ``service_account`` (TokenRequest, valid
         ``seconds``), its context in ``namespace``: what a workload of that identity would use."""
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{service_account}/token"
-        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        }
         token = self.create(path, request)["status"]["token"]
         ca = base64.b64encode((self.pki / "ca.crt").read_bytes()).decode()
         user = f"system:serviceaccount:{namespace}:{service_account}"
@@ -832,7 +834,9 @@ class KubeCluster:
             "kind": "Config",
             "clusters": [{"name": "devstack", "cluster": {"server": self.server, "certificate-authority-data": ca}}],
             "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "devstack", "context": {"cluster": "devstack", "user": user, "namespace": namespace}}],
+            "contexts": [
+                {"name": "devstack", "context": {"cluster": "devstack", "user": user, "namespace": namespace}}
+            ],
             "current-context": "devstack",
         }
 

@@ -140,10 +140,14 @@ def deployment_page(api: ApiReader, namespace: str, name: str) -> str | None:
     body = (
         f"<p>{_images(dep)}</p>"
         + _table(["desired", "updated", "ready", "available", "generation", "observed"], counts)
-        + "<h2>Conditions</h2>" + _table(["type", "status", "reason", "message", "updated"], conditions)
-        + "<h2>ReplicaSets</h2>" + _table(["name", "revision", "image", "ready"], rs_rows)
-        + "<h2>Pods</h2>" + _table(["name", "phase", "ready", "node", "waiting"], pod_rows)
-        + "<h2>Latest events in the namespace</h2>" + _table(["time", "type", "reason", "object", "message"], event_rows)
+        + "<h2>Conditions</h2>"
+        + _table(["type", "status", "reason", "message", "updated"], conditions)
+        + "<h2>ReplicaSets</h2>"
+        + _table(["name", "revision", "image", "ready"], rs_rows)
+        + "<h2>Pods</h2>"
+        + _table(["name", "phase", "ready", "node", "waiting"], pod_rows)
+        + "<h2>Latest events in the namespace</h2>"
+        + _table(["time", "type", "reason", "object", "message"], event_rows)
         + "<p><a href='?format=json'>the Deployment as JSON</a></p>"
     )
     return _page(f"Deployment {namespace}/{name}", body)
@@ -177,11 +181,15 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 page = deployment_page(self.api, namespace, name)
                 if page is None:
-                    self._send(404, _page("Not found", f"<p>There is no Deployment {_e(namespace)}/{_e(name)} (yet).</p>"))
+                    self._send(
+                        404, _page("Not found", f"<p>There is no Deployment {_e(namespace)}/{_e(name)} (yet).</p>")
+                    )
                 else:
                     self._send(200, page)
             else:
-                self._send(404, _page("Not found", f"<p>Nothing at {_e(url.path)}: try / or /deployments/NAMESPACE/NAME.</p>"))
+                self._send(
+                    404, _page("Not found", f"<p>Nothing at {_e(url.path)}: try / or /deployments/NAMESPACE/NAME.</p>")
+                )
         except (urllib.error.URLError, OSError, ValueError) as err:
             self._send(502, _page("The API server did not answer", f"<p>{_e(err)}</p>"))
 

@@ -332,7 +332,9 @@ class Environments:
             raise
         repo = spec.image.split("@", 1)[0]
         log.info("started %s for %s version %s (%s@%s)", container.name, spec.function_name, spec.version, repo, digest)
-        return _Env(spec=spec, container=container, logfile=_LogFile(Path(log_path)), image=f"{repo}@{digest}", busy=True)
+        return _Env(
+            spec=spec, container=container, logfile=_LogFile(Path(log_path)), image=f"{repo}@{digest}", busy=True
+        )
 
     def _remove(self, envs: list[_Env]) -> None:
         for env in envs:

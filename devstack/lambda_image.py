@@ -370,7 +370,9 @@ def _record_push(home: Path, image_id: str, registry: str, repo: str, digest: st
             partial = path.with_suffix(".partial")
             partial.write_bytes(client.get_blob(repo, desc["digest"]))  # checked against its digest
             os.replace(partial, path)
-    (home / f"{image_id}.json").write_text(json.dumps({"digest": digest, "media_type": media_type, "manifest": manifest.hex()}))
+    (home / f"{image_id}.json").write_text(
+        json.dumps({"digest": digest, "media_type": media_type, "manifest": manifest.hex()})
+    )
     records = sorted(home.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in records[PUSHED_KEEP:]:
         old.unlink(missing_ok=True)
@@ -407,7 +409,10 @@ SERVING_HASH_LABEL = "org.bank-ml.serving.inputs"
 
 def serving_inputs(base: str, context: Path = REPO_ROOT) -> dict[str, object]:
     """What decides the serving image: the base, serving/Dockerfile, and every file its COPY steps take."""
-    files = {"serving/Dockerfile": SERVING_DOCKERFILE, "serving/requirements.txt": context / "serving" / "requirements.txt"}
+    files = {
+        "serving/Dockerfile": SERVING_DOCKERFILE,
+        "serving/requirements.txt": context / "serving" / "requirements.txt",
+    }
     for path in sorted((context / "serving" / "bank_serving").rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
             files[path.relative_to(context).as_posix()] = path
@@ -515,7 +520,11 @@ def main(argv: list[str] | None = None) -> int:
                 report.pushed = push(report.ref, args.push)
                 report.steps["push"] = round(time.monotonic() - started, 2)
             if args.quiet:
-                how = "cached" if report.cached else "built (" + ", ".join(f"{k} {v}s" for k, v in report.steps.items()) + ")"
+                how = (
+                    "cached"
+                    if report.cached
+                    else "built (" + ", ".join(f"{k} {v}s" for k, v in report.steps.items()) + ")"
+                )
                 print(f"local Lambda base {report.ref}: {how}")
             else:
                 print(json.dumps(report.as_dict(), indent=2))

@@ -173,9 +173,7 @@ def _ensure(store: Store | None) -> Store:
     return store
 
 
-def podman(
-    *args: str, store: Store | None = None, input: bytes | None = None, timeout: float | None = None
-) -> str:
+def podman(*args: str, store: Store | None = None, input: bytes | None = None, timeout: float | None = None) -> str:
     """Run ``podman ARGS`` with the project's settings and storage; return its stdout (PodmanError if it fails)."""
     store = _ensure(store)
     return _run_raw([binary(), *args], store, input=input, timeout=timeout).stdout.decode(errors="replace")
@@ -212,9 +210,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(
-    port: int, timeout: float, alive: Callable[[], bool] | None = None, host: str = "127.0.0.1"
-) -> bool:
+def wait_for_port(port: int, timeout: float, alive: Callable[[], bool] | None = None, host: str = "127.0.0.1") -> bool:
     """Poll until ``host:port`` accepts a connection (True) or ``timeout`` passes or ``alive()`` is False."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

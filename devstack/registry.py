@@ -265,7 +265,9 @@ def moto_tag_immutable(repo: str, tag: str) -> bool:
             if repository is not None:
                 mutability = repository.image_tag_mutability  # a str, or moto's str Enum
                 return tag_immutable(
-                    str(getattr(mutability, "value", mutability)), repository.image_tag_mutability_exclusion_filters, tag
+                    str(getattr(mutability, "value", mutability)),
+                    repository.image_tag_mutability_exclusion_filters,
+                    tag,
                 )
     return False
 

@@ -161,9 +161,7 @@ def serve(
             "log": str(state_dir / "devstack.log"),
         },
     )
-    logging.getLogger("devstack").info(
-        "serving on %s, registry %s (pid %d)", endpoint_url, registry_url, os.getpid()
-    )
+    logging.getLogger("devstack").info("serving on %s, registry %s (pid %d)", endpoint_url, registry_url, os.getpid())
     try:
         while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
             pass

@@ -251,7 +251,9 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
         down(state_dir, quiet=True)
 
     if missing := kube.missing_binaries():
-        print(f"stack: the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr)
+        print(
+            f"stack: the local Kubernetes is not built (missing {', '.join(missing)}): run `make kube`", file=sys.stderr
+        )
         return 1
     ds_dir = state_dir / "devstack"
     if devstack_cli.up(devstack_port, ds_dir) != 0:
@@ -287,7 +289,14 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
 
     marker = uuid.uuid4().hex
     env = stack_env(
-        state_dir, ds, account, port, marker, password, kube.airflow_connection(kubeconfig, KUBE_NAMESPACE), cluster.view_url
+        state_dir,
+        ds,
+        account,
+        port,
+        marker,
+        password,
+        kube.airflow_connection(kubeconfig, KUBE_NAMESPACE),
+        cluster.view_url,
     )
     log_path = state_dir / LOG_FILE
     import subprocess
@@ -332,7 +341,9 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
             _print_ready(state)
             return 0
         time.sleep(1.0)
-    print(f"stack: Airflow did not answer with both DAGs within {START_TIMEOUT:.0f}s:\n{_tail(log_path)}", file=sys.stderr)
+    print(
+        f"stack: Airflow did not answer with both DAGs within {START_TIMEOUT:.0f}s:\n{_tail(log_path)}", file=sys.stderr
+    )
     down(state_dir, quiet=True)
     return 1
 

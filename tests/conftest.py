@@ -60,7 +60,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(k) is not None for k in KINDS) != 1]
     if unmarked:
         raise pytest.UsageError(
-            "tests need exactly one of the markers " + ", ".join(KINDS) + " (pytestmark = pytest.mark.<kind>): "
+            "tests need exactly one of the markers "
+            + ", ".join(KINDS)
+            + " (pytestmark = pytest.mark.<kind>): "
             + ", ".join(unmarked[:10])
         )
 

@@ -168,6 +168,7 @@ def features_from_csv(path: str | Path) -> pa.Table:
     import pyarrow as pa
 
     from bank_serving import features, validation
+
     ints = {name for name, kind, *_ in schema.RECORD_FIELDS if kind == "int"}
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter=";"))

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 COMMIT_FILE = "model.json"
 LIVE_FILE = "live.json"
+
+
 class ModelRegistry:
     """Reads the registry under ``prefix_uri`` and moves its live pointer, through an S3Hook."""
 

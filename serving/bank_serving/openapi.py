@@ -67,8 +67,12 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "required": ["records"],
         "properties": {
-            "records": {"type": "array", "items": {"$ref": "#/components/schemas/Record"}, "minItems": 1,
-                        "maxItems": MAX_RECORDS},  # fmt: skip
+            "records": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Record"},
+                "minItems": 1,
+                "maxItems": MAX_RECORDS,
+            },  # fmt: skip
         },
     }
     predictions = {
@@ -113,8 +117,12 @@ def build_openapi() -> dict[str, Any]:
                         "required": True,
                         "content": {
                             "application/json": {
-                                "schema": {"oneOf": [{"$ref": "#/components/schemas/Record"},
-                                                     {"$ref": "#/components/schemas/Records"}]},  # fmt: skip
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Record"},
+                                        {"$ref": "#/components/schemas/Records"},
+                                    ]
+                                },  # fmt: skip
                             },
                         },
                     },
@@ -130,8 +138,10 @@ def build_openapi() -> dict[str, Any]:
                             FIELD_MESSAGE,
                         ),
                         "413": _error(f"the body is larger than --max-body-bytes (default {DEFAULT_MAX_BODY_BYTES})"),
-                        "503": _error("the model is not loaded yet (Retry-After: 1), or the server stopped "
-                                      "before the request was complete"),  # fmt: skip
+                        "503": _error(
+                            "the model is not loaded yet (Retry-After: 1), or the server stopped "
+                            "before the request was complete"
+                        ),  # fmt: skip
                     },
                 },
             },
@@ -152,8 +162,13 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "ready to score",
-                            "content": {"application/json": {"schema": _status(
-                                ["ready"], model_version={"type": "string", "pattern": "^[0-9a-f]{16}$"})}},
+                            "content": {
+                                "application/json": {
+                                    "schema": _status(
+                                        ["ready"], model_version={"type": "string", "pattern": "^[0-9a-f]{16}$"}
+                                    )
+                                }
+                            },
                         },  # fmt: skip
                         "503": {
                             "description": "the model is loading, or the server is draining",

@@ -494,4 +494,3 @@ def main(argv: list[str] | None = None) -> int:
         summarize=_summary,
         translate=lambda error: _worker_error(error) or error,
     )
-

@@ -40,5 +40,3 @@ def test_every_param_explains_itself(dagbag):
             schema = param.schema
             assert schema.get("title") and param.description, (dag.dag_id, name)
             assert "type" in schema or "enum" in schema, (dag.dag_id, name)
-
-

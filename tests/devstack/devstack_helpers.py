@@ -46,13 +46,22 @@ def spark_step(name: str, *args: str, action: str = "CONTINUE") -> dict[str, Any
 
 
 def new_cluster(
-    emr: Any, log_uri: str | None = None, steps: list[dict] | None = None, network: dict[str, str] | None = None, **extra: Any
+    emr: Any,
+    log_uri: str | None = None,
+    steps: list[dict] | None = None,
+    network: dict[str, str] | None = None,
+    **extra: Any,
 ) -> str:
     """A cluster kept alive; ``network``: Instances keys of a subnet and groups (devstack.infra.cluster_network)."""
     params: dict[str, Any] = {
         "Name": "devstack-test",
         "ReleaseLabel": "emr-7.12.0",
-        "Instances": {"InstanceCount": 1, "MasterInstanceType": "m5.xlarge", "KeepJobFlowAliveWhenNoSteps": True, **(network or {})},
+        "Instances": {
+            "InstanceCount": 1,
+            "MasterInstanceType": "m5.xlarge",
+            "KeepJobFlowAliveWhenNoSteps": True,
+            **(network or {}),
+        },
         "JobFlowRole": "EMR_EC2_DefaultRole",
         "ServiceRole": "EMR_DefaultRole",
         "Steps": steps or [],

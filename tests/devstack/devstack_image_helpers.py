@@ -30,7 +30,7 @@ HANDLER_PATH = "var/task/bank_serving/lambda_handler.py"
 SERVING_TAG = "serving-base"
 
 # A stand-in for bank_serving/lambda_handler.py: the tests must not depend on the real one.
-HANDLER = '''\
+HANDLER = """\
 import json, os, pathlib, time
 
 INIT_PID = os.getpid()
@@ -64,7 +64,7 @@ def handler(event, context):
         "remaining_ms": context.get_remaining_time_in_millis(),
         "event": event,
     }
-'''
+"""
 
 RAISING_HANDLER = "def handler(event, context):\n    raise RuntimeError('boom at smoke')\n"
 

@@ -74,7 +74,9 @@ def test_the_books_chapter_6_step_writes_4521_labelled_rows(ds: Devstack, emr: A
     assert step["Config"]["Jar"] == "command-runner.jar" and step["Config"]["Args"][0] == "spark-submit"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="results.parquet/")["Contents"]]
     parts = [k for k in keys if k.endswith(".parquet")]
-    table = pa.concat_tables([pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in parts])
+    table = pa.concat_tables(
+        [pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=k)["Body"].read())) for k in parts]
+    )
     assert table.num_rows == 4521
     assert table.schema.field("age").type == pa.int32()  # inferSchema read the ints as ints
     assert set(table.column("label").to_pylist()) == {0, 1}

@@ -86,7 +86,9 @@ def test_stale_state_is_reported_and_cleaned(tmp_path: Path) -> None:
     assert not (tmp_path / "devstack.json").exists()
 
 
-def test_a_node_of_a_state_dir_in_the_checkout_lives_outside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_of_a_state_dir_in_the_checkout_lives_outside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The node's Python (third-party site-packages) never lands in the source tree; other state dirs keep it."""
     from devstack.server import node_root
 

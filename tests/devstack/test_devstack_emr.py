@@ -67,6 +67,7 @@ print({FAIL_MESSAGE!r}, file=sys.stderr)
 sys.exit(2)
 """
 
+
 def _gunzip(s3: Any, bucket: str, key: str) -> str:
     return gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read()).decode()
 
@@ -146,8 +147,9 @@ def test_steps_other_than_spark_submit_fail_clearly(emr: Any, s3: Any, bucket: s
     for step_id in step_ids:
         status = emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Status"]
         assert status["State"] == "FAILED"
-        assert "devstack only runs command-runner.jar steps whose Args start with spark-submit" in (
-            status["FailureDetails"]["Message"]
+        assert (
+            "devstack only runs command-runner.jar steps whose Args start with spark-submit"
+            in (status["FailureDetails"]["Message"])
         )
         assert status["FailureDetails"]["LogFile"] == f"s3://{bucket}/logs/{cluster_id}/steps/{step_id}/stderr.gz"
     wait_until(lambda: cluster_state(emr, cluster_id), lambda s: s == "WAITING")  # CONTINUE

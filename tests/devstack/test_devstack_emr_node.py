@@ -99,7 +99,9 @@ def test_an_untagged_network_ends_the_cluster_as_emr_does(ds: Devstack, account:
     network = network_of(account)
     ec2 = ds.client("ec2")
     vpc = ec2.describe_subnets(SubnetIds=[network["Ec2SubnetId"]])["Subnets"][0]["VpcId"]
-    group = ec2.create_security_group(GroupName=f"untagged-{uuid.uuid4().hex[:6]}", Description="x", VpcId=vpc)["GroupId"]
+    group = ec2.create_security_group(GroupName=f"untagged-{uuid.uuid4().hex[:6]}", Description="x", VpcId=vpc)[
+        "GroupId"
+    ]
     one_untagged = ended(bare, new_cluster(bare, Instances={
         "InstanceCount": 1, "MasterInstanceType": "m5.xlarge", "KeepJobFlowAliveWhenNoSteps": True,
         **network, "EmrManagedSlaveSecurityGroup": group,
@@ -175,7 +177,10 @@ def test_a_bootstrap_script_that_cannot_be_downloaded_fails_the_cluster(emr: Any
     )
     reason = ended(emr, cluster_id)["Status"]["StateChangeReason"]
     assert reason["Code"] == "BOOTSTRAP_FAILURE"
-    assert f"failed attempting to download bootstrap action 1 file from S3: s3://{bucket}/boot/absent.sh" in reason["Message"]
+    assert (
+        f"failed attempting to download bootstrap action 1 file from S3: s3://{bucket}/boot/absent.sh"
+        in reason["Message"]
+    )
 
 
 # --------------------------------------------------------------------------- no package index on a node

@@ -70,7 +70,9 @@ def iam_url(lam: Any, function: str) -> str:
 def signed(method: str, url: str, body: bytes, keys: Credentials, region: str = "us-east-1",
            service: str = "lambda", headers: dict[str, str] | None = None) -> requests.Response:  # fmt: skip
     """The request signed with SigV4 as AWS's SDKs sign a function URL call."""
-    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    request = AWSRequest(
+        method=method, url=url, data=body, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     SigV4Auth(keys, service, region).add_auth(request)
     return requests.request(method, url, data=body, headers=dict(request.headers), timeout=60)
 
@@ -109,7 +111,9 @@ def test_bad_url_configs_are_refused(lam: Any, function: str, qualifier: str, au
     assert info.value.response["Error"]["Code"] == code
 
 
-def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, model_dir: Path, keys: Credentials) -> None:
+def test_a_signed_post_gets_the_handlers_answer(
+    function: str, iam_url: str, model_dir: Path, keys: Credentials
+) -> None:
     resp = signed("POST", iam_url, json.dumps(RECORD).encode(), keys)
     assert resp.status_code == 200, resp.text
     assert resp.headers["Content-Type"] == "application/json"
@@ -125,7 +129,9 @@ def test_a_signed_post_gets_the_handlers_answer(function: str, iam_url: str, mod
     [(b"{not json", "body"), (json.dumps({**RECORD, "age": "forty"}).encode(), "age"),
      (json.dumps({"records": [RECORD, {**RECORD, "month": "smarch"}]}).encode(), "records[1].month")],
 )  # fmt: skip
-def test_a_bad_body_gets_the_handlers_400_naming_the_field(iam_url: str, body: bytes, field: str, keys: Credentials) -> None:
+def test_a_bad_body_gets_the_handlers_400_naming_the_field(
+    iam_url: str, body: bytes, field: str, keys: Credentials
+) -> None:
     resp = signed("POST", iam_url, body, keys)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"].startswith(f"{field}: ")
@@ -231,7 +237,10 @@ def test_auth_none_needs_both_public_permissions(lam: Any, function: str) -> Non
 @pytest.mark.parametrize(
     ("alias", "invoke"),
     [
-        ("with-source", {"InvokedViaFunctionUrl": None, "SourceArn": "arn:aws:s3:::some-bucket"}),  # not a URL's request
+        (
+            "with-source",
+            {"InvokedViaFunctionUrl": None, "SourceArn": "arn:aws:s3:::some-bucket"},
+        ),  # not a URL's request
         ("for-account", {"Principal": "123456789012"}),  # not everyone
     ],
 )

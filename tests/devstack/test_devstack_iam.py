@@ -136,7 +136,9 @@ def stage_code(cfg: Any) -> Any:
 
     from bank_pipeline import emr
 
-    return emr.stage_job(S3Hook(aws_conn_id=None), f"s3://{cfg.lake_bucket}/code/iam-test-{uuid.uuid4().hex[:6]}/", "bank_features")
+    return emr.stage_job(
+        S3Hook(aws_conn_id=None), f"s3://{cfg.lake_bucket}/code/iam-test-{uuid.uuid4().hex[:6]}/", "bank_features"
+    )
 
 
 def create_cluster(cfg: Any) -> Any:
@@ -155,7 +157,9 @@ def create_cluster(cfg: Any) -> Any:
         .replace("{{ run_id }}", "iam-test")
         .replace("{{ dag.dag_id }}", "bank_iam_test")  # the worker may tag only bank_* clusters
     )
-    return EmrHook(aws_conn_id=None, emr_conn_id=None).create_job_flow(deep_merge(account_defaults(cfg), json.loads(rendered)))
+    return EmrHook(aws_conn_id=None, emr_conn_id=None).create_job_flow(
+        deep_merge(account_defaults(cfg), json.loads(rendered))
+    )
 
 
 def create_function(cfg: Any) -> Any:
@@ -238,7 +242,9 @@ def test_the_worker_may_simulate_its_own_policies_and_nobody_elses(ds: Devstack,
     ]
     assert results[0]["MatchedStatements"][0]["SourcePolicyId"]
     with pytest.raises(ClientError) as err:
-        iam.simulate_principal_policy(PolicySourceArn=account.outputs["EmrServiceRoleArn"], ActionNames=["s3:GetObject"])
+        iam.simulate_principal_policy(
+            PolicySourceArn=account.outputs["EmrServiceRoleArn"], ActionNames=["s3:GetObject"]
+        )
     denied(err, "iam:SimulatePrincipalPolicy")
 
 
@@ -279,7 +285,9 @@ def test_an_explicit_deny_wins_in_the_simulation(ds: Devstack, account: Account)
 # -- conditions on what a request carries (the worker policy's tag and URL conditions) -------------
 
 
-def test_the_worker_may_use_only_clusters_tagged_as_the_dags_tag_theirs(ds: Devstack, account: Account, emr: Any) -> None:
+def test_the_worker_may_use_only_clusters_tagged_as_the_dags_tag_theirs(
+    ds: Devstack, account: Account, emr: Any
+) -> None:
     from tests.devstack.devstack_helpers import new_cluster
 
     worker = session(account.worker_key).client("emr", endpoint_url=ds.endpoint_url)
@@ -311,10 +319,18 @@ def test_the_worker_may_add_only_the_public_urls_two_statements(ds: Devstack, ac
         lam.add_permission(**target, StatementId="x", Action="lambda:InvokeFunction", Principal="210987654321")
     denied(err, "lambda:AddPermission")
     with pytest.raises(ClientError) as err:  # a URL statement for an auth the release never adds one for
-        lam.add_permission(**target, StatementId="y", Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="AWS_IAM")
+        lam.add_permission(
+            **target, StatementId="y", Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="AWS_IAM"
+        )
     denied(err, "lambda:AddPermission")
     try:
-        lam.add_permission(**target, StatementId="iam-test-url", Action="lambda:InvokeFunctionUrl", Principal="*", FunctionUrlAuthType="NONE")
+        lam.add_permission(
+            **target,
+            StatementId="iam-test-url",
+            Action="lambda:InvokeFunctionUrl",
+            Principal="*",
+            FunctionUrlAuthType="NONE",
+        )
     except ClientError as exc:  # allowed by IAM; the function may not exist in this session
         assert exc.response["Error"]["Code"] == "ResourceNotFoundException", exc
     else:
@@ -327,7 +343,10 @@ def test_the_lake_keeps_what_a_worker_overwrites(ds: Devstack, account: Account)
     s3 = session(account.worker_key).client("s3", endpoint_url=ds.endpoint_url)
     admin = ds.client("s3")
     lake, key = account.outputs["LakeBucketName"], "models/bank/live.json"
-    made = [s3.put_object(Bucket=lake, Key=key, Body=body)["VersionId"] for body in (b'{"version": "a"}', b'{"version": "b"}')]
+    made = [
+        s3.put_object(Bucket=lake, Key=key, Body=body)["VersionId"]
+        for body in (b'{"version": "a"}', b'{"version": "b"}')
+    ]
     try:
         assert [admin.get_object(Bucket=lake, Key=key, VersionId=v)["Body"].read() for v in made] == [
             b'{"version": "a"}', b'{"version": "b"}',

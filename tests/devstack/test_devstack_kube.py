@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 BAD_IMAGE = "registry.invalid/bank-model:does-not-exist"
 
 
-
 def deployment(name: str, image: str, replicas: int = 2) -> dict[str, Any]:
     labels = {"app": name}
     return {
@@ -203,7 +202,9 @@ def get(url: str, method: str = "GET") -> tuple[int, str]:
 
 def check_the_view(cluster: kube.KubeCluster) -> None:
     """The read-only view of a cluster: a page per Deployment, its JSON, 404 and 405 where due."""
-    cluster.create("/apis/apps/v1/namespaces/default/deployments", deployment("web", "registry.invalid/web:1", replicas=1))
+    cluster.create(
+        "/apis/apps/v1/namespaces/default/deployments", deployment("web", "registry.invalid/web:1", replicas=1)
+    )
     path = "/apis/apps/v1/namespaces/default/deployments/web"
     wait_for("Deployment web ready", lambda: (cluster.get(path).get("status") or {}).get("readyReplicas") == 1)
     code, index = get(cluster.view_url + "/")
@@ -276,7 +277,9 @@ def test_an_identity_needs_exactly_one_service_account(cluster: kube.KubeCluster
         cluster.release_identity("devstack-kube-no-identity", without)
 
 
-@pytest.mark.parametrize("command", [["devstack.demo"], ["devstack.stack", "up", "--devstack-port", "0"]], ids=["demo", "stack"])
+@pytest.mark.parametrize(
+    "command", [["devstack.demo"], ["devstack.stack", "up", "--devstack-port", "0"]], ids=["demo", "stack"]
+)
 def test_demo_and_stack_say_make_kube_before_starting_anything(tmp_path: Path, command: list[str]) -> None:
     """Without the binaries, `make demo` and `make up` stop at once (not after a minute of other work)."""
     extra = ["--state-dir", str(tmp_path / "stack")] if command[0] == "devstack.stack" else []

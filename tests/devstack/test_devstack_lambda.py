@@ -29,7 +29,9 @@ INIT_FAILS = "raise RuntimeError('model.onnx: corrupt at import')\n"
 def images(ds: Devstack) -> dict[str, str]:
     """ImageUri by digest of two model images (v1, v2) on the same stand-in, and one whose init fails."""
     uri = {v: f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, v).digest}" for v in ("v1", "v2")}
-    uri["init-fails"] = f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, 'v3', handler=INIT_FAILS).digest}"
+    uri["init-fails"] = (
+        f"{ds.registry_url}/bank-serving@{model_image(ds.registry_url, 'v3', handler=INIT_FAILS).digest}"
+    )
     return uri
 
 
@@ -194,7 +196,9 @@ def test_a_raising_handler_is_an_unhandled_function_error(lam: Any, role: str, i
     assert invoke(lam, name, {})[1]["model"] == {"version": "v1"}  # the environment survives a handler error
 
     # ImageConfig.Command overrides the image's Cmd; awslambdaric names the missing handler.
-    other = new_function(lam, role, images["v1"], ImageConfig={"Command": ["bank_serving.lambda_handler.no_such_function"]})
+    other = new_function(
+        lam, role, images["v1"], ImageConfig={"Command": ["bank_serving.lambda_handler.no_such_function"]}
+    )
     resp, body = invoke(lam, other, {})
     assert resp["FunctionError"] == "Unhandled" and body["errorType"] == "Runtime.HandlerNotFound"
     assert "no_such_function" in body["errorMessage"]
@@ -272,13 +276,17 @@ def conflict(call: Any, **kwargs: Any) -> str:
     return info.value.response["Error"]["Message"]
 
 
-def test_a_new_function_is_pending_and_refuses_invokes_until_active(lam: Any, role: str, images: dict[str, str]) -> None:
+def test_a_new_function_is_pending_and_refuses_invokes_until_active(
+    lam: Any, role: str, images: dict[str, str]
+) -> None:
     name = f"bank-serving-{uuid.uuid4().hex[:8]}"
     created = lam.create_function(
         FunctionName=name, Role=role, PackageType="Image", Code={"ImageUri": images["v1"]}, Tags=SLOW
     )
     assert (created["State"], created["StateReasonCode"]) == ("Pending", "Creating")
-    pending = "The operation cannot be performed at this time. The function is currently in the following state: Pending"
+    pending = (
+        "The operation cannot be performed at this time. The function is currently in the following state: Pending"
+    )
     assert conflict(lam.invoke, FunctionName=name, Payload=b"{}") == pending
     assert conflict(lam.publish_version, FunctionName=name) == pending
     assert lam.get_function(FunctionName=name)["Configuration"]["State"] == "Pending"

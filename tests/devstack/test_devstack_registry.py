@@ -196,13 +196,19 @@ def test_up_prints_the_registry_and_down_stops_it(tmp_path: Path) -> None:
 def immutable_repo(ds: Devstack, mutability: str = "IMMUTABLE", filters: list[str] | None = None) -> str:
     """A repository created in moto's ECR (as CloudFormation or CreateRepository would) with that mutability."""
     name = f"imm-{uuid.uuid4().hex[:8]}"
-    extra = {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": f} for f in filters]} if filters else {}
+    extra = (
+        {"imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": f} for f in filters]}
+        if filters
+        else {}
+    )
     ds.client("ecr").create_repository(repositoryName=name, imageTagMutability=mutability, **extra)
     return name
 
 
 def push_model(ds: Devstack, repo: str, model: str, tag: str) -> oci.PushResult:
-    return oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "base", oci.model_layer({"m": model.encode()}), tag)
+    return oci.append_layer(
+        oci.RegistryClient(ds.registry_url), repo, "base", oci.model_layer({"m": model.encode()}), tag
+    )
 
 
 def test_an_immutable_repository_refuses_to_move_a_tag_as_ecr_does(ds: Devstack, serving: Path) -> None:
@@ -270,6 +276,7 @@ def test_a_push_by_skopeo_goes_through_the_proxy(ds: Devstack, serving: Path) ->
     )  # fmt: skip
     assert copied.returncode == 0, copied.stderr
     assert oci.RegistryClient(ds.registry_url).manifest_digest("skopeo-dst", "v1") == digest
+
 
 def test_the_templates_repository_moves_the_base_tag_and_keeps_model_tags(
     ds: Devstack, account: Account, serving: Path

@@ -173,7 +173,9 @@ def test_teardown_of_a_cluster_that_ended_with_errors_succeeds(
                                         deferrable=False, waiter_delay=1, waiter_max_attempts=30)  # fmt: skip
     op.execute(context={"ti": TaskInstance()})  # type: ignore[arg-type]
     # The task log (Airflow's logger writes to stdout outside a task runner) says how it ended.
-    assert f"Cluster {cluster_id} has already ended: TERMINATED_WITH_ERRORS (BOOTSTRAP_FAILURE" in capsys.readouterr().out
+    assert (
+        f"Cluster {cluster_id} has already ended: TERMINATED_WITH_ERRORS (BOOTSTRAP_FAILURE" in capsys.readouterr().out
+    )
 
 
 def test_the_providers_teardown_fails_on_it(aws_env: None, emr: Any, s3: Any, bucket: str) -> None:
@@ -182,7 +184,9 @@ def test_the_providers_teardown_fails_on_it(aws_env: None, emr: Any, s3: Any, bu
                                      deferrable=False, waiter_delay=1, waiter_max_attempts=5)  # fmt: skip
     op.execute(context={"ti": TaskInstance()})  # type: ignore[arg-type]  # it does not wait...
     with pytest.raises(Exception, match="TERMINATED_WITH_ERRORS|terminal failure state"):
-        op.hook.get_waiter("job_flow_terminated").wait(ClusterId=cluster_id, WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+        op.hook.get_waiter("job_flow_terminated").wait(
+            ClusterId=cluster_id, WaiterConfig={"Delay": 1, "MaxAttempts": 5}
+        )
 
 
 def test_teardown_terminates_a_waiting_cluster_and_waits_for_its_end(aws_env: None, emr: Any) -> None:

@@ -57,7 +57,9 @@ def run(function: str, auth: str = "AWS_IAM", expect: dict[str, Any] | None = No
     return op.execute(context={})
 
 
-def test_iam_url_is_created_smoke_tested_and_kept(aws_env: None, lam: Any, function: str, version: tuple[Path, str]) -> None:
+def test_iam_url_is_created_smoke_tested_and_kept(
+    aws_env: None, lam: Any, function: str, version: tuple[Path, str]
+) -> None:
     expect = {"statusCode": 200, "body": {"model_version": version[1]}}
     first = run(function, expect=expect)
     assert first["url"].startswith("http://127.0.0.1:") and first["auth_type"] == "AWS_IAM" and first["changed"]
@@ -139,7 +141,11 @@ def test_a_url_that_never_answers_well_is_retried_within_seconds_until_the_timeo
     aws_env: None, ds: Devstack, account: Account, lam: Any
 ) -> None:
     """Its 502s are retried after 0.5 s, 1 s, then every 2 s (on the test's clock: no sleeping) until the timeout."""
-    broken = new_function(ds, lam, f"{ds.registry_url}/url-op-bad@{model_image(ds.registry_url, 'v1', 'url-op-bad', RAISING_HANDLER).digest}")
+    broken = new_function(
+        ds,
+        lam,
+        f"{ds.registry_url}/url-op-bad@{model_image(ds.registry_url, 'v1', 'url-op-bad', RAISING_HANDLER).digest}",
+    )
     now, waits = [0.0], []
     op = LambdaFunctionUrlOperator(task_id="lambda_url", aws_conn_id=None, function_name=broken, auth_type="NONE",
                                    smoke_body=SMOKE_RECORD, smoke_timeout=5.0)  # fmt: skip
@@ -166,4 +172,7 @@ def test_the_curl_line() -> None:
     line = curl_command("http://127.0.0.1:1234/", '{"age": 41}', "AWS_IAM", "us-east-1")
     assert line == ("curl --aws-sigv4 'aws:amz:us-east-1:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
                     "-H 'Content-Type: application/json' -d '{\"age\": 41}' http://127.0.0.1:1234/")  # fmt: skip
-    assert curl_command("http://x/", "{}", "NONE", "us-east-1") == "curl -H 'Content-Type: application/json' -d '{}' http://x/"
+    assert (
+        curl_command("http://x/", "{}", "NONE", "us-east-1")
+        == "curl -H 'Content-Type: application/json' -d '{}' http://x/"
+    )

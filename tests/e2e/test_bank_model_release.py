@@ -42,7 +42,11 @@ def alias_version(lam) -> str:
 
 
 def published_versions(lam) -> list[str]:
-    return [v["Version"] for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"] if v["Version"] != "$LATEST"]
+    return [
+        v["Version"]
+        for v in lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]
+        if v["Version"] != "$LATEST"
+    ]
 
 
 def invoke_live(lam, record: dict) -> dict:
@@ -70,7 +74,10 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     assert trained["baseline"]["model"] == "pyspark.ml LogisticRegression"
     assert trained["metrics"]["roc_auc"] >= 0.80
     assert {"roc_auc", "pr_auc", "brier"} <= set(trained["metrics"])
-    listed = {o["Key"].rsplit("/", 1)[1] for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"{REGISTRY}{version}/")["Contents"]}
+    listed = {
+        o["Key"].rsplit("/", 1)[1]
+        for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"{REGISTRY}{version}/")["Contents"]
+    }
     assert listed == {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png"}
     metrics = json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{version}/metrics.json")["Body"].read())
     assert metrics["lineage"]["features_manifest_uri"] == conf["features_manifest_uri"]
@@ -112,7 +119,9 @@ def test_model_below_the_floor_is_not_deployed(release_ready, conf, s3, lam, wor
 
     assert run.state == "success", run.log[-6000:]
     assert run.tasks["deploy_gate"] == "success"
-    assert {run.tasks[t] for t in ("push_image", "deploy_lambda", "lambda_url", "rollout_kubernetes", "record_live")} == {"skipped"}
+    assert {
+        run.tasks[t] for t in ("push_image", "deploy_lambda", "lambda_url", "rollout_kubernetes", "record_live")
+    } == {"skipped"}
     assert "not deployed: new ROC AUC" in run.log and "below the floor 0.99" in run.log
     assert alias_version(lam) == alias_before
     assert live_json(s3) == live_before
@@ -138,7 +147,10 @@ def test_image_failing_its_smoke_test_never_gets_the_alias(release_ready, ds, co
     assert f"alias live not moved (still on version {alias_before['FunctionVersion']})" in run.log
     assert published_versions(lam) == [*versions_before, new_version]  # published and tested, never served
     after = lam.get_alias(FunctionName=FUNCTION, Name="live")
-    assert (after["FunctionVersion"], after["RevisionId"]) == (alias_before["FunctionVersion"], alias_before["RevisionId"])
+    assert (after["FunctionVersion"], after["RevisionId"]) == (
+        alias_before["FunctionVersion"],
+        alias_before["RevisionId"],
+    )
     assert live_json(s3) == live_before
 
 
@@ -150,7 +162,9 @@ def test_manual_retraining_with_other_hyperparameters_builds_another_version(rel
     assert run.state == "success", run.log[-6000:]
     trained = run.xcom["read_candidate"]
     assert trained["version"] != live_before["version"] and trained["registered"] is True
-    report = json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{trained['version']}/metrics.json")["Body"].read())
+    report = json.loads(
+        s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{trained['version']}/metrics.json")["Body"].read()
+    )
     assert report["model"]["hyperparameters"] == {**hyperparameters, "min_samples_leaf": 20, "random_state": 42}
     assert trained["live"]["version"] == live_before["version"]  # compared with the live model on the same holdout
     assert run.tasks["push_image"] == "skipped"  # below the floor: the gate stopped it
@@ -162,7 +176,9 @@ def test_a_release_without_the_nodes_wheelhouse_fails_before_any_cluster_naming_
 ):
     from bank_pipeline.wheelhouse import wheelhouse_uri
 
-    marker = wheelhouse_uri(f"s3://{LAKE_BUCKET}/code/", "x86_64").removeprefix(f"s3://{LAKE_BUCKET}/") + "requirements.txt"
+    marker = (
+        wheelhouse_uri(f"s3://{LAKE_BUCKET}/code/", "x86_64").removeprefix(f"s3://{LAKE_BUCKET}/") + "requirements.txt"
+    )
     saved = s3.get_object(Bucket=LAKE_BUCKET, Key=marker)["Body"].read()
     clusters_before = len(emr.list_clusters()["Clusters"])
     s3.delete_object(Bucket=LAKE_BUCKET, Key=marker)

@@ -34,7 +34,9 @@ def test_a_run_whose_airflow_settings_differ_from_the_childs_is_refused_naming_t
     child = start_child(airflow, DAG_ID, tmp_path)
     try:
         child.begin({**airflow, "AIRFLOW__CORE__LOAD_EXAMPLES": "True"}, {})
-        with pytest.raises(RuntimeError, match="differ from those the child started with: AIRFLOW__CORE__LOAD_EXAMPLES"):
+        with pytest.raises(
+            RuntimeError, match="differ from those the child started with: AIRFLOW__CORE__LOAD_EXAMPLES"
+        ):
             child.finish(timeout=120)
     finally:
         child.stop()

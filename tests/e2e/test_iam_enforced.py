@@ -51,6 +51,7 @@ def test_release_without_the_lambda_statement_fails_at_deploy_lambda_naming_the_
     assert (
         "user/worker-without-lambda-" in run.log
         and "is not authorized to perform: lambda:GetFunctionConfiguration on resource: "
-        "arn:aws:lambda:us-east-1:123456789012:function:bank-model" in run.log
+        "arn:aws:lambda:us-east-1:123456789012:function:bank-model"
+        in run.log
     ), run.log[-4000:]
     assert s3.list_objects_v2(Bucket="bank-lake", Prefix="models/bank/live.json").get("KeyCount", 0) == live_before

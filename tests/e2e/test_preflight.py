@@ -41,7 +41,9 @@ AIRFLOW_DEFAULT_EMR = {
 
 
 @pytest.fixture(scope="module")
-def env(ds: Devstack, account: Account, release_ready: dict[str, str], kube_cluster: kube.KubeCluster, tmp_path_factory) -> dict[str, str]:
+def env(
+    ds: Devstack, account: Account, release_ready: dict[str, str], kube_cluster: kube.KubeCluster, tmp_path_factory
+) -> dict[str, str]:
     """The worker's Airflow environment, releasing to both targets as the release's ServiceAccount."""
     connection = kube.airflow_connection(kube_cluster.release_identity(NAMESPACE), NAMESPACE)
     return airflow_env(tmp_path_factory.mktemp("airflow_home_preflight"), ds.env(), account, connection)
@@ -146,7 +148,10 @@ def test_a_removed_statement_fails_the_simulation_only(ds: Devstack, account: Ac
     detail = rows["IAM: worker may make every call"]["detail"]
     assert "may not make 4 of" in detail
     for action, task in [("AddJobFlowSteps", "run_features"), ("TerminateJobFlows", "terminate_cluster")]:
-        assert f"elasticmapreduce:{action} on arn:aws:elasticmapreduce:us-east-1:123456789012:cluster/* (implicitDeny; {task}" in detail
+        assert (
+            f"elasticmapreduce:{action} on arn:aws:elasticmapreduce:us-east-1:123456789012:cluster/* (implicitDeny; {task}"
+            in detail
+        )
     assert "AirflowWorkerPolicyArn" in rows["IAM: worker may make every call"]["fix"]
 
 
@@ -164,11 +169,17 @@ def test_an_unstaged_wheelhouse_fails_the_wheelhouse_check_only(ds: Devstack, en
         code, rows = preflight(env)
     assert code == 1
     assert list(failing(rows)) == ["EMR: nodes' wheelhouse"], failing(rows)
-    assert rows["EMR: nodes' wheelhouse"]["detail"].startswith(f"not staged for x86_64 (m5.xlarge, m5.2xlarge, r5.xlarge) at {uri}")
-    assert rows["EMR: nodes' wheelhouse"]["fix"].startswith("python -m bank_pipeline.wheelhouse --bucket bank-lake --arch x86_64")
+    assert rows["EMR: nodes' wheelhouse"]["detail"].startswith(
+        f"not staged for x86_64 (m5.xlarge, m5.2xlarge, r5.xlarge) at {uri}"
+    )
+    assert rows["EMR: nodes' wheelhouse"]["fix"].startswith(
+        "python -m bank_pipeline.wheelhouse --bucket bank-lake --arch x86_64"
+    )
 
 
-def test_a_kubernetes_verb_taken_away_fails_the_rbac_check_only(kube_cluster: kube.KubeCluster, env: dict[str, str]) -> None:
+def test_a_kubernetes_verb_taken_away_fails_the_rbac_check_only(
+    kube_cluster: kube.KubeCluster, env: dict[str, str]
+) -> None:
     namespace = "preflight-no-patch"
     rbac = kube.release_rbac()
     for manifest in rbac:
@@ -179,10 +190,15 @@ def test_a_kubernetes_verb_taken_away_fails_the_rbac_check_only(kube_cluster: ku
     code, rows = preflight(env, AIRFLOW_CONN_KUBERNETES_DEFAULT=connection)
     assert code == 1
     assert list(failing(rows)) == ["Kubernetes: release RBAC"], failing(rows)
-    assert f"may not patch deployments/bank-model (apps) in namespace {namespace}" in rows["Kubernetes: release RBAC"]["detail"]
+    assert (
+        f"may not patch deployments/bank-model (apps) in namespace {namespace}"
+        in rows["Kubernetes: release RBAC"]["detail"]
+    )
 
 
-def test_create_rules_are_needed_only_until_the_objects_exist(kube_cluster: kube.KubeCluster, env: dict[str, str]) -> None:
+def test_create_rules_are_needed_only_until_the_objects_exist(
+    kube_cluster: kube.KubeCluster, env: dict[str, str]
+) -> None:
     """The Role's comment lets an administrator drop the create rules once the four objects exist."""
     from bank_pipeline import resources
 
@@ -199,7 +215,9 @@ def test_create_rules_are_needed_only_until_the_objects_exist(kube_cluster: kube
     for manifest in resources.kubernetes_manifests():  # as the first release would, here as admin
         group = manifest["apiVersion"]
         base = "/api/v1" if group == "v1" else f"/apis/{group}"
-        status, body = kube_cluster.request("POST", f"{base}/namespaces/{namespace}/{manifest['kind'].lower()}s", manifest)
+        status, body = kube_cluster.request(
+            "POST", f"{base}/namespaces/{namespace}/{manifest['kind'].lower()}s", manifest
+        )
         assert status == 201, body
     code, rows = preflight(env, AIRFLOW_CONN_KUBERNETES_DEFAULT=connection)
     assert code == 0, failing(rows)
@@ -207,7 +225,9 @@ def test_create_rules_are_needed_only_until_the_objects_exist(kube_cluster: kube
     assert rows["Kubernetes: Deployment"]["detail"].startswith(f"Deployment {namespace}/bank-model exists")
 
 
-def test_the_dag_shows_the_table_and_fails_on_a_failed_check(ds: Devstack, account: Account, env: dict[str, str], tmp_path: Path) -> None:
+def test_the_dag_shows_the_table_and_fails_on_a_failed_check(
+    ds: Devstack, account: Account, env: dict[str, str], tmp_path: Path
+) -> None:
     from devstack.airflow_env import ensure_db, run_dag
 
     ensure_db(env)
@@ -228,7 +248,11 @@ def test_the_dag_shows_the_table_and_fails_on_a_failed_check(ds: Devstack, accou
     ("changes", "check", "message"),
     [
         ({"BANK_EMR_RELEASE_LABEL": "emr-9.9.0"}, "EMR: release label", "emr-9.9.0 is not offered in us-east-1"),
-        ({"BANK_SERVING_BASE_TAG": "no-such-base"}, "ECR: serving base image", "bank-model:no-such-base cannot be read"),
+        (
+            {"BANK_SERVING_BASE_TAG": "no-such-base"},
+            "ECR: serving base image",
+            "bank-model:no-such-base cannot be read",
+        ),
         (
             {"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes", "extra": {"namespace": "x"}})},
             "Airflow: connection kubernetes_default",
@@ -237,7 +261,9 @@ def test_the_dag_shows_the_table_and_fails_on_a_failed_check(ds: Devstack, accou
         ),
     ],
 )
-def test_a_wrong_setting_fails_its_check_only(env: dict[str, str], changes: dict[str, str], check: str, message: str) -> None:
+def test_a_wrong_setting_fails_its_check_only(
+    env: dict[str, str], changes: dict[str, str], check: str, message: str
+) -> None:
     code, rows = preflight(env, **changes)
     assert code == 1
     failed = failing(rows)

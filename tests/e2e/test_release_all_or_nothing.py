@@ -63,7 +63,9 @@ def worker(ds: Devstack, account: Account, worker_user: str) -> Account:
 
 
 @pytest.fixture(scope="module")
-def env(ds, worker: Account, release_ready: dict[str, str], s3, cluster: kube.KubeCluster, tmp_path_factory) -> dict[str, str]:
+def env(
+    ds, worker: Account, release_ready: dict[str, str], s3, cluster: kube.KubeCluster, tmp_path_factory
+) -> dict[str, str]:
     """An Airflow of its own (its Assets live in their own bucket), releasing to both targets as the
     release's ServiceAccount (manifests/rbac) in the default Kubernetes connection."""
     s3.create_bucket(Bucket=BUCKET)
@@ -109,7 +111,9 @@ def test_a_release_to_both_targets_is_recorded_live(env, conf, s3, ds, cluster, 
     record = live_json(s3)
     assert (record["image_uri"], record["lambda_version"]) == (image, "1")
     assert (record["kubernetes_deployment"], record["kubernetes_namespace"]) == ("bank-model", NAMESPACE)
-    assert [(e["name"], e["uri"]) for e in run.asset_events] == [("bank_live_model", f"s3://{BUCKET}/models/bank/live.json")]
+    assert [(e["name"], e["uri"]) for e in run.asset_events] == [
+        ("bank_live_model", f"s3://{BUCKET}/models/bank/live.json")
+    ]
 
 
 def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, conf, s3, ds, cluster, tmp_path):
@@ -118,7 +122,9 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     live_image = before["image_uri"]
     # A new serving base image (the same image plus one file): the same model gets a new image.
     rebuilt = oci.layer({"var/task/bank_serving/rebuilt.py": b'"""A rebuild of the serving base image."""\n'})
-    oci.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-rebuilt")
+    oci.append_layer(
+        oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-rebuilt"
+    )
     # The cluster cannot pull any other image than the live one; the controller gives up after 5 s.
     stage = kube.image_pull_backoff_stage(live_image, name="aon-pull-backoff")
     stage["spec"]["selector"]["matchExpressions"][1]["cel"]["expression"] = (
@@ -165,8 +171,13 @@ def test_a_failed_function_url_moves_the_lambda_alias_back_and_records_nothing(
     previous = alias_version(lam)
     # Another serving base image: the same model gets a new image, so the alias moves.
     rebuilt = oci.layer({"var/task/bank_serving/rebuilt_url.py": b'"""Another rebuild of the serving base image."""\n'})
-    oci.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-url")
-    deny = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "lambda:AddPermission", "Resource": "*"}]}
+    oci.append_layer(
+        oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-url"
+    )
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "lambda:AddPermission", "Resource": "*"}],
+    }
     iam.put_user_policy(UserName=worker_user, PolicyName="no-public-url", PolicyDocument=json.dumps(deny))
     try:
         run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-url"}, DAG_ID, {**conf, "function_url_auth": "NONE"},

@@ -184,7 +184,9 @@ def test_trigger_from_the_form_runs_to_success_and_the_asset_starts_the_release(
         for rel in api.runs(RELEASE):
             if rel["run_type"] != "asset_triggered":
                 continue
-            events = api.get(f"dags/{RELEASE}/dagRuns/{urllib.parse.quote(rel['dag_run_id'], safe='')}/upstreamAssetEvents")
+            events = api.get(
+                f"dags/{RELEASE}/dagRuns/{urllib.parse.quote(rel['dag_run_id'], safe='')}/upstreamAssetEvents"
+            )
             if any(e.get("source_run_id") == run_id for e in events["asset_events"]):
                 triggered = rel
                 break

@@ -190,22 +190,48 @@ def test_the_policy_allows_each_call_in_the_table(
         ("s3:PutObject", "arn:aws:s3:::bank-lake/models/bank/0123abcd/model.json", {}),
         # Clusters not tagged as the DAGs tag theirs, or another team's.
         ("elasticmapreduce:AddJobFlowSteps", "arn:aws:elasticmapreduce:eu-west-1:111122223333:cluster/j-1", {}),
-        ("elasticmapreduce:TerminateJobFlows", "arn:aws:elasticmapreduce:eu-west-1:111122223333:cluster/j-1", {"aws:resourcetag/airflow:dag_id": "etl_nightly"}),
+        (
+            "elasticmapreduce:TerminateJobFlows",
+            "arn:aws:elasticmapreduce:eu-west-1:111122223333:cluster/j-1",
+            {"aws:resourcetag/airflow:dag_id": "etl_nightly"},
+        ),
         ("elasticmapreduce:RunJobFlow", "*", {}),
         ("elasticmapreduce:RunJobFlow", "*", {"aws:requesttag/airflow:dag_id": "etl_nightly"}),
         # Resource-policy statements other than the public URL's two.
-        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live", {"lambda:principal": "123456789012"}),
-        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live", {"lambda:principal": "*", "lambda:functionurlauthtype": "AWS_IAM"}),
-        ("lambda:AddPermission", "arn:aws:lambda:eu-west-1:111122223333:function:bank-model", {"lambda:principal": "*"}),
+        (
+            "lambda:AddPermission",
+            "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live",
+            {"lambda:principal": "123456789012"},
+        ),
+        (
+            "lambda:AddPermission",
+            "arn:aws:lambda:eu-west-1:111122223333:function:bank-model:live",
+            {"lambda:principal": "*", "lambda:functionurlauthtype": "AWS_IAM"},
+        ),
+        (
+            "lambda:AddPermission",
+            "arn:aws:lambda:eu-west-1:111122223333:function:bank-model",
+            {"lambda:principal": "*"},
+        ),
         ("s3:GetObject", "arn:aws:s3:::other-bucket/raw/x", {}),
         ("ecr:PutImage", "arn:aws:ecr:eu-west-1:111122223333:repository/other", {}),
         ("lambda:UpdateFunctionCode", "arn:aws:lambda:eu-west-1:111122223333:function:other", {}),
-        ("iam:PassRole", "arn:aws:iam::111122223333:role/bank-model-lambda", {"iam:passedtoservice": "ec2.amazonaws.com"}),
-        ("iam:PassRole", "arn:aws:iam::111122223333:role/EMR_EC2_DefaultRole", {"iam:passedtoservice": "lambda.amazonaws.com"}),
+        (
+            "iam:PassRole",
+            "arn:aws:iam::111122223333:role/bank-model-lambda",
+            {"iam:passedtoservice": "ec2.amazonaws.com"},
+        ),
+        (
+            "iam:PassRole",
+            "arn:aws:iam::111122223333:role/EMR_EC2_DefaultRole",
+            {"iam:passedtoservice": "lambda.amazonaws.com"},
+        ),
         ("iam:PassRole", "arn:aws:iam::111122223333:role/admin", {"iam:passedtoservice": "ec2.amazonaws.com"}),
     ],
 )
-def test_the_policy_refuses_what_no_task_does(template: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> None:
+def test_the_policy_refuses_what_no_task_does(
+    template: dict[str, Any], action: str, resource: str, context: dict[str, str]
+) -> None:
     assert not [s.get("Sid") for s in worker_statements(template) if statement_applies(s, action, resource, context)]
 
 
@@ -243,7 +269,12 @@ def test_lambda_may_pull_for_exactly_this_function(template: dict[str, Any]) -> 
     arns = statement["Condition"]["ArnLike"]["aws:SourceArn"]
     base = "arn:aws:lambda:eu-west-1:111122223333:function:bank-model"
     assert arns == [base, base + ":*"]
-    assert not statement_applies({**statement, "Condition": {"ArnLike": {"aws:SourceArn": arns}}}, "ecr:BatchGetImage", "*", {"aws:sourcearn": base + "-other"})
+    assert not statement_applies(
+        {**statement, "Condition": {"ArnLike": {"aws:SourceArn": arns}}},
+        "ecr:BatchGetImage",
+        "*",
+        {"aws:sourcearn": base + "-other"},
+    )
 
 
 def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newest(template: dict[str, Any]) -> None:
@@ -255,7 +286,12 @@ def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newes
     assert [r["rulePriority"] for r in rules] == [1, 2, 3]
     # Base images first: a rule's images are never expired by a later rule, so "any" cannot take them.
     assert rules[0]["selection"]["tagPatternList"] == ["serving-base*"]
-    assert rules[1]["selection"] == {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 7}
+    assert rules[1]["selection"] == {
+        "tagStatus": "untagged",
+        "countType": "sinceImagePushed",
+        "countUnit": "days",
+        "countNumber": 7,
+    }
     assert rules[2]["selection"]["countType"] == "imageCountMoreThan" and rules[2]["selection"]["countNumber"] == 50
 
 

@@ -32,7 +32,10 @@ def api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
     of the test's ``release`` namespace if it has one, else "bank")."""
     namespace = request.getfixturevalue("release").name if "release" in request.fixturenames else "bank"
     mock = MockApi()
-    connection = {"conn_type": "kubernetes", "extra": {"kube_config": mock.kubeconfig(namespace), "namespace": namespace}}
+    connection = {
+        "conn_type": "kubernetes",
+        "extra": {"kube_config": mock.kubeconfig(namespace), "namespace": namespace},
+    }
     monkeypatch.setenv(f"AIRFLOW_CONN_{MOCK_CONN_ID.upper()}", json.dumps(connection))
     yield mock
     mock.close()

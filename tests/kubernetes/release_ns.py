@@ -139,7 +139,11 @@ class ReleaseNamespace:
             )
             pods = self.pods()
             same = len(pods) == replicas and all(p["spec"]["containers"][0]["image"] == image for p in pods)
-            return dep if complete and same and dep["spec"]["template"]["spec"]["containers"][0]["image"] == image else None
+            return (
+                dep
+                if complete and same and dep["spec"]["template"]["spec"]["containers"][0]["image"] == image
+                else None
+            )
 
         return wait_for(f"Deployment {self.name}/{NAME} rolled out on {image}", done)
 
@@ -157,7 +161,9 @@ class ReleaseNamespace:
                                        "name": name},
             },
         }  # fmt: skip
-        return bool(self.cluster.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)["status"]["allowed"])
+        return bool(
+            self.cluster.create("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)["status"]["allowed"]
+        )
 
     def grant_without(self, verb: str, resource: str, group: str) -> dict[str, Any]:
         """Apply the Role without ``verb`` on ``resource``; return once the authorizer denies it."""

@@ -55,7 +55,11 @@ def test_the_admins_part_is_an_identity_a_role_their_binding_and_the_network_pol
     kinds = {doc["kind"]: doc for _, doc in RBAC_DOCS}
     assert sorted(kinds) == ["NetworkPolicy", "Role", "RoleBinding", "ServiceAccount"]
     binding, account = kinds["RoleBinding"], kinds["ServiceAccount"]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": kinds["Role"]["metadata"]["name"]}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": kinds["Role"]["metadata"]["name"],
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"]}]
     assert account["automountServiceAccountToken"] is False
 

@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 ROLE = next(m for m in kube.release_rbac() if m["kind"] == "Role")
 # (API group, resource, verb) for every verb the Role grants.
-GRANTED = sorted({(g, r, v) for rule in ROLE["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]})
+GRANTED = sorted(
+    {(g, r, v) for rule in ROLE["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+)
 KIND = {
     "services": "Service",
     "poddisruptionbudgets": "PodDisruptionBudget",
@@ -93,7 +95,9 @@ def test_the_identity_may_do_what_the_role_says_and_no_more(
 
 
 @pytest.mark.parametrize(("group", "resource", "verb"), GRANTED, ids=[f"{v}-{r}" for _, r, v in GRANTED])
-def test_each_verb_is_needed_and_its_absence_is_named(release: ReleaseNamespace, group: str, resource: str, verb: str) -> None:
+def test_each_verb_is_needed_and_its_absence_is_named(
+    release: ReleaseNamespace, group: str, resource: str, verb: str
+) -> None:
     if verb in ("get", "create"):
         # The first release reads each object, then creates it.
         release.grant_without(verb, resource, group)

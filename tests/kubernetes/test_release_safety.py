@@ -28,7 +28,9 @@ from devstack import kube
 MISSING = kube.missing_binaries()
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(bool(MISSING), reason=f"kube binaries not built (missing {', '.join(MISSING)}): devstack/kube/build.sh"),
+    pytest.mark.skipif(
+        bool(MISSING), reason=f"kube binaries not built (missing {', '.join(MISSING)}): devstack/kube/build.sh"
+    ),
     pytest.mark.timeout(300),
 ]
 

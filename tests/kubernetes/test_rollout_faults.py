@@ -38,7 +38,9 @@ RESOURCES = {
 def operator(image: str, conn_id: str, **kwargs: Any) -> KubernetesRolloutOperator:
     options = {"manifests": manifests(), "deferrable": False, "poll_interval": 0.05, "timeout": 30,
                "image_platform": "linux/amd64"}  # fmt: skip
-    return KubernetesRolloutOperator(task_id="rollout", image=image, kubernetes_conn_id=conn_id, **{**options, **kwargs})
+    return KubernetesRolloutOperator(
+        task_id="rollout", image=image, kubernetes_conn_id=conn_id, **{**options, **kwargs}
+    )
 
 
 def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
@@ -71,10 +73,15 @@ def serve_release(release: ReleaseNamespace, api: MockApi) -> None:
 def test_a_refused_first_read_fails_for_a_retry_and_writes_nothing(
     api: MockApi, status: int, reason: str, message: str, http: str
 ) -> None:
-    api.call(lambda a: a.faults.append(Fault(method="GET", resource="v1/services", error=api_error(status, reason, message))))
+    api.call(
+        lambda a: a.faults.append(Fault(method="GET", resource="v1/services", error=api_error(status, reason, message)))
+    )
     with pytest.raises(RuntimeError) as failure:
         operator(V1, MOCK_CONN_ID).execute(context={})
-    assert str(failure.value) == f"Kubernetes API call failed: read Service bank/{NAME}: {http}, reason {reason}: {message}"
+    assert (
+        str(failure.value)
+        == f"Kubernetes API call failed: read Service bank/{NAME}: {http}, reason {reason}: {message}"
+    )
     assert not isinstance(failure.value, AirflowFailException)  # worth a task retry: nothing was changed
     assert api.requests("POST") == [] and api.requests("PATCH") == []
 
@@ -108,9 +115,17 @@ def test_the_trigger_polls_on_through_transient_errors(release: ReleaseNamespace
 
 def test_a_read_refused_for_good_ends_the_wait_at_once(api: MockApi) -> None:
     forbidden = 'deployments.apps "bank-model" is forbidden: User "x" cannot get resource "deployments"'
-    api.call(lambda a: a.faults.append(Fault(method="GET", resource=DEPLOYMENTS, error=api_error(403, "Forbidden", forbidden))))
+    api.call(
+        lambda a: a.faults.append(
+            Fault(method="GET", resource=DEPLOYMENTS, error=api_error(403, "Forbidden", forbidden))
+        )
+    )
     trigger = KubernetesRolloutTrigger(
-        deployment=NAME, namespace="bank", deadline=time.time() + 30, kubernetes_conn_id=MOCK_CONN_ID, poll_interval=0.05
+        deployment=NAME,
+        namespace="bank",
+        deadline=time.time() + 30,
+        kubernetes_conn_id=MOCK_CONN_ID,
+        poll_interval=0.05,
     )
     started = time.monotonic()
     event = first_event(trigger)
@@ -130,7 +145,11 @@ def test_reads_still_failing_at_the_deadline_leave_the_state_unknown_and_nothing
     op = operator(V2, CONN_ID, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context={})
-    api.call(lambda a: a.faults.append(Fault(method="GET", resource=DEPLOYMENTS, error=api_error(500, "InternalError", ETCD), times=None)))
+    api.call(
+        lambda a: a.faults.append(
+            Fault(method="GET", resource=DEPLOYMENTS, error=api_error(500, "InternalError", ETCD), times=None)
+        )
+    )
     kwargs = {**deferred.value.trigger.serialize()[1], "kubernetes_conn_id": MOCK_CONN_ID, "deadline": time.time() + 1}
     event = first_event(KubernetesRolloutTrigger(**kwargs))
     assert event == {
@@ -142,5 +161,7 @@ def test_reads_still_failing_at_the_deadline_leave_the_state_unknown_and_nothing
     with pytest.raises(RuntimeError) as failure:
         op.execute_complete(context={}, event=event, **deferred.value.kwargs)
     assert not isinstance(failure.value, RolloutFailedError)
-    assert str(failure.value).endswith(f"its state is unknown, nothing was rolled back (the image before this run: {V1})")
+    assert str(failure.value).endswith(
+        f"its state is unknown, nothing was rolled back (the image before this run: {V1})"
+    )
     release.wait_rolled_out(V2)  # the real rollout finished meanwhile, and was left alone

@@ -95,7 +95,10 @@ def test_other_hyperparameters_make_another_version_that_the_gate_can_refuse(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--hyperparameters", '{"trees": 5}'], "bank_train: error: --hyperparameters: unknown hyperparameter(s): trees"),
+        (
+            ["--hyperparameters", '{"trees": 5}'],
+            "bank_train: error: --hyperparameters: unknown hyperparameter(s): trees",
+        ),
         (["--hyperparameters", "[1]"], "bank_train: error: --hyperparameters must be a JSON object"),
         (["--hyperparameters", '{"max_iter": 0}'], "bank_train: error: --hyperparameters: hyperparameter max_iter=0"),
         (["--min-roc-auc", "1.5"], "bank_train: error: --min-roc-auc must be within 0..1"),
@@ -104,9 +107,7 @@ def test_other_hyperparameters_make_another_version_that_the_gate_can_refuse(
         (["--seed", "x"], "bank_train: error: argument --seed: invalid int value: 'x'"),
     ],
 )
-def test_bad_arguments_fail_naming_them(
-    full_run: FeatureRun, tmp_path: Path, args: list[str], message: str
-) -> None:
+def test_bad_arguments_fail_naming_them(full_run: FeatureRun, tmp_path: Path, args: list[str], message: str) -> None:
     run = run_train(full_run.output, tmp_path / "registry", tmp_path / "candidate.json", *args)
     assert run.exit_code != 0
     assert message in run.stderr.strip().splitlines()[-1]

@@ -57,7 +57,9 @@ def test_the_import_contracts_hold() -> None:
          "bank_pipeline.plans.lambda_release -> bank_pipeline.hooks.aws_lambda"),
     ],
 )  # fmt: skip
-def test_the_contracts_see_every_way_around_them(tmp_path: Path, module: str, added: str, contract: str, chain: str) -> None:
+def test_the_contracts_see_every_way_around_them(
+    tmp_path: Path, module: str, added: str, contract: str, chain: str
+) -> None:
     """A module reaching what its contract forbids breaks it (the contracts are not decorative)."""
     import shutil
 
@@ -96,7 +98,12 @@ def edits_sys_path(path: Path) -> list[int]:
                 if ast.unparse(target) == "sys.path":
                     lines.append(node.lineno)
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if ast.unparse(node.func.value) == "sys.path" and node.func.attr in ("insert", "append", "extend", "remove"):
+            if ast.unparse(node.func.value) == "sys.path" and node.func.attr in (
+                "insert",
+                "append",
+                "extend",
+                "remove",
+            ):
                 lines.append(node.lineno)
     return sorted(lines)
 
@@ -108,7 +115,9 @@ def test_no_code_edits_sys_path() -> None:
 
 def test_the_sys_path_check_sees_every_kind_of_edit(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\nsys.path.append('w')\n")
+    bad.write_text(
+        "import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\nsys.path.append('w')\n"
+    )
     assert edits_sys_path(bad) == [2, 3, 4, 5]
 
 

@@ -33,7 +33,7 @@ def build_commands(text: str) -> list[str]:
         while command.endswith("\\") and i + 1 < len(lines):
             i += 1
             command = command[:-1] + " " + lines[i]
-        commands.append(command[BUILD.search(command).start():])  # type: ignore[union-attr]
+        commands.append(command[BUILD.search(command).start() :])  # type: ignore[union-attr]
     return commands
 
 
@@ -49,5 +49,9 @@ def test_every_documented_build_pins_the_platform_and_turns_provenance_off():
 
 
 def test_build_commands_are_found_across_continued_comment_lines():
-    text = "#   docker buildx build --platform linux/amd64 --provenance=false \\\n#       -f serving/Dockerfile -t x .\n"
-    assert build_commands(text) == ["docker buildx build --platform linux/amd64 --provenance=false  -f serving/Dockerfile -t x ."]
+    text = (
+        "#   docker buildx build --platform linux/amd64 --provenance=false \\\n#       -f serving/Dockerfile -t x .\n"
+    )
+    assert build_commands(text) == [
+        "docker buildx build --platform linux/amd64 --provenance=false  -f serving/Dockerfile -t x ."
+    ]

@@ -133,7 +133,7 @@ def test_a_fresh_airflow_with_the_bundle_loads_every_dag_and_finds_what_tasks_sh
     }
     result = run([str(deployed["venv"] / "bin" / "python"), "-c", PROBE], env=env, cwd=tmp_path)
     line = next(x for x in result.stdout.splitlines() if x.startswith("PROBE"))
-    out = json.loads(line[len("PROBE"):])
+    out = json.loads(line[len("PROBE") :])
     assert out["dag_errors"] == {} and out["plugin_errors"] == {}
     assert out["dags"] == ["bank_batch_score", "bank_features_emr", "bank_model_release", "bank_preflight"]
     assert "bank_pipeline" in out["plugins"]

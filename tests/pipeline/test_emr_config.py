@@ -16,11 +16,18 @@ DAG_OVERRIDES = {
     "Tags": [{"Key": "airflow:dag_id", "Value": "d"}, {"Key": "airflow:run_id", "Value": "r1"}],
 }
 ACCOUNT_EXTRA = {
-    "Instances": {"Ec2SubnetId": "subnet-1", "EmrManagedMasterSecurityGroup": "sg-m", "KeepJobFlowAliveWhenNoSteps": False},
+    "Instances": {
+        "Ec2SubnetId": "subnet-1",
+        "EmrManagedMasterSecurityGroup": "sg-m",
+        "KeepJobFlowAliveWhenNoSteps": False,
+    },
     "ServiceRole": "acct-emr-service",
     "JobFlowRole": "acct-emr-profile",
     "Configurations": [
-        {"Classification": "spark-defaults", "Properties": {"spark.sql.shuffle.partitions": "64", "spark.pyspark.python": "/x"}},
+        {
+            "Classification": "spark-defaults",
+            "Properties": {"spark.sql.shuffle.partitions": "64", "spark.pyspark.python": "/x"},
+        },
         {"Classification": "yarn-site", "Properties": {"k": "v"}},
     ],
     "Tags": [{"Key": "cost-center", "Value": "ml"}, {"Key": "airflow:run_id", "Value": "stale"}],
@@ -28,7 +35,10 @@ ACCOUNT_EXTRA = {
 
 
 def test_the_accounts_nested_settings_survive_the_dags_overrides():
-    merged = deep_merge(deep_merge({"ServiceRole": "EMR_DefaultRole", "JobFlowRole": "EMR_EC2_DefaultRole"}, ACCOUNT_EXTRA), DAG_OVERRIDES)
+    merged = deep_merge(
+        deep_merge({"ServiceRole": "EMR_DefaultRole", "JobFlowRole": "EMR_EC2_DefaultRole"}, ACCOUNT_EXTRA),
+        DAG_OVERRIDES,
+    )
     assert merged["Instances"] == {
         "Ec2SubnetId": "subnet-1",
         "EmrManagedMasterSecurityGroup": "sg-m",
@@ -37,7 +47,10 @@ def test_the_accounts_nested_settings_survive_the_dags_overrides():
     }
     assert (merged["ServiceRole"], merged["JobFlowRole"]) == ("acct-emr-service", "acct-emr-profile")
     assert merged["Configurations"] == [
-        {"Classification": "spark-defaults", "Properties": {"spark.sql.shuffle.partitions": "64", "spark.pyspark.python": "/opt/p"}},
+        {
+            "Classification": "spark-defaults",
+            "Properties": {"spark.sql.shuffle.partitions": "64", "spark.pyspark.python": "/opt/p"},
+        },
         {"Classification": "yarn-site", "Properties": {"k": "v"}},
     ]
     assert merged["Tags"] == [
@@ -61,7 +74,10 @@ def test_run_tags_identify_the_run():
 
 
 def test_role_names_are_settings(monkeypatch: pytest.MonkeyPatch):
-    assert emr.account_defaults(settings.load()) == {"ServiceRole": "EMR_DefaultRole", "JobFlowRole": "EMR_EC2_DefaultRole"}
+    assert emr.account_defaults(settings.load()) == {
+        "ServiceRole": "EMR_DefaultRole",
+        "JobFlowRole": "EMR_EC2_DefaultRole",
+    }
     monkeypatch.setenv("BANK_EMR_SERVICE_ROLE", "arn:aws:iam::1:role/svc")
     monkeypatch.setenv("BANK_EMR_JOB_FLOW_ROLE", "nodes")
     assert emr.account_defaults(settings.load()) == {"ServiceRole": "arn:aws:iam::1:role/svc", "JobFlowRole": "nodes"}

@@ -73,7 +73,13 @@ def test_retries_come_after_half_a_second_one_second_then_every_two():
 
 
 def test_a_url_not_answering_yet_is_asked_again_within_seconds(monkeypatch):
-    not_yet = [requests.ConnectionError("refused"), (403, '{"Message": "Forbidden"}'), (404, "{}"), (502, "{}"), (503, "{}")]
+    not_yet = [
+        requests.ConnectionError("refused"),
+        (403, '{"Message": "Forbidden"}'),
+        (404, "{}"),
+        (502, "{}"),
+        (503, "{}"),
+    ]
     clock = Clock()
     result = smoke(monkeypatch, [*not_yet, GOOD], clock)
 
@@ -98,4 +104,3 @@ def test_a_wrong_answer_is_not_retried(monkeypatch):
     with pytest.raises(DeployFailedError, match=r"failed its smoke POST: answer.statusCode: expected 200, got 400"):
         smoke(monkeypatch, [(400, '{"error": "age: missing"}'), GOOD], clock := Clock())
     assert clock.slept == []
-

@@ -30,7 +30,9 @@ def test_lambda_version_link_on_aws() -> None:
     url = LambdaFunctionVersionLink().format_link(
         function_name="bank-model", version="7", region_name="eu-west-1", aws_partition="aws"
     )
-    assert url == "https://console.aws.amazon.com/lambda/home?region=eu-west-1#/functions/bank-model/versions/7?tab=image"
+    assert (
+        url == "https://console.aws.amazon.com/lambda/home?region=eu-west-1#/functions/bank-model/versions/7?tab=image"
+    )
 
 
 def test_lambda_version_link_in_china_and_unknown_partition() -> None:
@@ -147,7 +149,7 @@ def test_plugin_is_discovered_and_serialized_dags_keep_the_links(tmp_path: Path)
     )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("PROBE")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = json.loads(line[len("PROBE"):])
+    out = json.loads(line[len("PROBE") :])
     assert "bank_pipeline" in out["plugins"] and not out["errors"] and not out["dag_errors"]
     assert {
         "bank_pipeline.links.LambdaFunctionVersionLink",
@@ -177,7 +179,7 @@ def test_loading_plugins_and_dags_imports_each_project_module_once_under_its_pac
     )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("PROBE")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    modules = json.loads(line[len("PROBE"):])["modules"]
+    modules = json.loads(line[len("PROBE") :])["modules"]
     assert "bank_pipeline_plugin" in modules and "bank_pipeline.plugin" in modules
     wrong = {name: file for name, file in modules.items() if name != expected_name(Path(file))}
     assert wrong == {}, wrong

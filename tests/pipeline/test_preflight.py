@@ -13,7 +13,10 @@ from bank_pipeline.preflight import Fail, Row, Skip, Warn, airflow_checks, aws_c
 
 pytestmark = pytest.mark.unit
 
-PLACEHOLDER_EMR = {"conn_type": "emr", "extra": {"Instances": {"Ec2KeyName": "mykey", "Ec2SubnetId": "somesubnet", "InstanceCount": 1}}}
+PLACEHOLDER_EMR = {
+    "conn_type": "emr",
+    "extra": {"Instances": {"Ec2KeyName": "mykey", "Ec2SubnetId": "somesubnet", "InstanceCount": 1}},
+}
 
 
 def test_outcome_maps_each_exception_to_its_status() -> None:
@@ -32,7 +35,10 @@ def test_outcome_maps_each_exception_to_its_status() -> None:
     def denied() -> str:
         raise RuntimeError("An error occurred (AccessDenied) when calling the GetRole operation: not authorized")
 
-    rows = [preflight.outcome("A", name, fn) for name, fn in [("ok", ok), ("fail", fail), ("warn", warn), ("skip", skip), ("denied", denied)]]
+    rows = [
+        preflight.outcome("A", name, fn)
+        for name, fn in [("ok", ok), ("fail", fail), ("warn", warn), ("skip", skip), ("denied", denied)]
+    ]
     assert [(r.status, r.detail, r.fix) for r in rows[:4]] == [
         ("ok", "found", ""), ("fail", "broken", "mend it"), ("warn", "half", "mend some"), ("skip", "not configured", ""),
     ]  # fmt: skip
@@ -85,7 +91,10 @@ def test_airflows_placeholders_fail_the_emr_connection(monkeypatch: pytest.Monke
         airflow_checks.check_emr_connection(settings.load())
     # The other checks judge the rest of the extra, not the placeholders again.
     assert airflow_checks.emr_extra(without_placeholders=True) == {"Instances": {"InstanceCount": 1}}
-    monkeypatch.setenv("AIRFLOW_CONN_EMR_DEFAULT", json.dumps({"conn_type": "emr", "extra": {"Instances": {"Ec2SubnetId": "subnet-9"}}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_EMR_DEFAULT",
+        json.dumps({"conn_type": "emr", "extra": {"Instances": {"Ec2SubnetId": "subnet-9"}}}),
+    )
     assert "extra sets Instances" in airflow_checks.check_emr_connection(settings.load())
 
 
@@ -110,10 +119,42 @@ def test_a_kubeconfig_using_the_aws_cli_is_found() -> None:
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}, True),
-        ({"Statement": [{"Effect": "Allow", "Principal": {"Service": ["x", "ec2.amazonaws.com"]}, "Action": ["sts:AssumeRole"]}]}, True),
-        ({"Statement": [{"Effect": "Deny", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}, False),
-        ({"Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}, False),
+        (
+            {
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": ["x", "ec2.amazonaws.com"]},
+                        "Action": ["sts:AssumeRole"],
+                    }
+                ]
+            },
+            True,
+        ),
+        (
+            {
+                "Statement": [
+                    {"Effect": "Deny", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ]
+            },
+            False,
+        ),
+        (
+            {
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                ]
+            },
+            False,
+        ),
     ],
 )
 def test_trust_is_read_from_the_roles_document(document: dict, expected: bool) -> None:
@@ -124,19 +165,40 @@ def test_trust_is_read_from_the_roles_document(document: dict, expected: bool) -
 
 def test_every_dag_call_resolves_with_the_preflights_names() -> None:
     names = dict.fromkeys(
-        ["lake", "repo", "function", "region", "account", "principal", "EmrServiceRoleName", "EmrJobFlowRoleName", "LambdaRoleName"], "x"
+        [
+            "lake",
+            "repo",
+            "function",
+            "region",
+            "account",
+            "principal",
+            "EmrServiceRoleName",
+            "EmrJobFlowRoleName",
+            "LambdaRoleName",
+        ],
+        "x",
     )
     for call in permissions.CALLS:
         assert "{" not in call.resolve(names), call
     assert all(not c.preflight for c in permissions.dag_calls())
-    assert {c.action for c in permissions.CALLS if c.preflight} >= {"iam:SimulatePrincipalPolicy", "ec2:DescribeSubnets"}
+    assert {c.action for c in permissions.CALLS if c.preflight} >= {
+        "iam:SimulatePrincipalPolicy",
+        "ec2:DescribeSubnets",
+    }
 
 
-def test_the_task_fails_naming_each_failed_check(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_task_fails_naming_each_failed_check(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from bank_pipeline.errors import PreflightFailedError
 
-    monkeypatch.setattr(preflight, "run", lambda cfg=None: [Row("A", "one", "ok", "fine"), Row("B", "two", "fail", "broken", "mend")])
-    with caplog.at_level("INFO"), pytest.raises(PreflightFailedError, match=r"1 check\(s\) failed: B two: broken \(fix: mend\)"):
+    monkeypatch.setattr(
+        preflight, "run", lambda cfg=None: [Row("A", "one", "ok", "fine"), Row("B", "two", "fail", "broken", "mend")]
+    )
+    with (
+        caplog.at_level("INFO"),
+        pytest.raises(PreflightFailedError, match=r"1 check\(s\) failed: B two: broken \(fix: mend\)"),
+    ):
         preflight.report()
     assert "B     two    FAIL    broken" in caplog.text
     monkeypatch.setattr(preflight, "run", lambda cfg=None: [Row("A", "one", "ok", "fine")])

@@ -66,7 +66,10 @@ def test_the_step_builds_the_model_from_the_features_into_the_registry() -> None
     assert args[args.index("--registry") + 1] == CFG.model_registry_prefix
     assert args[args.index("--hyperparameters") + 1] == '{"max_iter": 50}'
     assert "--force-deploy" in args and args[args.index("--output") + 1] == prepared["candidate_uri"]
-    assert prepared["candidate_uri"] == "s3://bank-lake/training/bank/run=scheduled__2026-01-01T00_00_00_00_00/candidate.json"
+    assert (
+        prepared["candidate_uri"]
+        == "s3://bank-lake/training/bank/run=scheduled__2026-01-01T00_00_00_00_00/candidate.json"
+    )
     assert prepared["code_uri"].endswith("/bank_train.py") and prepared["wheelhouse_uri"].endswith("/")
     assert any(key.endswith("/bank_jobs.zip") for key in hook.objects)  # the code was staged
 
@@ -78,7 +81,9 @@ def test_missing_features_or_wheelhouse_fail_before_anything_is_staged() -> None
     with pytest.raises(BadInputError, match="must name a _manifest.json"):
         prepare(hook, manifest_uri="s3://bank-lake/features/bank/run=r1/")
     hook = Objects({MANIFEST: b"{}"})
-    with pytest.raises(WheelhouseMissingError, match="python -m bank_pipeline.wheelhouse --bucket bank-lake --arch aarch64"):
+    with pytest.raises(
+        WheelhouseMissingError, match="python -m bank_pipeline.wheelhouse --bucket bank-lake --arch aarch64"
+    ):
         prepare(hook, instance_type="m6g.xlarge")
     assert set(hook.objects) == {MANIFEST}
 
@@ -107,7 +112,11 @@ def test_a_record_that_cannot_be_trusted_fails_the_task(objects: dict[str, bytes
 
 
 def test_instance_counts_reach_emr_as_integers() -> None:
-    config = {"Instances": {"InstanceGroups": [{"Name": "primary", "InstanceCount": 1}, {"Name": "core", "InstanceCount": "2"}]}}
+    config = {
+        "Instances": {
+            "InstanceGroups": [{"Name": "primary", "InstanceCount": 1}, {"Name": "core", "InstanceCount": "2"}]
+        }
+    }
     assert [g["InstanceCount"] for g in with_integer_counts(config)["Instances"]["InstanceGroups"]] == [1, 2]
     bad = {"Instances": {"InstanceGroups": [{"Name": "core", "InstanceCount": "two"}]}}
     with pytest.raises(ValueError, match="InstanceCount of instance group 'core' must be a whole number, got 'two'"):

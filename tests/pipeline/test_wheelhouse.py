@@ -71,7 +71,9 @@ def test_a_staged_wheelhouse_is_found_by_its_marker() -> None:
 def test_download_checks_every_hash_and_is_done_once_per_content(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(resources, "node_requirements", lambda: f"six==1.17.0 --hash=sha256:{SIX_WHEEL_SHA256}\n".encode())
+    monkeypatch.setattr(
+        resources, "node_requirements", lambda: f"six==1.17.0 --hash=sha256:{SIX_WHEEL_SHA256}\n".encode()
+    )
     directory = wheelhouse.download("x86_64", tmp_path)
     assert sorted(p.name for p in directory.iterdir()) == ["requirements.txt", "six-1.17.0-py2.py3-none-any.whl"]
 
@@ -97,7 +99,11 @@ def test_upload_sends_the_marker_last_and_never_after_a_failed_wheel(
     import boto3
     from moto import mock_aws
 
-    for name, value in {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}.items():
+    for name, value in {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }.items():
         monkeypatch.setenv(name, value)
     good, bad = tmp_path / "good", tmp_path / "bad"
     for directory in (good, bad):
@@ -116,5 +122,7 @@ def test_upload_sends_the_marker_last_and_never_after_a_failed_wheel(
                         "code/wheelhouse/x86_64/1/requirements.txt": 14}  # fmt: skip
         with pytest.raises(FileNotFoundError):
             wheelhouse.upload(s3, bad, "s3://lake/code/wheelhouse/x86_64/2/")
-        staged = {o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="code/wheelhouse/x86_64/2/").get("Contents", [])}
+        staged = {
+            o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="code/wheelhouse/x86_64/2/").get("Contents", [])
+        }
         assert "code/wheelhouse/x86_64/2/requirements.txt" not in staged

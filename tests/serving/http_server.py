@@ -76,8 +76,6 @@ class Server:
             pytest.fail(f"server still running {timeout} s after SIGTERM:\n{self.output()}")
 
 
-
-
 def lambda_answer(handler: ModuleType, body: str) -> tuple[int, Any]:
     response = handler.handler(proxy_v1(body), None)
     return response["statusCode"], json.loads(response["body"])

@@ -13,4 +13,3 @@ if not hasattr(np, "NaN"):
     np.NaN = np.nan  # type: ignore[attr-defined]
 # pyspark.pandas warns at import unless this is set (it only matters for its own API).
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
-

@@ -185,7 +185,9 @@ def test_valid_is_exactly_a_null_reason(spark: SparkSession, parsed_cases: DataF
     reasons = [r["reason"] for r in inline.collect()]
     assert all(r is not None for r in reasons)
     assert len(reasons) == 3 * len(bf.STRING_COLUMNS) + len(bf.EXPECTED_COLUMNS)
-    assert {"missing duration", "missing balance", "missing y", "missing month; month not jan..dec: '  '"} <= set(reasons)
+    assert {"missing duration", "missing balance", "missing y", "missing month; month not jan..dec: '  '"} <= set(
+        reasons
+    )
     assert "control character in default: 'n?o'; default not yes/no: 'n\x07o'" in reasons
 
 
@@ -194,7 +196,9 @@ def test_an_empty_quarantine_has_the_schema_of_a_full_one(spark: SparkSession, t
     schemas = []
     for name, lines in {"clean": [HEADER, GOOD_LINE], "dirty": [HEADER, GOOD_LINE, csv_line(y="maybe")]}.items():
         out = tmp_path / name
-        rc, _, stderr = run_main("--input", write_csv(tmp_path / f"{name}.csv", lines), "--output", out, "--run-id", "r")
+        rc, _, stderr = run_main(
+            "--input", write_csv(tmp_path / f"{name}.csv", lines), "--output", out, "--run-id", "r"
+        )
         assert rc == 0 or "quarantined 1 of 2 rows" in stderr
         (attempt,) = attempts(out)
         schemas.append(pq.read_table(out / "_attempts" / attempt / "quarantine").schema)
@@ -273,7 +277,7 @@ def test_good_rows_pass_including_quoted_separators(parsed_cases: DataFrame) -> 
     valid = parsed_cases.transform(bf.valid_rows)
     assert sorted((r["job"], r["balance"]) for r in valid.collect()) == [
         ("management", 2143),
-        ("say \"hi\"", 8),
+        ('say "hi"', 8),
         ("self;employed", -7),
     ]
 

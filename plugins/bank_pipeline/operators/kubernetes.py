@@ -169,7 +169,9 @@ class KubernetesRolloutOperator(BaseOperator):
             raise BadInputError(f"{problem}: nothing rolled out")
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
 
-        platform = self.image_platform or str(ImageRegistryHook.image_platform(self.image, self.aws_conn_id, self.plain_http_registries))
+        platform = self.image_platform or str(
+            ImageRegistryHook.image_platform(self.image, self.aws_conn_id, self.plain_http_registries)
+        )
         namespace = self.namespace or self.hook.get_namespace() or "default"
         if self.manifests is None:
             from bank_pipeline.resources import kubernetes_manifests

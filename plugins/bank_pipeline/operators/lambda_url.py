@@ -96,7 +96,11 @@ def signed_request(
 
 def curl_command(url: str, body: str, auth_type: str, region: str) -> str:
     """The curl line that makes the same call (curl >= 7.75 signs with --aws-sigv4), for people to paste."""
-    sign = f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" " if auth_type == "AWS_IAM" else ""
+    sign = (
+        f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
+        if auth_type == "AWS_IAM"
+        else ""
+    )
     return f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
 
 
@@ -156,7 +160,9 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         url = config["FunctionUrl"]
         self.log.info("Function URL of %s:%s (%s): %s", self.function_name, self.alias, self.auth_type, url)
         body = json.dumps(self.smoke_body)
-        self.log.info("The same call with curl: %s", curl_command(url, body, self.auth_type, self.hook.conn_region_name))
+        self.log.info(
+            "The same call with curl: %s", curl_command(url, body, self.auth_type, self.hook.conn_region_name)
+        )
         smoke = self._smoke(url, body.encode())
         return {
             "url": url,
@@ -194,7 +200,11 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
             if public:
                 try:
                     conn.add_permission(
-                        FunctionName=self.function_name, Qualifier=self.alias, StatementId=sid, Principal="*", **statement
+                        FunctionName=self.function_name,
+                        Qualifier=self.alias,
+                        StatementId=sid,
+                        Principal="*",
+                        **statement,
                     )
                     self.log.info("Added %s (%s for anyone, through the URL)", sid, statement["Action"])
                 except conn.exceptions.ResourceConflictException:
@@ -243,7 +253,9 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
         try:
             answer = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DeployFailedError(f"function URL {url} answered {status} with a body that is not JSON: {text[:500]!r}") from exc
+            raise DeployFailedError(
+                f"function URL {url} answered {status} with a body that is not JSON: {text[:500]!r}"
+            ) from exc
         envelope = {"statusCode": status, "body": answer}
         problem = answer_problem(envelope, self.smoke_expect, self.smoke_check)
         if problem:

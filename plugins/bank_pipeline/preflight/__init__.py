@@ -138,13 +138,12 @@ def table(rows: list[Row], width: int = 100) -> str:
 
 def markdown(rows: list[Row]) -> str:
     """The rows as a Markdown table (the DAG's task note and docs)."""
+
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = ["| area | check | status | detail | fix |", "| --- | --- | --- | --- | --- |"]
-    lines += [
-        f"| {cell(r.area)} | {cell(r.check)} | {r.status} | {cell(r.detail)} | {cell(r.fix)} |" for r in rows
-    ]
+    lines += [f"| {cell(r.area)} | {cell(r.check)} | {r.status} | {cell(r.detail)} | {cell(r.fix)} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,11 @@ def settings_rows(cfg: Settings | None) -> tuple[list[Row], Settings | None]:
         try:
             cfg = settings.load()
         except ValueError as exc:
-            return [Row(AREA, "settings", "fail", str(exc), "set the variable to a valid value (docs/deploy-aws.md, step 2)")], None
+            return [
+                Row(
+                    AREA, "settings", "fail", str(exc), "set the variable to a valid value (docs/deploy-aws.md, step 2)"
+                )
+            ], None
     rows = [Row(AREA, "settings", "ok", f"lake {cfg.lake_bucket}, targets {', '.join(cfg.release_targets)}")]
     unknown = settings.unknown_variables()
     if unknown:
@@ -58,7 +62,7 @@ def check_aws_connection(cfg: Settings) -> str:
     if not region:
         raise Fail(
             f"connection {cfg.aws_conn_id!r} names no region and the worker has no default region",
-            'set "region_name" in the connection\'s extra (MWAA: the environment\'s region is the default)',
+            "set \"region_name\" in the connection's extra (MWAA: the environment's region is the default)",
         )
     return f"{cfg.aws_conn_id!r}, region {region}"
 

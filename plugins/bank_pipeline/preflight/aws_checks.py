@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 EMR_TAG = "for-use-with-amazon-emr-managed-policies"
 V2_POLICY = "AmazonEMRServicePolicy_v2"
-TAG_FIX = "aws ec2 create-tags --resources {ids} --tags Key=" + EMR_TAG + ",Value=true (or deploy infra/bank-ml.cfn.yaml's network)"
+TAG_FIX = (
+    "aws ec2 create-tags --resources {ids} --tags Key="
+    + EMR_TAG
+    + ",Value=true (or deploy infra/bank-ml.cfn.yaml's network)"
+)
 
 
 class Account:
@@ -99,7 +103,9 @@ def _read(what: str, setting: str, output: str, call: Any, **kwargs: Any) -> dic
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code == "NoSuchEntity":
-            raise Fail(f"no {what}", f"deploy infra/bank-ml.cfn.yaml, or set {setting} to the stack's {output}") from None
+            raise Fail(
+                f"no {what}", f"deploy infra/bank-ml.cfn.yaml, or set {setting} to the stack's {output}"
+            ) from None
         if code in ("AccessDenied", "AccessDeniedException"):
             raise Fail(
                 f"the worker may not read {what}: it is not the template's, so the DAGs could not pass it either",
@@ -112,9 +118,18 @@ def check_roles(acct: Account) -> str:
     """The EMR service role and the nodes' instance profile exist with the right trust."""
     cfg, iam = acct.cfg, acct.client("iam")
     service_role = str(acct.cluster.get("ServiceRole") or "").rsplit("/", 1)[-1]
-    role = _read(f"EMR service role {service_role!r}", "BANK_EMR_SERVICE_ROLE", "EmrServiceRoleName", iam.get_role, RoleName=service_role)["Role"]
+    role = _read(
+        f"EMR service role {service_role!r}",
+        "BANK_EMR_SERVICE_ROLE",
+        "EmrServiceRoleName",
+        iam.get_role,
+        RoleName=service_role,
+    )["Role"]
     if not trusts(role, "elasticmapreduce.amazonaws.com"):
-        raise Fail(f"{role['Arn']} does not let elasticmapreduce.amazonaws.com assume it", "add EMR to its trust policy (the template's EmrServiceRole)")
+        raise Fail(
+            f"{role['Arn']} does not let elasticmapreduce.amazonaws.com assume it",
+            "add EMR to its trust policy (the template's EmrServiceRole)",
+        )
     acct.roles["EmrServiceRoleName"] = _path_name(role["Arn"])
     attached = [p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]]
     acct.v2 = V2_POLICY in attached
@@ -124,11 +139,20 @@ def check_roles(acct: Account) -> str:
         "BANK_EMR_JOB_FLOW_ROLE", "EmrJobFlowRoleName", iam.get_instance_profile, InstanceProfileName=profile_name,
     )["InstanceProfile"]  # fmt: skip
     if len(profile["Roles"]) != 1 or not trusts(profile["Roles"][0], "ec2.amazonaws.com"):
-        raise Fail(f"instance profile {profile_name!r} must hold one role that ec2.amazonaws.com may assume", "aws iam add-role-to-instance-profile")
+        raise Fail(
+            f"instance profile {profile_name!r} must hold one role that ec2.amazonaws.com may assume",
+            "aws iam add-role-to-instance-profile",
+        )
     acct.roles["EmrJobFlowRoleName"] = _path_name(profile["Roles"][0]["Arn"])
     if "lambda" in cfg.release_targets and cfg.lambda_role_arn:
         name = cfg.lambda_role_arn.rsplit("/", 1)[-1]
-        lam = _read(f"Lambda execution role {cfg.lambda_role_arn}", "BANK_LAMBDA_ROLE_ARN", "LambdaRoleArn", iam.get_role, RoleName=name)["Role"]
+        lam = _read(
+            f"Lambda execution role {cfg.lambda_role_arn}",
+            "BANK_LAMBDA_ROLE_ARN",
+            "LambdaRoleArn",
+            iam.get_role,
+            RoleName=name,
+        )["Role"]
         if not trusts(lam, "lambda.amazonaws.com"):
             raise Fail(f"{lam['Arn']} does not let lambda.amazonaws.com assume it", "add Lambda to its trust policy")
         acct.roles["LambdaRoleName"] = _path_name(lam["Arn"])
@@ -196,8 +220,13 @@ def check_release_label(acct: Account) -> str:
     label = acct.cfg.emr_release_label
     offered = set(iter_pages(acct.client("emr").list_release_labels, "ReleaseLabels", "NextToken"))
     if label not in offered:
-        newest = sorted((x for x in offered if x.startswith("emr-7.")), key=lambda x: [int(p) for p in x[4:].split(".")])[-3:]
-        raise Fail(f"{label} is not offered in {acct.region}", f"set BANK_EMR_RELEASE_LABEL to one that is (newest: {', '.join(newest)})")
+        newest = sorted(
+            (x for x in offered if x.startswith("emr-7.")), key=lambda x: [int(p) for p in x[4:].split(".")]
+        )[-3:]
+        raise Fail(
+            f"{label} is not offered in {acct.region}",
+            f"set BANK_EMR_RELEASE_LABEL to one that is (newest: {', '.join(newest)})",
+        )
     return f"{label} is offered in {acct.region}"
 
 
@@ -224,7 +253,9 @@ def check_network(acct: Account) -> str:
     ec2 = acct.client("ec2")
     subnets = ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": [subnet_id]}])["Subnets"]
     if not subnets:
-        raise Fail(f"subnet {subnet_id} does not exist in {acct.region}", "set BANK_EMR_SUBNET_ID to the stack's EmrSubnetId")
+        raise Fail(
+            f"subnet {subnet_id} does not exist in {acct.region}", "set BANK_EMR_SUBNET_ID to the stack's EmrSubnetId"
+        )
     subnet = subnets[0]
     acct.zone = subnet["AvailabilityZone"]
     group_ids = [instances[k] for k in list(NETWORK_KEYS)[1:] if instances.get(k)]
@@ -288,7 +319,8 @@ def check_wheelhouse(acct: Account) -> str:
         return f"staged for {', '.join(by_arch)}"
     bucket = acct.cfg.lake_bucket
     detail = "; ".join(
-        f"not staged for {arch} ({', '.join(by_arch[arch])}) at {wheelhouse_uri(acct.cfg.code_prefix, arch)}" for arch in missing
+        f"not staged for {arch} ({', '.join(by_arch[arch])}) at {wheelhouse_uri(acct.cfg.code_prefix, arch)}"
+        for arch in missing
     )
     fix = " and ".join(COMMAND.format(bucket=bucket, arch=arch) for arch in missing) + (
         f", where PyPI is reachable (from a checkout, `make wheelhouse LAKE={bucket}` stages both)"
@@ -366,7 +398,10 @@ def check_repository(acct: Account) -> str:
     try:
         repo = ecr.describe_repositories(repositoryNames=[cfg.image_repository])["repositories"][0]
     except ecr.exceptions.RepositoryNotFoundException:
-        raise Fail(f"no ECR repository {cfg.image_repository} in {acct.region}", "deploy the template or set BANK_IMAGE_REPOSITORY") from None
+        raise Fail(
+            f"no ECR repository {cfg.image_repository} in {acct.region}",
+            "deploy the template or set BANK_IMAGE_REPOSITORY",
+        ) from None
     problems = []
     if repo.get("imageTagMutability", "MUTABLE") == "MUTABLE":
         problems.append("tags are MUTABLE (a model tag could be moved to another image)")
@@ -378,13 +413,20 @@ def check_repository(acct: Account) -> str:
         pulls = set()
         for statement in policy.get("Statement", []):
             services = (statement.get("Principal") or {}).get("Service", [])
-            if statement.get("Effect") == "Allow" and "lambda.amazonaws.com" in (services if isinstance(services, list) else [services]):
+            if statement.get("Effect") == "Allow" and "lambda.amazonaws.com" in (
+                services if isinstance(services, list) else [services]
+            ):
                 actions = statement.get("Action", [])
                 pulls |= set(actions if isinstance(actions, list) else [actions])
         if not {"ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"} <= pulls:
-            problems.append("its policy does not let lambda.amazonaws.com pull (ecr:BatchGetImage, ecr:GetDownloadUrlForLayer)")
+            problems.append(
+                "its policy does not let lambda.amazonaws.com pull (ecr:BatchGetImage, ecr:GetDownloadUrlForLayer)"
+            )
     if problems:
-        raise Fail(f"repository {cfg.image_repository}: {'; '.join(problems)}", "apply the template's ImageRepository (ImageTagMutability, RepositoryPolicyText)")
+        raise Fail(
+            f"repository {cfg.image_repository}: {'; '.join(problems)}",
+            "apply the template's ImageRepository (ImageTagMutability, RepositoryPolicyText)",
+        )
     return f"repository {cfg.image_repository}: tags {repo.get('imageTagMutability')}, Lambda may pull"
 
 
@@ -424,7 +466,9 @@ def check_function(acct: Account) -> str:
     arch = (function.get("Architectures") or ["x86_64"])[0]
     platform = acct.platform
     if platform is not None:
-        why = architecture_mismatch(f"{cfg.image_repository}:{cfg.serving_base_tag}", platform, cfg.lambda_function, arch)
+        why = architecture_mismatch(
+            f"{cfg.image_repository}:{cfg.serving_base_tag}", platform, cfg.lambda_function, arch
+        )
         if why:
             raise Fail(why, "rebuild the base image for the function's architecture, or recreate the function")
     return f"function {cfg.lambda_function} exists ({arch}, {function.get('PackageType')})"
@@ -449,6 +493,14 @@ def run_checks(cfg: Settings) -> list[Row]:
     try:
         acct.identity  # noqa: B018 - nothing else can be checked without credentials
     except Exception as exc:  # noqa: BLE001
-        return [Row("AWS", "credentials", "fail", f"{type(exc).__name__}: {exc}", f"give connection {cfg.aws_conn_id!r} working credentials")]
+        return [
+            Row(
+                "AWS",
+                "credentials",
+                "fail",
+                f"{type(exc).__name__}: {exc}",
+                f"give connection {cfg.aws_conn_id!r} working credentials",
+            )
+        ]
     found = [Row("AWS", "credentials", "ok", f"{acct.identity['Arn']} in {acct.region}")]
     return found + [outcome(area, name, fn, acct) for area, name, fn in CHECKS]

@@ -32,7 +32,11 @@ def exec_commands(kube_config: Any) -> list[str]:
     import yaml
 
     config = yaml.safe_load(kube_config) if isinstance(kube_config, str) else (kube_config or {})
-    return [str(((u.get("user") or {}).get("exec") or {}).get("command")) for u in config.get("users") or [] if (u.get("user") or {}).get("exec")]
+    return [
+        str(((u.get("user") or {}).get("exec") or {}).get("command"))
+        for u in config.get("users") or []
+        if (u.get("user") or {}).get("exec")
+    ]
 
 
 def check_api(cluster: Cluster) -> str:
@@ -75,11 +79,17 @@ def check_access(cluster: Cluster) -> str:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
                     for name in rule.get("resourceNames") or [None]:
-                        attributes = client.V1ResourceAttributes(namespace=namespace, verb=verb, group=group, resource=resource, name=name)
-                        review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes))
+                        attributes = client.V1ResourceAttributes(
+                            namespace=namespace, verb=verb, group=group, resource=resource, name=name
+                        )
+                        review = client.V1SelfSubjectAccessReview(
+                            spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=attributes)
+                        )
                         asked += 1
                         if not api.create_self_subject_access_review(review).status.allowed:
-                            refused.append(f"{verb} {resource}{'/' + name if name else ''}" + (f" ({group})" if group else ""))
+                            refused.append(
+                                f"{verb} {resource}{'/' + name if name else ''}" + (f" ({group})" if group else "")
+                            )
     # create cannot be limited by name: an administrator may drop those rules once the objects exist.
     present = _existing(cluster, namespace)
     not_needed = [r for r in refused if r.startswith("create ") and r.split()[1] in present]
@@ -149,11 +159,20 @@ def run_checks(cfg: Settings) -> list[Row]:
     try:
         check_kubernetes_connection(cfg)
     except Fail:  # the Airflow row says why; the hook would fall back to ~/.kube/config
-        return [Row(AREA, name, "skip", "the connection names no cluster (see Airflow)") for name in ("API server", "release RBAC", "Deployment")]
+        return [
+            Row(AREA, name, "skip", "the connection names no cluster (see Airflow)")
+            for name in ("API server", "release RBAC", "Deployment")
+        ]
     cluster = Cluster(cfg)
     first = outcome(AREA, "API server", check_api, cluster)
     if first.status != "ok":
-        return [first, Row(AREA, "release RBAC", "skip", "the API server did not answer"), Row(AREA, "Deployment", "skip", "the API server did not answer")]
-    return [first, outcome(AREA, "release RBAC", check_access, cluster), outcome(AREA, "Deployment", check_deployment, cluster)]
-
-
+        return [
+            first,
+            Row(AREA, "release RBAC", "skip", "the API server did not answer"),
+            Row(AREA, "Deployment", "skip", "the API server did not answer"),
+        ]
+    return [
+        first,
+        outcome(AREA, "release RBAC", check_access, cluster),
+        outcome(AREA, "Deployment", check_deployment, cluster),
+    ]

@@ -36,6 +36,7 @@ try:
 except ImportError:  # Airflow 3.0 and 3.1
     from airflow.configuration import conf  # type: ignore[no-redef]
 
+
 def xcom_outputs(values: dict[str, Any]) -> dict[str, Any]:
     """A ``multiple_outputs`` task's return value without its None values on Airflow 3.0, else unchanged.
 

@@ -609,9 +609,7 @@ def append_layer(
     )
 
 
-def push_image(
-    client: RegistryClient, repo: str, tag: str, layers: list[Layer], config: dict[str, Any]
-) -> str:
+def push_image(client: RegistryClient, repo: str, tag: str, layers: list[Layer], config: dict[str, Any]) -> str:
     """Push a whole OCI image (``config`` gets ``rootfs`` from ``layers``); return its digest.
 
     A tag that already names this image is not written again (an immutable tag would refuse it).
