@@ -7,7 +7,7 @@ Per scale, a synthetic CSV of scale × 45,211 rows (bench/synth.py, cached under
 build/bench/data), then --runs rounds (default 3 up to 100×, 1 above), each
 running in turn:
 
-- job: spark-submit of the features job's entry point (bank_spark.features), the whole job;
+- job: spark-submit of the features job's entry point (bank_spark.features_job), the whole job;
 - copy: spark-submit bench/spark_copy.py, the same parse written straight to parquet (the I/O floor);
 - pandas: bench/pandas_features.py, the same features in one process (pyarrow).
 
@@ -148,7 +148,7 @@ def spark_time(events: Path) -> dict[str, Any]:
     """Where a Spark application's time went, from its event log in `events`.
 
     Jobs are named by their Python call site when PySpark set one ("collect at
-    spark_jobs/bank_spark/features.py:411"), else by their last stage ("parquet at ...",
+    spark_jobs/bank_spark/features_job.py:411"), else by their last stage ("parquet at ...",
     "treeAggregate at RDDLossFunction.scala:61"), and summed per name in order of
     first start. Outside jobs: session start-up, planning, driver-side Python, shutdown.
     """

@@ -5,7 +5,7 @@
 Writes DIR/features/part-00000.parquet and DIR/quarantine/part-00000.parquet
 (record, reason) and prints a one-line JSON summary of the row counts.
 
-The same as the Spark features job (bank_spark.features): the header check; the domain rules of
+The same as the Spark features job (bank_spark.features_job): the header check; the domain rules of
 its _domain_reason (missing values, ranges, yes/no, month names) with the same
 reasons in the same order; rows with a wrong field count quarantined with the
 job's reason; the features in FEATURE_COLUMNS order, with the types and
@@ -55,7 +55,7 @@ from bank_serving.schema import (  # noqa: E402
 from bank_serving.schema import FEATURE_COLUMNS as MODEL_COLUMNS  # noqa: E402
 
 PROG = "pandas_features"
-# The CSV's columns, bank_spark.features.EXPECTED_COLUMNS and INT_COLUMNS (a test
+# The CSV's columns, bank_spark.features_job.EXPECTED_COLUMNS and INT_COLUMNS (a test
 # holds them equal; importing the job would import pyspark).
 RAW_COLUMNS: tuple[str, ...] = (
     "age", "job", "marital", "education", "default", "balance", "housing", "loan",
@@ -273,7 +273,7 @@ def split_valid(table: pa.Table, rules: list[Rule]) -> tuple[pa.Table, pa.Table]
 
 
 def build_features(valid: pa.Table) -> pa.Table:
-    """The job's features of valid rows (see bank_spark.features's docstring)."""
+    """The job's features of valid rows (see bank_spark.features_job's docstring)."""
     balance = pc.cast(valid["balance"], pa.float64())
     contacted = pc.not_equal(valid["pdays"], -1)
     month_numbers = pa.array(list(MONTH_NUMBER.values()), pa.int32())

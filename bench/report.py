@@ -314,7 +314,7 @@ def train_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
         for name, scale in doc["scales"].items()
     ]
     out = [
-        "## Model build on EMR (bank_spark.train)",
+        "## Model build on EMR (bank_spark.train_job)",
         "",
         f"{doc['how']}.",
         "",

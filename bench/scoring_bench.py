@@ -7,11 +7,11 @@ Data: the Spark features job's own transforms over bank-full, repeated to
 --rows rows, written once to build/bench/data/scoring-<rows>.parquet (4 files,
 so the 2 cores each get tasks). Models: the release model trained on bank-full
 as the DAG trains it, as scikit-learn (the pipeline) and as ONNX (what the
-registry holds and bank_spark.batch_score scores with).
+registry holds and bank_spark.batch_score_job scores with).
 
 Spark (local[2], Arrow batches of 10,000 rows) reads the parquet, scores and
 writes to the `noop` sink, so every row is scored and nothing is stored:
-- mapInArrow with ONNX: bank_spark.batch_score.score, the batch job's own path,
+- mapInArrow with ONNX: bank_spark.batch_score_job.score, the batch job's own path,
   and the same scorer through mapInPandas;
 - a scalar pandas UDF (Series in, Series out) with ONNX, and with scikit-learn;
 - a row-at-a-time Python UDF and an Arrow-optimised Python UDF (useArrow=True,
@@ -56,8 +56,8 @@ from pyspark.sql import types as T  # noqa: E402
 from bank_ml import data, release  # noqa: E402
 from bank_serving.features import as_feeds  # noqa: E402
 from bank_serving.schema import PROBABILITIES_OUTPUT  # noqa: E402
-from bank_spark import batch_score  # noqa: E402
-from bank_spark import features as bf  # noqa: E402
+from bank_spark import batch_score_job as batch_score  # noqa: E402
+from bank_spark import features_job as bf  # noqa: E402
 
 CHUNK = 10_000
 JOB = "onnx mapInArrow (batch_score.score: the job)"

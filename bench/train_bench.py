@@ -1,4 +1,4 @@
-"""Benchmark the model build (bank_spark.train) as an EMR step runs it, at 1× and 100× bank-full.
+"""Benchmark the model build (bank_spark.train_job) as an EMR step runs it, at 1× and 100× bank-full.
 
     .venv/bin/python -m bench.train_bench [--scales 1,100] [--runs N] [--timeout 3600]
 

@@ -17,7 +17,7 @@ as it would online. Runs when `bank_model_release` makes a model live (the
   points driver and executors at it (`spark.pyspark.python`,
   `spark.pyspark.driver.python`); **terminate_cluster** (teardown) ends it
   whatever fails, also when it already ended with errors.
-* **run_score** runs the scoring job (`bank_spark.batch_score`); a failed step fails
+* **run_score** runs the scoring job (`bank_spark.batch_score_job`); a failed step fails
   **wait_for_score** with the job's `batch_score: error: ...` line.
 * **validate_scores** checks the committed output against its manifest (rows in
   = rows out = the features' rows, same model and features) and emits the
@@ -34,8 +34,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.batch_score import PreparedScore
-from bank_pipeline.emr import cluster_params, transient_spark_step
+from bank_pipeline.batch_score_tasks import PreparedScore
+from bank_pipeline.spark_steps import cluster_params, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_batch_score"
@@ -46,9 +46,9 @@ def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet
     """Pick the features and the model, check they exist, stage the code, build the EMR step."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline import batch_score
-    from bank_pipeline.features import resolve_features_manifest
-    from bank_pipeline.registry import ModelRegistry
+    from bank_pipeline import batch_score_tasks as batch_score
+    from bank_pipeline.features_emr_tasks import resolve_features_manifest
+    from bank_pipeline.model_registry import ModelRegistry
 
     s3 = S3Hook(aws_conn_id=CFG.aws_conn_id)
     features = resolve_features_manifest(
@@ -87,7 +87,7 @@ def validate_scores(
     """Check the committed scores against their manifest and this run's inputs; emit the Asset event."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.batch_score import validate_scores as validate
+    from bank_pipeline.batch_score_tasks import validate_scores as validate
 
     committed = validate(
         S3Hook(aws_conn_id=CFG.aws_conn_id),

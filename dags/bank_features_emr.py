@@ -14,7 +14,7 @@ which schedules `bank_model_release`.
   made from the staged wheels by a bootstrap action; account settings (subnet,
   security groups, roles) come from the `emr_default` connection's extra,
   merged deeply under the DAG's overrides.
-* **run_features** runs the features job (`bank_spark.features`). Rows that do not parse go
+* **run_features** runs the features job (`bank_spark.features_job`). Rows that do not parse go
   to a quarantine with their reason; the step fails when their share exceeds
   `max_quarantine_ratio`. A failed step fails **wait_for_features** with the
   step's FailureDetails and the tail of its stderr.
@@ -32,8 +32,8 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.emr import cluster_params, transient_spark_step
-from bank_pipeline.features import PreparedStep
+from bank_pipeline.features_emr_tasks import PreparedStep
+from bank_pipeline.spark_steps import cluster_params, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_features_emr"
@@ -44,7 +44,7 @@ def prepare_step(params: dict, run_id: str) -> PreparedStep:
     """Check the source exists, stage the job code by content hash, and build the EMR step."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline import features
+    from bank_pipeline import features_emr_tasks as features
 
     return features.prepare_step(
         S3Hook(aws_conn_id=CFG.aws_conn_id),
@@ -61,7 +61,7 @@ def validate_features(output_uri: str, source_etag: str, params: dict, run_id: s
     """Check the committed output against its manifest; emit the Asset event on success."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.features import validate_output
+    from bank_pipeline.features_emr_tasks import validate_output
 
     committed = validate_output(
         S3Hook(aws_conn_id=CFG.aws_conn_id),

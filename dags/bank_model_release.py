@@ -10,7 +10,7 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
   deploy time, `python -m bank_pipeline.wheelhouse`) exist, stages the model build's
   code by content hash.
 * **create_cluster** → **run_train** → **wait_for_train**, **terminate_cluster**
-  (teardown): the model is built on a temporary EMR cluster (`bank_spark.train`):
+  (teardown): the model is built on a temporary EMR cluster (`bank_spark.train_job`):
   scikit-learn (one-hot + HistGradientBoosting) on a seeded stratified 20 % holdout,
   exported to ONNX (what serving runs; parity with scikit-learn is checked); ROC
   AUC, PR AUC and Brier beside the pyspark.ml baseline and beside the live model
@@ -60,13 +60,13 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, chain, task
 
 from bank_pipeline import assets, settings
-from bank_pipeline.emr import cluster_params, transient_spark_step
+from bank_pipeline.model_release_tasks import SMOKE_RECORD, PreparedTraining, check_prediction
 from bank_pipeline.operators.images import ModelImagePushOperator, PushedImage
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator, RolloutResult
-from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
+from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator, RolloutResult
+from bank_pipeline.operators.lambda_deploy import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator
 from bank_pipeline.plans.lambda_release import LambdaRelease
-from bank_pipeline.release import SMOKE_RECORD, PreparedTraining, check_prediction
+from bank_pipeline.spark_steps import cluster_params, transient_spark_step
 
 CFG = settings.load()
 DAG_ID = "bank_model_release"
@@ -75,7 +75,7 @@ DAG_ID = "bank_model_release"
 @task(inlets=[assets.FEATURES])
 def resolve_features(params: dict, triggering_asset_events=None, inlet_events=None) -> str:
     """The manifest to train on: Param, else the triggering event, else the Asset's latest event."""
-    from bank_pipeline.features import resolve_features_manifest
+    from bank_pipeline.features_emr_tasks import resolve_features_manifest
 
     return resolve_features_manifest(
         params["features_manifest_uri"],
@@ -91,7 +91,7 @@ def prepare_training(manifest_uri: str, params: dict, run_id: str) -> PreparedTr
     """Check the features and the nodes' wheelhouse, stage the model build, build its EMR step."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.release import prepare_training as prepare
+    from bank_pipeline.model_release_tasks import prepare_training as prepare
 
     return prepare(
         S3Hook(aws_conn_id=CFG.aws_conn_id),
@@ -111,7 +111,7 @@ def read_candidate(candidate_uri: str, run_id: str) -> dict:
     """The candidate the build registered: its version, metrics, and the gate's decision."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.release import read_candidate as read
+    from bank_pipeline.model_release_tasks import read_candidate as read
     from bank_pipeline.utils.compat import xcom_outputs
 
     trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=run_id)
@@ -138,8 +138,8 @@ def record_live(
     """Point models/bank/live.json at the version now released; the bank_live_model event schedules scoring."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.registry import ModelRegistry
-    from bank_pipeline.release import live_record
+    from bank_pipeline.model_registry import ModelRegistry
+    from bank_pipeline.model_release_tasks import live_record
     from bank_pipeline.utils.compat import timezone, xcom_outputs
 
     record = live_record(version, image, lambda_release, rollout, deployed_at=timezone.utcnow().isoformat())

@@ -39,7 +39,7 @@ SETTINGS_FROM_OUTPUTS = {
 }
 
 
-# The stack's network outputs as RunJobFlow's Instances keys (the product's bank_pipeline.emr.NETWORK_KEYS
+# The stack's network outputs as RunJobFlow's Instances keys (the product's bank_pipeline.spark_steps.NETWORK_KEYS
 # maps the same keys to the BANK_EMR_* settings; a test keeps the two in step).
 NETWORK_OUTPUTS = {
     "EmrSubnetId": "Ec2SubnetId",

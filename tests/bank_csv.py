@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bank_spark.features import EXPECTED_COLUMNS, INT_COLUMNS
+from bank_spark.features_job import EXPECTED_COLUMNS, INT_COLUMNS
 
 HEADER = ";".join(f'"{c}"' for c in EXPECTED_COLUMNS)
 GOOD: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """The pyspark.ml baseline the model is compared with: a logistic regression on the standardized features.
 
-A sanity check, not the model: fitted by the model build (bank_spark.train) on its own seeded
+A sanity check, not the model: fitted by the model build (bank_spark.train_job) on its own seeded
 random split of at most about ``max_rows`` rows, its ROC and PR AUC go into the model card
 beside the model's. Built-in Spark ML only: it runs on the cluster's JVMs, not in Python.
 """

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from bank_spark import features as bf
+from bank_spark import features_job as bf
 from bench import features_bench, spark_copy, synth
 from bench import pandas_features as pf
 from tests.bank_csv import HEADER, csv_line
@@ -219,7 +219,7 @@ def test_spark_time_sums_jobs_by_call_site(tmp_path: Path) -> None:
 
     events = [
         {"Event": "SparkListenerApplicationStart", "Timestamp": 0},
-        *job(0, 1000, 2000, f"first at {REPO}/spark_jobs/bank_spark/features.py:1", "ignored"),
+        *job(0, 1000, 2000, f"first at {REPO}/spark_jobs/bank_spark/features_job.py:1", "ignored"),
         *job(1, 2000, 5000, None, "parquet at X.java:0"),
         *job(2, 5000, 5500, None, "parquet at X.java:0"),
         {"Event": "SparkListenerApplicationEnd", "Timestamp": 6000},
@@ -229,7 +229,7 @@ def test_spark_time_sums_jobs_by_call_site(tmp_path: Path) -> None:
         "app_s": 6.0,
         "outside_jobs_s": 1.5,
         "jobs": [
-            {"what": "first at spark_jobs/bank_spark/features.py:1", "jobs": 1, "seconds": 1.0},
+            {"what": "first at spark_jobs/bank_spark/features_job.py:1", "jobs": 1, "seconds": 1.0},
             {"what": "parquet at X.java:0", "jobs": 2, "seconds": 3.5},
         ],
     }

@@ -7,10 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from bank_pipeline import assets, emr, settings
-from bank_pipeline import batch_score as bs
+from bank_pipeline import assets, settings
+from bank_pipeline import batch_score_tasks as bs
+from bank_pipeline import spark_steps as emr
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.features import resolve_features_manifest
+from bank_pipeline.features_emr_tasks import resolve_features_manifest
 from tests.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit

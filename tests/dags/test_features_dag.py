@@ -42,8 +42,8 @@ def test_cluster_guards_against_being_forgotten(dag_module):
 
 
 def test_step_runs_the_job_in_client_mode():
-    from bank_pipeline.emr import spark_step
     from bank_pipeline.lake import run_key
+    from bank_pipeline.spark_steps import spark_step
 
     step = spark_step("s", "s3://b/job.py", ["--x", "1"], action_on_failure="CANCEL_AND_WAIT")
     assert step["HadoopJarStep"]["Args"] == ["spark-submit", "--deploy-mode", "client", "s3://b/job.py", "--x", "1"]

@@ -193,8 +193,8 @@ def test_loading_every_dag_and_the_worker_modules_imports_no_ml_library():
         "import runpy, sys\n"
         "for dag in ('bank_features_emr', 'bank_model_release', 'bank_batch_score'):\n"
         f"    runpy.run_path('{REPO}/dags/' + dag + '.py')\n"
-        "import bank_pipeline.release, bank_pipeline.lake, bank_pipeline.features, bank_pipeline.batch_score\n"
-        "import bank_pipeline.wheelhouse, bank_pipeline.registry, bank_pipeline.utils.parquet_footer\n"
+        "import bank_pipeline.model_release_tasks, bank_pipeline.lake, bank_pipeline.features_emr_tasks, bank_pipeline.batch_score_tasks\n"
+        "import bank_pipeline.wheelhouse, bank_pipeline.model_registry, bank_pipeline.utils.parquet_footer\n"
         "print(sorted({m.split('.')[0] for m in sys.modules}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -134,7 +134,7 @@ def test_pass_role_is_checked_with_the_service_it_is_passed_to(ds: Devstack, acc
 def stage_code(cfg: Any) -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline import emr
+    from bank_pipeline import spark_steps as emr
 
     return emr.stage_job(
         S3Hook(aws_conn_id=None), f"s3://{cfg.lake_bucket}/code/iam-test-{uuid.uuid4().hex[:6]}/", "bank_features"
@@ -145,8 +145,8 @@ def create_cluster(cfg: Any) -> Any:
     """RunJobFlow as the DAGs make it: their overrides over the account's role names (settings)."""
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
 
-    from bank_pipeline.emr import account_defaults, job_flow_overrides
-    from bank_pipeline.operators.emr import deep_merge
+    from bank_pipeline.operators.emr_cluster import deep_merge
+    from bank_pipeline.spark_steps import account_defaults, job_flow_overrides
 
     none = f"s3://{cfg.lake_bucket}/code/none"
     rendered = (

@@ -14,7 +14,7 @@ import pytest
 from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator
 from botocore.exceptions import ClientError
 
-from bank_pipeline.operators.emr import (
+from bank_pipeline.operators.emr_cluster import (
     EmrClusterEndedTrigger,
     EmrCreateRunClusterOperator,
     EmrTerminateRunClusterOperator,
@@ -202,7 +202,7 @@ def test_the_deferred_wait_accepts_an_end_with_errors(aws_env: None, emr: Any, s
     cluster_id = failed_bootstrap_cluster(emr, s3, bucket)
     trigger = EmrClusterEndedTrigger(job_flow_id=cluster_id, waiter_delay=1, waiter_max_attempts=10, aws_conn_id=None)
     classpath, kwargs = trigger.serialize()
-    assert classpath == "bank_pipeline.operators.emr.EmrClusterEndedTrigger"
+    assert classpath == "bank_pipeline.operators.emr_cluster.EmrClusterEndedTrigger"
 
     async def first_event() -> dict[str, Any]:
         async for event in EmrClusterEndedTrigger(**kwargs).run():  # as the triggerer rebuilds it

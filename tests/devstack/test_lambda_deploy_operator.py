@@ -15,9 +15,9 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
-from bank_pipeline.operators.lambda_function import LambdaAliasRevertOperator, LambdaImageDeployOperator
+from bank_pipeline.operators.lambda_deploy import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.plans.lambda_release import architecture_mismatch, subset_mismatch
-from bank_pipeline.triggers.lambda_function import LambdaFunctionActiveTrigger
+from bank_pipeline.triggers.lambda_waiters import LambdaFunctionActiveTrigger
 from bank_pipeline.utils.oci import Platform
 from devstack.airflow_env import LAMBDA_ROLE_ARN, seed_release
 from tests.devstack.devstack_image_helpers import RAISING_HANDLER, index_image, model_image, unpackable_image

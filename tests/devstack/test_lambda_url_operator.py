@@ -11,8 +11,8 @@ import requests
 from botocore.exceptions import ClientError
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
+from bank_pipeline.model_release_tasks import SMOKE_RECORD, check_prediction
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator, curl_command
-from bank_pipeline.release import SMOKE_RECORD, check_prediction
 from devstack import Devstack
 from devstack.airflow_env import LAMBDA_ROLE_ARN
 from devstack.infra import Account

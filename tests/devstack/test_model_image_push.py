@@ -7,8 +7,8 @@ import json
 import pytest
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+from bank_pipeline.model_registry import ModelRegistry
 from bank_pipeline.operators.images import ModelImagePushOperator, image_model_json
-from bank_pipeline.registry import ModelRegistry
 from bank_pipeline.utils.oci import RegistryClient, RegistryError, append_layer, model_layer
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
 

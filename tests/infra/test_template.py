@@ -130,7 +130,7 @@ def test_parameter_defaults_are_the_settings_defaults(template: dict[str, Any], 
     if hasattr(cfg, "emr_service_role"):
         roles = {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
     else:
-        from bank_pipeline.emr import job_flow_overrides
+        from bank_pipeline.spark_steps import job_flow_overrides
 
         roles = job_flow_overrides(cfg, "x")
     assert defaults["EmrServiceRoleName"] == roles["ServiceRole"]
@@ -296,7 +296,7 @@ def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newes
 
 
 def test_the_network_outputs_reach_the_same_instances_keys_as_the_settings() -> None:
-    from bank_pipeline.emr import NETWORK_KEYS
+    from bank_pipeline.spark_steps import NETWORK_KEYS
     from devstack.infra import NETWORK_OUTPUTS
 
     for output, key in NETWORK_OUTPUTS.items():

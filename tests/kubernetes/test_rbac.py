@@ -40,7 +40,7 @@ def unpullable(kube_cluster: kube.KubeCluster) -> None:
 
 
 def deploy(image: str, **kwargs: Any) -> dict[str, Any]:
-    from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
+    from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 
     options = {"manifests": manifests(), "kubernetes_conn_id": CONN_ID, "deferrable": False, "poll_interval": 0.1,
                "timeout": 60, "image_platform": "linux/amd64"}  # fmt: skip

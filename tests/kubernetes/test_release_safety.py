@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from bank_pipeline import resources
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
+from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.utils.rollout import load_manifests
 from devstack import kube
 

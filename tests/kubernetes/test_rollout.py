@@ -24,9 +24,9 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
-from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
-from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
+from bank_pipeline.hooks.kubernetes_api import KubernetesRolloutHook
+from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
+from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.rollout import prepare_manifests
 from devstack import kube
 from tests.kubernetes.release_ns import BAD, CONN_ID, NAME, V1, V2, V3, ReleaseNamespace, manifests, wait_for
@@ -270,7 +270,7 @@ def test_deferred_rollout_completes_through_the_trigger(release: ReleaseNamespac
     deploy(V1)
     op, deferred = defer(V2)
     path, kwargs = deferred.trigger.serialize()
-    assert path == "bank_pipeline.triggers.kubernetes.KubernetesRolloutTrigger"
+    assert path == "bank_pipeline.triggers.rollout_status.KubernetesRolloutTrigger"
     event = first_event(KubernetesRolloutTrigger(**kwargs))  # as the triggerer rebuilds it
     assert event == {"status": "success", "message": ROLLED_OUT, "state": deferred.kwargs}
     result = getattr(op, deferred.method_name)(context={}, event=event, **deferred.kwargs)

@@ -12,7 +12,7 @@ import pytest
 
 from bank_pipeline import resources
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
+from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.utils.rollout import (
     describe_api_error,
     describe_events,
@@ -169,7 +169,7 @@ def test_manifests_are_refused_when_wrong(tmp_path: Path) -> None:
 def test_parse_time_import_leaves_the_kubernetes_clients_alone() -> None:
     clients = ("kubernetes", "kubernetes_asyncio")
     code = (
-        "import sys, bank_pipeline.operators.kubernetes, bank_pipeline.triggers.kubernetes; "
+        "import sys, bank_pipeline.operators.kubernetes_rollout, bank_pipeline.triggers.rollout_status; "
         f"print([m for m in {clients!r} if m in sys.modules])"
     )
     env = {"PATH": "/usr/bin:/bin"}

@@ -23,7 +23,7 @@ from tests.paths import BANK_FULL_CSV as BANK_FULL
 
 @dataclass(frozen=True)
 class FeatureRun:
-    """A committed run of the features job (bank_spark.features)."""
+    """A committed run of the features job (bank_spark.features_job)."""
 
     output: Path
     manifest: dict[str, Any]
@@ -36,7 +36,7 @@ class FeatureRun:
 @pytest.fixture(scope="session")
 def full_run(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> FeatureRun:
     """The real Spark job on bank-full.csv (about 20 s), committed under a tmp dir."""
-    from bank_spark.features import main
+    from bank_spark.features_job import main
 
     output = tmp_path_factory.mktemp("features") / "run=tests-ml"
     out, err = io.StringIO(), io.StringIO()
@@ -59,7 +59,7 @@ def candidate(full_table: pa.Table) -> release.Candidate:
 
 @dataclass(frozen=True)
 class TrainRun:
-    """A run of the model build (bank_spark.train) on the features run, into a local registry."""
+    """A run of the model build (bank_spark.train_job) on the features run, into a local registry."""
 
     registry: Path
     record: dict[str, Any]
@@ -69,7 +69,7 @@ class TrainRun:
 
 def run_train(features: Path, registry: Path, output: Path, *extra: str, run_id: str = "tests-train") -> TrainRun:
     """The model build's main() as spark-submit runs it, on local paths (the same code EMR runs)."""
-    from bank_spark.train import main
+    from bank_spark.train_job import main
 
     out, err = io.StringIO(), io.StringIO()
     args = ["--features", str(features), "--registry", str(registry), "--output", str(output), "--run-id", run_id,

@@ -1,4 +1,4 @@
-"""The model build as EMR runs it (bank_spark.train's main on local Spark): the model, the registry, the record."""
+"""The model build as EMR runs it (bank_spark.train_job's main on local Spark): the model, the registry, the record."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from bank_serving import schema
 from bank_serving.features import derive_features
 from bank_serving.validation import validate_records
-from bank_spark import features as bf
+from bank_spark import features_job as bf
 from tests.paths import BANK_CSV as BANK  # noqa: E402
 
 pytestmark = pytest.mark.integration  # Spark

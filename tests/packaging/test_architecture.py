@@ -135,6 +135,16 @@ def test_no_two_package_modules_share_a_name() -> None:
     assert set(tops) == {"bank_serving", "bank_ml", "bank_pipeline", "bank_pipeline_plugin", "bank_spark"}
 
 
+def test_no_two_product_modules_share_a_file_name() -> None:
+    """A file name says which module it is: operators/emr.py beside sensors/emr.py sends a reader (and a
+    traceback) to the wrong file. Package markers and the DAG files' own names are the exceptions."""
+    seen: dict[str, list[str]] = {}
+    for path in python_files("serving", "plugins", "spark_jobs", "dags"):
+        if path.name not in ("__init__.py", "__main__.py"):
+            seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
 def test_runtime_requirements_are_pyprojects_dependencies() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert runtime_requirements() == project["dependencies"]

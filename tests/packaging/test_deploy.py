@@ -43,7 +43,7 @@ out = {
 # What the tasks read from the package, wherever it is installed.
 import bank_pipeline, bank_serving, bank_spark
 from bank_pipeline import resources
-from bank_pipeline.emr import stage_job
+from bank_pipeline.spark_steps import stage_job
 
 class FakeS3:
     objects = {}

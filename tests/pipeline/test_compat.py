@@ -16,9 +16,9 @@ from airflow.exceptions import AirflowException, TaskDeferred
 from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
 from airflow.triggers.base import TriggerEvent
 
-from bank_pipeline.sensors import emr as sensors
-from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
-from bank_pipeline.triggers.emr import EmrStepFailureEventTrigger
+from bank_pipeline.sensors import emr_step as sensors
+from bank_pipeline.sensors.emr_step import EmrStepSensorWithLogs
+from bank_pipeline.triggers.emr_step_failure import EmrStepFailureEventTrigger
 from bank_pipeline.utils.compat import WaiterFailureEvent
 
 pytestmark = pytest.mark.unit
@@ -70,7 +70,7 @@ def test_the_emr_trigger_serializes_to_itself_for_the_triggerer() -> None:
     trigger = EmrStepFailureEventTrigger(job_flow_id="j-1", step_id="s-1", waiter_delay=2, waiter_max_attempts=3)
     path, kwargs = trigger.serialize()
 
-    assert path == "bank_pipeline.triggers.emr.EmrStepFailureEventTrigger"
+    assert path == "bank_pipeline.triggers.emr_step_failure.EmrStepFailureEventTrigger"
     assert EmrStepFailureEventTrigger(**kwargs).serialize() == (path, kwargs)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bank_pipeline import emr, settings
-from bank_pipeline.operators.emr import deep_merge, run_tags
+from bank_pipeline import settings
+from bank_pipeline import spark_steps as emr
+from bank_pipeline.operators.emr_cluster import deep_merge, run_tags
 
 pytestmark = pytest.mark.unit
 

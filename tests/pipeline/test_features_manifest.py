@@ -6,7 +6,7 @@ import pytest
 
 from bank_pipeline import lake
 from bank_pipeline.errors import BadInputError
-from bank_pipeline.features import check_manifest
+from bank_pipeline.features_emr_tasks import check_manifest
 from bank_pipeline.lake import parquet_problems, split_s3_uri
 
 pytestmark = pytest.mark.unit

@@ -17,8 +17,8 @@ from bank_pipeline.links import (
     RegistryImageLink,
 )
 from bank_pipeline.operators.images import ModelImagePushOperator
-from bank_pipeline.operators.kubernetes import KubernetesRolloutOperator
-from bank_pipeline.operators.lambda_function import LambdaImageDeployOperator
+from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
+from bank_pipeline.operators.lambda_deploy import LambdaImageDeployOperator
 from tests.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit

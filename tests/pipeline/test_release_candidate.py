@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from bank_pipeline import release, settings
+from bank_pipeline import model_release_tasks as release
+from bank_pipeline import settings
 from bank_pipeline.errors import BadInputError, CandidateInvalidError
-from bank_pipeline.operators.emr import with_integer_counts
+from bank_pipeline.operators.emr_cluster import with_integer_counts
 from bank_pipeline.wheelhouse import WheelhouseMissingError, wheelhouse_uri
 
 pytestmark = pytest.mark.unit

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bank_pipeline import emr, resources
+from bank_pipeline import resources
+from bank_pipeline import spark_steps as emr
 from tests.paths import locked_versions
 
 pytestmark = pytest.mark.unit
@@ -48,8 +49,8 @@ def test_each_job_ships_its_entry_point_the_zip_and_its_bootstrap():
     assert set(resources.job_files("bank_features")) == {"bank_features.py", resources.PY_FILES_NAME, "python_env.sh"}
     assert set(resources.job_files("batch_score")) == {"batch_score.py", resources.PY_FILES_NAME, "python_env.sh"}
     assert set(resources.job_files("bank_train")) == {"bank_train.py", resources.PY_FILES_NAME, "python_env.sh"}
-    assert b"from bank_spark.features import main" in resources.entrypoint("bank_features")
-    assert b"from bank_spark.train import main" in resources.entrypoint("bank_train")
+    assert b"from bank_spark.features_job import main" in resources.entrypoint("bank_features")
+    assert b"from bank_spark.train_job import main" in resources.entrypoint("bank_train")
     with pytest.raises(ValueError, match="unknown Spark job 'nope'; known: bank_features, batch_score, bank_train"):
         resources.job_files("nope")
 
@@ -58,14 +59,16 @@ def test_py_files_zip_is_reproducible_and_holds_only_sources():
     first, second = resources.py_files_zip(), resources.py_files_zip()
     assert first == second
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
-    assert {"bank_spark/__init__.py", "bank_spark/features.py", "bank_spark/batch_score.py"} <= set(names)
+    assert {"bank_spark/__init__.py", "bank_spark/features_job.py", "bank_spark/batch_score_job.py"} <= set(names)
     assert {"bank_spark/storage.py", "bank_spark/commit.py", "bank_spark/cli.py"} <= set(names)
     assert {"bank_serving/__init__.py", "bank_serving/model.py", "bank_serving/schema.py"} <= set(names)
-    assert {"bank_spark/train.py", "bank_spark/baseline.py", "bank_ml/train.py", "bank_ml/artifacts.py"} <= set(names)
+    assert {"bank_spark/train_job.py", "bank_spark/baseline.py", "bank_ml/train.py", "bank_ml/artifacts.py"} <= set(
+        names
+    )
     assert all(n.endswith(".py") and "/entrypoints/" not in n for n in names)
 
 
-@pytest.mark.parametrize("job", ["bank_spark.batch_score", "bank_spark.features", "bank_spark.train"])
+@pytest.mark.parametrize("job", ["bank_spark.batch_score_job", "bank_spark.features_job", "bank_spark.train_job"])
 def test_the_jobs_import_from_the_zip_alone(tmp_path: Path, job: str):
     zip_path = tmp_path / resources.PY_FILES_NAME
     zip_path.write_bytes(resources.py_files_zip())
@@ -78,7 +81,7 @@ def test_the_jobs_import_from_the_zip_alone(tmp_path: Path, job: str):
 
 def test_neither_job_imports_the_other():  # the model build reads features with batch_score's reader
     archive = zipfile.ZipFile(io.BytesIO(resources.py_files_zip()))
-    for job, other in (("features", "batch_score"), ("batch_score", "features")):
+    for job, other in (("features_job", "batch_score_job"), ("batch_score_job", "features_job")):
         text = archive.read(f"bank_spark/{job}.py").decode()
         assert f"bank_spark.{other}" not in text and f"from bank_spark import {other}" not in text
 

@@ -1,4 +1,4 @@
-"""Tests of the features job (bank_spark.features): transforms on inline rows, every bad-input case, main() end to end."""
+"""Tests of the features job (bank_spark.features_job): transforms on inline rows, every bad-input case, main() end to end."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from bank_spark import baseline as bl
-from bank_spark import features as bf
+from bank_spark import features_job as bf
 from tests.bank_csv import GOOD, HEADER, csv_line
 from tests.paths import BANK_CSV as BANK
 from tests.paths import BANK_FULL_CSV as BANK_FULL
@@ -498,7 +498,7 @@ def test_main_reports_unexpected_failures_on_one_line(spark: SparkSession, tmp_p
     [
         (["--max-quarantine-ratio", "-0.1"], "--max-quarantine-ratio must be within 0..1"),
         (["--max-quarantine-ratio", "x"], "argument --max-quarantine-ratio: invalid float value: 'x'"),
-        # The baseline moved to the model build (bank_spark.train): its options are gone from here.
+        # The baseline moved to the model build (bank_spark.train_job): its options are gone from here.
         (["--baseline-max-rows", "10"], "unrecognized arguments: --baseline-max-rows 10"),
     ],
 )

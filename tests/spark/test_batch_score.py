@@ -1,4 +1,4 @@
-"""Tests of the scoring job (bank_spark.batch_score): serving's scores on Spark, the manifest commit, every bad input."""
+"""Tests of the scoring job (bank_spark.batch_score_job): serving's scores on Spark, the manifest commit, every bad input."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from pyspark.testing import assertDataFrameEqual
 from bank_ml import artifacts, data, release
 from bank_pipeline.resources import py_files_zip
 from bank_serving.model import OnnxModel
-from bank_spark import batch_score as bs
-from bank_spark import features as bf
+from bank_spark import batch_score_job as bs
+from bank_spark import features_job as bf
 from tests.paths import BANK_CSV as BANK
 
 pytestmark = pytest.mark.integration
@@ -180,7 +180,7 @@ def test_the_scorer_ships_by_reference_and_each_worker_loads_the_model_once(
 
     payload = cloudpickle.dumps(bs.score_batches(b"model bytes"))
     # By reference: the module's name and the bytes, not the code (nor a copy of the model cache).
-    assert b"bank_spark.batch_score" in payload and len(payload) < 400, payload
+    assert b"bank_spark.batch_score_job" in payload and len(payload) < 400, payload
 
     model_bytes = candidate.onnx_bytes
 

@@ -104,7 +104,7 @@ class ModelImagePushOperator(BaseOperator):
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
-        from bank_pipeline.registry import ModelRegistry
+        from bank_pipeline.model_registry import ModelRegistry
         from bank_pipeline.utils import oci
 
         registry = ModelRegistry(S3Hook(aws_conn_id=self.aws_conn_id), self.registry_prefix)

@@ -1,6 +1,6 @@
 """The decisions of a Lambda release by alias, as pure functions over Lambda's answers.
 
-The release (operators.lambda_function) asks LambdaReleaseHook, passes the answers here and
+The release (operators.lambda_deploy) asks LambdaReleaseHook, passes the answers here and
 carries out what comes back:
 
     check_request → starting_step (smoke the live version | create | update) → wait

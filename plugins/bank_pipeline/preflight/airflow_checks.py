@@ -113,7 +113,7 @@ def check_emr_connection(_cfg: Settings) -> str:
 
 def check_kubernetes_connection(cfg: Settings) -> str:
     """The connection names a cluster, as the rollout requires (hooks.kubernetes_rollout.cluster_not_configured)."""
-    from bank_pipeline.hooks.kubernetes_rollout import cluster_not_configured
+    from bank_pipeline.hooks.kubernetes_api import cluster_not_configured
 
     if "kubernetes" not in cfg.release_targets:
         raise Skip("BANK_RELEASE_TARGETS has no kubernetes")

@@ -26,8 +26,8 @@ class Account:
     """What the checks share: the worker's clients, its identity, the cluster configuration the DAGs send."""
 
     def __init__(self, cfg: Settings) -> None:
-        from bank_pipeline import emr
-        from bank_pipeline.operators.emr import deep_merge
+        from bank_pipeline import spark_steps as emr
+        from bank_pipeline.operators.emr_cluster import deep_merge
         from bank_pipeline.preflight.airflow_checks import emr_extra
 
         self.cfg = cfg
@@ -236,7 +236,7 @@ def _tagged(resource: dict[str, Any]) -> bool:
 
 def check_network(acct: Account) -> str:
     """The subnet and security groups the cluster gets, tagged as AmazonEMRServicePolicy_v2 requires."""
-    from bank_pipeline.emr import NETWORK_KEYS
+    from bank_pipeline.spark_steps import NETWORK_KEYS
 
     if acct.v2 is None:
         raise Skip("the EMR service role could not be read (see IAM)")
@@ -278,7 +278,7 @@ def check_network(acct: Account) -> str:
 
 
 def check_instance_types(acct: Account) -> str:
-    from bank_pipeline.emr import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
+    from bank_pipeline.spark_steps import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
 
     zone = acct.zone
     if zone is None:
@@ -302,7 +302,7 @@ def check_wheelhouse(acct: Account) -> str:
     """The nodes' wheels are staged for the architecture of each instance type the zone offers."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from bank_pipeline.emr import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
+    from bank_pipeline.spark_steps import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES
     from bank_pipeline.wheelhouse import COMMAND, WheelhouseMissingError, node_arch, require_wheelhouse, wheelhouse_uri
 
     types = acct.instance_types or list(INSTANCE_TYPES)

@@ -6,7 +6,7 @@
 - ``arch_mismatch``: an image's architecture against the Deployment's ``kubernetes.io/arch`` node selector;
 - ``describe_*``: a failed rollout's conditions, pods and events, and an API refusal, in words.
 
-Shared by ``bank_pipeline.operators.kubernetes`` and ``bank_pipeline.triggers.kubernetes``.
+Shared by ``bank_pipeline.operators.kubernetes_rollout`` and ``bank_pipeline.triggers.rollout_status``.
 """
 
 from __future__ import annotations

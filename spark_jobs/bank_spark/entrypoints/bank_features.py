@@ -1,7 +1,7 @@
-"""spark-submit entry point of the features job (bank_spark.features); bank_spark travels in --py-files."""
+"""spark-submit entry point of the features job (bank_spark.features_job); bank_spark travels in --py-files."""
 
 import sys
 
-from bank_spark.features import main
+from bank_spark.features_job import main
 
 sys.exit(main())

@@ -50,7 +50,7 @@ class EmrStepSensorWithLogs(EmrStepSensor):
             super().execute(context)
             return
         # The provider's deferrable execute, deferring to its trigger made to yield the failure event.
-        from bank_pipeline.triggers.emr import EmrStepFailureEventTrigger
+        from bank_pipeline.triggers.emr_step_failure import EmrStepFailureEventTrigger
 
         if not self.poke(context):
             self.defer(

@@ -5,7 +5,7 @@ checks its header, sends rows that do not parse or break the domain rules to a
 quarantine (record, reason), encodes the good rows as features and commits
 everything with the manifest protocol of docs/interfaces.md (bank_spark.commit).
 The model, and the pyspark.ml baseline it is compared with, are built from these
-features by the release's own step (bank_spark.train):
+features by the release's own step (bank_spark.train_job):
 
     <output>/_attempts/<attempt_id>/features/part-*.parquet
     <output>/_attempts/<attempt_id>/quarantine/part-*.parquet

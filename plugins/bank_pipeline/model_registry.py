@@ -5,7 +5,7 @@
 
 A version is the first 16 hex digits of sha256(model.onnx), so the same model
 always gets the same version. Versions are registered by the model build on EMR
-(``bank_spark.train.register``): ``model.json`` is uploaded last and marks the
+(``bank_spark.train_job.register``): ``model.json`` is uploaded last and marks the
 version complete, and a version whose model.json exists is never written again,
 so a retry or a rerun on identical data registers nothing. Workers only read
 versions here, and write ``live.json`` after a deploy passed its smoke test.

@@ -37,7 +37,7 @@ from bank_pipeline.hooks.aws_lambda import LambdaReleaseHook
 from bank_pipeline.links import LambdaFunctionVersionLink
 from bank_pipeline.plans import lambda_release as plan
 from bank_pipeline.plans.lambda_release import LambdaRelease, SmokeCheck, check_http_ok
-from bank_pipeline.triggers.lambda_function import (
+from bank_pipeline.triggers.lambda_waiters import (
     LambdaFunctionActiveTrigger,
     LambdaFunctionUpdatedTrigger,
     LambdaPublishedVersionActiveTrigger,

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import emr, wheelhouse
+from bank_pipeline import spark_steps, wheelhouse
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
 from bank_pipeline.lake import parquet_problems, read_manifest, run_key, split_s3_uri
 
@@ -51,7 +51,7 @@ def prepare_step(
     if head is None:
         raise BadInputError(f"source_uri {source_uri} does not exist")
     wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    staged = emr.stage_job(hook, cfg.code_prefix, JOB)
+    staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     output_uri = f"{cfg.features_prefix}run={run_key(run_id)}/"
     etag = head["ETag"].strip('"')
     args = [
@@ -62,7 +62,7 @@ def prepare_step(
         "--input-etag", etag,
     ]  # fmt: skip
     return {
-        "steps": [emr.job_step(JOB, staged, args)],
+        "steps": [spark_steps.job_step(JOB, staged, args)],
         "output_uri": output_uri,
         "source_etag": etag,
         "code_uri": staged.script_uri,

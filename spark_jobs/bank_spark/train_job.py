@@ -42,7 +42,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from bank_ml.train import HyperParams
 from bank_spark.baseline import baseline_sample, fit_baseline
-from bank_spark.batch_score import read_features
+from bank_spark.batch_score_job import read_features
 from bank_spark.cli import JobArgumentParser, JobError, run_job, small_shuffles
 from bank_spark.storage import HadoopFs
 

@@ -1,7 +1,7 @@
 """What bank_model_release does besides wiring operators: build the model on EMR, then record what went live.
 
 - ``prepare_training``: check the features and the nodes' wheelhouse, stage the model
-  build (``bank_spark.train``: train, compare with the live model on the same holdout,
+  build (``bank_spark.train_job``: train, compare with the live model on the same holdout,
   export to ONNX, write the card and plots, register) and build its EMR step.
 - ``read_candidate``: the candidate record the step wrote, which the gate reads.
 - ``live_record``: live.json's content after a release.
@@ -16,17 +16,17 @@ import json
 import posixpath
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from bank_pipeline import emr, wheelhouse
+from bank_pipeline import spark_steps, wheelhouse
 from bank_pipeline.errors import BadInputError, CandidateInvalidError
 from bank_pipeline.lake import MANIFEST_NAME, read_json, run_key, split_s3_uri
-from bank_pipeline.registry import ModelRegistry
+from bank_pipeline.model_registry import ModelRegistry
 from bank_pipeline.resources import code_version
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline.operators.images import PushedImage
-    from bank_pipeline.operators.kubernetes import RolloutResult
+    from bank_pipeline.operators.kubernetes_rollout import RolloutResult
     from bank_pipeline.plans.lambda_release import LambdaRelease
     from bank_pipeline.settings import Settings
 
@@ -99,7 +99,7 @@ def prepare_training(
     if not hook.check_for_key(key, bucket_name=bucket):
         raise BadInputError(f"features manifest {manifest_uri} does not exist")
     wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    staged = emr.stage_job(hook, cfg.code_prefix, JOB)
+    staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     record = candidate_uri(cfg, run_id)
     args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
@@ -113,7 +113,7 @@ def prepare_training(
         *(["--force-deploy"] if force_deploy else []),
     ]  # fmt: skip
     return {
-        "steps": [emr.job_step("bank_train", staged, args)],
+        "steps": [spark_steps.job_step("bank_train", staged, args)],
         "candidate_uri": record,
         "bootstrap_uri": staged.bootstrap_uri,
         "wheelhouse_uri": wheels,

@@ -2,7 +2,7 @@
 
 - Which model a run scores with (Param, Asset event, live.json); the features
   come from ``features.resolve_features_manifest``.
-- What the step needs staged: the job (``emr.stage_job``), and the nodes' wheelhouse
+- What the step needs staged: the job (``spark_steps.stage_job``), and the nodes' wheelhouse
   the deployment staged (``wheelhouse.require_wheelhouse``), as the features job.
 - The check of the committed scores.
 
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import emr, wheelhouse
+from bank_pipeline import spark_steps, wheelhouse
 from bank_pipeline.errors import BadInputError, ScoresInvalidError
-from bank_pipeline.features import newest_extra
+from bank_pipeline.features_emr_tasks import newest_extra
 from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, run_key, split_s3_uri
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def prepare(
     instance_type: str,
 ) -> PreparedScore:
     """Check that the inputs exist, stage the code, and build the step; what the later tasks need."""
-    from bank_pipeline.registry import COMMIT_FILE, ModelRegistry
+    from bank_pipeline.model_registry import COMMIT_FILE, ModelRegistry
 
     bucket, key = split_s3_uri(features_manifest_uri)
     if posixpath.basename(key) != MANIFEST_NAME:
@@ -114,7 +114,7 @@ def prepare(
         raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
     wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    code = emr.stage_job(hook, cfg.code_prefix, JOB)
+    code = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     output = output_uri(cfg, run_id)
     args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
@@ -123,7 +123,7 @@ def prepare(
         "--run-id", run_id,
     ]  # fmt: skip
     return {
-        "steps": [emr.job_step("bank_batch_score", code, args)],
+        "steps": [spark_steps.job_step("bank_batch_score", code, args)],
         "output_uri": output,
         "bootstrap_uri": code.bootstrap_uri,
         "wheelhouse_uri": wheels,

@@ -1,7 +1,7 @@
 """Roll a model image out to a Kubernetes Deployment, wait as ``kubectl rollout status`` does, roll back on failure.
 
 The cncf-kubernetes provider has a hook but no rollout operator. This one, in the
-style of operators/lambda_function.py (thin API calls through KubernetesHook, validation in
+style of operators/lambda_deploy.py (thin API calls through KubernetesHook, validation in
 ``execute``, the long wait deferred to a trigger):
 
 1. create what is missing from the manifests (the package's manifests/: Service, PodDisruptionBudget,
@@ -51,7 +51,7 @@ from airflow.sdk import BaseOperator
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
 from bank_pipeline.links import KubernetesDeploymentLink
-from bank_pipeline.triggers.kubernetes import KubernetesRolloutTrigger
+from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
     MAX_PODS_EXPLAINED,
@@ -74,7 +74,7 @@ from bank_pipeline.utils.rollout import (
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
+    from bank_pipeline.hooks.kubernetes_api import KubernetesRolloutHook
 
 
 class RolloutResult(TypedDict):
@@ -147,7 +147,7 @@ class KubernetesRolloutOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> KubernetesRolloutHook:
-        from bank_pipeline.hooks.kubernetes_rollout import KubernetesRolloutHook
+        from bank_pipeline.hooks.kubernetes_api import KubernetesRolloutHook
 
         return KubernetesRolloutHook(conn_id=self.kubernetes_conn_id)
 
@@ -155,7 +155,7 @@ class KubernetesRolloutOperator(BaseOperator):
 
     def execute(self, context: Context) -> RolloutResult:
         check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
-        from bank_pipeline.hooks.kubernetes_rollout import cluster_not_configured
+        from bank_pipeline.hooks.kubernetes_api import cluster_not_configured
 
         problem = cluster_not_configured(self.kubernetes_conn_id)
         if problem and self.skip_without_connection:

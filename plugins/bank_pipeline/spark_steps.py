@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
-    from bank_pipeline.operators.emr import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
-    from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
+    from bank_pipeline.operators.emr_cluster import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
+    from bank_pipeline.sensors.emr_step import EmrStepSensorWithLogs
     from bank_pipeline.settings import Settings
 
 INSTANCE_TYPES = ["m5.xlarge", "m5.2xlarge", "m6g.xlarge", "m6g.2xlarge", "r5.xlarge"]
@@ -71,7 +71,7 @@ NETWORK_KEYS = {
 
 def account_defaults(cfg: Settings) -> dict[str, Any]:
     """The lowest layer of the cluster's configuration: the roles and the network from settings. The
-    ``emr_default`` connection's extra is merged over it, the DAG's overrides over both (operators.emr)."""
+    ``emr_default`` connection's extra is merged over it, the DAG's overrides over both (operators.emr_cluster)."""
     network = {key: getattr(cfg, name) for key, name in NETWORK_KEYS.items() if getattr(cfg, name)}
     defaults: dict[str, Any] = {"ServiceRole": cfg.emr_service_role, "JobFlowRole": cfg.emr_job_flow_role}
     if network:
@@ -243,8 +243,8 @@ def transient_spark_step(cfg: Settings, *, name: str, cluster_name: str, prepare
     """
     from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
 
-    from bank_pipeline.operators.emr import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
-    from bank_pipeline.sensors.emr import EmrStepSensorWithLogs
+    from bank_pipeline.operators.emr_cluster import EmrCreateRunClusterOperator, EmrTerminateRunClusterOperator
+    from bank_pipeline.sensors.emr_step import EmrStepSensorWithLogs
 
     create = EmrCreateRunClusterOperator(
         task_id="create_cluster",

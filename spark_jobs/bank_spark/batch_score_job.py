@@ -447,7 +447,7 @@ def _root_cause(error: BaseException) -> str:
     return " ".join(message.split())[:300]
 
 
-# "bank_spark.batch_score.ModelError: ..." as the last line of a worker's traceback.
+# "bank_spark.batch_score_job.ModelError: ..." as the last line of a worker's traceback.
 _WORKER_ERROR = re.compile(
     r"^(?:[\w.]+\.)?(?:"
     + "|".join(c.__name__ for c in (ScoringError, ScoreJobError, ModelError, FeaturesError))
