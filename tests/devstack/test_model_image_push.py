@@ -38,13 +38,27 @@ def registry(ds, bucket, aws_env, tmp_path) -> str:
     return prefix
 
 
+class PushRecorder:
+    """The task instance's XCom pushes, as the release DAG's XComArgs will read them."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
 def push(ds, prefix: str, version: str, base_tag: str = "serving-base", repository: str = "push-test") -> dict:
     op = ModelImagePushOperator(
         task_id="push", version=version, registry_prefix=prefix,
         registry=ds.registry_url, repository=repository, base_tag=base_tag, aws_conn_id=None,
         plain_http_registries=[ds.registry_url],
     )  # fmt: skip
-    return op.execute(context={})
+    ti = PushRecorder()
+    pushed = op.execute(context={"ti": ti})
+    # The image URI also under its own key: the release's operators take it as an XComArg.
+    assert ti.pushed["image_uri"] == pushed["image_uri"]
+    return pushed
 
 
 def test_push_is_deterministic_and_sends_nothing_the_second_time(ds, registry, tmp_path):
