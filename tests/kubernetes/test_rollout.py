@@ -86,18 +86,20 @@ def shorten_deadline(release: ReleaseNamespace) -> None:
 class RacingHook(KubernetesRolloutHook):
     """The rollout's hook, with someone else's write landing right after one of its reads of a kind.
 
-    ``meddle`` (as the cluster's admin: another person, another Airflow run) runs once, after
-    the first read of ``kind`` for which ``when(what was read)`` holds. The writes are real;
-    only their moment is chosen, so that the race happens every time.
+    The race is its operator's ``race``: ``meddle`` (as the cluster's admin: another person,
+    another Airflow run) runs once, after the first read of ``kind`` for which ``when(what was
+    read)`` holds. The writes are real; only their moment is chosen, so that the race happens
+    every time. A test may set a new race between the operator's calls.
     """
 
-    race: tuple[str, Callable[[Any], bool], Callable[[], Any]] | None = None
+    owner: RacingOperator
 
     def read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         found = super().read(kind, namespace, name)
-        if self.race is not None and kind == self.race[0] and self.race[1](found):
-            meddle, self.race = self.race[2], None
-            meddle()
+        race = self.owner.race
+        if race is not None and kind == race[0] and race[1](found):
+            self.owner.race = None
+            race[2]()
         return found
 
 
@@ -111,7 +113,7 @@ class RacingOperator(KubernetesRolloutOperator):
     @cached_property
     def hook(self) -> KubernetesRolloutHook:
         hook = RacingHook(conn_id=self.kubernetes_conn_id)
-        hook.race = self.race
+        hook.owner = self
         return hook
 
 
