@@ -11,6 +11,7 @@ from bank_pipeline.model_registry import ModelRegistry
 from bank_pipeline.operators.images import ModelImagePushOperator, image_model_json
 from bank_pipeline.utils.oci import RegistryClient, RegistryError, append_layer, model_layer
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
+from tests.recording_ti import RecordingTI
 
 pytestmark = pytest.mark.integration
 
@@ -38,23 +39,13 @@ def registry(ds, bucket, aws_env, tmp_path) -> str:
     return prefix
 
 
-class PushRecorder:
-    """The task instance's XCom pushes, as the release DAG's XComArgs will read them."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def push(ds, prefix: str, version: str, base_tag: str = "serving-base", repository: str = "push-test") -> dict:
     op = ModelImagePushOperator(
         task_id="push", version=version, registry_prefix=prefix,
         registry=ds.registry_url, repository=repository, base_tag=base_tag, aws_conn_id=None,
         plain_http_registries=[ds.registry_url],
     )  # fmt: skip
-    ti = PushRecorder()
+    ti = RecordingTI()
     pushed = op.execute(context={"ti": ti})
     # The image URI also under its own key: the release's operators take it as an XComArg.
     assert ti.pushed["image_uri"] == pushed["image_uri"]

@@ -20,6 +20,7 @@ from bank_pipeline.operators.images import ModelImagePushOperator
 from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.operators.lambda_deploy import LambdaImageDeployOperator
 from tests.paths import REPO  # noqa: E402
+from tests.recording_ti import RecordingTI
 
 pytestmark = pytest.mark.unit
 
@@ -82,19 +83,11 @@ def test_operators_carry_their_links() -> None:
     assert [type(x) for x in KubernetesRolloutOperator.operator_extra_links] == [KubernetesDeploymentLink]
 
 
-class _TI:
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def test_persist_stores_the_values_under_the_links_key_and_is_a_noop_without_a_ti() -> None:
     op = ModelImagePushOperator(
         task_id="push", version="v1", registry_prefix="s3://b/r/", registry="h:1", repository="r", base_tag="b"
     )
-    ti = _TI()
+    ti = RecordingTI()
     RegistryImageLink.persist({"ti": ti}, op, registry="h:1", repository="r", digest=DIGEST)
     assert ti.pushed == {"bank_registry_image": {"registry": "h:1", "repository": "r", "digest": DIGEST}}
     RegistryImageLink.persist({}, op, registry="h:1", repository="r", digest=DIGEST)  # unit tests' context={}
