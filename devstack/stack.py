@@ -21,7 +21,8 @@
   session is gone (task processes run in their own groups in that session),
   SIGKILL what is left after a deadline; then stop devstack and the control
   plane. Idempotent.
-- status: exit 0 if Airflow, devstack and the control plane answer, 1 if not
+- status: exit 0 if Airflow, devstack and the control plane answer (a stack whose
+  processes all run gets ANSWER_GRACE_S to answer), 1 if not
   running, 3 if stale.
 """
 
@@ -225,18 +226,35 @@ def _print_ready(state: dict[str, Any]) -> None:
     print(f"Stop everything: python -m devstack.stack down --state-dir {state['state_dir']}")
 
 
-def status_of(state_dir: Path) -> tuple[int, dict[str, Any] | None]:
+# How long a stack whose processes all run may take to answer before it counts as stale:
+# a busy machine (a Spark step, a test suite) can hold one request past its timeout, and
+# tearing down a live stack for that would cost a minute's restart and its runs.
+ANSWER_GRACE_S = 30.0
+
+
+def _devstack_process_runs(devstack_dir: Path) -> bool:
+    ds_state = devstack.read_state(devstack_dir)
+    return ds_state is not None and devstack.is_devstack_server(int(ds_state["pid"]))
+
+
+def status_of(state_dir: Path, grace_s: float = ANSWER_GRACE_S) -> tuple[int, dict[str, Any] | None]:
     state = read_state(state_dir)
     if state is None:
         return 1, None
-    if (
-        is_standalone(int(state["pid"]), state["marker"])
-        and answers(state["api_url"])
-        and devstack.running(Path(state["devstack_dir"]))
-        and kube.running(Path(state["kube_dir"]))
-    ):
-        return 0, state
-    return 3, state
+    devstack_dir, kube_dir = Path(state["devstack_dir"]), Path(state["kube_dir"])
+    deadline = time.monotonic() + grace_s
+    while True:
+        if not (
+            is_standalone(int(state["pid"]), state["marker"])
+            and _devstack_process_runs(devstack_dir)
+            and kube.running(kube_dir)
+        ):
+            return 3, state  # a process is gone: no wait can mend that
+        if answers(state["api_url"]) and devstack.running(devstack_dir):
+            return 0, state
+        if time.monotonic() >= deadline:
+            return 3, state
+        time.sleep(1.0)  # processes alive but busy: ask again
 
 
 def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_PASSWORD) -> int:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,6 +56,17 @@ def test_up_lists_the_dags_and_down_leaves_nothing(tmp_path: Path) -> None:
         airflow_pids = stack.stack_pids(state)
         assert state["pid"] in airflow_pids and len(airflow_pids) >= 4  # standalone + its components
         devstack_pid = json.loads((state_dir / "devstack" / "devstack.json").read_text())["pid"]
+
+        # Alive but not answering for a while (a busy machine): waited for, not taken for stale.
+        os.kill(devstack_pid, signal.SIGSTOP)
+        resume = threading.Timer(4.0, os.kill, (devstack_pid, signal.SIGCONT))
+        resume.start()
+        try:
+            slow = run_stack("status", *common)
+        finally:
+            resume.cancel()
+            os.kill(devstack_pid, signal.SIGCONT)
+        assert slow.returncode == 0, slow.stdout + slow.stderr
 
         # The control plane runs, and the release's identity has its connection.
         cluster = kube.KubeCluster.attach(Path(state["kube_dir"]))
