@@ -282,6 +282,24 @@ def test_good_rows_pass_including_quoted_separators(parsed_cases: DataFrame) -> 
     ]
 
 
+def test_the_features_pass_keeps_exactly_the_rows_the_quarantine_pass_finds_good(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """read_parsed_rows drops malformed lines instead of keeping their text: every bad case still
+    stays out of the features, a bad int in a column the features drop (duration) included."""
+    malformed_duration = csv_line(duration="x")
+    lines = [HEADER, *GOOD_LINES, *(line for line, _ in PARSE_CASES.values()), malformed_duration]
+    path = str(write_csv(tmp_path / "cases.csv", lines))
+    fast = bf.read_parsed_rows(spark, path).transform(bf.flag_valid).transform(bf.valid_rows)
+    full = bf.read_bank_csv(spark, path).transform(bf.flag_rows).transform(bf.valid_rows)
+    features = fast.transform(bf.build_features)
+    assert "duration" not in features.columns
+    assertDataFrameEqual(features, full.transform(bf.build_features))
+    assert features.count() == len(GOOD_LINES)
+    quarantine = bf.read_bank_csv(spark, path).transform(bf.flag_rows).transform(bf.quarantine_rows)
+    assert {r["record"]: r["reason"] for r in quarantine.collect()}[malformed_duration] == "bad int in duration: 'x'"
+
+
 def test_manifest_reasons_keep_the_top_ones_and_sum_the_rest(
     parsed_cases: DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -672,3 +690,34 @@ def test_bank_full(spark: SparkSession, tmp_path: Path) -> None:
     assert m["rows"]["out"] + m["rows"]["quarantined"] == 45211
     assert parquet_rows(out, m["files"]) == m["rows"]["out"]
     print(f"bank-full: rows {m['rows']}, {m['duration_seconds']} s")
+
+
+@pytest.mark.parametrize(
+    ("input_bytes", "cores", "splits"),
+    [
+        (461_018_846, 2, 4),  # 100x bank-full: 4 even splits, not 128+128+128+56 MiB
+        (4_610_192_874, 2, 36),  # 1000x: whole waves of 2
+        (4_610_192_874, 16, 48),  # a cluster: 3 waves of 16
+        (4_616_577, 2, 2),  # bank-full: no split under the cost of opening a file (4 MiB)
+        (10, 8, 1),  # a tiny file: one split
+    ],
+)
+def test_input_splits_fill_whole_waves_of_the_cores(input_bytes: int, cores: int, splits: int) -> None:
+    split = bf.balanced_split_bytes(input_bytes, cores)
+    assert bf.OPEN_COST_BYTES <= split <= bf.SPLIT_BYTES
+    assert -(-input_bytes // split) == splits  # how many splits Spark cuts the file into
+    assert splits % cores == 0 or split == bf.OPEN_COST_BYTES
+
+
+def test_the_split_size_is_set_while_the_job_reads_and_one_set_on_spark_submit_is_kept(spark: SparkSession) -> None:
+    key = "spark.sql.files.maxPartitionBytes"
+    with bf.balanced_splits(spark, 461_018_846):
+        assert int(spark.conf.get(key)) == bf.balanced_split_bytes(461_018_846, spark.sparkContext.defaultParallelism)
+    assert spark.conf.get(key, None) is None  # the session's own setting again
+    spark.conf.set(key, "1000000")
+    try:
+        with bf.balanced_splits(spark, 461_018_846):
+            assert spark.conf.get(key) == "1000000"
+        assert spark.conf.get(key) == "1000000"
+    finally:
+        spark.conf.unset(key)
