@@ -54,21 +54,10 @@ from bank_pipeline.links import KubernetesDeploymentLink
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
-    MAX_PODS_EXPLAINED,
     arch_mismatch,
     check_image,
-    container_image,
-    describe_conditions,
-    describe_events,
-    describe_pod,
-    label_selector,
     load_manifests,
-    newest_replicaset,
-    owned_by,
     prepare_manifests,
-    rollback_step,
-    rollout_event,
-    rollout_status,
 )
 
 if TYPE_CHECKING:
@@ -155,30 +144,18 @@ class KubernetesRolloutOperator(BaseOperator):
 
     def execute(self, context: Context) -> RolloutResult:
         check_image(self.image)  # a mutable tag is the caller's bug, configured cluster or not
-        from bank_pipeline.hooks.kubernetes_api import cluster_not_configured
+        from bank_pipeline.hooks.kubernetes_api import require_cluster
 
-        problem = cluster_not_configured(self.kubernetes_conn_id)
-        if problem and self.skip_without_connection:
-            from bank_pipeline.utils.compat import AirflowSkipException
-
-            raise AirflowSkipException(
-                f"{problem}: the rollout is skipped "
-                "(configure the connection, or leave kubernetes out of BANK_RELEASE_TARGETS)"
-            )
-        if problem:
-            raise BadInputError(f"{problem}: nothing rolled out")
+        require_cluster(self.kubernetes_conn_id, skip=self.skip_without_connection)
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
 
         platform = self.image_platform or str(
             ImageRegistryHook.image_platform(self.image, self.aws_conn_id, self.plain_http_registries)
         )
         namespace = self.namespace or self.hook.get_namespace() or "default"
-        if self.manifests is None:
-            from bank_pipeline.resources import kubernetes_manifests
+        from bank_pipeline.resources import kubernetes_manifests
 
-            source: Any = kubernetes_manifests()
-        else:
-            source = self.manifests
+        source = kubernetes_manifests() if self.manifests is None else self.manifests
         manifests = prepare_manifests(
             load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
         )
@@ -187,10 +164,12 @@ class KubernetesRolloutOperator(BaseOperator):
         mismatch = arch_mismatch(live or planned, self.image, platform)
         if mismatch:
             raise BadInputError(f"refused before any change: {mismatch}")
-        state = self._apply(manifests, namespace, {("Deployment", planned["metadata"]["name"]): live})
+        state = self.hook.apply(
+            manifests, namespace, self.container_name, self.image, {("Deployment", planned["metadata"]["name"]): live}
+        )
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
-        event = self._rollout_event(namespace, state["deployment"], deadline)
+        event = self.hook.rollout_event(namespace, state["deployment"], deadline)
         if event is None and self.deferrable:
             self.defer(
                 trigger=KubernetesRolloutTrigger(
@@ -208,71 +187,8 @@ class KubernetesRolloutOperator(BaseOperator):
             )
         while event is None:
             time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
-            event = self._rollout_event(namespace, state["deployment"], deadline)
+            event = self.hook.rollout_event(namespace, state["deployment"], deadline)
         return self.execute_complete(context, event, **state)
-
-    def _apply(
-        self,
-        manifests: Sequence[Mapping[str, Any]],
-        namespace: str,
-        read: Mapping[tuple[str, str], dict[str, Any] | None],
-    ) -> dict[str, Any]:
-        """Create what is missing, patch the Deployment's image if it differs; the state to finish with.
-
-        ``read``: objects already read, by (kind, name). The image patch compares with what
-        was read then, so a change by someone else since that read is refused, not overwritten.
-        """
-        state: dict[str, Any] = {
-            "namespace": namespace,
-            "previous_image": None,
-            "created": False,
-            "patched": False,
-            "changed": False,
-        }
-        for manifest in manifests:
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
-            if kind == "Deployment":
-                state["deployment"] = name
-            current = read[kind, name] if (kind, name) in read else self.hook.read(kind, namespace, name)
-            if current is None:
-                self.log.info("Creating %s %s/%s", kind, namespace, name)
-                if self.hook.create(manifest):
-                    state["changed"] = True
-                    state["created"] = state["created"] or kind == "Deployment"
-                    continue
-                # Someone else created it between the read and the create: take theirs as the existing one.
-                self.log.warning("%s %s/%s was created meanwhile by someone else: using it", kind, namespace, name)
-                current = self.hook.read(kind, namespace, name)
-                if current is None:
-                    raise RuntimeError(f"{kind} {namespace}/{name}: the API said it exists, then that it does not")
-            if kind == "Deployment":
-                _, previous = container_image(current, self.container_name)
-                state["previous_image"] = previous
-                if previous == self.image:
-                    self.log.info("Deployment %s/%s already runs %s: verifying it", namespace, name, self.image)
-                    continue
-                self.log.info("Deployment %s/%s: %s -> %s", namespace, name, previous, self.image)
-                self.hook.patch_image(current, self.container_name, previous, self.image)
-                state["patched"] = state["changed"] = True
-        return state
-
-    def _rollout_event(self, namespace: str, name: str, deadline: float) -> dict[str, str] | None:
-        """One status read, as the trigger does it: an event, or None while the rollout goes on."""
-        try:
-            deployment = self.hook.read("Deployment", namespace, name)
-        except RolloutFailedError as exc:  # refused for good (403, 404...): no verdict will come
-            return {"status": "error", "message": str(exc)}
-        except RuntimeError as exc:  # 429, 5xx, no answer: poll on until the deadline
-            if time.time() >= deadline:
-                return {"status": "error", "message": f"{exc} (still failing at the deadline)"}
-            self.log.warning("%s; polling on", exc)
-            return None
-        if deployment is None:
-            return {"status": "error", "message": f"Deployment {namespace}/{name} is gone"}
-        event = rollout_event(deployment, deadline=deadline, now=time.time())
-        if event is None:
-            self.log.info(rollout_status(deployment).message)
-        return event
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> RolloutResult:
         # The deferral's kwargs, or the copy the trigger's event carries (dag.test() keeps only the event).
@@ -314,65 +230,8 @@ class KubernetesRolloutOperator(BaseOperator):
         current = self.hook.read("Deployment", namespace, deployment)
         if current is None:
             raise RolloutFailedError(f"rollout of {self.image} to {where} failed: {message}; the Deployment is gone")
-        why = self._explain(current)
-        undone = self._roll_back(current, previous_image, created=created, patched=patched)
+        why = self.hook.explain(current, self.container_name, self.image)
+        undone = self.hook.roll_back(
+            current, self.container_name, self.image, previous_image, created=created, patched=patched
+        )
         raise RolloutFailedError("\n  ".join([f"rollout of {self.image} to {where} failed: {message}", *why, undone]))
-
-    # -- failure ----------------------------------------------------------------------
-
-    def _roll_back(self, deployment: Mapping[str, Any], previous: str | None, *, created: bool, patched: bool) -> str:
-        """Put ``previous`` back if this run replaced it; say what was done."""
-        now = None if created else container_image(deployment, self.container_name)[1]
-        back_to, said = rollback_step(created=created, patched=patched, previous=previous, image=self.image, now=now)
-        if back_to is None:
-            return said
-        try:
-            self.hook.patch_image(deployment, self.container_name, self.image, back_to)
-        except RuntimeError as exc:
-            return f"Rollback to {back_to} failed too: {exc}"
-        self.log.warning("Rolled back container %s to %s", self.container_name, back_to)
-        return f"Rolled back: container {self.container_name} set back to {back_to}"
-
-    def _explain(self, deployment: Mapping[str, Any]) -> list[str]:
-        """The Deployment's conditions and what the pods of the new image say; never raises."""
-        lines = [f"conditions: {describe_conditions(deployment)}"]
-        try:
-            lines += self._explain_pods(deployment)
-        except RuntimeError as exc:  # RolloutFailedError included; the rollout's own failure matters more
-            lines.append(f"(its pods could not be read: {exc})")
-        return lines
-
-    def _explain_pods(self, deployment: Mapping[str, Any]) -> list[str]:
-        namespace = deployment["metadata"]["namespace"]
-        replicaset = self._new_replicaset(deployment)
-        if replicaset is None:
-            return [f"no ReplicaSet of the Deployment runs {self.image} yet"]
-        rs_name = replicaset["metadata"]["name"]
-        rs_status = replicaset.get("status") or {}
-        lines = [
-            f"ReplicaSet {rs_name}: {rs_status.get('readyReplicas') or 0} of "
-            f"{(replicaset.get('spec') or {}).get('replicas')} pods ready"
-        ]
-        selector = label_selector((replicaset.get("spec") or {}).get("selector") or {})
-        # Filtered here too: a selector narrows the list, ownership decides (and mocks may ignore selectors).
-        pods = [
-            p
-            for p in self.hook.list("Pod", namespace, label_selector=selector)
-            if owned_by(p, {**replicaset, "kind": "ReplicaSet"})
-        ]
-        for pod in sorted(pods, key=lambda p: p["metadata"]["name"])[:MAX_PODS_EXPLAINED]:
-            pod_name = pod["metadata"]["name"]
-            events = self.hook.list(
-                "Event", namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
-            )
-            events = [e for e in events if (e.get("involvedObject") or {}).get("name") == pod_name]
-            lines.append(" | ".join([describe_pod(pod), *describe_events(events)]))
-        if not pods:
-            lines.append("no pods")
-        return lines
-
-    def _new_replicaset(self, deployment: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The Deployment's newest ReplicaSet whose container runs this run's image."""
-        selector = label_selector(deployment["spec"].get("selector") or {})
-        replicasets = self.hook.list("ReplicaSet", deployment["metadata"]["namespace"], label_selector=selector)
-        return newest_replicaset(deployment, replicasets, self.container_name, self.image)
