@@ -114,27 +114,27 @@ astro: wheel
 kube:
 	nice -n 19 devstack/kube/build.sh
 
-# The local Lambda base image (devstack/lambda_image.py) in the project's podman store: built
+# The local Lambda base image (devstack/containers/lambda_image.py) in the project's podman store: built
 # once at the lowest priority (a couple of minutes), then a content-hash check that takes
 # a fraction of a second. devstack runs the released serving image on it.
 lambda-base: setup
-	nice -n 19 $(PY) -m devstack.lambda_image build --quiet
+	nice -n 19 $(PY) -m devstack.containers.lambda_image build --quiet
 
 demo: setup kube lambda-base
-	$(PY) -m devstack.demo
+	$(PY) -m devstack.harness.demo
 
 test: setup kube lambda-base
 	$(PY) -m pytest
 
 # The oldest Airflow supported, as MWAA 3.0.6 installs the bundle: its image's packages under its
-# constraint files in a venv cached under ~/.cache/bank-ml/mwaa (devstack/mwaa_env.py; rebuilt when
+# constraint files in a venv cached under ~/.cache/bank-ml/mwaa (devstack/harness/mwaa_env.py; rebuilt when
 # they, uv.lock, pyproject.toml or requirements.txt change, else only the bundle is reinstalled).
 # The end-to-end runs of the three DAGs then run their DAG-run children and metadata DB on it
 # (BANK_AIRFLOW_PYTHON); devstack, Spark and the tests stay on the dev venv.
 E2E_DAG_TESTS := tests/e2e/test_dag_run_child.py tests/e2e/test_bank_features_emr.py \
 	tests/e2e/test_bank_model_release.py tests/e2e/test_bank_batch_score.py
 test-airflow-3.0: setup kube lambda-base
-	airflow_python=$$($(PY) -m devstack.mwaa_env venv 3.0.6) && \
+	airflow_python=$$($(PY) -m devstack.harness.mwaa_env venv 3.0.6) && \
 	BANK_AIRFLOW_PYTHON=$$airflow_python $(PY) -m pytest $(E2E_DAG_TESTS)
 
 # Figures, not pass/fail: JSON, plots and report.md under build/bench/, and the
@@ -157,10 +157,10 @@ bench: setup
 	$(PY) -m bench.report --update BENCHMARKS.md
 
 up: setup kube lambda-base
-	$(PY) -m devstack.stack up --port $(AIRFLOW_PORT)
+	$(PY) -m devstack.harness.stack up --port $(AIRFLOW_PORT)
 
 down:
-	@if [ -x $(PY) ]; then $(PY) -m devstack.stack down; $(PY) -m devstack down; $(PY) -m devstack.kube down; fi
+	@if [ -x $(PY) ]; then $(PY) -m devstack.harness.stack down; $(PY) -m devstack down; $(PY) -m devstack.kube down; fi
 
 clean: down
 	rm -rf build .pytest_cache

@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import OUT, REPO, write_result
-from bench.http_bench import _get, ensure_model, free_port, wait_ready
+from bench.http_bench import _get, ensure_model, wait_ready
+from devstack import procs
+from devstack.procs import free_port
 
 HOST = "127.0.0.1"
 PROBE_INTERVAL_S = 0.1
@@ -68,17 +70,6 @@ CASES: dict[str, tuple[str, bytes, bytes, float]] = {
     "idle-connections": ("many", b"", b"", 0.0),
     "many-connections": ("many", _POST, b"", 0.0),
 }
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process (VmRSS), 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 # --------------------------------------------------------------------------- the attacker (own process)
@@ -171,7 +162,7 @@ def _probe_healthz(port: int, stop: threading.Event, latencies: list[float], fai
 
 def _sample_rss(pid: int, stop: threading.Event, peak: list[int], cap: int) -> None:
     while not stop.is_set():
-        peak[0] = max(peak[0], rss_bytes(pid))
+        peak[0] = max(peak[0], _rss(pid))
         if peak[0] > cap:
             peak.append(1)  # over the cap: the case stops early
             return
@@ -197,7 +188,7 @@ def run_case(case: str, model_dir: Path, args: argparse.Namespace) -> dict[str, 
     server = subprocess.Popen(cmd, env=env, cwd=args.serving or OUT)
     try:
         wait_ready(server, port)
-        rss_start = rss_bytes(server.pid)
+        rss_start = _rss(server.pid)
         stop = threading.Event()
         latencies: list[float] = []
         failures: list[str] = []
@@ -308,3 +299,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _rss(pid: int) -> int:
+    """Resident set size of a process, 0 once it is gone."""
+    return procs.rss_bytes(pid) or 0

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/demo_bench.py [--runs 3]
 
-Runs `python -m devstack.demo` --runs times in fresh processes (each starts its
+Runs `python -m devstack.harness.demo` --runs times in fresh processes (each starts its
 own devstack and Airflow database under build/demo) and reads the stage and
 task timings each run writes to build/demo/summary.json. Reports, per stage,
 median/min/max over the runs, plus the whole process's wall time (interpreter
@@ -27,7 +27,7 @@ def one_run(i: int, runs: int) -> dict[str, Any]:
     print(f"demo run {i}/{runs} ...", flush=True)
     # PSS of ~20 processes (a JVM among them) costs CPU to read; every 0.1 s it slowed the
     # demo by ~7 s on 2 cores (78 s against 71 s unsampled), so sample once a second.
-    measured = run_measured([PY, "-m", "devstack.demo"], cwd=REPO, timeout=1800, interval=1.0)
+    measured = run_measured([PY, "-m", "devstack.harness.demo"], cwd=REPO, timeout=1800, interval=1.0)
     timings = json.loads(SUMMARY.read_text())["timings"]
     print(f"  {measured.wall_s:.1f} s, peak {measured.peak.pss_bytes / 2**20:,.0f} MiB (PSS)", flush=True)
     return {"wall_s": measured.wall_s, "peak_pss_mib": measured.peak.pss_bytes / 2**20, "timings": timings}
@@ -43,7 +43,7 @@ def main() -> int:
     by_stage = {s: summary([r["timings"][s] for r in results if s in r["timings"]], 2) for s in stages}
     report = {
         "how": (
-            f"python -m devstack.demo, {args.runs} fresh processes in a row; stage and task times from each run's "
+            f"python -m devstack.harness.demo, {args.runs} fresh processes in a row; stage and task times from each run's "
             "build/demo/summary.json (tasks from Airflow's task instances), whole = the process's wall time; "
             "median/min/max over the runs; peak PSS of the process tree sampled every 1 s"
         ),

@@ -40,7 +40,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import OUT, REPO, machine_cpu, quiet_check, write_result
+from devstack.procs import free_port
 
 MODEL_DIR = OUT / "model"
 
@@ -66,12 +66,6 @@ wrk.body = {body}
 # --rate: every connection waits this many ms before its next request (wrk's delay() hook, whole ms)
 LUA_DELAY = "function delay() return {ms} end\n"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ensure_model(csv_path: Path) -> Path:
@@ -165,7 +159,7 @@ class _Server:
     def __init__(self, cpus: str | None, model_dir: Path, args: argparse.Namespace) -> None:
         self.container = None
         if args.image:
-            from devstack.lambda_rie import HttpContainer
+            from devstack.containers.lambda_rie import HttpContainer
 
             options = [f"--cpuset-cpus={cpus}"] if cpus else []
             self.container = HttpContainer(args.image, options=options, extra_args=["--log-level", "warning"],
@@ -269,8 +263,8 @@ def _model_image(model_dir: Path, tmp: Path, wanted: bool) -> Iterator[str | Non
     if not wanted:
         yield None
         return
-    from devstack import lambda_image, podman
-    from devstack.registry import Registry
+    from devstack.aws.registry import Registry
+    from devstack.containers import lambda_image, podman
 
     registry = Registry(tmp / "registry")
     host = registry.start()

@@ -33,8 +33,8 @@ from typing import Any
 from bank_pipeline.utils import oci
 from bench.common import OUT, REPO, quiet_check, write_result
 from devstack import Devstack
-from devstack.airflow_env import IMAGE_REPOSITORY, LAMBDA_ROLE_ARN, SERVING_BASE_TAG, seed_release
-from devstack.infra import provision
+from devstack.aws.infra import provision
+from devstack.harness.airflow_env import IMAGE_REPOSITORY, LAMBDA_ROLE_ARN, SERVING_BASE_TAG, seed_release
 
 BANK = REPO / "data" / "bank" / "bank-full.csv"
 MODEL_DIR = OUT / "model"

@@ -21,7 +21,7 @@ from pathlib import Path
 from bank_pipeline.utils import oci  # noqa: E402
 from bench.common import OUT, summary, write_result
 from devstack import Devstack  # noqa: E402
-from devstack.lambda_image import push_serving  # noqa: E402
+from devstack.containers.lambda_image import push_serving  # noqa: E402
 
 
 def main() -> int:

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import OUT, REPO, quiet_check, write_result
-from devstack import lambda_image, podman
-from devstack.lambda_rie import HttpContainer, LambdaContainer, init_duration_ms
-from devstack.registry import Registry
+from devstack.aws.registry import Registry
+from devstack.containers import lambda_image, podman
+from devstack.containers.lambda_rie import HttpContainer, LambdaContainer, init_duration_ms
 
 BANK = REPO / "data" / "bank" / "bank-full.csv"
 MODEL_DIR = OUT / "model"

@@ -2,11 +2,11 @@
 
 One process (``python -m devstack serve``) runs moto in server mode on
 127.0.0.1 (S3, EMR, ECR, Lambda, IAM, STS, CloudFormation on one endpoint) with
-IAM enforced (``devstack.iam``), executes EMR
+IAM enforced (``devstack.aws.iam``), executes EMR
 ``command-runner.jar spark-submit`` steps with the local PySpark, runs an image
 registry (the CNCF distribution registry, a child process) and invokes
-container-image Lambda functions from it; see ``devstack.emr``,
-``devstack.registry`` and ``devstack.awslambda`` for what is and is not faithful.
+container-image Lambda functions from it; see ``devstack.aws.emr``,
+``devstack.aws.registry`` and ``devstack.aws.awslambda`` for what is and is not faithful.
 
 Tests and the demo use ``Devstack`` (a context manager that owns a server);
 the CLI is ``python -m devstack up|down|status|serve``. This module imports
@@ -191,7 +191,7 @@ class Devstack:
     ``registry_url`` is the image registry's ``127.0.0.1:PORT`` (image
     references start with it; ``http://`` + it is the registry API).
     ``env()`` and ``client()`` sign with devstack's admin key (IAM is enforced):
-    for setting up, never for the DAGs (``devstack.infra`` makes their user).
+    for setting up, never for the DAGs (``devstack.aws.infra`` makes their user).
     """
 
     def __init__(self, state_dir: Path, port: int = 0, registry_port: int = 0) -> None:

@@ -87,7 +87,7 @@ def down(state_dir: Path) -> int:
 
 def _remove_lambda_containers(state_dir: Path) -> None:
     """The Lambda containers a crashed server of ``state_dir`` left (none if podman is not installed)."""
-    from devstack import lambda_containers
+    from devstack.containers import lambda_containers
 
     lambda_containers.remove_leftovers(lambda_containers.label_for(state_dir))
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         return down(state_dir)
     if args.command == "status":
         return status(state_dir)
-    from devstack.server import serve
+    from devstack.aws.server import serve
 
     return serve(
         args.port, state_dir, args.registry_port, host=args.host, public_host=args.public_host, iam=not args.no_iam

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,3 +111,21 @@ def kill_session(sid: int, only_under: Path | None = None) -> list[int]:
     _signal_all(members(), signal.SIGKILL)
     _wait_gone(members, 5.0)
     return members()
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process (VmRSS from /proc), or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS's pick): for a server about to start on it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

@@ -4,7 +4,7 @@ local[2] in client mode with the project's PySpark, no UI, and every scratch fil
 (Spark's local dir, the JVM's and Python's temp files) under the step's work
 directory, so removing it removes them. The Python interpreter is the caller's
 choice: devstack's steps take it from the cluster's Spark configuration (a
-SPARK_CONF_DIR as EMR writes it, see devstack.emr_node), the benchmarks use this one.
+SPARK_CONF_DIR as EMR writes it, see devstack.aws.emr_node), the benchmarks use this one.
 
 Spark reads and writes ``s3://`` itself, as EMRFS does on EMR: through Hadoop's S3A
 client (``s3a_properties``) with the hadoop-aws and AWS SDK jars that match

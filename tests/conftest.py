@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from devstack import Devstack, lambda_containers, podman, procs
-from devstack.infra import Account, provision
+from devstack import Devstack, procs
+from devstack.aws.infra import Account, provision
+from devstack.containers import lambda_containers, podman
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

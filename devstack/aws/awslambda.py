@@ -2,8 +2,8 @@
 
 moto runs Zip functions in Docker and cannot invoke ``PackageType=Image``
 functions at all. ``install()`` patches moto so that, for image functions
-whose ImageUri is in devstack's registry (``devstack.registry``), Invoke runs
-the image as Lambda does, as a container (``devstack.lambda_containers``):
+whose ImageUri is in devstack's registry (``devstack.aws.registry``), Invoke runs
+the image as Lambda does, as a container (``devstack.containers.lambda_containers``):
 pulled by digest, started by podman with AWS's Runtime Interface Emulator
 serving the invoke, the function's Environment.Variables, MemorySize
 (``--memory``), Timeout and EphemeralStorage, kept warm for the next invoke of
@@ -109,8 +109,8 @@ from moto.awslambda.responses import LambdaResponse
 from moto.awslambda.utils import make_function_arn
 
 from bank_pipeline.utils import oci
-from devstack import podman as pm
-from devstack.lambda_containers import Environments, FunctionSpec
+from devstack.containers import podman as pm
+from devstack.containers.lambda_containers import Environments, FunctionSpec
 
 log = logging.getLogger("devstack.lambda")
 

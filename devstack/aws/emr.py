@@ -28,7 +28,7 @@ types or ``--deploy-mode`` (recorded in controller.gz); S3A is not EMRFS (no
 consistent view or EMRFS-specific settings; S3A's committer and renames);
 STARTING, BOOTSTRAPPING and TERMINATING last about a second, not minutes; applications are recorded,
 not installed (bootstrap actions and the Spark classifications are applied:
-``devstack.emr_node``); StepConcurrencyLevel
+``devstack.aws.emr_node``); StepConcurrencyLevel
 > 1 and CancelSteps are not supported; an IdleTimeout below EMR's 60 s minimum
 is accepted (handy in tests); logs are uploaded once, when the step ends, and
 controller.gz holds devstack's own notes (command, exit code); S3A, the logs,
@@ -61,9 +61,10 @@ from moto.emr.exceptions import ValidationException
 from moto.emr.models import Cluster, Step
 from moto.emr.responses import ElasticMapReduceResponse
 
-from devstack import emr_network, emr_node, procs, spark_local
+from devstack import procs, spark_local
+from devstack.aws import emr_network, emr_node
 
-log = logging.getLogger("devstack.emr")
+log = logging.getLogger("devstack.aws.emr")
 
 # One lock for every state transition, shared by the patched moto methods
 # (request threads) and the executor; its condition wakes the executor early.
@@ -290,7 +291,7 @@ class Executor:
         self.endpoint_url = endpoint_url
         self.credentials = credentials  # (access key id, secret): devstack's admin under IAM enforcement
         self.work_root = work_root
-        # Where node-local paths (/opt, /mnt, ...) of every cluster live (devstack.emr_node).
+        # Where node-local paths (/opt, /mnt, ...) of every cluster live (devstack.aws.emr_node).
         self.node_root = node_root or work_root.parent / "node"
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="devstack-emr", daemon=True)

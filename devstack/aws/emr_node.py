@@ -5,7 +5,7 @@ things an EMR node has are made explicit so that what differs on EMR fails here 
 
 - **The node's own directories.** Paths a cluster writes to on its nodes (``/opt``,
   ``/mnt``, ``/home/hadoop``) are mapped to one directory per devstack (``<state>/node``;
-  under the machine's cache for a state dir inside the checkout: ``devstack.server.node_root``)
+  under the machine's cache for a state dir inside the checkout: ``devstack.aws.server.node_root``)
   wherever they appear in bootstrap action arguments and in Spark configuration
   values, as the Lambda runner maps image paths. Unlike EMR, whose nodes start empty
   for every cluster, that directory outlives a cluster: an idempotent bootstrap action
@@ -47,7 +47,7 @@ from typing import Any
 
 from devstack import procs
 
-log = logging.getLogger("devstack.emr")
+log = logging.getLogger("devstack.aws.emr")
 
 # What EMR's stock spark-env.sh says about Python, before the classification's exports.
 SYSTEM_PYTHON = "/usr/bin/python3"

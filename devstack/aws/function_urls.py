@@ -14,7 +14,7 @@ API so that:
 - each URL config is served by an HTTP listener on ``http://<public host>:<port>/``
   (the FunctionUrl the API returns), which turns a request into the function-URL
   event (payload format 2.0, as Lambda sends it), invokes the alias's version
-  through devstack's Lambda (a container, ``devstack.awslambda``) and maps the
+  through devstack's Lambda (a container, ``devstack.aws.awslambda``) and maps the
   answer back: ``statusCode``, ``headers``, ``cookies``, ``body`` (base64 when
   ``isBase64Encoded``); a result without ``statusCode`` is 200 with its JSON as
   the body; a function error is 502;
@@ -26,7 +26,7 @@ API so that:
   on the function (Lambda requires both for URLs created since October 2025).
   Otherwise 403 ``{"Message": "Forbidden"}``;
 - ``NONE``: the resource policy of the URL's target (the alias's own, see
-  ``devstack.awslambda``) must allow principal ``*`` both
+  ``devstack.aws.awslambda``) must allow principal ``*`` both
   ``lambda:InvokeFunctionUrl`` with ``FunctionUrlAuthType`` ``NONE`` and
   ``lambda:InvokeFunction`` (AddPermission; its only conditions may be the ones
   a URL request meets: ``lambda:InvokedViaFunctionUrl`` true,
@@ -60,7 +60,7 @@ from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaBackend, LambdaStorage, lambda_backends
 from moto.awslambda.responses import LambdaResponse
 
-log = logging.getLogger("devstack.function_urls")
+log = logging.getLogger("devstack.aws.function_urls")
 
 MAX_REQUEST_BYTES = 6 * 1024 * 1024  # 6,291,456: Lambda's synchronous invoke payload limit
 SIGNATURE_MAX_AGE = 15 * 60  # seconds a SigV4 signature is valid, as on AWS
@@ -497,7 +497,7 @@ def public_access_allowed(config: UrlConfig) -> bool:
     lambda:InvokeFunctionUrl must be the NONE auth type's (its FunctionUrlAuthType
     condition); lambda:InvokeFunction may carry only conditions such a request meets.
     """
-    from devstack.awslambda import resource_policy
+    from devstack.aws.awslambda import resource_policy
 
     statements = resource_policy(config.account_id, config.region, config.function_name, config.qualifier)
     missing = [action for action in PUBLIC_ACTIONS if not any(_allows_public(s, action, config) for s in statements)]
@@ -616,7 +616,7 @@ def _iam_allows(
     from moto import settings
     from moto.core.authorization import ActionAuthenticatorMixin
     from moto.iam.access_control import IAMRequest
-    from werkzeug.exceptions import HTTPException  # moto's errors (AccessDenied and devstack.iam's JSON one)
+    from werkzeug.exceptions import HTTPException  # moto's errors (AccessDenied and devstack.aws.iam's JSON one)
 
     if ActionAuthenticatorMixin.request_count < settings.INITIAL_NO_AUTH_ACTION_COUNT:
         return True

@@ -43,7 +43,7 @@ What ``install()`` adds, each the smallest faithful piece:
   ``ManagedPolicyArns`` and a bucket's ``PublicAccessBlockConfiguration`` and
   ``VersioningConfiguration``, which moto's CloudFormation ignored;
 - IAM's policy simulator (SimulatePrincipalPolicy, GetContextKeysForPrincipalPolicy:
-  ``devstack.iam_simulate``), and the bucket reads GetBucketEncryption and
+  ``devstack.aws.iam_simulate``), and the bucket reads GetBucketEncryption and
   GetPublicAccessBlock checked as s3:GetEncryptionConfiguration and
   s3:GetBucketPublicAccessBlock.
 
@@ -428,11 +428,11 @@ def install() -> None:
     base._create_aws_request = _create_aws_request
     access_control.IAMRequest._raise_access_denied = _raise_access_denied
     access_control.S3IAMRequest._raise_access_denied = _raise_access_denied
-    from devstack import iam_cloudformation
+    from devstack.aws import iam_cloudformation
 
     iam_cloudformation.install()
     _install_s3_action_names()
-    from devstack import iam_simulate
+    from devstack.aws import iam_simulate
 
     iam_simulate.install()
 

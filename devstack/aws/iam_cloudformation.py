@@ -1,9 +1,9 @@
 """What moto's CloudFormation ignores of the template, and how devstack reads the bucket policy it stores.
 
-Part of devstack's IAM (``devstack.iam`` calls ``install``): an ECR repository's
+Part of devstack's IAM (``devstack.aws.iam`` calls ``install``): an ECR repository's
 ``RepositoryPolicyText``, a role's ``ManagedPolicyArns``, a bucket's public access block
 and versioning, ``AWS::S3::BucketPolicy`` (stored; moto's CloudFormation skipped it), and
-the bucket policy's conditions evaluated with ``devstack.iam.statement_applies``.
+the bucket policy's conditions evaluated with ``devstack.aws.iam.statement_applies``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devstack.iam import decide, statements_of
+from devstack.aws.iam import decide, statements_of
 
 
 def install() -> None:

@@ -2,7 +2,7 @@
 
 moto has neither. Both are answered from the principal's identity policies (a user's
 inline, attached and groups' policies; a role's inline and attached), evaluated with
-the evaluator devstack enforces requests with (``devstack.iam.decide``): an
+the evaluator devstack enforces requests with (``devstack.aws.iam.decide``): an
 explicit Deny wins, else an Allow allows, else the call is implicitly denied. Context
 entries reach conditions as on AWS; a condition on a key the request lacks does not
 hold. Simulation results carry AWS's decisions (``allowed``, ``explicitDeny``,
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devstack.iam import decide, statements_of
+from devstack.aws.iam import decide, statements_of
 
 
 def _default(policy: Any) -> str:

@@ -1,7 +1,7 @@
 """What an account holds for the DAGs, made on devstack from the same template as on AWS.
 
 ``provision`` deploys ``infra/bank-ml.cfn.yaml`` with devstack's CloudFormation
-(moto's, plus the two things devstack.iam makes it honour: the repository policy
+(moto's, plus the two things devstack.aws.iam makes it honour: the repository policy
 and the roles' managed policies), then makes the Airflow workers' IAM user: a user
 with exactly the template's worker policy attached, and an access key. On AWS the
 workers get that policy through their role instead (``AirflowRoleName``); a user
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "bank-ml.cfn.yaml"
 STACK_NAME = "bank-ml"
 WORKER_USER = "bank-airflow-worker"

@@ -1,4 +1,4 @@
-"""``python -m devstack.seed --endpoint-url URL --registry HOST:PORT``: what an AWS account holds for the DAGs.
+"""``python -m devstack.aws.seed --endpoint-url URL --registry HOST:PORT``: what an AWS account holds for the DAGs.
 
 infra/bank-ml.cfn.yaml deployed with devstack's CloudFormation (the lake bucket, the
 image repository, the EMR and Lambda roles, the worker policy), the raw CSV in the lake,
@@ -6,7 +6,7 @@ and the serving base image in the registry: what `make demo` and `make up` set u
 in-process, for a devstack that runs elsewhere (docker-compose.yaml's devstack
 service, which serves with --no-iam, so these default keys are accepted).
 
-The serving base image is built with podman (devstack.lambda_image); where podman
+The serving base image is built with podman (devstack.containers.lambda_image); where podman
 cannot run (the compose devstack image has none), the rest is seeded and the
 message says plainly, first, what the release needs instead: the image pushed
 from the host (``--host-registry``, the registry's name there), and a target other
@@ -24,13 +24,21 @@ import json
 import sys
 from pathlib import Path
 
-from devstack import client_env, podman
-from devstack.airflow_env import IMAGE_REPOSITORY, REPO, SERVING_BASE_TAG, seed_lake, seed_release, seed_wheelhouse
-from devstack.infra import cluster_network, deploy_stack
+from devstack import client_env
+from devstack.aws.infra import cluster_network, deploy_stack
+from devstack.containers import podman
+from devstack.harness.airflow_env import (
+    IMAGE_REPOSITORY,
+    REPO,
+    SERVING_BASE_TAG,
+    seed_lake,
+    seed_release,
+    seed_wheelhouse,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.seed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.aws.seed", description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint-url", required=True, help="devstack's AWS endpoint, e.g. http://devstack:4566")
     parser.add_argument("--registry", required=True, help="devstack's registry as HOST:PORT")
     parser.add_argument("--host-registry", help="the registry as the host reaches it (compose: localhost:5000)")

@@ -1,15 +1,15 @@
 """``python -m devstack serve``: moto in server mode, the EMR step executor, the registry.
 
 One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
-IAM, STS, CloudFormation, ... all on one endpoint), ``devstack.emr.Executor``, which must
+IAM, STS, CloudFormation, ... all on one endpoint), ``devstack.aws.emr.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
-Lambda (``devstack.awslambda``) that runs image functions as podman containers
-(``devstack.lambda_containers``, removed when the server stops) and serves their
-function URLs (``devstack.function_urls``); plus one child process, the image
-registry (``devstack.registry``), in its own process group, behind a proxy
+Lambda (``devstack.aws.awslambda``) that runs image functions as podman containers
+(``devstack.containers.lambda_containers``, removed when the server stops) and serves their
+function URLs (``devstack.aws.function_urls``); plus one child process, the image
+registry (``devstack.aws.registry``), in its own process group, behind a proxy
 thread that reads moto's ECR repositories for immutable tags.
 
-IAM is enforced (``devstack.iam``): every request is checked against its
+IAM is enforced (``devstack.aws.iam``): every request is checked against its
 signer's policies. devstack's own admin user is made in-process before the
 server listens; its keys are in the state file (``Devstack.client`` uses them).
 ``iam=False`` (``serve --no-iam``) lets any credentials do anything, as moto does by default.
@@ -41,7 +41,7 @@ def _port_free(port: int) -> bool:
 
 
 def node_root(state_dir: Path) -> Path:
-    """The EMR node's directories (devstack.emr_node): ``<state>/node``, except for a state dir inside
+    """The EMR node's directories (devstack.aws.emr_node): ``<state>/node``, except for a state dir inside
     the checkout (make demo's, make up's), whose node gets one under the machine's cache instead: the
     node's Python holds third-party packages (onnxruntime edits sys.path in its own modules) that
     have no place in the source tree, and the cache keeps it across runs as the state dir did."""
@@ -81,7 +81,7 @@ def serve(
 
     host: the address to bind (0.0.0.0 in compose); public_host: the name other
     containers use for the registry in image references (its compose service name);
-    iam: enforce IAM (devstack.iam).
+    iam: enforce IAM (devstack.aws.iam).
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request is noise
@@ -94,7 +94,7 @@ def serve(
     if port and not _port_free(port):
         print(f"devstack: port {port} on 127.0.0.1 is in use", file=sys.stderr)
         return 2
-    from devstack.registry import Registry, RegistryUnavailable, moto_tag_immutable
+    from devstack.aws.registry import Registry, RegistryUnavailable, moto_tag_immutable
 
     # Tags are immutable where moto's ECR repository of the same name says so (ECR's IMMUTABLE).
     registry = Registry(state_dir, registry_port, bind=host, public_host=public_host, tag_policy=moto_tag_immutable)
@@ -112,8 +112,8 @@ def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    from devstack import lambda_containers
-    from devstack.iam import role_credentials
+    from devstack.aws.iam import role_credentials
+    from devstack.containers import lambda_containers
 
     label = lambda_containers.label_for(state_dir)
     # A container gets its function's execution role's temporary credentials, as on Lambda
@@ -126,8 +126,8 @@ def serve(
         from moto import settings
         from moto.server import ThreadedMotoServer
 
-        from devstack import awslambda, emr, function_urls
-        from devstack import iam as devstack_iam
+        from devstack.aws import awslambda, emr, function_urls
+        from devstack.aws import iam as devstack_iam
 
         lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
         # Read at every request; set here too in case moto was imported before (an in-process test).

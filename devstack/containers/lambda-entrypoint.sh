@@ -1,5 +1,5 @@
 #!/bin/sh
-# /lambda-entrypoint.sh of the local Lambda base image (devstack/lambda_image.py), laid
+# /lambda-entrypoint.sh of the local Lambda base image (devstack/containers/lambda_image.py), laid
 # out as AWS's Python base images: the image's CMD (the handler, e.g. handler.handler)
 # is the one argument. On Lambda, AWS_LAMBDA_RUNTIME_API is set and the runtime
 # interface client talks to Lambda's Runtime API directly; anywhere else the Runtime

@@ -1,7 +1,7 @@
 """devstack's Lambda execution environments: the function's image run by podman, kept warm per version.
 
 ``Environments.invoke(spec, payload, request_id)`` runs one invoke of a
-function version in a container of its image (``devstack.lambda_rie.LambdaContainer``:
+function version in a container of its image (``devstack.containers.lambda_rie.LambdaContainer``:
 AWS's Runtime Interface Emulator + awslambdaric inside, on the host network),
 as Lambda runs it:
 
@@ -46,8 +46,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack import podman as pm
-from devstack.lambda_rie import LambdaContainer
+from devstack.containers import podman as pm
+from devstack.containers.lambda_rie import LambdaContainer
 
 log = logging.getLogger("devstack.lambda")
 

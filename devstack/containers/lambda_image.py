@@ -1,8 +1,8 @@
 """The local Lambda Python base image, built without pulling anything, and the serving image on it.
 
-``python -m devstack.lambda_image build [--push HOST:PORT/REPO:TAG]`` makes
+``python -m devstack.containers.lambda_image build [--push HOST:PORT/REPO:TAG]`` makes
 ``localhost/bank-lambda-base:<hash12>`` (and ``:latest``) in the project's podman
-store (``devstack.podman``) from three inputs, each cached under
+store (``devstack.containers.podman``) from three inputs, each cached under
 ``${BANK_CACHE_DIR:-$HOME/.cache/bank-ml}``:
 
 1. a Debian bookworm rootfs: ``debootstrap --variant=minbase
@@ -26,7 +26,7 @@ one whose rootfs tarball exists skips debootstrap. Not in the hash: the Debian
 mirror's current package versions (a rebuild after ``--force`` may get newer
 point releases) and the Go toolchain that builds the RIE.
 
-``python -m devstack.lambda_image serving [--base REF] [--tag REF]`` builds
+``python -m devstack.containers.lambda_image serving [--base REF] [--tag REF]`` builds
 serving/Dockerfile on that base (``--build-arg BASE_IMAGE=...``; its pip step
 reaches PyPI, so ``--network=host``). ``hash`` prints the inputs hash, ``ref`` the
 base's reference if it is built (exit 1 if not). Run heavy builds under
@@ -49,11 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bank_pipeline.utils import oci
-from devstack import podman as pm
 from devstack.cache import cache_dir
+from devstack.containers import podman as pm
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONTAINERS_DIR = Path(__file__).resolve().parent / "containers"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTAINERS_DIR = Path(__file__).resolve().parent
 CONTAINERFILE = CONTAINERS_DIR / "lambda-base.Containerfile"
 ENTRYPOINT_SCRIPT = CONTAINERS_DIR / "lambda-entrypoint.sh"
 RUNTIME_REQUIREMENTS = CONTAINERS_DIR / "lambda-runtime.txt"
@@ -489,7 +489,9 @@ def model_image(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.lambda_image", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.containers.lambda_image", description=__doc__.splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="build the base image unless cached; print a JSON report")
     build.add_argument("--push", metavar="HOST:PORT/REPO:TAG", help="then push it there (--tls-verify=false)")
@@ -509,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.action == "ref":
             ref = cached_base()
             if ref is None:
-                print(f"no base image for inputs {inputs_hash()[:12]}: python -m devstack.lambda_image build",
+                print(f"no base image for inputs {inputs_hash()[:12]}: python -m devstack.containers.lambda_image build",
                       file=sys.stderr)  # fmt: skip
                 return 1
             print(ref)
@@ -531,13 +533,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             base = args.base or cached_base()
             if base is None:
-                print("no local base image: python -m devstack.lambda_image build", file=sys.stderr)
+                print("no local base image: python -m devstack.containers.lambda_image build", file=sys.stderr)
                 return 1
             print(build_serving(base, args.tag))
             if args.push:
                 print(push(args.tag, args.push))
     except (BuildError, pm.PodmanError, pm.PodmanUnavailable) as exc:
-        print(f"devstack.lambda_image: error: {exc}", file=sys.stderr)
+        print(f"devstack.containers.lambda_image: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,7 +1,7 @@
 """Run the serving image as Lambda runs it (through AWS's Runtime Interface Emulator) and as Kubernetes does.
 
 ``LambdaContainer`` starts an image built on the local Lambda base
-(``devstack.lambda_image``) with podman on the host's network: its
+(``devstack.containers.lambda_image``) with podman on the host's network: its
 ``/lambda-entrypoint.sh`` finds no ``AWS_LAMBDA_RUNTIME_API`` and execs the RIE,
 which serves ``POST /2015-03-31/functions/function/invocations`` on
 127.0.0.1:<free port> (``RIE_ADDRESS``) and the Runtime API for awslambdaric on
@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack import podman as pm
+from devstack import procs
+from devstack.containers import podman as pm
 
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 INIT_SECONDS = 10  # Lambda's limit on the init phase (imports, model load)
@@ -128,8 +129,8 @@ class LambdaContainer(pm.Container):
         group: str = "lambda",
         store: pm.Store | None = None,
     ) -> None:
-        self.port = pm.free_port()
-        self.runtime_api_port = pm.free_port()
+        self.port = procs.free_port()
+        self.runtime_api_port = procs.free_port()
         self.timeout_s = timeout_s
         lambda_env = {
             **(env or {}),
@@ -205,7 +206,7 @@ class LambdaContainer(pm.Container):
         super().remove()
 
 
-DEPLOYMENT = Path(__file__).resolve().parents[1] / "plugins" / "bank_pipeline" / "manifests" / "deployment.yaml"
+DEPLOYMENT = Path(__file__).resolve().parents[2] / "plugins" / "bank_pipeline" / "manifests" / "deployment.yaml"
 
 
 def _quantity_mb(value: str) -> int:
@@ -275,7 +276,7 @@ class HttpContainer(pm.Container):
         group: str = "http",
         store: pm.Store | None = None,
     ) -> None:
-        self.port = pm.free_port()
+        self.port = procs.free_port()
         pod, args, env = pod_options()
         if "--port" in args:  # the manifest's port is the pod's own; here the host network is shared
             del args[args.index("--port") : args.index("--port") + 2]

@@ -16,7 +16,7 @@ directory (tmp_dir, /run/libpod by default, shared by every store) is set to
 ``<cache>/containers/libpod`` once, when the store is created (``podman
 --tmpdir``); podman records it in the store's database and uses it from then on,
 also for a person who runs ``podman`` by hand with the two variables
-(``python -m devstack.podman env`` prints them). Locks are files under it
+(``python -m devstack.containers.podman env`` prints them). Locks are files under it
 (``lock_type = "file"``), not the shared-memory segment the system's podman uses.
 
 /run is not a tmpfs on these machines, so nothing clears the runroot and tmp_dir
@@ -45,13 +45,13 @@ from typing import Self
 
 from devstack.cache import cache_dir
 
-CONTAINERS_CONF = Path(__file__).resolve().parent / "containers" / "containers.conf"
+CONTAINERS_CONF = Path(__file__).resolve().parent / "containers.conf"
 DEBIAN_PACKAGES = ("podman", "runc")  # what the Makefile installs; as root on ext4 nothing else is used
 LABEL = "org.bank-ml.devstack"  # on every container started through Container
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 STORAGE_CONF = """\
-# Written by devstack.podman: the project's own podman storage (not /var/lib/containers).
+# Written by devstack.containers.podman: the project's own podman storage (not /var/lib/containers).
 [storage]
 driver = "overlay"
 graphroot = "{graphroot}"
@@ -203,13 +203,6 @@ def image_inspect(ref: str, store: Store | None = None) -> dict[str, object]:
     return json.loads(podman("image", "inspect", ref, store=store))[0]
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (a container on the host network may take it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_for_port(port: int, timeout: float, alive: Callable[[], bool] | None = None, host: str = "127.0.0.1") -> bool:
     """Poll until ``host:port`` accepts a connection (True) or ``timeout`` passes or ``alive()`` is False."""
     deadline = time.monotonic() + timeout
@@ -322,8 +315,8 @@ class Container:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m devstack.podman env|prepare|ls``: the project's podman settings for a shell."""
-    parser = argparse.ArgumentParser(prog="python -m devstack.podman", description=main.__doc__)
+    """``python -m devstack.containers.podman env|prepare|ls``: the project's podman settings for a shell."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.containers.podman", description=main.__doc__)
     parser.add_argument("action", choices=["env", "prepare", "ls"], help="env: print `export` lines for a shell")
     args = parser.parse_args(argv)
     store = default_store()
@@ -337,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(store.root)
     except (PodmanUnavailable, PodmanError) as exc:
-        print(f"devstack.podman: error: {exc}", file=sys.stderr)
+        print(f"devstack.containers.podman: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -5,14 +5,14 @@ process (`dag.test()`: the real scheduler loop for one run, deferrable triggers
 run inline) so that Airflow's process-wide settings never leak between runs and
 the caller can watch progress in the metadata DB meanwhile.
 
-    python -m devstack.airflow_env run DAG_ID --result out.json  < {"env": …, "conf": …}
+    python -m devstack.harness.airflow_env run DAG_ID --result out.json  < {"env": …, "conf": …}
 
 The child warms up (imports Airflow, starts its in-process execution API) before
 it reads its run from stdin, so a caller can start it while it does other work.
 
 The children and ``airflow db migrate`` run on ``$BANK_AIRFLOW_PYTHON`` when it is set (an
 interpreter with another Airflow and the bundle installed: ``make test-airflow-3.0`` sets MWAA
-3.0.6's, devstack.mwaa_env), else on this one; devstack itself always runs here. The child
+3.0.6's, devstack.harness.mwaa_env), else on this one; devstack itself always runs here. The child
 needs only Airflow, the bundle and this module, imported from the checkout (its cwd).
 """
 
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from devstack.infra import Account
+    from devstack.aws.infra import Account
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LAKE_BUCKET = "bank-lake"
 RAW_KEY = "raw/bank/bank-full.csv"
 LAMBDA_ROLE_NAME = "bank-model-lambda"  # infra/bank-ml.cfn.yaml's default LambdaRoleName
@@ -73,7 +73,7 @@ def airflow_env(
     """Environment for an Airflow whose AWS connection points at devstack with the workers' credentials.
 
     ``aws_env`` gives the endpoint, region and registry (``Devstack.env()``);
-    ``account`` (``devstack.infra.provision``) the worker user's key, which both the
+    ``account`` (``devstack.aws.infra.provision``) the worker user's key, which both the
     ``aws_default`` connection and the processes' AWS_* variables hold (nothing in
     Airflow can fall back to devstack's admin key), and the BANK_* settings its
     stack's outputs give: what README's "Pointing it at real AWS" sets on AWS.
@@ -164,10 +164,10 @@ def seed_release(registry_url: str, tag: str = SERVING_BASE_TAG) -> str:
     """What a release needs that CI provides on AWS: the serving base image (the template made the Lambda role).
 
     The serving base image is serving/Dockerfile built with podman on the local
-    Lambda base (devstack.lambda_image: both rebuilt only when their inputs
+    Lambda base (devstack.containers.lambda_image: both rebuilt only when their inputs
     change), pushed to ``registry_url`` as ``bank-model:<tag>``. Returns its digest.
     """
-    from devstack.lambda_image import push_serving
+    from devstack.containers.lambda_image import push_serving
 
     return push_serving(registry_url, IMAGE_REPOSITORY, tag).rsplit("@", 1)[1]
 
@@ -240,7 +240,7 @@ def start_child(env: dict[str, str], dag_id: str, workdir: Path) -> DagRunChild:
     result = workdir / f"{dag_id}.result.json"
     log = workdir / f"{dag_id}.log"
     result.unlink(missing_ok=True)
-    cmd = [airflow_python(), "-m", "devstack.airflow_env", "run", dag_id, "--result", str(result)]
+    cmd = [airflow_python(), "-m", "devstack.harness.airflow_env", "run", dag_id, "--result", str(result)]
     with log.open("w") as out:
         proc = subprocess.Popen(
             cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True
@@ -398,7 +398,7 @@ def _run_in_child(dag_id: str, conf: dict[str, Any], result_path: Path, logical_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.airflow_env")
+    parser = argparse.ArgumentParser(prog="python -m devstack.harness.airflow_env")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser(
         "run",

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack import Devstack, kube
-from devstack.airflow_env import (
+from devstack.aws.infra import provision
+from devstack.harness.airflow_env import (
     LAKE_BUCKET,
     REPO,
     DagRunChild,
@@ -42,7 +43,6 @@ from devstack.airflow_env import (
     start_child,
     task_states,
 )
-from devstack.infra import provision
 
 OUT = REPO / "build" / "demo"
 # One customer, as a client of the front door would send it (bank-full.csv's fields without duration and y).

@@ -13,8 +13,8 @@ requirements.txt naming the wheel inside the unpacked plugins.zip. uv stands in 
 constraint semantics: constraints only bound versions, installed packages that satisfy them stay).
 
 Used by tests/packaging/test_mwaa_install.py (a fresh venv per test) and by
-``make test-airflow-3.0`` (``python -m devstack.mwaa_env venv 3.0.6``: a cached venv whose
-Python runs the end-to-end tests' DAG-run children, BANK_AIRFLOW_PYTHON in devstack.airflow_env).
+``make test-airflow-3.0`` (``python -m devstack.harness.mwaa_env venv 3.0.6``: a cached venv whose
+Python runs the end-to-end tests' DAG-run children, BANK_AIRFLOW_PYTHON in devstack.harness.airflow_env).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from devstack.cache import cache_dir
 from devstack.deploy import mwaa_bundle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 MWAA_DATA = REPO / "tests" / "data" / "mwaa"
 VERSIONS = ("3.0.6", "3.2.1", "3.3.1")
@@ -218,7 +218,7 @@ def mwaa_venv(version: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.mwaa_env")
+    parser = argparse.ArgumentParser(prog="python -m devstack.harness.mwaa_env")
     sub = parser.add_subparsers(dest="cmd", required=True)
     venv = sub.add_parser("venv", help="build or refresh the cached venv of an MWAA version; print its Python")
     venv.add_argument("version", choices=VERSIONS)

@@ -1,12 +1,12 @@
 """The local stack: devstack plus `airflow standalone` with the bundle's DAGs.
 
-    python -m devstack.stack up [--port 8080] [--devstack-port 4566] [--state-dir build/stack]
-    python -m devstack.stack down [--state-dir build/stack]
-    python -m devstack.stack status [--state-dir build/stack]
+    python -m devstack.harness.stack up [--port 8080] [--devstack-port 4566] [--state-dir build/stack]
+    python -m devstack.harness.stack down [--state-dir build/stack]
+    python -m devstack.harness.stack status [--state-dir build/stack]
 
 - up: start devstack (the `python -m devstack up` machinery, state under
   <state-dir>/devstack), deploy infra/bank-ml.cfn.yaml on it and make the Airflow
-  workers' user (devstack.infra), seed it (the raw CSV in the lake, the serving
+  workers' user (devstack.aws.infra), seed it (the raw CSV in the lake, the serving
   base image) while the local Kubernetes control plane starts
   (devstack.kube, state under <state-dir>/kube, with its read-only Deployment
   view), give the release's ServiceAccount (bank_pipeline/manifests/rbac) a token
@@ -44,8 +44,9 @@ from typing import Any
 import devstack
 from devstack import __main__ as devstack_cli
 from devstack import kube, procs
-from devstack.airflow_env import REPO, airflow_env, seed_lake, seed_release, seed_wheelhouse
-from devstack.infra import Account, provision
+from devstack.aws.infra import Account, provision
+from devstack.harness.airflow_env import REPO, airflow_env, seed_lake, seed_release, seed_wheelhouse
+from devstack.procs import free_port
 
 DEFAULT_STATE_DIR = REPO / "build" / "stack"
 DEFAULT_PORT = 8080
@@ -142,14 +143,6 @@ def dags_listed(api_url: str, user: str, password: str) -> list[str]:
 # -- environment ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def stack_env(
     state_dir: Path,
     ds: devstack.Devstack,
@@ -223,7 +216,7 @@ def _print_ready(state: dict[str, Any]) -> None:
     if state.get("kube_server"):
         print(f"  Kubernetes {state.get('kube_version', '')}: {state['kube_server']} (export KUBECONFIG={state['kube_dir']}/kubeconfig);"
               f" Deployments: {state['kube_view_url']}/")  # fmt: skip
-    print(f"Stop everything: python -m devstack.stack down --state-dir {state['state_dir']}")
+    print(f"Stop everything: python -m devstack.harness.stack down --state-dir {state['state_dir']}")
 
 
 # How long a stack whose processes all run may take to answer before it counts as stale:
@@ -460,7 +453,7 @@ def status(state_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.harness.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", DEFAULT_PORT)),
                         help="the Airflow API server / UI port")  # fmt: skip

@@ -2,7 +2,7 @@
 "Kubernetes Deployment" link leads under ``make up`` (there is no dashboard here, and the
 API server itself wants a client certificate and shows a browser a certificate warning).
 
-    python -m devstack.kube_view --state-dir build/stack/kube --server https://127.0.0.1:PORT --port 0
+    python -m devstack.kube.view --state-dir build/stack/kube --server https://127.0.0.1:PORT --port 0
 
 - ``GET /``: the Deployments of every namespace, with their images and ready replicas;
 - ``GET /deployments/<namespace>/<name>``: one Deployment: image, replicas, conditions, its
@@ -217,7 +217,7 @@ def serve(server: str, state_dir: Path, port: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.kube_view", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devstack.kube.view", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", required=True, help="the API server's URL")
     parser.add_argument("--state-dir", type=Path, required=True, help="the cluster's state directory (its pki/)")
     parser.add_argument("--port", type=int, default=0)

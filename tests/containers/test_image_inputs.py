@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import lambda_image
+from devstack.containers import lambda_image
 from tests.paths import REPO
 
 pytestmark = pytest.mark.unit

@@ -1,7 +1,7 @@
 """The real serving image under podman: as Lambda runs it (AWS's RIE + awslambdaric) and as Kubernetes does.
 
 serving/Dockerfile is built with podman on the local Lambda base (debootstrap +
-Python + awslambdaric + the RIE, devstack/lambda_image.py), both rebuilt only
+Python + awslambdaric + the RIE, devstack/containers/lambda_image.py), both rebuilt only
 when their inputs change; `make test` builds the base first (a few minutes
 once). The model image is made as a release makes it: the serving image pushed
 to devstack's registry, the model appended as one layer by
@@ -28,9 +28,10 @@ from bank_ml import artifacts, data, release
 from bank_pipeline.utils import oci
 from bank_serving.model import OnnxModel, load_model_dir
 from bank_serving.service import handle_event
-from devstack import Devstack, lambda_image, podman
-from devstack.lambda_rie import HttpContainer, LambdaContainer, model_volume, pod_options
-from devstack.registry import Registry
+from devstack import Devstack
+from devstack.aws.registry import Registry
+from devstack.containers import lambda_image, podman
+from devstack.containers.lambda_rie import HttpContainer, LambdaContainer, model_volume, pod_options
 from tests.paths import BANK_CSV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

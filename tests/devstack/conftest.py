@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devstack import Devstack
-from devstack.infra import Account, cluster_network
+from devstack.aws.infra import Account, cluster_network
 
 
 @pytest.fixture(scope="session")

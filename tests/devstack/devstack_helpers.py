@@ -52,7 +52,7 @@ def new_cluster(
     network: dict[str, str] | None = None,
     **extra: Any,
 ) -> str:
-    """A cluster kept alive; ``network``: Instances keys of a subnet and groups (devstack.infra.cluster_network)."""
+    """A cluster kept alive; ``network``: Instances keys of a subnet and groups (devstack.aws.infra.cluster_network)."""
     params: dict[str, Any] = {
         "Name": "devstack-test",
         "ReleaseLabel": "emr-7.12.0",

@@ -7,7 +7,7 @@ Two kinds, both pushed to the session devstack's registry:
   bank_pipeline.utils.oci alone, for tests of the registry API and the image
   push that never run the image;
 - ``stand_in_image``: the real serving image (serving/Dockerfile on the local
-  Lambda base, ``devstack.lambda_image.push_serving``) with one more layer that
+  Lambda base, ``devstack.containers.lambda_image.push_serving``) with one more layer that
   replaces ``bank_serving/lambda_handler.py`` by a stand-in, for Lambda tests
   that need a handler of their own (one that raises, sleeps, echoes its
   environment). It runs in devstack's containers exactly as the release's image
@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from bank_pipeline.utils import oci
-from devstack import lambda_image
+from devstack.containers import lambda_image
 
 HANDLER_PATH = "var/task/bank_serving/lambda_handler.py"
 SERVING_TAG = "serving-base"

@@ -11,7 +11,7 @@ import pytest
 
 import devstack
 from devstack import procs
-from devstack.infra import cluster_network, provision
+from devstack.aws.infra import cluster_network, provision
 from tests.devstack.devstack_helpers import (
     SLEEPING,
     new_cluster,
@@ -90,7 +90,7 @@ def test_a_node_of_a_state_dir_in_the_checkout_lives_outside_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The node's Python (third-party site-packages) never lands in the source tree; other state dirs keep it."""
-    from devstack.server import node_root
+    from devstack.aws.server import node_root
 
     monkeypatch.setenv("BANK_CACHE_DIR", str(tmp_path / "cache"))
     assert node_root(tmp_path / "state") == (tmp_path / "state" / "node").resolve()

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
-from devstack.infra import Account
+from devstack.aws.infra import Account
 from tests.devstack.conftest import network_of
 from tests.devstack.devstack_helpers import cluster_state, new_cluster, put_script, spark_step, wait_until
 
@@ -212,7 +212,7 @@ def test_the_bundles_bootstrap_builds_the_nodes_python_from_the_staged_wheelhous
     """python_env.sh installs the wheelhouse `python -m bank_pipeline.wheelhouse` staged, with no index,
     and a step on that Python imports the model build's libraries."""
     from bank_pipeline import resources, wheelhouse
-    from devstack.airflow_env import seed_wheelhouse
+    from devstack.harness.airflow_env import seed_wheelhouse
 
     seed_wheelhouse(ds.env(), bucket)
     wheels = wheelhouse.wheelhouse_uri(f"s3://{bucket}/code/", "x86_64")

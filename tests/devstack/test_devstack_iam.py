@@ -17,7 +17,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
-from devstack.infra import TEMPLATE, Account, load_template, policy_without
+from devstack.aws.infra import TEMPLATE, Account, load_template, policy_without
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -224,7 +224,7 @@ def test_a_signature_over_the_user_agent_is_accepted_and_checked(ds: Devstack) -
     assert get("something else") == 403  # the header is part of the signature, not ignored
 
 
-# -- IAM's policy simulator (devstack.iam_simulate) ----------------------------------------------
+# -- IAM's policy simulator (devstack.aws.iam_simulate) ----------------------------------------------
 
 
 def test_the_worker_may_simulate_its_own_policies_and_nobody_elses(ds: Devstack, account: Account) -> None:

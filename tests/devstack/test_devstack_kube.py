@@ -278,11 +278,13 @@ def test_an_identity_needs_exactly_one_service_account(cluster: kube.KubeCluster
 
 
 @pytest.mark.parametrize(
-    "command", [["devstack.demo"], ["devstack.stack", "up", "--devstack-port", "0"]], ids=["demo", "stack"]
+    "command",
+    [["devstack.harness.demo"], ["devstack.harness.stack", "up", "--devstack-port", "0"]],
+    ids=["demo", "stack"],
 )
 def test_demo_and_stack_say_make_kube_before_starting_anything(tmp_path: Path, command: list[str]) -> None:
     """Without the binaries, `make demo` and `make up` stop at once (not after a minute of other work)."""
-    extra = ["--state-dir", str(tmp_path / "stack")] if command[0] == "devstack.stack" else []
+    extra = ["--state-dir", str(tmp_path / "stack")] if command[0] == "devstack.harness.stack" else []
     env = {**os.environ, "BANK_KUBE_BIN_DIR": str(tmp_path / "no-binaries")}
     started = time.monotonic()
     run = subprocess.run([sys.executable, "-m", *command, *extra], cwd=kube.REPO_ROOT, env=env, capture_output=True,

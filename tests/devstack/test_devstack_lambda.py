@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from devstack import Devstack, lambda_containers, podman
+from devstack import Devstack
+from devstack.containers import lambda_containers, podman
 from tests.devstack.devstack_image_helpers import model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]

@@ -17,7 +17,7 @@ import requests
 import devstack
 from bank_pipeline.utils import oci
 from devstack import Devstack, procs
-from devstack.infra import Account
+from devstack.aws.infra import Account
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
 from tests.paths import REPO
 
@@ -154,7 +154,7 @@ def test_ecr_auth_from_the_amazon_provider_hook(ds: Devstack, monkeypatch: pytes
 
 def test_missing_binary_names_the_debian_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from devstack import registry, server
+    from devstack.aws import registry, server
 
     monkeypatch.setattr(registry.shutil, "which", lambda *a, **k: None)
     assert server.serve(0, tmp_path) == 2
@@ -190,7 +190,7 @@ def test_up_prints_the_registry_and_down_stops_it(tmp_path: Path) -> None:
     assert procs.session_pids(state["pid"]) == []
 
 
-# -- ECR's immutable tags (devstack.registry.TagGuardProxy) ----------------------------------------
+# -- ECR's immutable tags (devstack.aws.registry.TagGuardProxy) ----------------------------------------
 
 
 def immutable_repo(ds: Devstack, mutability: str = "IMMUTABLE", filters: list[str] | None = None) -> str:

@@ -1,4 +1,4 @@
-"""devstack.iam's resource ARNs and PassRole evaluation, without a server: what moto checks against "*" otherwise."""
+"""devstack.aws.iam's resource ARNs and PassRole evaluation, without a server: what moto checks against "*" otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from devstack.iam import _ecr_resource, _emr_resource, _lambda_resource, statement_applies
+from devstack.aws.iam import _ecr_resource, _emr_resource, _lambda_resource, statement_applies
 
 pytestmark = pytest.mark.unit
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.function_urls import UrlConfig, url_event, url_response
-from devstack.lambda_containers import _LogFile, label_for
-from devstack.lambda_rie import _quantity_mb, pod_options, read_function_error
+from devstack.aws.function_urls import UrlConfig, url_event, url_response
+from devstack.containers.lambda_containers import _LogFile, label_for
+from devstack.containers.lambda_rie import _quantity_mb, pod_options, read_function_error
 
 pytestmark = pytest.mark.unit
 

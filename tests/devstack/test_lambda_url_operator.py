@@ -14,8 +14,8 @@ from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.model_release_tasks import SMOKE_RECORD, check_prediction
 from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator, curl_command
 from devstack import Devstack
-from devstack.airflow_env import LAMBDA_ROLE_ARN
-from devstack.infra import Account
+from devstack.aws.infra import Account
+from devstack.harness.airflow_env import LAMBDA_ROLE_ARN
 from tests.devstack.devstack_helpers import live_function
 from tests.devstack.devstack_image_helpers import RAISING_HANDLER, model_image, serving_model_image, trained_model
 

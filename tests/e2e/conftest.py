@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from devstack import Devstack
-from devstack.airflow_env import (
+from devstack.aws.infra import Account
+from devstack.harness.airflow_env import (
     LAKE_BUCKET,
     REPO,
     DagRunResult,
@@ -23,7 +24,6 @@ from devstack.airflow_env import (
     seed_release,
     seed_wheelhouse,
 )
-from devstack.infra import Account
 
 
 @pytest.fixture(scope="session")

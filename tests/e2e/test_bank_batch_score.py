@@ -9,7 +9,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from devstack.airflow_env import LAKE_BUCKET, run_dag
+from devstack.harness.airflow_env import LAKE_BUCKET, run_dag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -9,7 +9,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from devstack.airflow_env import LAKE_BUCKET, REPO, run_dag
+from devstack.harness.airflow_env import LAKE_BUCKET, REPO, run_dag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -1,4 +1,4 @@
-"""devstack.airflow_env's DagRunChild as `make demo` uses it: warmed up before its run is known."""
+"""devstack.harness.airflow_env's DagRunChild as `make demo` uses it: warmed up before its run is known."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.airflow_env import LAKE_BUCKET, airflow_python, airflow_settings, airflow_version, start_child
+from devstack.harness.airflow_env import LAKE_BUCKET, airflow_python, airflow_settings, airflow_version, start_child
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from devstack import Devstack
-from devstack.airflow_env import airflow_env, run_dag
-from devstack.infra import Account, policy_without
+from devstack.aws.infra import Account, policy_without
+from devstack.harness.airflow_env import airflow_env, run_dag
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from devstack import Devstack, kube
-from devstack.airflow_env import airflow_env
-from devstack.infra import Account, policy_without
+from devstack.aws.infra import Account, policy_without
+from devstack.harness.airflow_env import airflow_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -228,7 +228,7 @@ def test_create_rules_are_needed_only_until_the_objects_exist(
 def test_the_dag_shows_the_table_and_fails_on_a_failed_check(
     ds: Devstack, account: Account, env: dict[str, str], tmp_path: Path
 ) -> None:
-    from devstack.airflow_env import ensure_db, run_dag
+    from devstack.harness.airflow_env import ensure_db, run_dag
 
     ensure_db(env)
     run = run_dag(env, "bank_preflight", {}, tmp_path / "ok")

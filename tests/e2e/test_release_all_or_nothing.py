@@ -22,8 +22,15 @@ import pytest
 
 from bank_pipeline.utils import oci
 from devstack import Devstack, kube
-from devstack.airflow_env import IMAGE_REPOSITORY, SERVING_BASE_TAG, airflow_env, ensure_db, run_dag, seed_wheelhouse
-from devstack.infra import Account, worker_credentials
+from devstack.aws.infra import Account, worker_credentials
+from devstack.harness.airflow_env import (
+    IMAGE_REPOSITORY,
+    SERVING_BASE_TAG,
+    airflow_env,
+    ensure_db,
+    run_dag,
+    seed_wheelhouse,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

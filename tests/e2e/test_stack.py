@@ -1,4 +1,4 @@
-"""`python -m devstack.stack up|down`: devstack + the local Kubernetes + `airflow standalone`, and nothing left behind."""
+"""`python -m devstack.harness.stack up|down`: devstack + the local Kubernetes + `airflow standalone`, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from devstack import kube, procs, stack
-from devstack.airflow_env import REPO
+from devstack import kube, procs
+from devstack.harness import stack
+from devstack.harness.airflow_env import REPO
 
 pytestmark = pytest.mark.e2e
 
 
 def run_stack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "devstack.stack", *args],
+        [sys.executable, "-m", "devstack.harness.stack", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
@@ -30,7 +31,7 @@ def run_stack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
 @pytest.mark.timeout(600)
 def test_up_lists_the_dags_and_down_leaves_nothing(tmp_path: Path) -> None:
     state_dir = tmp_path / "stack"
-    port = stack.free_port()
+    port = procs.free_port()
     common = ("--state-dir", str(state_dir))
     try:
         up = run_stack("up", "--port", str(port), "--devstack-port", "0", *common)

@@ -1,4 +1,4 @@
-"""The Airflow UI in a browser: Playwright driving Debian's chromium against `devstack.stack`.
+"""The Airflow UI in a browser: Playwright driving Debian's chromium against `devstack.harness.stack`.
 
 Logs in through the simple auth manager's form, triggers bank_features_emr from
 its form with a changed Param, follows the run to success in the UI, sees
@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from devstack import kube, stack
-from devstack.airflow_env import REPO
+from devstack import kube, procs
+from devstack.harness import stack
+from devstack.harness.airflow_env import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -64,9 +65,9 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
     state_dir = tmp_path_factory.mktemp("ui_stack")
-    cmd = [sys.executable, "-m", "devstack.stack"]
+    cmd = [sys.executable, "-m", "devstack.harness.stack"]
     up = subprocess.run(
-        [*cmd, "up", "--port", str(stack.free_port()), "--devstack-port", "0", "--state-dir", str(state_dir)],
+        [*cmd, "up", "--port", str(procs.free_port()), "--devstack-port", "0", "--state-dir", str(state_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     try:

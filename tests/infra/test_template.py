@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from bank_pipeline import permissions, settings
-from devstack.airflow_env import LAMBDA_ROLE_NAME
-from devstack.iam import statement_applies
-from devstack.infra import SETTINGS_FROM_OUTPUTS, TEMPLATE, load_template
+from devstack.aws.iam import statement_applies
+from devstack.aws.infra import SETTINGS_FROM_OUTPUTS, TEMPLATE, load_template
+from devstack.harness.airflow_env import LAMBDA_ROLE_NAME
 from tests.paths import REPO
 
 pytestmark = pytest.mark.unit
@@ -297,7 +297,7 @@ def test_the_repository_expires_untagged_and_superseded_images_but_not_the_newes
 
 def test_the_network_outputs_reach_the_same_instances_keys_as_the_settings() -> None:
     from bank_pipeline.spark_steps import NETWORK_KEYS
-    from devstack.infra import NETWORK_OUTPUTS
+    from devstack.aws.infra import NETWORK_OUTPUTS
 
     for output, key in NETWORK_OUTPUTS.items():
         setting = "BANK_" + NETWORK_KEYS[key].upper()

@@ -40,7 +40,7 @@ from devstack.deploy import (
     main,
     runtime_requirements,
 )
-from devstack.mwaa_env import normalize, pins, python_version, run
+from devstack.harness.mwaa_env import normalize, pins, python_version, run
 from tests.packaging.dag_probe import assert_the_bundle_loads, probe
 from tests.paths import DAGS, REPO
 

@@ -73,7 +73,7 @@ def test_the_password_file_is_writable(compose):
 def test_devstack_needs_no_bundle_folders_mounted(compose):
     devstack = compose["services"]["devstack"]
     assert bind_mounts(devstack) == []
-    assert compose["services"]["devstack-seed"]["command"][:3] == ["python", "-m", "devstack.seed"]
+    assert compose["services"]["devstack-seed"]["command"][:3] == ["python", "-m", "devstack.aws.seed"]
 
 
 def test_the_k3s_profile_has_a_kubernetes_connection_and_the_manifests_ship_in_the_wheel(compose):
@@ -110,7 +110,7 @@ def test_k3s_is_an_optional_profile(compose):
 def test_the_seed_hands_the_stacks_network_to_airflow_through_a_shared_file(compose, tmp_path):
     """Subnet and security-group ids exist only once the seed deployed the template: it writes emr_default
     to a volume the Airflow services read connections from (LocalFilesystemBackend)."""
-    from devstack.seed import write_connections
+    from devstack.aws.seed import write_connections
 
     env = compose["x-airflow-common"]["environment"]
     assert env["AIRFLOW__SECRETS__BACKEND"] == "airflow.secrets.local_filesystem.LocalFilesystemBackend"
@@ -137,7 +137,7 @@ def test_the_seed_hands_the_stacks_network_to_airflow_through_a_shared_file(comp
 
 
 def test_without_podman_the_seed_says_first_what_the_release_needs_in_host_commands(compose):
-    from devstack.seed import no_podman_message
+    from devstack.aws.seed import no_podman_message
 
     seed = compose["services"]["devstack-seed"]["command"]
     host_registry = seed[seed.index("--host-registry") + 1]

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from devstack.deploy import mwaa_bundle, runtime_requirements
-from devstack.mwaa_env import (
+from devstack.harness.mwaa_env import (
     MWAA_HAS_CONSTRAINTS,
     UV,
     VERSIONS,
@@ -47,7 +47,7 @@ from devstack.mwaa_env import (
     mwaa_install_args,
     pins,
 )
-from devstack.mwaa_env import run as run_checked
+from devstack.harness.mwaa_env import run as run_checked
 from tests.packaging.dag_probe import assert_the_bundle_loads, probe
 from tests.paths import REPO
 

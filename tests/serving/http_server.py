@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,20 +15,15 @@ from typing import Any
 
 import pytest
 
+from devstack.procs import free_port
 from tests.serving.test_serving_handler import proxy_v1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
     """`python -m bank_serving.http` on a free loopback port; its log goes to a file (no pipe to fill)."""
 
     def __init__(self, model_dir: Path, log: Path, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = log
         env = dict(os.environ)
         env.pop("BANK_MODEL_DIR", None)

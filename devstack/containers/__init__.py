@@ -1,0 +1,2 @@
+"""Containers under podman: the Lambda base image and model images, AWS's runtime interface
+emulator, and the Lambda containers devstack runs."""
