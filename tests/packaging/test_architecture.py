@@ -114,10 +114,9 @@ def test_no_code_edits_sys_path() -> None:
 
 
 def test_the_sys_path_check_sees_every_kind_of_edit(tmp_path: Path) -> None:
+    # The four kinds of edit live in a text file, so that no code of the repository holds one.
     bad = tmp_path / "bad.py"
-    bad.write_text(
-        "import sys\nsys.path.insert(0, 'x')\nsys.path[:0] = ['y']\nsys.path += ['z']\nsys.path.append('w')\n"
-    )
+    bad.write_text((REPO / "tests" / "data" / "sys_path_edits.txt").read_text())
     assert edits_sys_path(bad) == [2, 3, 4, 5]
 
 
