@@ -225,9 +225,10 @@ def _print_ready(state: dict[str, Any]) -> None:
 ANSWER_GRACE_S = 30.0
 
 
-def _devstack_process_runs(devstack_dir: Path) -> bool:
+def _devstack_server(devstack_dir: Path) -> dict[str, Any] | None:
+    """devstack's state if its server process still runs, whether or not it answers."""
     ds_state = devstack.read_state(devstack_dir)
-    return ds_state is not None and devstack.is_devstack_server(int(ds_state["pid"]))
+    return ds_state if ds_state is not None and devstack.is_devstack_server(int(ds_state["pid"])) else None
 
 
 def status_of(state_dir: Path, grace_s: float = ANSWER_GRACE_S) -> tuple[int, dict[str, Any] | None]:
@@ -237,13 +238,10 @@ def status_of(state_dir: Path, grace_s: float = ANSWER_GRACE_S) -> tuple[int, di
     devstack_dir, kube_dir = Path(state["devstack_dir"]), Path(state["kube_dir"])
     deadline = time.monotonic() + grace_s
     while True:
-        if not (
-            is_standalone(int(state["pid"]), state["marker"])
-            and _devstack_process_runs(devstack_dir)
-            and kube.running(kube_dir)
-        ):
+        ds_state = _devstack_server(devstack_dir)
+        if not (is_standalone(int(state["pid"]), state["marker"]) and ds_state and kube.running(kube_dir)):
             return 3, state  # a process is gone: no wait can mend that
-        if answers(state["api_url"]) and devstack.running(devstack_dir):
+        if answers(state["api_url"]) and devstack.healthy(ds_state["endpoint_url"]):
             return 0, state
         if time.monotonic() >= deadline:
             return 3, state
