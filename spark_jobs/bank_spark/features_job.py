@@ -199,7 +199,13 @@ def read_bank_csv(spark: SparkSession, path: str) -> DataFrame:
     short row passes unflagged), so every query over it must reference all 17
     columns and _corrupt_record, as flag_rows' reason does. Empty fields read as null.
     """
-    return _csv_reader(spark).schema(RAW_SCHEMA).option("mode", "PERMISSIVE").csv(path)
+    return (
+        _csv_reader(spark)
+        .schema(RAW_SCHEMA)
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
+        .csv(path)
+    )
 
 
 def read_parsed_rows(spark: SparkSession, path: str) -> DataFrame:
@@ -219,7 +225,6 @@ def _csv_reader(spark: SparkSession) -> DataFrameReader:
         spark.read.options(**CSV_OPTIONS)
         .option("header", "true")
         .option("enforceSchema", "true")  # the header is checked by check_header
-        .option("columnNameOfCorruptRecord", CORRUPT_COLUMN)
     )
 
 
