@@ -1,7 +1,7 @@
 """``python -m devstack serve``: moto in server mode, the EMR step executor, the registry.
 
 One process: moto's ThreadedMotoServer on 127.0.0.1 (S3, EMR, ECR, Lambda,
-IAM, STS, CloudFormation, ... all on one endpoint), ``devstack.aws.emr.Executor``, which must
+IAM, STS, CloudFormation, ... all on one endpoint), ``devstack.aws.emr_executor.Executor``, which must
 share the process to see moto's EMR backend objects, and the patch of moto's
 Lambda (``devstack.aws.awslambda``) that runs image functions as podman containers
 (``devstack.containers.lambda_containers``, removed when the server stops) and serves their
@@ -126,7 +126,7 @@ def serve(
         from moto import settings
         from moto.server import ThreadedMotoServer
 
-        from devstack.aws import awslambda, emr, function_urls
+        from devstack.aws import awslambda, emr, emr_executor, function_urls
         from devstack.aws import iam as devstack_iam
 
         lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
@@ -145,7 +145,7 @@ def serve(
     port = server.get_host_and_port()[1]
     endpoint_url = f"http://127.0.0.1:{port}"
     awslambda.set_endpoint(endpoint_url)
-    executor = emr.Executor(endpoint_url, state_dir / "work", admin, node_root=node_root(state_dir))
+    executor = emr_executor.Executor(endpoint_url, state_dir / "work", admin, node_root=node_root(state_dir))
     executor.start()
     write_state(
         state_dir,

@@ -1,4 +1,4 @@
-"""The pure helpers of devstack.aws.emr: reading spark-submit's command line, choosing a failure's message."""
+"""The pure helpers of devstack.aws.emr_executor: reading spark-submit's command line, choosing a failure's message."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.aws.emr import _split_spark_submit, failure_message
+from devstack.aws.emr_executor import _split_spark_submit, failure_message
 
 pytestmark = pytest.mark.unit
 
