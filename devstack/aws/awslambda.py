@@ -40,7 +40,7 @@ The patch also fixes what the deploy path needs from moto 5.2.5:
   StatementId twice, ignored RemovePermission's Qualifier and returned
   FunctionUrlAuthType and InvokedViaFunctionUrl as they were sent. As on Lambda,
   the function, each version and each alias now has a policy of its own
-  (``resource_policy()``; deleting the function, version or alias deletes it);
+  (``lambda_policies.resource_policy()``; deleting the function, version or alias deletes it);
   a StatementId already in it is ``ResourceConflictException``; removing one
   that is not is ``ResourceNotFoundException``; Qualifier ``$LATEST`` is
   refused; a RevisionId that is not the policy's is
@@ -103,12 +103,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError, PreconditionFailedException
+from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError
 from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
-from moto.awslambda.utils import make_function_arn
 
 from bank_pipeline.utils import oci
+from devstack.aws.lambda_policies import (
+    ResourceConflict,
+    add_permission,
+    drop_policies,
+    get_policy,
+    response_remove_permission,
+)
 from devstack.containers import podman as pm
 from devstack.containers.lambda_containers import Environments, FunctionSpec
 
@@ -163,9 +169,9 @@ def install(registry: str, environments: Environments, endpoint_url: str = "") -
     LambdaBackend.update_function_configuration = _update_function_configuration  # type: ignore[method-assign]
     LambdaResponse.invoke = _response_invoke  # type: ignore[method-assign]
     LambdaAlias.update = _update_alias  # type: ignore[method-assign]
-    LambdaBackend.add_permission = _add_permission  # type: ignore[method-assign]
-    LambdaBackend.get_policy = _get_policy  # type: ignore[method-assign]
-    LambdaResponse.remove_permission = _response_remove_permission  # type: ignore[method-assign]
+    LambdaBackend.add_permission = add_permission  # type: ignore[method-assign]
+    LambdaBackend.get_policy = get_policy  # type: ignore[method-assign]
+    LambdaResponse.remove_permission = response_remove_permission  # type: ignore[method-assign]
     LambdaStorage.delete_alias = _delete_alias  # type: ignore[method-assign]
 
 
@@ -211,13 +217,6 @@ def _set_function_code(self: LambdaFunction, updated_spec: dict[str, Any]) -> No
 
 
 # -- states -------------------------------------------------------------------
-
-
-class ResourceConflict(LambdaClientError):
-    code = 409
-
-    def __init__(self, message: str) -> None:
-        super().__init__("ResourceConflictException", message)
 
 
 @dataclass
@@ -326,14 +325,14 @@ def _delete_function(self: LambdaBackend, function_name: str, qualifier: str | N
     fn = self.get_function(function_name, qualifier)
     arn = spec_of(fn, "").function_arn
     _ORIGINAL["delete_function"](self, function_name, qualifier)
-    _drop_policies(self.account_id, self.region_name, fn.function_name, qualifier)
+    drop_policies(self.account_id, self.region_name, fn.function_name, qualifier)
     if CONFIG.environments is not None:
         CONFIG.environments.forget(arn, qualifier)
 
 
 def _delete_alias(self: LambdaStorage, name: str, function_name: str) -> None:
     _ORIGINAL["delete_alias"](self, name, function_name)
-    _drop_policies(self.account_id, self.region_name, function_name.split(":function:", 1)[-1].split(":", 1)[0], name)
+    drop_policies(self.account_id, self.region_name, function_name.split(":function:", 1)[-1].split(":", 1)[0], name)
 
 
 def _resolve(uri: str) -> str | None:
@@ -542,139 +541,3 @@ def run(fn: LambdaFunction, event: bytes, request_id: str, tail: bool = False) -
         log.exception("cannot run %s version %s", fn.function_name, fn.version)
         return failed(f"devstack: cannot run image {uri}: {type(exc).__name__}: {exc}")
     return Ran(result.payload, result.function_error is not None, result.log, result.image)
-
-
-# -- resource policies: the function's, each version's and each alias's own ---------------
-
-
-class ResourceNotFound(LambdaClientError):
-    code = 404
-
-    def __init__(self, message: str) -> None:
-        super().__init__("ResourceNotFoundException", message)
-
-
-@dataclass
-class _Policy:
-    statements: list[dict[str, Any]]
-    revision: str
-
-
-POLICIES: dict[tuple[str, str, str, str], _Policy] = {}  # (account, region, function name, qualifier or "")
-_POLICY_LOCK = threading.Lock()
-
-
-def resource_policy(account_id: str, region: str, function_name: str, qualifier: str | None) -> list[dict[str, Any]]:
-    """The statements of the function's (``qualifier`` None), a version's or an alias's resource policy."""
-    with _POLICY_LOCK:
-        policy = POLICIES.get((account_id, region, function_name, qualifier or ""))
-        return copy.deepcopy(policy.statements) if policy else []
-
-
-def _drop_policies(account_id: str, region: str, function_name: str, qualifier: str | None) -> None:
-    with _POLICY_LOCK:
-        for key in [k for k in POLICIES if k[:3] == (account_id, region, function_name)]:
-            if qualifier is None or key[3] == qualifier:
-                del POLICIES[key]
-
-
-def _policy_target(
-    backend: LambdaBackend, function_name: str, qualifier: str | None
-) -> tuple[tuple[str, str, str, str], str]:
-    """(POLICIES key, the statements' Resource) of a policy request; a missing function, version or alias is refused."""
-    name = function_name.split(":function:", 1)[-1]  # a name, name:qualifier, or an ARN
-    if ":" in name:
-        name, _, named = name.partition(":")
-        qualifier = qualifier or named
-    if qualifier == "$LATEST":
-        raise InvalidParameterValueException("We currently do not support adding policies for $LATEST.")
-    fn = backend.get_function(name, qualifier)  # ResourceNotFoundException if any part is missing
-    arn = make_function_arn(backend.region_name, backend.account_id, fn.function_name)
-    key = (backend.account_id, backend.region_name, fn.function_name, qualifier or "")
-    return key, f"{arn}:{qualifier}" if qualifier else arn
-
-
-def _principal(principal: str) -> Any:
-    if principal == "*":
-        return "*"
-    if principal.endswith(".amazonaws.com"):
-        return {"Service": principal}
-    if principal.isdigit():
-        return {"AWS": f"arn:aws:iam::{principal}:root"}
-    return {"AWS": principal}
-
-
-def statement_of(request: dict[str, Any], resource: str) -> dict[str, Any]:
-    """The policy statement Lambda writes for an AddPermission request."""
-    statement: dict[str, Any] = {
-        "Sid": request["StatementId"], "Effect": "Allow", "Principal": _principal(str(request["Principal"])),
-        "Action": request["Action"], "Resource": resource,
-    }  # fmt: skip
-    conditions: dict[str, dict[str, str]] = {}
-    for field, operator, key in (
-        ("SourceAccount", "StringEquals", "AWS:SourceAccount"),
-        ("PrincipalOrgID", "StringEquals", "aws:PrincipalOrgID"),
-        ("EventSourceToken", "StringEquals", "lambda:EventSourceToken"),
-        ("FunctionUrlAuthType", "StringEquals", "lambda:FunctionUrlAuthType"),
-        ("SourceArn", "ArnLike", "AWS:SourceArn"),
-    ):
-        if request.get(field):
-            conditions.setdefault(operator, {})[key] = str(request[field])
-    if request.get("InvokedViaFunctionUrl"):
-        conditions.setdefault("Bool", {})["lambda:InvokedViaFunctionUrl"] = "true"
-    if conditions:
-        statement["Condition"] = conditions
-    return statement
-
-
-def _add_permission(self: LambdaBackend, function_name: str, qualifier: str | None, raw: str) -> dict[str, Any]:
-    request = json.loads(raw)
-    key, resource = _policy_target(self, function_name, qualifier)
-    statement = statement_of(request, resource)
-    with _POLICY_LOCK:
-        policy = POLICIES.setdefault(key, _Policy([], str(uuid.uuid4())))
-        if request.get("RevisionId") and request["RevisionId"] != policy.revision:
-            raise PreconditionFailedException("The Revision Id provided does not match the latest Revision Id. "
-                                              "Call the GetPolicy API to retrieve the latest Revision Id")  # fmt: skip
-        if any(s["Sid"] == statement["Sid"] for s in policy.statements):
-            raise ResourceConflict(
-                f"The statement id ({statement['Sid']}) provided already exists. Please provide a new statement id, "
-                "or remove the existing statement."
-            )
-        policy.statements.append(statement)
-        policy.revision = str(uuid.uuid4())
-    return statement
-
-
-def _get_policy(self: LambdaBackend, function_name: str, qualifier: str | None = None) -> str:
-    key, _resource = _policy_target(self, function_name, qualifier)
-    with _POLICY_LOCK:
-        policy = POLICIES.get(key)
-        if policy is None or not policy.statements:
-            raise ResourceNotFound("The resource you requested does not exist.")
-        document = {"Version": "2012-10-17", "Id": "default", "Statement": policy.statements}
-        return json.dumps({"Policy": json.dumps(document), "RevisionId": policy.revision})
-
-
-def _response_remove_permission(self: LambdaResponse) -> tuple[int, dict[str, Any], str]:
-    from urllib.parse import unquote
-
-    function_name = unquote(self.path.split("/")[-3])
-    sid = unquote(self.path.split("/")[-1].split("?")[0])
-    qualifier = self.querystring.get("Qualifier", [None])[0]
-    revision = self.querystring.get("RevisionId", [""])[0]
-    key, resource = _policy_target(self.backend, function_name, qualifier)
-    with _POLICY_LOCK:
-        policy = POLICIES.get(key)
-        if policy is None or not policy.statements:
-            raise ResourceNotFound("No policy is associated with the given resource.")
-        if revision and revision != policy.revision:
-            raise PreconditionFailedException("The Revision Id provided does not match the latest Revision Id. "
-                                              "Call the GetPolicy API to retrieve the latest Revision Id")  # fmt: skip
-        kept = [s for s in policy.statements if s["Sid"] != sid]
-        if len(kept) == len(policy.statements):
-            raise ResourceNotFound(f"Statement {sid} is not found in resource policy.")
-        policy.statements = kept
-        policy.revision = str(uuid.uuid4())
-    log.info("removed statement %s from the resource policy of %s", sid, resource)
-    return 204, {"status": 204}, ""

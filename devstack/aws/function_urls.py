@@ -497,7 +497,7 @@ def public_access_allowed(config: UrlConfig) -> bool:
     lambda:InvokeFunctionUrl must be the NONE auth type's (its FunctionUrlAuthType
     condition); lambda:InvokeFunction may carry only conditions such a request meets.
     """
-    from devstack.aws.awslambda import resource_policy
+    from devstack.aws.lambda_policies import resource_policy
 
     statements = resource_policy(config.account_id, config.region, config.function_name, config.qualifier)
     missing = [action for action in PUBLIC_ACTIONS if not any(_allows_public(s, action, config) for s in statements)]
