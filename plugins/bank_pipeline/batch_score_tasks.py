@@ -3,7 +3,7 @@
 - Which model a run scores with (Param, Asset event, live.json); the features
   come from ``features.resolve_features_manifest``.
 - What the step needs staged: the job (``spark_steps.stage_job``), and the nodes' wheelhouse
-  the deployment staged (``wheelhouse.require_wheelhouse``), as the features job.
+  the deployment staged (``spark_steps.require_wheelhouse``), as the features job.
 - The check of the committed scores.
 
 Light at import (the DAG imports it at parse time): no pandas, pyarrow or boto3
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import spark_steps, wheelhouse
+from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, ScoresInvalidError
 from bank_pipeline.features_emr_tasks import newest_extra
 from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, run_key, split_s3_uri
@@ -113,7 +113,7 @@ def prepare(
     if not isinstance(info.get("sha256"), str):
         raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
-    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
+    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
     code = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     output = output_uri(cfg, run_id)
     args = [

@@ -14,6 +14,10 @@ class BadInputError(AirflowFailException, ValueError):
     """A parameter or an input object is wrong; the message names it."""
 
 
+class WheelhouseMissingError(BadInputError):
+    """The EMR nodes' wheels for an architecture are not staged: a deploy step was skipped."""
+
+
 class StepFailedError(AirflowFailException, RuntimeError):
     """An EMR step ended FAILED or CANCELLED; the message carries its FailureDetails."""
 

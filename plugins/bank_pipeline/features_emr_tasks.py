@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from bank_pipeline import spark_steps, wheelhouse
+from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
 from bank_pipeline.lake import parquet_problems, read_manifest, run_key, split_s3_uri
 
@@ -50,7 +50,7 @@ def prepare_step(
     head = hook.head_object(key, bucket_name=bucket)
     if head is None:
         raise BadInputError(f"source_uri {source_uri} does not exist")
-    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
+    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
     staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     output_uri = f"{cfg.features_prefix}run={run_key(run_id)}/"
     etag = head["ETag"].strip('"')

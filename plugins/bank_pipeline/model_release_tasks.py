@@ -16,7 +16,7 @@ import json
 import posixpath
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
-from bank_pipeline import spark_steps, wheelhouse
+from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, CandidateInvalidError
 from bank_pipeline.lake import MANIFEST_NAME, read_json, run_key, split_s3_uri
 from bank_pipeline.model_registry import ModelRegistry
@@ -98,7 +98,7 @@ def prepare_training(
         raise BadInputError(f"features_manifest_uri must name a {MANIFEST_NAME}, got {manifest_uri}")
     if not hook.check_for_key(key, bucket_name=bucket):
         raise BadInputError(f"features manifest {manifest_uri} does not exist")
-    wheels = wheelhouse.require_wheelhouse(hook, cfg.code_prefix, instance_type)
+    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
     staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
     record = candidate_uri(cfg, run_id)
     args = [

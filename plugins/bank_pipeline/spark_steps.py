@@ -2,6 +2,8 @@
 
 - ``cluster_params`` / ``job_flow_overrides``: the temporary cluster every EMR DAG
   asks for (tagged with its DAG and run; the Params its templates read);
+- ``require_wheelhouse``: the nodes' wheelhouse the deployment staged for the run's
+  instance type (``python -m bank_pipeline.wheelhouse``), or a failure naming that command;
 - ``stage_job``: the job's entry point, the ``--py-files`` zip and its bootstrap
   script uploaded by content hash, so the code that ran is on record;
 - ``spark_step``: the spark-submit step;
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import Param
 
-from bank_pipeline import resources
+from bank_pipeline import resources, wheelhouse
+from bank_pipeline.errors import WheelhouseMissingError
 from bank_pipeline.lake import split_s3_uri
 
 if TYPE_CHECKING:
@@ -178,6 +181,20 @@ class StagedJob:
     script_uri: str
     py_files_uri: str
     bootstrap_uri: str
+
+
+def require_wheelhouse(hook: S3Hook, code_prefix: str, instance_type: str) -> str:
+    """The staged wheelhouse URI for ``instance_type``'s nodes; WheelhouseMissingError naming the command if absent."""
+    arch = wheelhouse.node_arch(instance_type)
+    uri = wheelhouse.wheelhouse_uri(code_prefix, arch)
+    bucket, prefix = split_s3_uri(uri)
+    if not hook.check_for_key(prefix + resources.NODE_REQUIREMENTS, bucket_name=bucket):
+        raise WheelhouseMissingError(
+            f"the EMR nodes' wheelhouse for {arch} ({instance_type}) is not staged at {uri}: run "
+            f"`{wheelhouse.COMMAND.format(bucket=bucket, arch=arch)}` where PyPI is reachable (`make wheelhouse`), "
+            "once per deployment and after every lock change"
+        )
+    return uri
 
 
 def _upload_once(hook: S3Hook, bucket: str, key: str, data: bytes) -> None:

@@ -12,9 +12,12 @@ checking every hash, and uploads them to
 with ``requirements.txt`` uploaded last as the marker that the set is complete. It is a deploy
 step (docs/deploy-aws.md, step 3; ``make wheelhouse``), run where PyPI is reachable with the
 deployer's AWS credentials. Runs never download: each EMR DAG checks that the wheelhouse of its
-instance type's architecture is staged (``require_wheelhouse``) and fails at once naming this
-command when it is not; the nodes install it with ``pip install --no-index --require-hashes``.
+instance type's architecture is staged (``spark_steps.require_wheelhouse``) and fails at once
+naming this command when it is not; the nodes install it with ``pip install --no-index --require-hashes``.
 A new requirements file (a lock change) has a new hash, hence a new prefix to stage.
+
+It needs boto3 and no Airflow (an import contract holds that), so a deploy runs from any
+machine with the bundle installed, and the addresses it computes are the ones runs check.
 """
 
 from __future__ import annotations
@@ -28,14 +31,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
 from bank_pipeline import resources
-from bank_pipeline.errors import BadInputError
-from bank_pipeline.lake import split_s3_uri
-
-if TYPE_CHECKING:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 ARCHES = ("x86_64", "aarch64")
 # EMR 7 runs Amazon Linux 2023; the bootstrap makes its Python 3.11 environment from these wheels.
@@ -43,10 +42,6 @@ NODE_PYTHON_VERSION = "3.11"
 GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*\.")  # m6g.xlarge, c7gn.large, r8g.2xlarge: arm64
 COMMAND = "python -m bank_pipeline.wheelhouse --bucket {bucket} --arch {arch}"
 DOWNLOAD_TIMEOUT = 1800  # seconds for pip download of the whole set
-
-
-class WheelhouseMissingError(BadInputError):
-    """The nodes' wheels for an architecture are not staged: a deploy step was skipped."""
 
 
 def node_arch(instance_type: str) -> str:
@@ -65,20 +60,6 @@ def wheelhouse_uri(code_prefix: str, arch: str) -> str:
     if arch not in ARCHES:
         raise ValueError(f"unknown node architecture {arch!r}; known: {', '.join(ARCHES)}")
     return f"{code_prefix.rstrip('/')}/wheelhouse/{arch}/{digest(arch)}/"
-
-
-def require_wheelhouse(hook: S3Hook, code_prefix: str, instance_type: str) -> str:
-    """The staged wheelhouse URI for ``instance_type``'s nodes; WheelhouseMissingError naming the command if absent."""
-    arch = node_arch(instance_type)
-    uri = wheelhouse_uri(code_prefix, arch)
-    bucket, prefix = split_s3_uri(uri)
-    if not hook.check_for_key(prefix + resources.NODE_REQUIREMENTS, bucket_name=bucket):
-        raise WheelhouseMissingError(
-            f"the EMR nodes' wheelhouse for {arch} ({instance_type}) is not staged at {uri}: run "
-            f"`{COMMAND.format(bucket=bucket, arch=arch)}` where PyPI is reachable (`make wheelhouse`), "
-            "once per deployment and after every lock change"
-        )
-    return uri
 
 
 # ---------------------------------------------------------------------------------- deploy side
@@ -118,8 +99,9 @@ def download(arch: str, cache: Path, *, quiet: bool = True) -> Path:
     return target
 
 
-def upload(s3: Any, directory: Path, uri: str) -> int:
-    """Upload ``directory``'s wheels under ``uri``, then its requirements.txt (the marker); returns the files sent.
+def upload(s3: Any, directory: Path, bucket: str, prefix: str) -> int:
+    """Upload ``directory``'s wheels under ``prefix`` in ``bucket``, then its requirements.txt (the marker);
+    returns the files sent.
 
     The wheels go up side by side, each in one PUT (the largest are tens of MB); the marker
     only once all of them are there.
@@ -128,7 +110,6 @@ def upload(s3: Any, directory: Path, uri: str) -> int:
 
     from boto3.s3.transfer import TransferConfig
 
-    bucket, prefix = split_s3_uri(uri)
     whole = TransferConfig(multipart_threshold=512 * 2**20, use_threads=False)
     names = sorted(p.name for p in directory.iterdir() if p.name != resources.NODE_REQUIREMENTS)
     with ThreadPoolExecutor(4) as pool:
@@ -154,19 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, default=default_cache(), help="where downloaded wheels are kept")
     args = parser.parse_args(argv)
+    code_prefix = args.code_prefix or f"s3://{args.bucket}/code/"
+    bucket = urlsplit(code_prefix).netloc
+    if urlsplit(code_prefix).scheme != "s3" or not bucket:
+        parser.error(f"--code-prefix must be an s3://bucket/prefix/ URI, got {code_prefix!r}")
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
-    code_prefix = args.code_prefix or f"s3://{args.bucket}/code/"
     for arch in args.arch or ARCHES:
         uri = wheelhouse_uri(code_prefix, arch)
-        bucket, prefix = split_s3_uri(uri)
+        prefix = urlsplit(uri).path.lstrip("/")
         if s3.list_objects_v2(Bucket=bucket, Prefix=prefix + resources.NODE_REQUIREMENTS).get("KeyCount", 0):
             print(f"{arch}: already staged at {uri}")
             continue
         directory = download(arch, args.cache)
         size = sum(p.stat().st_size for p in directory.iterdir())
-        count = upload(s3, directory, uri)
+        count = upload(s3, directory, bucket, prefix)
         print(f"{arch}: staged {count} files ({size / 1e6:.0f} MB) at {uri}")
     return 0
 

@@ -9,9 +9,9 @@ import pytest
 
 from bank_pipeline import model_release_tasks as release
 from bank_pipeline import settings
-from bank_pipeline.errors import BadInputError, CandidateInvalidError
+from bank_pipeline.errors import BadInputError, CandidateInvalidError, WheelhouseMissingError
 from bank_pipeline.operators.emr_cluster import with_integer_counts
-from bank_pipeline.wheelhouse import WheelhouseMissingError, wheelhouse_uri
+from bank_pipeline.wheelhouse import wheelhouse_uri
 
 pytestmark = pytest.mark.unit
 

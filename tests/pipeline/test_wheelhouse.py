@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bank_pipeline import resources, wheelhouse
+from bank_pipeline import resources, spark_steps, wheelhouse
+from bank_pipeline.errors import WheelhouseMissingError
 
 # six 1.17.0's wheel, as uv.lock records it: a tiny download to exercise pip's hash checking for real.
 SIX_WHEEL_SHA256 = "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
@@ -49,8 +50,8 @@ def test_the_wheelhouse_is_addressed_by_architecture_and_requirements(monkeypatc
 
 @pytest.mark.unit
 def test_a_run_without_the_wheelhouse_fails_at_once_naming_the_command() -> None:
-    with pytest.raises(wheelhouse.WheelhouseMissingError) as error:
-        wheelhouse.require_wheelhouse(KeysOnly(set()), "s3://lake/code/", "m6g.xlarge")
+    with pytest.raises(WheelhouseMissingError) as error:
+        spark_steps.require_wheelhouse(KeysOnly(set()), "s3://lake/code/", "m6g.xlarge")
     message = str(error.value)
     assert "wheelhouse for aarch64 (m6g.xlarge) is not staged at s3://lake/code/wheelhouse/aarch64/" in message
     assert "`python -m bank_pipeline.wheelhouse --bucket lake --arch aarch64`" in message
@@ -60,11 +61,22 @@ def test_a_run_without_the_wheelhouse_fails_at_once_naming_the_command() -> None
 def test_a_staged_wheelhouse_is_found_by_its_marker() -> None:
     uri = wheelhouse.wheelhouse_uri("s3://lake/code/", "x86_64")
     marker = ("lake", uri.removeprefix("s3://lake/") + resources.NODE_REQUIREMENTS)
-    assert wheelhouse.require_wheelhouse(KeysOnly({marker}), "s3://lake/code/", "m5.xlarge") == uri
+    assert spark_steps.require_wheelhouse(KeysOnly({marker}), "s3://lake/code/", "m5.xlarge") == uri
     # Wheels without the marker are a set still being uploaded (or a broken one): not staged.
     wheel = ("lake", uri.removeprefix("s3://lake/") + "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl")
-    with pytest.raises(wheelhouse.WheelhouseMissingError):
-        wheelhouse.require_wheelhouse(KeysOnly({wheel}), "s3://lake/code/", "m5.xlarge")
+    with pytest.raises(WheelhouseMissingError):
+        spark_steps.require_wheelhouse(KeysOnly({wheel}), "s3://lake/code/", "m5.xlarge")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("prefix", ["lake/code/", "https://lake/code/", "s3:///code/"])
+def test_the_deploy_command_refuses_a_code_prefix_that_is_not_s3(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        wheelhouse.main(["--bucket", "lake", "--code-prefix", prefix])
+    assert exit_.value.code == 2
+    assert f"--code-prefix must be an s3://bucket/prefix/ URI, got {prefix!r}" in capsys.readouterr().err
 
 
 @pytest.mark.integration  # pip reaches PyPI
@@ -115,13 +127,13 @@ def test_upload_sends_the_marker_last_and_never_after_a_failed_wheel(
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="lake")
-        assert wheelhouse.upload(s3, good, "s3://lake/code/wheelhouse/x86_64/1/") == 3
+        assert wheelhouse.upload(s3, good, "lake", "code/wheelhouse/x86_64/1/") == 3
         keys = {o["Key"]: o["Size"] for o in s3.list_objects_v2(Bucket="lake")["Contents"]}
         assert keys == {"code/wheelhouse/x86_64/1/a-1.0-py3-none-any.whl": 1000,
                         "code/wheelhouse/x86_64/1/b-1.0-py3-none-any.whl": 2000,
                         "code/wheelhouse/x86_64/1/requirements.txt": 14}  # fmt: skip
         with pytest.raises(FileNotFoundError):
-            wheelhouse.upload(s3, bad, "s3://lake/code/wheelhouse/x86_64/2/")
+            wheelhouse.upload(s3, bad, "lake", "code/wheelhouse/x86_64/2/")
         staged = {
             o["Key"] for o in s3.list_objects_v2(Bucket="lake", Prefix="code/wheelhouse/x86_64/2/").get("Contents", [])
         }
