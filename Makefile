@@ -15,6 +15,9 @@ STAMP := $(VENV)/.synced-$(LOCK_HASH)
 # Bytecode compiled at install: this machine sets PYTHONDONTWRITEBYTECODE=1, and
 # without .pyc files every task process would recompile Airflow (2.7 s vs 1.2 s).
 export UV_COMPILE_BYTECODE := 1
+# ...and the project's own modules and pytest's rewritten tests cached too (an empty value
+# lets Python write .pyc files): collecting the suite took 9.0 s recompiling them, 6.0 s cached.
+export PYTHONDONTWRITEBYTECODE :=
 # Debian package → the command it provides; installed only when the command is missing.
 # openjdk: Spark's JVM. docker-registry: the CNCF distribution registry, devstack's ECR.
 # chromium: the browser the UI test drives through Playwright (playwright cannot download one here).

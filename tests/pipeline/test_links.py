@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,20 +130,28 @@ def expected_name(path: Path) -> str:
     return ".".join(p for p in (root, *parts) if p != "__init__")
 
 
-def test_plugin_is_discovered_and_serialized_dags_keep_the_links(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """PROBE's report, run once in a fresh interpreter as Airflow's processes load the bundle."""
+    home = tmp_path_factory.mktemp("airflow-home")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
-        AIRFLOW_HOME=str(tmp_path),
+        AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+        [sys.executable, "-c", PROBE, str(REPO / "plugins")], env=env, cwd=home, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("PROBE")), None)
     assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    out = json.loads(line[len("PROBE") :])
+    return dict(json.loads(line[len("PROBE") :]))
+
+
+def test_plugin_is_discovered_and_serialized_dags_keep_the_links(probe: dict[str, Any]) -> None:
+    out = probe
     assert "bank_pipeline" in out["plugins"] and not out["errors"] and not out["dag_errors"]
     assert {
         "bank_pipeline.links.LambdaFunctionVersionLink",
@@ -156,23 +165,12 @@ def test_plugin_is_discovered_and_serialized_dags_keep_the_links(tmp_path: Path)
     assert "EMR Cluster" in links["bank_features_emr.create_cluster"]  # the provider's own link
 
 
-def test_loading_plugins_and_dags_imports_each_project_module_once_under_its_package_name(tmp_path: Path) -> None:
+def test_loading_plugins_and_dags_imports_each_project_module_once_under_its_package_name(
+    probe: dict[str, Any],
+) -> None:
     # The same probe, read for what it imported: Airflow's plugin loader imports every .py
     # under plugins/ as a top-level module named after the file, unless .airflowignore hides it.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(tmp_path),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(REPO / "plugins")], env=env, cwd=tmp_path, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("PROBE")), None)
-    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
-    modules = json.loads(line[len("PROBE") :])["modules"]
+    modules = probe["modules"]
     assert "bank_pipeline_plugin" in modules and "bank_pipeline.plugin" in modules
     wrong = {name: file for name, file in modules.items() if name != expected_name(Path(file))}
     assert wrong == {}, wrong
