@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image, oci_layer
 from bench.common import OUT, REPO, quiet_check, write_result
 from devstack import Devstack
 from devstack.aws.infra import provision
@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         seed_release(ds.registry_url)
         seed_s = time.monotonic() - started
-        files = {f"{oci.MODEL_DIR}/{n}": (model_dir / n).read_bytes() for n in ("model.onnx", "model.json")}
-        pushed = oci.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG,
-                                  oci.model_layer(files), "bench", {"BANK_MODEL_DIR": "/" + oci.MODEL_DIR})  # fmt: skip
+        files = {f"{oci_layer.MODEL_DIR}/{n}": (model_dir / n).read_bytes() for n in ("model.onnx", "model.json")}
+        pushed = oci_image.append_layer(oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG,
+                                        oci_layer.model_layer(files), "bench",
+                                        {"BANK_MODEL_DIR": "/" + oci_layer.MODEL_DIR})  # fmt: skip
         image = f"{ds.registry_url}/{IMAGE_REPOSITORY}@{pushed.digest}"
         lam = ds.client("lambda")
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bank_pipeline.utils import oci  # noqa: E402
+from bank_pipeline.utils import oci, oci_image, oci_layer  # noqa: E402
 from bench.common import OUT, summary, write_result
 from devstack import Devstack  # noqa: E402
 from devstack.containers.lambda_image import push_serving  # noqa: E402
@@ -40,12 +40,14 @@ def main() -> int:
             repo = f"bench-{i}"
             push_serving(ds.registry_url, repo, "serving-base")
             t = time.perf_counter()
-            layer = oci.model_layer(files)
-            pushed = oci.append_layer(client, repo, "serving-base", layer, "m", {"BANK_MODEL_DIR": "/opt/ml/model"})
+            layer = oci_layer.model_layer(files)
+            pushed = oci_image.append_layer(
+                client, repo, "serving-base", layer, "m", {"BANK_MODEL_DIR": "/opt/ml/model"}
+            )
             first.append(time.perf_counter() - t)
             t = time.perf_counter()
-            repushed = oci.append_layer(
-                client, repo, "serving-base", oci.model_layer(files), "m", {"BANK_MODEL_DIR": "/opt/ml/model"}
+            repushed = oci_image.append_layer(
+                client, repo, "serving-base", oci_layer.model_layer(files), "m", {"BANK_MODEL_DIR": "/opt/ml/model"}
             )
             again.append(time.perf_counter() - t)
             assert repushed.digest == pushed.digest and repushed.pushed_bytes == 0

@@ -107,7 +107,7 @@ from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClie
 from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image
 from devstack.aws.lambda_policies import (
     ResourceConflict,
     add_permission,
@@ -453,7 +453,7 @@ def prepare_image(ref: oci.ImageRef) -> Image:
     client = oci.RegistryClient(ref.registry)
     manifest, media_type, digest = client.get_manifest(ref.repo, ref.reference)
     if media_type in oci.INDEX_TYPES:
-        manifest, media_type, digest = oci.select_platform(client, ref.repo, manifest, ref.reference)
+        manifest, media_type, digest = oci_image.select_platform(client, ref.repo, manifest, ref.reference)
     config = json.loads(client.get_blob(ref.repo, manifest["config"]["digest"]))
     image = Image(f"{ref.registry}/{ref.repo}@{digest}", digest, config.get("architecture") or "")
     if CONFIG.environments is not None:
@@ -527,7 +527,7 @@ def run(fn: LambdaFunction, event: bytes, request_id: str, tail: bool = False) -
         image = prepare_image(ref)
     except (oci.RegistryError, pm.PodmanError, pm.PodmanUnavailable, OSError) as exc:
         return failed(f"devstack: cannot get image {uri}: {exc}")
-    arch = oci.LAMBDA_ARCHITECTURES.get(image.architecture)
+    arch = oci_image.LAMBDA_ARCHITECTURES.get(image.architecture)
     if arch not in fn.architectures:  # the kernel cannot run the image's binaries
         return failed(
             f"RequestId: {request_id} Error: fork/exec /lambda-entrypoint.sh: exec format error "

@@ -17,7 +17,7 @@ that gets ECR's answer, HTTP 400 ``TAG_INVALID`` "The image tag 'T' already
 exists in the 'R' repository and cannot be overwritten because the tag is
 immutable." (what ``docker push`` prints; the ECR API's PutImage says
 ImageTagAlreadyExistsException). As on ECR, the same image pushed again under
-its tag is refused too: a client must check first (``oci.append_layer`` does).
+its tag is refused too: a client must check first (``oci_image.append_layer`` does).
 Which tags are immutable is the ECR repository of that name in moto
 (CreateRepository / CloudFormation ``imageTagMutability`` IMMUTABLE, MUTABLE,
 and the ``*_WITH_EXCLUSION`` forms with wildcard ``imageTagMutabilityExclusionFilters``):

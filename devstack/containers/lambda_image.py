@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack.cache import cache_dir
 from devstack.containers import podman as pm
 from devstack.containers.image_push import push
@@ -377,17 +377,17 @@ def model_image(
 
     Pushes ``serving`` to ``registry`` (``host:port``, plain http) as
     ``repo:base_tag``, appends the model layer (``/opt/ml/model/model.onnx`` and
-    ``model.json`` of ``model_dir``) with ``bank_pipeline.oci.append_layer``
+    ``model.json`` of ``model_dir``) with ``bank_pipeline.utils.oci_image.append_layer``
     exactly as ``ModelImagePushOperator`` does, and pulls the result by digest:
     returns ``host:port/repo@sha256:...``.
     """
     push(serving, f"{registry}/{repo}:{base_tag}", store)
-    files = {f"{oci.MODEL_DIR}/{name}": (Path(model_dir) / name).read_bytes() for name in MODEL_FILES}
-    layer = oci.model_layer(files)
-    version = json.loads(files[f"{oci.MODEL_DIR}/model.json"]).get("version", "model")
-    pushed = oci.append_layer(
+    files = {f"{oci_layer.MODEL_DIR}/{name}": (Path(model_dir) / name).read_bytes() for name in MODEL_FILES}
+    layer = oci_layer.model_layer(files)
+    version = json.loads(files[f"{oci_layer.MODEL_DIR}/model.json"]).get("version", "model")
+    pushed = oci_image.append_layer(
         oci.RegistryClient(f"http://{registry}"), repo, base_tag, layer, tag=tag or str(version),
-        env={"BANK_MODEL_DIR": "/" + oci.MODEL_DIR},
+        env={"BANK_MODEL_DIR": "/" + oci_layer.MODEL_DIR},
     )  # fmt: skip
     ref = f"{registry}/{repo}@{pushed.digest}"
     pm.podman("pull", "--tls-verify=false", "-q", ref, store=store, timeout=600)

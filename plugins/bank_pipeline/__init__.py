@@ -5,7 +5,7 @@ Arranged like the Amazon provider, by kind and service:
     operators/  emr (none yet), lambda_function, images, kubernetes
     sensors/    emr
     triggers/   lambda_function, kubernetes
-    utils/      oci (the image library), rollout (what a Kubernetes rollout means)
+    utils/      oci, oci_layer, oci_image (the image library), rollout (what a Kubernetes rollout means)
     links.py    the UI's extra links; plugin.py registers them (AirflowPlugin)
 
 and by DAG, what a DAG's @task bodies do: features (bank_features_emr), release

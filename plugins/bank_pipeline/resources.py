@@ -89,7 +89,7 @@ def job_files(job: str) -> dict[str, bytes]:
 
 def _sources(packages: tuple[str, ...], *, entrypoints: bool = False) -> dict[str, bytes]:
     """The Python sources of ``packages`` by path (``bank_spark/features_job.py``); entry points only if asked."""
-    from bank_pipeline.utils.oci import package_files  # requests: only when a task reads files
+    from bank_pipeline.utils.oci_layer import package_files  # requests: only when a task reads files
 
     files: dict[str, bytes] = {}
     for package in packages:

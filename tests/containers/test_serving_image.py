@@ -5,7 +5,7 @@ Python + awslambdaric + the RIE, devstack/containers/lambda_image.py), both rebu
 when their inputs change; `make test` builds the base first (a few minutes
 once). The model image is made as a release makes it: the serving image pushed
 to devstack's registry, the model appended as one layer by
-bank_pipeline.utils.oci, the result pulled by digest. Every container carries a
+bank_pipeline.utils.oci_image, the result pulled by digest. Every container carries a
 label unique to this module; the last test checks that none is left.
 """
 

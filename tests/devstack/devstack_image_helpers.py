@@ -4,7 +4,7 @@ Two kinds, both pushed to the session devstack's registry:
 
 - ``code_image`` / ``source_image``: a one-layer OCI image of a few files (a
   stand-in ``bank_serving`` tree for ``source_image``), built with
-  bank_pipeline.utils.oci alone, for tests of the registry API and the image
+  bank_pipeline.utils's oci modules alone, for tests of the registry API and the image
   push that never run the image;
 - ``stand_in_image``: the real serving image (serving/Dockerfile on the local
   Lambda base, ``devstack.containers.lambda_image.push_serving``) with one more layer that
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack.containers import lambda_image
 
 HANDLER_PATH = "var/task/bank_serving/lambda_handler.py"
@@ -72,18 +72,20 @@ RAISING_HANDLER = "def handler(event, context):\n    raise RuntimeError('boom at
 def image_config(architecture: str = "amd64") -> dict[str, object]:
     """The config of a one-layer code image: Lambda's layout, linux/``architecture``."""
     return {
-        "created": oci.EPOCH,
+        "created": oci_image.EPOCH,
         "architecture": architecture,
         "os": "linux",
         "config": {"Env": ["LAMBDA_TASK_ROOT=/var/task"], "Cmd": ["bank_serving.lambda_handler.handler"],
                    "WorkingDir": "/var/task"},
-        "history": [{"created": oci.EPOCH, "created_by": "tests: a code layer"}],
+        "history": [{"created": oci_image.EPOCH, "created_by": "tests: a code layer"}],
     }  # fmt: skip
 
 
 def code_image(registry: str, repo: str, tag: str, files: dict[str, bytes], architecture: str = "amd64") -> str:
     """A one-layer image of ``files`` (image paths) with Lambda's layout in its config; its digest."""
-    return oci.push_image(oci.RegistryClient(registry), repo, tag, [oci.layer(files)], image_config(architecture))
+    return oci_image.push_image(
+        oci.RegistryClient(registry), repo, tag, [oci_layer.layer(files)], image_config(architecture)
+    )
 
 
 def write_serving(root: Path) -> Path:
@@ -114,11 +116,11 @@ def serving_base(registry: str, repo: str, tag: str = SERVING_TAG) -> str:
     return lambda_image.push_serving(registry, repo, tag)
 
 
-def stand_in_image(registry: str, repo: str, tag: str, handler: str = HANDLER) -> oci.PushResult:
+def stand_in_image(registry: str, repo: str, tag: str, handler: str = HANDLER) -> oci_image.PushResult:
     """The serving image with ``handler`` as bank_serving/lambda_handler.py, pushed as ``repo:tag``."""
     serving_base(registry, repo)
-    layer = oci.layer({HANDLER_PATH: handler.encode()})
-    return oci.append_layer(oci.RegistryClient(registry), repo, SERVING_TAG, layer, tag)
+    layer = oci_layer.layer({HANDLER_PATH: handler.encode()})
+    return oci_image.append_layer(oci.RegistryClient(registry), repo, SERVING_TAG, layer, tag)
 
 
 def model_files(version: str, size: int = 1024) -> dict[str, bytes]:
@@ -130,7 +132,7 @@ def model_files(version: str, size: int = 1024) -> dict[str, bytes]:
 
 def model_image(
     registry: str, version: str, repo: str = "bank-serving", handler: str = HANDLER, architecture: str = "amd64"
-) -> oci.PushResult:
+) -> oci_image.PushResult:
     """A stand-in image (``handler``) + a model layer for ``version``, tagged ``model-<version>``
     (``model-<version>-<architecture>`` unless amd64: the same files, its config naming that architecture)."""
     base_tag = "stand-in-" + hashlib.sha256(handler.encode()).hexdigest()[:12]
@@ -138,9 +140,9 @@ def model_image(
     client = oci.RegistryClient(registry)
     if architecture != "amd64":
         base_tag = relabel(client, repo, base_tag, architecture)
-    layer = oci.model_layer(model_files(version))
+    layer = oci_layer.model_layer(model_files(version))
     tag = f"model-{version}" if architecture == "amd64" else f"model-{version}-{architecture}"
-    return oci.append_layer(client, repo, base_tag, layer, tag, {"BANK_MODEL_DIR": "/opt/ml/model"})
+    return oci_image.append_layer(client, repo, base_tag, layer, tag, {"BANK_MODEL_DIR": "/opt/ml/model"})
 
 
 def relabel(client: oci.RegistryClient, repo: str, tag: str, architecture: str) -> str:
@@ -158,8 +160,8 @@ def relabel(client: oci.RegistryClient, repo: str, tag: str, architecture: str) 
 def unpackable_image(registry: str, repo: str, tag: str = "unpackable") -> str:
     """An image whose one layer is not a tar at all (the registry takes any bytes); its ImageUri by digest."""
     junk = b"this is no gzip'd tar " * 64
-    layer = oci.Layer(blob=junk, digest=oci.sha256_digest(junk), diff_id=oci.sha256_digest(junk))
-    digest = oci.push_image(oci.RegistryClient(registry), repo, tag, [layer], image_config())
+    layer = oci_layer.Layer(blob=junk, digest=oci.sha256_digest(junk), diff_id=oci.sha256_digest(junk))
+    digest = oci_image.push_image(oci.RegistryClient(registry), repo, tag, [layer], image_config())
     return f"{registry}/{repo}@{digest}"
 
 
@@ -199,7 +201,7 @@ def trained_model(directory: Path) -> Path:
 def serving_model_image(registry: str, repo: str, model_dir: Path) -> str:
     """The real serving image + ``model_dir``'s model layer, as a release makes it; ``host:port/repo@sha256:...``."""
     serving_base(registry, repo)
-    files = {f"{oci.MODEL_DIR}/{name}": (model_dir / name).read_bytes() for name in ("model.onnx", "model.json")}
-    pushed = oci.append_layer(oci.RegistryClient(registry), repo, SERVING_TAG, oci.model_layer(files), "model",
-                              {"BANK_MODEL_DIR": "/" + oci.MODEL_DIR})  # fmt: skip
+    files = {f"{oci_layer.MODEL_DIR}/{name}": (model_dir / name).read_bytes() for name in ("model.onnx", "model.json")}
+    pushed = oci_image.append_layer(oci.RegistryClient(registry), repo, SERVING_TAG, oci_layer.model_layer(files),
+                                    "model", {"BANK_MODEL_DIR": "/" + oci_layer.MODEL_DIR})  # fmt: skip
     return f"{registry}/{repo}@{pushed.digest}"

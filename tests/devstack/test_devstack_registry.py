@@ -1,4 +1,4 @@
-"""devstack's image registry and the daemonless image push (bank_pipeline.utils.oci), with real processes."""
+"""devstack's image registry and the daemonless image push (bank_pipeline.utils.oci_image), with real processes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import requests
 
 import devstack
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack import Devstack, procs
 from devstack.aws.infra import Account
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
@@ -68,14 +68,14 @@ def oci_layer_names(blob: bytes) -> list[str]:
 def test_model_layer_push_is_deterministic_idempotent_and_valid(ds: Devstack) -> None:
     code_image(ds.registry_url, "bank-serving", "base", CODE)
     files = model_files("m1", size=1_000_000)  # about the size of the bank model
-    layer = oci.model_layer(files)
+    layer = oci_layer.model_layer(files)
     env = {"BANK_MODEL_DIR": "/opt/ml/model"}
 
-    first = oci.append_layer(oci.RegistryClient(ds.registry_url), "bank-serving", "base", layer, "m1", env)
+    first = oci_image.append_layer(oci.RegistryClient(ds.registry_url), "bank-serving", "base", layer, "m1", env)
     assert first.pushed_bytes >= layer.size and first.seconds < 10
     # A fresh client (another task attempt), the layer rebuilt from the same bytes.
-    again = oci.append_layer(
-        oci.RegistryClient(ds.registry_url), "bank-serving", "base", oci.model_layer(files), "m1", env
+    again = oci_image.append_layer(
+        oci.RegistryClient(ds.registry_url), "bank-serving", "base", oci_layer.model_layer(files), "m1", env
     )
     assert (again.digest, again.pushed_bytes) == (first.digest, 0)
     print(f"model layer {layer.size} bytes pushed in {first.seconds:.3f} s; re-push {again.seconds:.3f} s")
@@ -98,13 +98,13 @@ def test_model_layer_push_is_deterministic_idempotent_and_valid(ds: Devstack) ->
     assert config["config"]["Cmd"] == ["bank_serving.lambda_handler.handler"]  # the base's, kept
 
     # Another model: another digest; the base's layer is not sent again.
-    other = oci.append_layer(client, "bank-serving", "base", oci.model_layer(model_files("m2")), "m2", env)
+    other = oci_image.append_layer(client, "bank-serving", "base", oci_layer.model_layer(model_files("m2")), "m2", env)
     assert other.digest != first.digest and 0 < other.pushed_bytes < 10_000
 
 
 def test_docker_schema2_base_keeps_docker_media_types(ds: Devstack) -> None:
     client = oci.RegistryClient(ds.registry_url)
-    code = oci.layer({"var/task/bank_serving/lambda_handler.py": b"def handler(e, c):\n    return 1\n"})
+    code = oci_layer.layer({"var/task/bank_serving/lambda_handler.py": b"def handler(e, c):\n    return 1\n"})
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["A=1"]},
                          "rootfs": {"type": "layers", "diff_ids": [code.diff_id]}}).encode()  # fmt: skip
     manifest = {
@@ -117,7 +117,9 @@ def test_docker_schema2_base_keeps_docker_media_types(ds: Devstack) -> None:
     }  # fmt: skip
     client.put_manifest("docker-base", "base", json.dumps(manifest).encode(), oci.DOCKER_MANIFEST)
 
-    result = oci.append_layer(client, "docker-base", "base", oci.model_layer({"m": b"x"}), "m", {"A": "2", "B": "3"})
+    result = oci_image.append_layer(
+        client, "docker-base", "base", oci_layer.model_layer({"m": b"x"}), "m", {"A": "2", "B": "3"}
+    )
     pushed, media_type, _ = client.get_manifest("docker-base", result.digest)
     assert media_type == oci.DOCKER_MANIFEST
     assert [d["mediaType"] for d in pushed["layers"]] == [oci.DOCKER_LAYER, oci.DOCKER_LAYER]
@@ -129,7 +131,7 @@ def test_docker_schema2_base_keeps_docker_media_types(ds: Devstack) -> None:
 def test_registry_errors_name_repo_reference_and_status(ds: Devstack) -> None:
     client = oci.RegistryClient(ds.registry_url)
     with pytest.raises(oci.RegistryError) as info:
-        oci.append_layer(client, "bank-serving", "no-such-tag", oci.model_layer({"m": b"x"}), "t")
+        oci_image.append_layer(client, "bank-serving", "no-such-tag", oci_layer.model_layer({"m": b"x"}), "t")
     message = str(info.value)
     assert f"registry {ds.registry_url}" in message and "bank-serving:no-such-tag" in message
     assert "HTTP 404" in message and "MANIFEST_UNKNOWN" in message
@@ -205,9 +207,9 @@ def immutable_repo(ds: Devstack, mutability: str = "IMMUTABLE", filters: list[st
     return name
 
 
-def push_model(ds: Devstack, repo: str, model: str, tag: str) -> oci.PushResult:
-    return oci.append_layer(
-        oci.RegistryClient(ds.registry_url), repo, "base", oci.model_layer({"m": model.encode()}), tag
+def push_model(ds: Devstack, repo: str, model: str, tag: str) -> oci_image.PushResult:
+    return oci_image.append_layer(
+        oci.RegistryClient(ds.registry_url), repo, "base", oci_layer.model_layer({"m": model.encode()}), tag
     )
 
 
@@ -291,8 +293,8 @@ def test_the_templates_repository_moves_the_base_tag_and_keeps_model_tags(
         source_image(ds.registry_url, serving, repo, "serving-base-test")
     finally:
         (serving / "bank_serving" / "extra.py").unlink()
-    oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
-                     oci.model_layer({"m": b"m1"}), "tmpl-v1")  # fmt: skip
+    oci_image.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                           oci_layer.model_layer({"m": b"m1"}), "tmpl-v1")  # fmt: skip
     with pytest.raises(oci.RegistryError, match="TAG_INVALID"):
-        oci.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
-                         oci.model_layer({"m": b"m2"}), "tmpl-v1")  # fmt: skip
+        oci_image.append_layer(oci.RegistryClient(ds.registry_url), repo, "serving-base-test",
+                               oci_layer.model_layer({"m": b"m2"}), "tmpl-v1")  # fmt: skip

@@ -18,7 +18,7 @@ from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.operators.lambda_deploy import LambdaAliasRevertOperator, LambdaImageDeployOperator
 from bank_pipeline.plans.lambda_release import architecture_mismatch, subset_mismatch
 from bank_pipeline.triggers.lambda_waiters import LambdaFunctionActiveTrigger
-from bank_pipeline.utils.oci import Platform
+from bank_pipeline.utils.oci_image import Platform
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN, seed_release
 from tests.devstack.devstack_image_helpers import RAISING_HANDLER, index_image, model_image, unpackable_image
 

@@ -9,7 +9,9 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from bank_pipeline.model_registry import ModelRegistry
 from bank_pipeline.operators.images import ModelImagePushOperator, image_model_json
-from bank_pipeline.utils.oci import RegistryClient, RegistryError, append_layer, model_layer
+from bank_pipeline.utils.oci import RegistryClient, RegistryError
+from bank_pipeline.utils.oci_image import append_layer
+from bank_pipeline.utils.oci_layer import model_layer
 from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
 from tests.recording_ti import RecordingTI
 

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack import Devstack, kube
 from devstack.aws.infra import Account, worker_credentials
 from devstack.harness.airflow_env import (
@@ -128,8 +128,8 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     before = live_json(s3)
     live_image = before["image_uri"]
     # A new serving base image (the same image plus one file): the same model gets a new image.
-    rebuilt = oci.layer({"var/task/bank_serving/rebuilt.py": b'"""A rebuild of the serving base image."""\n'})
-    oci.append_layer(
+    rebuilt = oci_layer.layer({"var/task/bank_serving/rebuilt.py": b'"""A rebuild of the serving base image."""\n'})
+    oci_image.append_layer(
         oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-rebuilt"
     )
     # The cluster cannot pull any other image than the live one; the controller gives up after 5 s.
@@ -177,8 +177,10 @@ def test_a_failed_function_url_moves_the_lambda_alias_back_and_records_nothing(
     served = cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"]
     previous = alias_version(lam)
     # Another serving base image: the same model gets a new image, so the alias moves.
-    rebuilt = oci.layer({"var/task/bank_serving/rebuilt_url.py": b'"""Another rebuild of the serving base image."""\n'})
-    oci.append_layer(
+    rebuilt = oci_layer.layer(
+        {"var/task/bank_serving/rebuilt_url.py": b'"""Another rebuild of the serving base image."""\n'}
+    )
+    oci_image.append_layer(
         oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-url"
     )
     deny = {

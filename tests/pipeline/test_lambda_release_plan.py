@@ -12,7 +12,7 @@ import pytest
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.plans import lambda_release as plan
 from bank_pipeline.plans.lambda_release import Invocation, LambdaRelease
-from bank_pipeline.utils.oci import Platform
+from bank_pipeline.utils.oci_image import Platform
 
 pytestmark = pytest.mark.unit
 

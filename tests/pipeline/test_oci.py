@@ -1,4 +1,4 @@
-"""bank_pipeline.utils.oci without a registry: the deterministic layer and image references."""
+"""bank_pipeline.utils.oci and oci_layer without a registry: the deterministic layer and image references."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import tarfile
 
 import pytest
 
-from bank_pipeline.utils import oci
+from bank_pipeline.utils import oci, oci_layer
 
 pytestmark = pytest.mark.unit
 
 
 def test_model_layer_is_deterministic_and_well_formed() -> None:
     files = {"model.onnx": b"\x08\x01onnx-bytes" * 100, "model.json": b'{"version": "abc"}'}
-    first = oci.model_layer(files)
+    first = oci_layer.model_layer(files)
     # Same bytes in another order, another call: the same blob.
-    second = oci.model_layer(dict(reversed(list(files.items()))))
+    second = oci_layer.model_layer(dict(reversed(list(files.items()))))
     assert first == second
     assert first.digest == "sha256:" + hashlib.sha256(first.blob).hexdigest()
     assert first.size == len(first.blob)
@@ -39,19 +39,19 @@ def test_model_layer_is_deterministic_and_well_formed() -> None:
         assert tar.extractfile("opt/ml/model/model.json").read() == files["model.json"]
 
     # Keys may also be the paths in the image.
-    assert oci.model_layer({f"opt/ml/model/{k}": v for k, v in files.items()}) == first
-    assert oci.model_layer({f"/opt/ml/model/{k}": v for k, v in files.items()}) == first
+    assert oci_layer.model_layer({f"opt/ml/model/{k}": v for k, v in files.items()}) == first
+    assert oci_layer.model_layer({f"/opt/ml/model/{k}": v for k, v in files.items()}) == first
 
-    changed = oci.model_layer({**files, "model.json": b'{"version": "abd"}'})
+    changed = oci_layer.model_layer({**files, "model.json": b'{"version": "abd"}'})
     assert changed.digest != first.digest and changed.diff_id != first.diff_id
 
 
 def test_layer_rejects_paths_outside_the_image() -> None:
     for bad in ("/etc/passwd", "../x", "a/../../b", ""):
         with pytest.raises(ValueError):
-            oci.layer({bad: b"x"})
+            oci_layer.layer({bad: b"x"})
     with pytest.raises(ValueError, match="both a file and a directory"):
-        oci.layer({"a": b"x", "a/b": b"y"})
+        oci_layer.layer({"a": b"x", "a/b": b"y"})
 
 
 @pytest.mark.parametrize(

@@ -124,10 +124,10 @@ def test_code_version_hashes_the_model_code_and_fails_loudly_without_it(monkeypa
     monkeypatch.setattr(resources, "MODEL_CODE_PACKAGES", ("bank_ml", "bank_pipeline.manifests_missing"))
     with pytest.raises(ModuleNotFoundError):
         resources.code_version()
-    from bank_pipeline.utils import oci
+    from bank_pipeline.utils import oci_layer
 
     monkeypatch.setattr(resources, "MODEL_CODE_PACKAGES", ("bank_ml",))
-    monkeypatch.setattr(oci, "package_files", lambda package: {})
+    monkeypatch.setattr(oci_layer, "package_files", lambda package: {})
     with pytest.raises(resources.ResourceMissingError, match="package bank_ml has no Python sources"):
         resources.code_version()
 

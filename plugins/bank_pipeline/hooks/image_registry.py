@@ -9,7 +9,8 @@ from bank_pipeline.errors import BadInputError
 from bank_pipeline.utils.compat import BaseHook
 
 if TYPE_CHECKING:
-    from bank_pipeline.utils.oci import Platform, RegistryClient
+    from bank_pipeline.utils.oci import RegistryClient
+    from bank_pipeline.utils.oci_image import Platform
 
 
 def is_ecr_host(host: str) -> bool:
@@ -56,12 +57,12 @@ class ImageRegistryHook(BaseHook):
         BadInputError if the registry has no such image or it is not one image (an index, another
         media type): what a release deploys must be one image of one platform.
         """
-        from bank_pipeline.utils import oci
+        from bank_pipeline.utils import oci, oci_image
 
         ref = oci.parse_image_ref(image)
         _host, client = cls(ref.registry, aws_conn_id, plain_http).get_conn()
         try:
-            return oci.image_platform(client, ref.repo, ref.reference)
+            return oci_image.image_platform(client, ref.repo, ref.reference)
         except oci.NotOneImageError as exc:
             raise BadInputError(f"{image} cannot be released: {exc}") from exc
         except oci.RegistryError as exc:

@@ -105,7 +105,7 @@ class ModelImagePushOperator(BaseOperator):
 
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
         from bank_pipeline.model_registry import ModelRegistry
-        from bank_pipeline.utils import oci
+        from bank_pipeline.utils import oci_image, oci_layer
 
         registry = ModelRegistry(S3Hook(aws_conn_id=self.aws_conn_id), self.registry_prefix)
         if registry.model_info(self.version) is None:
@@ -117,10 +117,10 @@ class ModelImagePushOperator(BaseOperator):
             }
         model_json = f"{MODEL_DIR.lstrip('/')}/model.json"
         files[model_json] = image_model_json(files[model_json])
-        layer = oci.model_layer(files)
+        layer = oci_layer.model_layer(files)
         host, client = ImageRegistryHook(self.registry, self.aws_conn_id, self.plain_http_registries).get_conn()
         version = self.version
-        pushed = oci.append_layer(
+        pushed = oci_image.append_layer(
             client,
             self.repository,
             self.base_tag,

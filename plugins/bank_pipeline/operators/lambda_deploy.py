@@ -108,7 +108,7 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
 
     def execute(self, context: Context) -> LambdaRelease:
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
-        from bank_pipeline.utils.oci import Platform
+        from bank_pipeline.utils.oci_image import Platform
 
         self._link_context = context
         plan.check_request(self.image_uri, self.architecture)

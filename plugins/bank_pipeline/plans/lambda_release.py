@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from bank_pipeline.errors import BadInputError, DeployFailedError
 
 if TYPE_CHECKING:
-    from bank_pipeline.utils.oci import Platform
+    from bank_pipeline.utils.oci_image import Platform
 
 SmokeCheck = Callable[[dict[str, Any]], "str | None"]
 LAMBDA_ARCHITECTURES = ("x86_64", "arm64")
@@ -62,7 +62,7 @@ def check_request(image_uri: str, architecture: str) -> None:
 
 def architecture_mismatch(image_uri: str, platform: Platform, function: str, function_arch: str) -> str | None:
     """Why ``image_uri`` (of ``platform``) cannot run on ``function`` (``function_arch``), or None."""
-    from bank_pipeline.utils.oci import lambda_architecture
+    from bank_pipeline.utils.oci_image import lambda_architecture
 
     wanted = lambda_architecture(platform)
     if wanted == function_arch:

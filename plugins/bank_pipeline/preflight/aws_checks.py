@@ -335,12 +335,12 @@ def check_repository(acct: Account) -> str:
 
 def check_base_image(acct: Account) -> str:
     from bank_pipeline.hooks.image_registry import ImageRegistryHook
-    from bank_pipeline.utils import oci
+    from bank_pipeline.utils import oci, oci_image
 
     cfg = acct.cfg
     host, client = ImageRegistryHook(cfg.image_registry, cfg.aws_conn_id, cfg.plain_http_registries).get_conn()
     try:
-        platform = oci.image_platform(client, cfg.image_repository, cfg.serving_base_tag)
+        platform = oci_image.image_platform(client, cfg.image_repository, cfg.serving_base_tag)
     except oci.RegistryError as exc:
         raise Fail(
             f"the serving base image {host}/{cfg.image_repository}:{cfg.serving_base_tag} cannot be read: {exc}",

@@ -1,1 +1,2 @@
-"""Libraries without Airflow: oci (images through the registry API), rollout (Kubernetes rollout logic)."""
+"""Libraries without Airflow: oci, oci_layer, oci_image (images through the registry API), rollout
+(Kubernetes rollout logic)."""
