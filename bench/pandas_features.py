@@ -6,7 +6,7 @@ Writes DIR/features/part-00000.parquet and DIR/quarantine/part-00000.parquet
 (record, reason) and prints a one-line JSON summary of the row counts.
 
 The same as the Spark features job (bank_spark.features_job): the header check; the domain rules of
-its _domain_reason (missing values, ranges, yes/no, month names) with the same
+its _domain_reason (bank_spark.csv_rows: missing values, ranges, yes/no, month names) with the same
 reasons in the same order; rows with a wrong field count quarantined with the
 job's reason; the features in FEATURE_COLUMNS order, with the types and
 nullability the job's parquet has. tests/test_bench_features.py holds the two equal.
@@ -55,7 +55,7 @@ from bank_serving.schema import (  # noqa: E402
 from bank_serving.schema import FEATURE_COLUMNS as MODEL_COLUMNS  # noqa: E402
 
 PROG = "pandas_features"
-# The CSV's columns, bank_spark.features_job.EXPECTED_COLUMNS and INT_COLUMNS (a test
+# The CSV's columns, bank_spark.csv_rows.EXPECTED_COLUMNS and INT_COLUMNS (a test
 # holds them equal; importing the job would import pyspark).
 RAW_COLUMNS: tuple[str, ...] = (
     "age", "job", "marital", "education", "default", "balance", "housing", "loan",

@@ -57,6 +57,7 @@ from bank_ml import data, release  # noqa: E402
 from bank_serving.features import as_feeds  # noqa: E402
 from bank_serving.schema import PROBABILITIES_OUTPUT  # noqa: E402
 from bank_spark import batch_score_job as batch_score  # noqa: E402
+from bank_spark import csv_rows as cr  # noqa: E402
 from bank_spark import features_job as bf  # noqa: E402
 
 CHUNK = 10_000
@@ -90,7 +91,7 @@ def scoring_data(spark: SparkSession, rows: int) -> str:
     path = OUT / "data" / f"scoring-{rows}.parquet"
     if path.is_dir() and spark.read.parquet(str(path)).count() == rows:
         return str(path)
-    features = bf.read_bank_csv(spark, str(BANK_FULL)).transform(bf.flag_rows).transform(bf.valid_rows)
+    features = cr.read_bank_csv(spark, str(BANK_FULL)).transform(cr.flag_rows).transform(cr.valid_rows)
     features = features.transform(bf.build_features)
     copies = -(-rows // 45_211)
     tiled = features.crossJoin(spark.range(copies).withColumnRenamed("id", "_copy")).drop("_copy").limit(rows)

@@ -2,7 +2,7 @@
 
     spark-submit bench/spark_copy.py --input CSV --output DIR
 
-Reads with the job's own reader (bank_spark.features_job.read_bank_csv: its
+Reads with the job's own reader (bank_spark.csv_rows.read_bank_csv: its
 explicit schema, ';', RFC 4180 quoting, header, PERMISSIVE) and drops the
 _corrupt_record column before anything runs, so Spark prunes it from the scan:
 the 17 typed columns are parsed and written, nothing else. That is the
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from pyspark.sql import SparkSession  # noqa: E402
 
-from bank_spark.features_job import CORRUPT_COLUMN, read_bank_csv  # noqa: E402
+from bank_spark.csv_rows import CORRUPT_COLUMN, read_bank_csv  # noqa: E402
 
 PROG = "spark_copy"
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from bank_spark.features_job import EXPECTED_COLUMNS, INT_COLUMNS
+from bank_spark.csv_rows import EXPECTED_COLUMNS, INT_COLUMNS
 
 HEADER = ";".join(f'"{c}"' for c in EXPECTED_COLUMNS)
 GOOD: dict[str, Any] = {
@@ -19,3 +20,8 @@ def csv_line(**changes: Any) -> str:
     """A data line (ints bare, strings quoted, None empty): GOOD with `changes`."""
     values = {**GOOD, **changes}
     return ";".join("" if v is None else str(v) if c in INT_COLUMNS else f'"{v}"' for c, v in values.items())
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path

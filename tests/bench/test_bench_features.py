@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
+from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
 from bench import features_bench, spark_copy, synth
 from bench import pandas_features as pf
@@ -25,16 +26,16 @@ pytestmark = pytest.mark.integration
 def token_sets(path: Path) -> list[set[bytes]]:
     """Per column, the raw values of a ';' file without quoted separators (header excluded)."""
     rows = [line.split(b";") for line in path.read_bytes().split(b"\n")[1:] if line]
-    assert {len(r) for r in rows} == {len(bf.EXPECTED_COLUMNS)}
+    assert {len(r) for r in rows} == {len(cr.EXPECTED_COLUMNS)}
     return [set(column) for column in zip(*rows)]
 
 
 def spark_outputs(spark: SparkSession, csv: Path, out: Path) -> tuple[pa.Table, set[tuple[str, str]]]:
     """The job's features (through parquet, as it writes them) and quarantine of a CSV, by its own functions."""
-    flagged = bf.read_bank_csv(spark, str(csv)).transform(bf.flag_rows).cache()  # cached as read_bank_csv asks
+    flagged = cr.read_bank_csv(spark, str(csv)).transform(cr.flag_rows).cache()  # cached as read_bank_csv asks
     try:
-        flagged.transform(bf.valid_rows).transform(bf.build_features).write.parquet(str(out))
-        quarantine = {(r["record"], r["reason"]) for r in flagged.transform(bf.quarantine_rows).collect()}
+        flagged.transform(cr.valid_rows).transform(bf.build_features).write.parquet(str(out))
+        quarantine = {(r["record"], r["reason"]) for r in flagged.transform(cr.quarantine_rows).collect()}
     finally:
         flagged.unpersist()
     return pq.read_table(out), quarantine
@@ -79,7 +80,7 @@ def test_synthetic_csv_has_bank_full_format_and_values(tmp_path: Path, monkeypat
     assert text.split(b"\n")[0] == BANK_FULL.read_bytes().split(b"\n")[0]
     assert text.endswith(b'"\n') and text.count(b"\n") == 1 + 20_000 and b"\r" not in text
     ours, theirs = token_sets(data.path), token_sets(BANK_FULL)
-    for name, values, source in zip(bf.EXPECTED_COLUMNS, ours, theirs):
+    for name, values, source in zip(cr.EXPECTED_COLUMNS, ours, theirs):
         assert values <= source, name
         if len(source) <= 12:  # every category shows up in 20,000 draws
             assert values == source, name
@@ -111,8 +112,8 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(
 
 
 def test_pandas_constants_are_the_jobs() -> None:
-    assert pf.RAW_COLUMNS == bf.EXPECTED_COLUMNS
-    assert pf.INT_COLUMNS == bf.INT_COLUMNS
+    assert pf.RAW_COLUMNS == cr.EXPECTED_COLUMNS
+    assert pf.INT_COLUMNS == cr.INT_COLUMNS
     assert pf.FEATURE_COLUMNS == bf.FEATURE_COLUMNS
 
 
@@ -187,8 +188,8 @@ def test_spark_copy_writes_the_jobs_parsed_columns(spark: SparkSession, tmp_path
     spark_copy.copy(spark, str(data.path), str(tmp_path / "copy"))
     table = pq.read_table(tmp_path / "copy")
     assert table.num_rows == 2000
-    assert table.schema.names == list(bf.EXPECTED_COLUMNS)
-    assert {str(t) for c, t in zip(table.schema.names, table.schema.types) if c in bf.INT_COLUMNS} == {"int32"}
+    assert table.schema.names == list(cr.EXPECTED_COLUMNS)
+    assert {str(t) for c, t in zip(table.schema.names, table.schema.types) if c in cr.INT_COLUMNS} == {"int32"}
 
 
 def test_spark_copy_reports_a_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 from bank_serving import schema
 from bank_serving.features import derive_features
 from bank_serving.validation import validate_records
+from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
 from tests.paths import BANK_CSV as BANK  # noqa: E402
 
@@ -24,11 +25,11 @@ ROWS = 400
 
 def test_serving_constants_mirror_the_spark_job() -> None:
     assert schema.FEATURE_COLUMNS == tuple(c for c in bf.FEATURE_COLUMNS if c != "label")
-    assert schema.CATEGORICAL_COLUMNS == bf.CATEGORICAL_COLUMNS
+    assert schema.CATEGORICAL_COLUMNS == cr.CATEGORICAL_COLUMNS
     assert schema.YES_NO_COLUMNS == bf.YES_NO_COLUMNS
-    assert schema.MONTHS == bf.MONTHS
+    assert schema.MONTHS == cr.MONTHS
     assert schema.CAMPAIGN_CAP == bf.CAMPAIGN_CAP
-    request_fields = [c for c in bf.EXPECTED_COLUMNS if c not in ("duration", "y")]
+    request_fields = [c for c in cr.EXPECTED_COLUMNS if c not in ("duration", "y")]
     assert [name for name, *_ in schema.RECORD_FIELDS] == request_fields
 
 
@@ -42,9 +43,9 @@ def sample_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spark_features(spark: SparkSession, path: Path) -> dict[str, list[Any]]:
-    flagged = bf.read_bank_csv(spark, str(path)).transform(bf.flag_rows).cache()
+    flagged = cr.read_bank_csv(spark, str(path)).transform(cr.flag_rows).cache()
     # One small file is one partition: collect() keeps the file's row order.
-    rows = flagged.transform(bf.valid_rows).transform(bf.build_features).collect()
+    rows = flagged.transform(cr.valid_rows).transform(bf.build_features).collect()
     flagged.unpersist()
     return {c: [row[c] for row in rows] for c in bf.FEATURE_COLUMNS}
 

@@ -60,7 +60,9 @@ def test_py_files_zip_is_reproducible_and_holds_only_sources():
     assert first == second
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
     assert {"bank_spark/__init__.py", "bank_spark/features_job.py", "bank_spark/batch_score_job.py"} <= set(names)
-    assert {"bank_spark/storage.py", "bank_spark/commit.py", "bank_spark/cli.py"} <= set(names)
+    assert {"bank_spark/csv_rows.py", "bank_spark/storage.py", "bank_spark/commit.py", "bank_spark/cli.py"} <= set(
+        names
+    )
     assert {"bank_serving/__init__.py", "bank_serving/model.py", "bank_serving/schema.py"} <= set(names)
     assert {"bank_spark/train_job.py", "bank_spark/baseline.py", "bank_ml/train.py", "bank_ml/artifacts.py"} <= set(
         names
