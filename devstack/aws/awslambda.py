@@ -1,21 +1,22 @@
 """Lambda that runs container-image functions: a small patch to moto's Lambda models.
 
 moto runs Zip functions in Docker and cannot invoke ``PackageType=Image``
-functions at all. ``install()`` patches moto so that, for image functions
-whose ImageUri is in devstack's registry (``devstack.aws.registry``), Invoke runs
-the image as Lambda does, as a container (``devstack.containers.lambda_containers``):
-pulled by digest, started by podman with AWS's Runtime Interface Emulator
-serving the invoke, the function's Environment.Variables, MemorySize
-(``--memory``), Timeout and EphemeralStorage, kept warm for the next invoke of
-the same version and replaced when the version's code or configuration
-changes. It answers as Lambda does: status 200 with the handler's result, or,
-if the handler raised, its init failed, it timed out or its container died,
-``X-Amz-Function-Error: Unhandled`` (boto3: ``FunctionError``) and Lambda's
-error payload (``errorMessage``, ``errorType``...). ``X-Amz-Executed-Version``
-names the version that ran; ``LogType=Tail`` gives the last 4 KB of the
-container's output for the invoke (START ... REPORT); the output also goes to
-moto's CloudWatch Logs. ``X-Devstack-Container-Image`` (devstack only) names
-the image the container ran, ``repo@sha256:...`` as podman reports it.
+functions at all. ``install()`` patches moto so that, for image functions whose
+ImageUri is in devstack's registry (``devstack.aws.registry``), Invoke runs the
+image as Lambda does (``devstack.aws.lambda_invoke``), as a container
+(``devstack.containers.lambda_containers``): pulled by digest, started by podman
+with AWS's Runtime Interface Emulator serving the invoke, the function's
+Environment.Variables, MemorySize (``--memory``), Timeout and EphemeralStorage,
+kept warm for the next invoke of the same version and replaced when the
+version's code or configuration changes. It answers as Lambda does: status 200
+with the handler's result, or, if the handler raised, its init failed, it timed
+out or its container died, ``X-Amz-Function-Error: Unhandled`` (boto3:
+``FunctionError``) and Lambda's error payload (``errorMessage``,
+``errorType``...). ``X-Amz-Executed-Version`` names the version that ran;
+``LogType=Tail`` gives the last 4 KB of the container's output for the invoke
+(START ... REPORT); the output also goes to moto's CloudWatch Logs.
+``X-Devstack-Container-Image`` (devstack only) names the image the container
+ran, ``repo@sha256:...`` as podman reports it.
 
 The patch also fixes what the deploy path needs from moto 5.2.5:
 
@@ -31,7 +32,7 @@ The patch also fixes what the deploy path needs from moto 5.2.5:
   now returns the latest version when code (CodeSha256) and configuration are
   unchanged since it.
 - CodeSha256 of a devstack-registry image is its manifest digest (as on
-  Lambda), resolved at CreateFunction/UpdateFunctionCode, so a version keeps
+  Lambda; ``devstack.aws.lambda_images``), resolved at CreateFunction/UpdateFunctionCode, so a version keeps
   running the image it was published with even if the tag moves; an ImageUri
   naming a missing image fails those calls with InvalidParameterValueException.
   ``ResolvedImageUri`` keeps the registry's port (moto cut it at the first ':').
@@ -51,8 +52,9 @@ The patch also fixes what the deploy path needs from moto 5.2.5:
   ``{"StringEquals": {"lambda:FunctionUrlAuthType": "NONE"}}``,
   ``{"Bool": {"lambda:InvokedViaFunctionUrl": "true"}}``).
 
-States, as Lambda shows them (moto has State Active and LastUpdateStatus
-Successful at once), for image functions in devstack's registry:
+States, as Lambda shows them (``devstack.aws.lambda_states``; moto has State
+Active and LastUpdateStatus Successful at once), for image functions in
+devstack's registry:
 
 - CreateFunction answers State ``Pending`` (StateReasonCode ``Creating``) while
   devstack pulls the image into podman's store, as Lambda prepares it, for at least
@@ -97,46 +99,25 @@ import copy
 import json
 import logging
 import os
-import threading
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from moto.awslambda.exceptions import InvalidParameterValueException, LambdaClientError
+from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, LambdaStorage
 from moto.awslambda.responses import LambdaResponse
 
-from bank_pipeline.utils import oci, oci_image
-from devstack.aws.lambda_policies import (
-    ResourceConflict,
-    add_permission,
-    drop_policies,
-    get_policy,
-    response_remove_permission,
-)
-from devstack.containers import podman as pm
-from devstack.containers.lambda_containers import Environments, FunctionSpec
+from bank_pipeline.utils import oci
+from devstack.aws.lambda_config import CONFIG, PENDING_SECONDS_ENV
+from devstack.aws.lambda_images import resolve_image_uri
+from devstack.aws.lambda_invoke import run, spec_of
+from devstack.aws.lambda_policies import add_permission, drop_policies, get_policy, response_remove_permission
+from devstack.aws.lambda_states import CREATING, begin, check_invocable, check_not_busy, phase_of
+from devstack.containers.lambda_containers import Environments
 
 log = logging.getLogger("devstack.lambda")
 
 LOG_TAIL = 4096  # bytes of log in X-Amz-Log-Result, as on Lambda
 
-
-PENDING_SECONDS_ENV = "DEVSTACK_LAMBDA_PENDING_SECONDS"
-PENDING_SECONDS_TAG = "devstack:pending-seconds"  # a function's own, for tests that watch a state
-CREATING = "The function is being created."
-
-
-@dataclass
-class _Config:
-    registry: str = ""  # host:port of devstack's registry
-    endpoint_url: str = ""  # moto's endpoint, given to handlers as AWS_ENDPOINT_URL
-    pending_seconds: float = 0.5  # the least time a create, update or new version is in progress
-    environments: Environments | None = None  # the functions' containers
-
-
-CONFIG = _Config()
 _ORIGINAL: dict[str, Any] = {}
 
 
@@ -182,10 +163,6 @@ def set_endpoint(endpoint_url: str) -> None:
         CONFIG.environments.extra_env["AWS_ENDPOINT_URL"] = endpoint_url
 
 
-def _is_ours(registry: str) -> bool:
-    return bool(CONFIG.registry) and registry.replace("localhost:", "127.0.0.1:") == CONFIG.registry
-
-
 # -- the patched moto methods -------------------------------------------------
 
 
@@ -206,70 +183,22 @@ def _set_function_code(self: LambdaFunction, updated_spec: dict[str, Any]) -> No
     uri = updated_spec.get("ImageUri")
     from_update = updated_spec is not self.code
     dry_run = from_update and updated_spec.get("DryRun")
-    resolved = _resolve(uri) if uri and not dry_run else None
+    resolved = resolve_image_uri(uri) if uri and not dry_run else None
     previous = getattr(self, "_ds_image", None)
     _ORIGINAL["set_code"](self, updated_spec)
     if uri and not dry_run:
         self._ds_image = resolved
         if resolved:
             self.code_sha_256 = resolved.rsplit("@sha256:", 1)[1]
-            _begin(self, "update" if from_update else "create", resolved, previous)
+            begin(self, "update" if from_update else "create", resolved, previous)
 
 
 # -- states -------------------------------------------------------------------
 
 
-@dataclass
-class _Progress:
-    """A create, update or publish under way: done when the image is prepared and the least time passed."""
-
-    kind: str  # "create" | "update" | "publish"
-    started: float
-    prepared: threading.Event
-    previous_image: str | None = None  # an update's: what $LATEST runs until the update succeeds
-    failure: tuple[str, str] | None = None  # (reason code, reason)
-
-
-def _begin(fn: LambdaFunction, kind: str, image: str | None, previous_image: str | None = None) -> None:
-    """Start a phase; a create or update prepares (pulls) ``image`` in a thread, as Lambda optimizes it."""
-    progress = _Progress(kind, time.monotonic(), threading.Event(), previous_image)
-    fn._ds_progress = progress
-    if image is None:
-        progress.prepared.set()
-        return
-
-    def prepare() -> None:
-        try:
-            prepare_image(oci.parse_image_ref(image))
-        except oci.RegistryError as exc:
-            code = "ImageDeleted" if exc.status == 404 else "InvalidImage"
-            progress.failure = (code, f"devstack: cannot get image {image}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - podman could not pull it: the image is bad, the server is fine
-            progress.failure = (
-                "InvalidImage",
-                f"devstack: cannot pull image {image}: {type(exc).__name__}: {' '.join(str(exc).split())[-1500:]}",
-            )
-        finally:
-            progress.prepared.set()
-
-    threading.Thread(target=prepare, name=f"lambda-prepare-{fn.function_name}", daemon=True).start()
-
-
-def _phase(fn: LambdaFunction) -> tuple[str, _Progress | None]:
-    """("done" | "pending" | "failed", the progress) of a function or version."""
-    progress: _Progress | None = getattr(fn, "_ds_progress", None)
-    if progress is None:
-        return "done", None
-    # The function's tags are set after its code (in moto's constructor): read them now.
-    pending = float((getattr(fn, "tags", None) or {}).get(PENDING_SECONDS_TAG) or CONFIG.pending_seconds)
-    if not progress.prepared.is_set() or time.monotonic() < progress.started + pending:
-        return "pending", progress
-    return ("failed" if progress.failure else "done"), progress
-
-
 def _get_configuration(self: LambdaFunction, on_create: bool = False) -> dict[str, Any]:
     config: dict[str, Any] = _ORIGINAL["get_configuration"](self, on_create)
-    phase, progress = _phase(self)
+    phase, progress = phase_of(self)
     if progress is None or phase == "done":
         return config
     code, reason = progress.failure or ("Creating", CREATING)
@@ -286,28 +215,8 @@ def _get_configuration(self: LambdaFunction, on_create: bool = False) -> dict[st
     return config
 
 
-def _check_invocable(fn: LambdaFunction) -> None:
-    """Lambda refuses to invoke a function (or version) that is not Active."""
-    phase, progress = _phase(fn)
-    if progress is not None and progress.kind != "update" and phase != "done":
-        state = "Pending" if phase == "pending" else "Failed"
-        raise ResourceConflict(
-            f"The operation cannot be performed at this time. The function is currently in the following state: {state}"
-        )
-
-
-def _check_not_busy(fn: LambdaFunction) -> None:
-    """Lambda refuses to change or publish a function that is being created or updated (or failed to be created)."""
-    _check_invocable(fn)
-    phase, progress = _phase(fn)
-    if progress is not None and progress.kind == "update" and phase == "pending":
-        raise ResourceConflict(
-            f"The operation cannot be performed at this time. An update is in progress for resource: {fn.function_arn}"
-        )
-
-
 def _update_function_code(self: LambdaBackend, function_name: str, qualifier: str, body: dict[str, Any]) -> Any:
-    _check_not_busy(self.get_function(function_name, qualifier))
+    check_not_busy(self.get_function(function_name, qualifier))
     if body.get("Publish"):  # moto updates, publishes and updates again: keep its way
         return _ORIGINAL["update_code"](self, function_name, qualifier, body)
     return self.get_function(function_name, qualifier).update_function_code(body)
@@ -316,7 +225,7 @@ def _update_function_code(self: LambdaBackend, function_name: str, qualifier: st
 def _update_function_configuration(
     self: LambdaBackend, function_name: str, qualifier: str, body: dict[str, Any]
 ) -> Any:
-    _check_not_busy(self.get_function(function_name, qualifier))
+    check_not_busy(self.get_function(function_name, qualifier))
     return _ORIGINAL["update_configuration"](self, function_name, qualifier, body)
 
 
@@ -333,23 +242,6 @@ def _delete_function(self: LambdaBackend, function_name: str, qualifier: str | N
 def _delete_alias(self: LambdaStorage, name: str, function_name: str) -> None:
     _ORIGINAL["delete_alias"](self, name, function_name)
     drop_policies(self.account_id, self.region_name, function_name.split(":function:", 1)[-1].split(":", 1)[0], name)
-
-
-def _resolve(uri: str) -> str | None:
-    """``registry/repo@digest`` of an ImageUri in devstack's registry (None: not ours)."""
-    try:
-        ref = oci.parse_image_ref(uri)
-    except ValueError:
-        return None
-    if not _is_ours(ref.registry):
-        return None
-    try:
-        digest = oci.RegistryClient(ref.registry, timeout=10).manifest_digest(ref.repo, ref.reference)
-    except oci.RegistryError as exc:
-        raise InvalidParameterValueException(f"devstack: cannot check image {uri}: {exc}") from exc
-    if digest is None:
-        raise InvalidParameterValueException(f"Source image {uri} does not exist. Provide a valid source image.")
-    return f"{ref.registry}/{ref.repo}@{digest}"
 
 
 def _get_code(self: LambdaFunction) -> dict[str, Any]:
@@ -377,7 +269,7 @@ def _fingerprint(fn: LambdaFunction) -> str:
 
 def _publish_version(self: LambdaStorage, name_or_arn: str, description: str = "") -> LambdaFunction | None:
     latest = self.get_function_by_name_or_arn_forbid_qualifier(name_or_arn)
-    _check_not_busy(latest)
+    check_not_busy(latest)
     versions: list[LambdaFunction] = self._functions[latest.function_name]["versions"]
     if versions and latest.code_or_config_updated and _fingerprint(latest) == _fingerprint(versions[-1]):
         latest.code_or_config_updated = False  # Lambda: unchanged since the last version -> that version
@@ -388,14 +280,14 @@ def _publish_version(self: LambdaStorage, name_or_arn: str, description: str = "
         fn.environment_vars = dict(fn.environment_vars)
         latest.code_or_config_updated = False
         if getattr(latest, "_ds_progress", None) is not None:
-            _begin(fn, "publish", None)  # a new version is Pending a moment, then Active
+            begin(fn, "publish", None)  # a new version is Pending a moment, then Active
     return fn
 
 
 def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
     if self.package_type != "Image":
         return _ORIGINAL["invoke"](self, body, request_headers, response_headers)
-    _check_invocable(self)
+    check_invocable(self)
     try:
         event = json.loads(body) if body else {}
     except ValueError as exc:
@@ -422,122 +314,3 @@ def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_head
         return b""
     response_headers["x-amz-log-result"] = base64.b64encode(ran.log.encode()[-LOG_TAIL:]).decode()
     return ran.payload
-
-
-# -- images -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Image:
-    """An image as devstack runs it: ``registry/repo@digest`` (a platform's manifest) and its architecture."""
-
-    ref: str
-    digest: str
-    architecture: str = ""
-
-
-_IMAGES: dict[str, Image] = {}  # by the reference asked for (a digest's answer never changes)
-_IMAGES_LOCK = threading.Lock()
-
-
-def prepare_image(ref: oci.ImageRef) -> Image:
-    """Resolve ``ref`` in the registry (an index: its linux/amd64 image), read its architecture, pull it into podman.
-
-    Raises oci.RegistryError (404: the image is gone) or podman's error (a
-    layer podman cannot apply). Once per digest.
-    """
-    key = str(ref)
-    with _IMAGES_LOCK:
-        if key in _IMAGES and ref.reference.startswith("sha256:"):
-            return _IMAGES[key]
-    client = oci.RegistryClient(ref.registry)
-    manifest, media_type, digest = client.get_manifest(ref.repo, ref.reference)
-    if media_type in oci.INDEX_TYPES:
-        manifest, media_type, digest = oci_image.select_platform(client, ref.repo, manifest, ref.reference)
-    config = json.loads(client.get_blob(ref.repo, manifest["config"]["digest"]))
-    image = Image(f"{ref.registry}/{ref.repo}@{digest}", digest, config.get("architecture") or "")
-    if CONFIG.environments is not None:
-        CONFIG.environments.pull(image.ref)
-    with _IMAGES_LOCK:
-        _IMAGES[key] = image
-    return image
-
-
-# -- running an invoke ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Ran:
-    """One invoke as devstack ran it: Lambda's payload and error flag, the log, the container's image."""
-
-    payload: bytes
-    errored: bool
-    log: str
-    container_image: str = ""  # repo@sha256:... the container ran; empty when none ran
-
-
-def _error_payload(message: str, kind: str, request_id: str) -> bytes:
-    return json.dumps({"errorMessage": message, "errorType": kind, "requestId": request_id, "stackTrace": []}).encode()
-
-
-def spec_of(fn: LambdaFunction, image: str) -> FunctionSpec:
-    """The execution environment a function version asks for (``image``: registry/repo@sha256:...)."""
-    return FunctionSpec(
-        function_arn=fn.function_arn.split(":function:", 1)[0] + ":function:" + fn.function_name,
-        function_name=fn.function_name,
-        version=str(fn.version),
-        image=image,
-        memory_mb=int(fn.memory_size or 128),
-        timeout_s=int(fn.timeout or 3),
-        tmp_mb=int(fn.ephemeral_storage or 512),
-        environment=tuple(sorted((str(k), str(v)) for k, v in (fn.environment_vars or {}).items())),
-        entrypoint=tuple(fn.image_config.entry_point or ()),
-        command=tuple(fn.image_config.cmd or ()),
-        workdir=fn.image_config.working_directory or None,
-        region=fn.region,
-        role=fn.role,
-    )
-
-
-def _running_image(fn: LambdaFunction) -> str:
-    """The image an invoke runs: an update's previous image until the update succeeds."""
-    phase, progress = _phase(fn)
-    if progress is not None and progress.kind == "update" and phase != "done" and progress.previous_image:
-        return progress.previous_image
-    return getattr(fn, "_ds_image", None) or fn.code.get("ImageUri", "")
-
-
-def run(fn: LambdaFunction, event: bytes, request_id: str, tail: bool = False) -> Ran:
-    """Run one invoke of an image function version in its container (see the module doc)."""
-    uri = _running_image(fn)
-
-    def failed(message: str, kind: str = "DevstackImageError") -> Ran:
-        lines = f"START RequestId: {request_id} Version: {fn.version}\n{message}\nEND RequestId: {request_id}\n"
-        return Ran(_error_payload(message, kind, request_id), True, lines)
-
-    try:
-        ref = oci.parse_image_ref(uri)
-    except ValueError as exc:
-        return failed(f"devstack: {exc}")
-    if not _is_ours(ref.registry):
-        return failed(f"devstack runs only images in its registry {CONFIG.registry}; this function's ImageUri is {uri}")
-    if CONFIG.environments is None:
-        return failed("devstack: Lambda's execution environments are not installed")
-    try:
-        image = prepare_image(ref)
-    except (oci.RegistryError, pm.PodmanError, pm.PodmanUnavailable, OSError) as exc:
-        return failed(f"devstack: cannot get image {uri}: {exc}")
-    arch = oci_image.LAMBDA_ARCHITECTURES.get(image.architecture)
-    if arch not in fn.architectures:  # the kernel cannot run the image's binaries
-        return failed(
-            f"RequestId: {request_id} Error: fork/exec /lambda-entrypoint.sh: exec format error "
-            f"(devstack: image {uri} is {image.architecture or 'of no architecture'}, "
-            f"the function {'/'.join(fn.architectures)})",
-            "Runtime.InvalidEntrypoint",
-        )
-    try:
-        result = CONFIG.environments.invoke(spec_of(fn, image.ref), event, request_id, tail=tail)
-    except Exception as exc:  # noqa: BLE001 - podman or the registry failed: the invoke fails, devstack serves on
-        log.exception("cannot run %s version %s", fn.function_name, fn.version)
-        return failed(f"devstack: cannot run image {uri}: {type(exc).__name__}: {exc}")
-    return Ran(result.payload, result.function_error is not None, result.log, result.image)

@@ -1,6 +1,6 @@
 """Lambda's resource policies as devstack keeps them: the function's, each version's and each
 alias's own (AddPermission, GetPolicy, RemovePermission, patched into moto by devstack.aws.awslambda),
-and the two client errors both modules answer with."""
+and the two client errors this module and devstack.aws.lambda_states answer with."""
 
 from __future__ import annotations
 
