@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.aws.function_urls import UrlConfig, url_event, url_response
+from devstack.aws.function_url_server import UrlConfig, url_event, url_response
 from devstack.containers.lambda_containers import _LogFile, label_for
 from devstack.containers.lambda_rie import _quantity_mb, pod_options, read_function_error
 
