@@ -56,7 +56,8 @@ def _resolve(path: str, filesystem: pyarrow.fs.FileSystem | None) -> tuple[pyarr
         # A given filesystem (e.g. S3 with devstack's endpoint) wants "bucket/key", not a URI.
         return filesystem, f"{parts.netloc}{parts.path}" if parts.scheme else path
     if parts.scheme and parts.scheme != "file":
-        return fs.FileSystem.from_uri(path)
+        resolved: tuple[pyarrow.fs.FileSystem, str] = fs.FileSystem.from_uri(path)
+        return resolved
     return fs.LocalFileSystem(), str(Path(parts.path if parts.scheme else path).resolve())
 
 

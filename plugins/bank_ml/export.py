@@ -89,7 +89,8 @@ def to_onnx(pipeline: Pipeline, threshold: float = 0.5) -> bytes:
     for key, value in sorted(metadata.items()):
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, value
-    return onnx_model.SerializeToString()
+    serialized: bytes = onnx_model.SerializeToString()
+    return serialized
 
 
 def parity_max_abs_diff(pipeline: Pipeline, onnx_bytes: bytes, X: pd.DataFrame) -> float:

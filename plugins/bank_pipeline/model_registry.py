@@ -43,7 +43,8 @@ class ModelRegistry:
     def _read_json(self, key: str) -> dict[str, Any] | None:
         if not self.hook.check_for_key(key, bucket_name=self.bucket):
             return None
-        return json.loads(self.hook.read_key(key, bucket_name=self.bucket))
+        document: dict[str, Any] = json.loads(self.hook.read_key(key, bucket_name=self.bucket))
+        return document
 
     def model_info(self, version: str) -> dict[str, Any] | None:
         """The version's model.json, or None if the version is not (completely) registered."""

@@ -101,7 +101,9 @@ class Disconnected(Exception):
     """The client went away before sending its whole body."""
 
 
-def _json(status: int, answer: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()) -> tuple[int, bytes, list]:
+def _json(
+    status: int, answer: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     body = encode_answer(answer).encode()
     return status, body, [_JSON, (b"content-length", str(len(body)).encode()), *headers]
 
@@ -152,14 +154,14 @@ class ServingApp:
             self._openapi = json.dumps(build_openapi(), separators=(",", ":")).encode()
         return self._openapi
 
-    def _readiness(self) -> tuple[int, bytes, list]:
+    def _readiness(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         if self.draining:
             return _json(503, {"status": "draining"})
         if self.model is None:
             return _json(503, {"status": "loading"})
         return _json(200, {"status": "ready", "model_version": self.model.version})
 
-    async def _predict(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
+    async def _predict(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
             raw = await self._read_body(scope, receive)
         except TooLarge:
@@ -190,7 +192,7 @@ class ServingApp:
             chunks.append(chunk)
 
 
-def _too_large(scope: Scope) -> tuple[int, bytes, list] | None:
+def _too_large(scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
     """431 or 414 for a head within what h11 buffers but beyond the limits; None for the rest."""
     headers = scope["headers"]
     if len(headers) > MAX_HEADERS:

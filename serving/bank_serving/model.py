@@ -128,7 +128,8 @@ class OnnxModel:
     def predict_proba(self, features: Mapping[str, Any]) -> np.ndarray:
         """P(subscribes) for each row of `features` (see as_feeds for what it accepts), as float32 [N]."""
         (probabilities,) = self.session.run([PROBABILITIES_OUTPUT], as_feeds(features))
-        return probabilities[:, 1]
+        positive: np.ndarray = probabilities[:, 1]
+        return positive
 
     def labels(self, probabilities: np.ndarray) -> np.ndarray:
         """1 where probability >= threshold, else 0 (the ONNX `label` output is argmax, i.e. 0.5)."""

@@ -169,7 +169,7 @@ class _BatchScorer:
     the ONNX session each time). `model` is the bytes or a Broadcast of them.
     """
 
-    model: bytes | Broadcast
+    model: bytes | Broadcast[bytes]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model_bytes = self.model.value if isinstance(self.model, Broadcast) else self.model

@@ -19,7 +19,8 @@ class LambdaReleaseHook(LambdaHook):
         """The function's (or a version's) configuration, or None if the function does not exist."""
         args = {"FunctionName": function, **({"Qualifier": qualifier} if qualifier else {})}
         try:
-            return self.conn.get_function_configuration(**args)
+            config: dict[str, Any] = self.conn.get_function_configuration(**args)
+            return config
         except self.conn.exceptions.ResourceNotFoundException:
             return None
 
@@ -32,7 +33,8 @@ class LambdaReleaseHook(LambdaHook):
 
     def image_of(self, function: str, qualifier: str) -> str | None:
         """The image URI a version runs."""
-        return self.conn.get_function(FunctionName=function, Qualifier=qualifier)["Code"].get("ImageUri")
+        image: str | None = self.conn.get_function(FunctionName=function, Qualifier=qualifier)["Code"].get("ImageUri")
+        return image
 
     def create_image_function(
         self,

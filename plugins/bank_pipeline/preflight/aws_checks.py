@@ -69,7 +69,8 @@ class Account:
 
     @cached_property
     def identity(self) -> dict[str, str]:
-        return self.client("sts").get_caller_identity()
+        identity: dict[str, str] = self.client("sts").get_caller_identity()
+        return identity
 
     @property
     def region(self) -> str:

@@ -41,7 +41,7 @@ class KubernetesRolloutTrigger(BaseTrigger):
         poll_interval: float = 10.0,
         state: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__(**kwargs) has no types
         self.deployment = deployment
         self.namespace = namespace
         self.deadline = deadline
@@ -94,4 +94,7 @@ class KubernetesRolloutTrigger(BaseTrigger):
 
         async with hook.get_conn() as api:
             model = await client.AppsV1Api(api).read_namespaced_deployment(self.deployment, self.namespace)
-            return api.sanitize_for_serialization(model)  # the API's JSON (camelCase), as the sync path reads it
+            answer: dict[str, Any] = api.sanitize_for_serialization(
+                model
+            )  # the API's JSON (camelCase), as the sync path reads it
+            return answer
