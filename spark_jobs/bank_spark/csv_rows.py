@@ -151,7 +151,7 @@ def _range_check(column: str, low: int, high: int | None = None) -> tuple[Column
 
 
 # Here for the month rule; features_job's encode_month makes the feature with it too.
-def _month_number(month: Column) -> Column:
+def month_number(month: Column) -> Column:
     """1..12 for "jan".."dec", else 0; a CASE whose branches are all literals, so never null."""
     number = F.when(month == MONTHS[0], 1)
     for i, name in enumerate(MONTHS[1:], start=2):
@@ -212,7 +212,7 @@ def _value_checks() -> list[tuple[Column, Column]]:
     return [
         _range_check("age", 1, 120),
         _range_check("day", 1, 31),
-        (_month_number(F.col("month")) == 0, F.concat(F.lit("month not jan..dec: "), _quoted(F.col("month")))),
+        (month_number(F.col("month")) == 0, F.concat(F.lit("month not jan..dec: "), _quoted(F.col("month")))),
         _range_check("campaign", 1),
         _range_check("pdays", -1),
         _range_check("previous", 0),

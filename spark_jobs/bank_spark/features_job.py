@@ -58,9 +58,9 @@ from bank_spark.commit import commit, new_attempt_id, utc_timestamp
 from bank_spark.csv_rows import (
     EXPECTED_COLUMNS,
     QUARANTINE_SCHEMA,
-    _month_number,
     flag_rows,
     flag_valid,
+    month_number,
     quarantine_rows,
     read_bank_csv,
     read_parsed_rows,
@@ -168,7 +168,7 @@ def encode_label(df: DataFrame) -> DataFrame:
 
 def encode_month(df: DataFrame) -> DataFrame:
     """month "jan".."dec" -> 1..12 (0 for anything else, which validation already rejects)."""
-    return df.withColumn("month", _month_number(F.col("month")))
+    return df.withColumn("month", month_number(F.col("month")))
 
 
 def encode_yes_no(df: DataFrame) -> DataFrame:
