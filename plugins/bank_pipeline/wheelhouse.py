@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=default_cache(), help="where downloaded wheels are kept")
     args = parser.parse_args(argv)
     code_prefix = args.code_prefix or f"s3://{args.bucket}/code/"
-    bucket = urlsplit(code_prefix).netloc
-    if urlsplit(code_prefix).scheme != "s3" or not bucket:
+    parts = urlsplit(code_prefix)
+    bucket = parts.netloc
+    if parts.scheme != "s3" or not bucket:
         parser.error(f"--code-prefix must be an s3://bucket/prefix/ URI, got {code_prefix!r}")
     import boto3
 
