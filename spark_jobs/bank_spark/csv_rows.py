@@ -1,9 +1,10 @@
 """The bank CSV's rows: read with the explicit schema, flagged valid or with the reason to quarantine them.
 
 The features job (bank_spark.features_job) checks the header, then reads the rows with
-read_parsed_rows and keeps those flag_valid passes (valid_rows); only when some row was
-rejected does it read the CSV again with read_bank_csv and flag_rows, for the quarantine's
-(record, reason) rows (quarantine_rows). A row is rejected when Spark cannot parse it
+read_strict_rows and checked_rows: one pass that fails at the first rejected row. Only then
+does it read them with read_parsed_rows and keep those flag_valid passes (valid_rows), and
+read the CSV again with read_bank_csv and flag_rows for the quarantine's (record, reason)
+rows (quarantine_rows). A row is rejected when Spark cannot parse it
 (undecodable bytes, unbalanced quotes, a wrong field count, a bad int) or when it breaks a
 domain rule (text that cannot be real, a missing value, a value outside its range, month
 names or yes/no); the reason names every rule it breaks. Only built-in Spark expressions
@@ -99,6 +100,15 @@ def read_parsed_rows(spark: SparkSession, path: str) -> DataFrame:
     quarantine pass then reads it with read_bank_csv.
     """
     return _csv_reader(spark).schema(PARSED_SCHEMA).option("mode", "DROPMALFORMED").csv(path)
+
+
+def read_strict_rows(spark: SparkSession, path: str) -> DataFrame:
+    """read_parsed_rows' rows, but a malformed line fails the query (FAILFAST) instead of being dropped.
+
+    With checked_rows, the features pass of an input with no bad row: nothing is dropped
+    unseen, so the job need not count the CSV's lines to know that.
+    """
+    return _csv_reader(spark).schema(PARSED_SCHEMA).option("mode", "FAILFAST").csv(path)
 
 
 def _csv_reader(spark: SparkSession) -> DataFrameReader:
@@ -268,6 +278,32 @@ def _valid(line: Column) -> Column:
     return line.isNull() & ~F.coalesce(functools.reduce(operator.or_, rules), F.lit(True))
 
 
+# What a query over checked_rows fails with at a row flag_valid rejects. It shows in Spark's
+# task-failure log lines, so it says what happens next.
+REJECTED_ROW = "bank_features: a row breaks a rule; the job writes the features without it, then the quarantine"
+# Spark's error class for a line FAILFAST rejects (read_strict_rows).
+_MALFORMED = "MALFORMED_RECORD_IN_PARSING"
+
+
+def checked_rows(parsed: DataFrame) -> DataFrame:
+    """read_strict_rows' frame as valid_rows gives it (the 17 columns, none null), or a failed query.
+
+    No Filter and no count: a row flag_valid rejects raises REJECTED_ROW instead
+    (is_rejection tells that failure from others). The check rides on `age`, a column
+    every feature set keeps, so Spark cannot prune it away.
+    """
+    checked = {"age": F.when(_valid(F.lit(None)), F.col("age")).otherwise(F.raise_error(F.lit(REJECTED_ROW)))}
+    return parsed.select(
+        *[F.coalesce(checked.get(c, F.col(c)), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
+    )
+
+
+def is_rejection(error: BaseException) -> bool:
+    """Whether a query over checked_rows(read_strict_rows(...)) failed because a row was rejected."""
+    text = str(error)
+    return REJECTED_ROW in text or _MALFORMED in text
+
+
 def _reconstructed_record() -> Column:
     """A CSV line equivalent to a parsed row (its original text is not kept by Spark)."""
     fields = [
@@ -321,7 +357,7 @@ def quarantine_rows(flagged: DataFrame) -> DataFrame:
 
 def valid_rows(flagged: DataFrame) -> DataFrame:
     """The good rows of a flag_rows or flag_valid frame, the 17 input columns, none null."""
-    # The reason check rejected every null; the coalesce only lets Spark know,
+    # The reason check rejected every null; the coalesce only lets Spark know (as in checked_rows),
     # so the parquet schema and the manifest say nullable=false.
     # Only `valid` is read: Spark prunes the reason and record expressions from this plan.
     return flagged.where(F.col("valid")).select(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -58,12 +59,15 @@ from bank_spark.commit import commit, new_attempt_id, utc_timestamp
 from bank_spark.csv_rows import (
     EXPECTED_COLUMNS,
     QUARANTINE_SCHEMA,
+    checked_rows,
     flag_rows,
     flag_valid,
+    is_rejection,
     month_number,
     quarantine_rows,
     read_bank_csv,
     read_parsed_rows,
+    read_strict_rows,
     valid_rows,
 )
 from bank_spark.storage import HadoopFs, parquet_parts, write_parquet
@@ -267,23 +271,14 @@ def _reason_counts(quarantine: DataFrame, quarantined: int) -> dict[str, int]:
     return reasons
 
 
-def _data_lines(spark: SparkSession, uri: str) -> int:
-    """Lines after the header, blank ones included: at least the rows the CSV reader yields.
-
-    If the features written equal this, no row was quarantined and the quarantine
-    needs no second parse. Counting lines costs a fraction of the parse; counting
-    rows inside the parse with an Observation more than tripled it (8.7 s -> 30 s
-    at 100x bank-full: the metrics aggregate runs uncompiled on every row).
-    """
-    return max(0, spark.read.text(uri).count() - 1)
-
-
 def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     """Run the job and commit it; return the manifest. Raises FeatureJobError on bad input.
 
-    One pass over the CSV parses, flags and writes the features, dropping malformed
-    lines; a count of its lines tells whether any row was rejected, and only then
-    does a second pass, keeping malformed lines, write the quarantine.
+    One pass over the CSV parses, checks and writes the features, and fails at the
+    first row that is malformed or breaks a rule: an input with no bad row is read
+    once, with no Filter and no count of its lines. Only when a row was rejected are
+    the features written again without the bad rows, and the quarantine written
+    from a third pass that keeps malformed lines.
     """
     started = time.monotonic()
     attempt_id = new_attempt_id()
@@ -303,23 +298,32 @@ def _write_and_commit(
     spark: SparkSession, config: JobConfig, source: HadoopFs, input_bytes: int, started: float, attempt_id: str
 ) -> dict[str, Any]:
     # The validity test references all 17 columns, so the CSV reader never prunes one and
-    # drops every line read_bank_csv would flag as corrupt (a test holds the two equal).
-    parsed = read_parsed_rows(spark, source.uri())
+    # rejects every line read_bank_csv would flag as corrupt (a test holds the two equal).
     out = HadoopFs(spark, config.output)
     out_existed = out.exists()
     attempt = f"_attempts/{attempt_id}"
-    features = parsed.transform(flag_valid).transform(valid_rows).transform(build_features)
+    timings: dict[str, float] = {}
     phase = time.monotonic()
-    features.write.option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false").parquet(
-        out.uri(f"{attempt}/features")
-    )
+    try:
+        features = _write_features(read_strict_rows(spark, source.uri()).transform(checked_rows), out, attempt)
+        clean = True
+    except Exception as error:  # noqa: BLE001 - py4j's error of the failed Spark job; any other is raised
+        if not is_rejection(error):
+            raise
+        clean = False
+        timings["until_rejection"] = time.monotonic() - phase
+        phase = time.monotonic()
+        print(f"{PROG}: a row was rejected; writing the features without the rejected rows", file=sys.stderr)
+        out.delete(f"{attempt}/features")  # what the aborted write left
+        valid = read_parsed_rows(spark, source.uri()).transform(flag_valid).transform(valid_rows)
+        features = _write_features(valid, out, attempt)
     files = parquet_parts(out, f"{attempt}/features")
     rows_out = sum(out.parquet_rows(f) for f in files)  # from the footers
-    timings = {"features": time.monotonic() - phase}
+    timings["features"] = time.monotonic() - phase
     phase = time.monotonic()
 
-    if _data_lines(spark, source.uri()) == rows_out:
-        quarantined = 0  # every line became a feature row
+    if clean:
+        quarantined = 0  # every row became a feature row
         # No rows, the schema: no second parse, no reasons to plan, no Python worker.
         # (From SQL text: spark.range(0) took 0.75 s in a cold JVM, this 0.06 s.)
         columns = ", ".join(f"CAST(NULL AS {f.dataType.simpleString()}) AS {f.name}" for f in QUARANTINE_SCHEMA)
@@ -364,12 +368,21 @@ def _write_and_commit(
         ],
         "spark_version": spark.version,
         "duration_seconds": round(time.monotonic() - started, 3),
-        # Where the time went: the CSV pass (parse, flag, count, write features),
-        # the quarantine (a second pass only if there were bad rows).
+        # Where the time went: the CSV pass (parse, check, write the features); if a row was
+        # rejected, the first pass until then and the quarantine's pass.
         "phase_seconds": {name: round(seconds, 3) for name, seconds in timings.items()},
     }
     commit(out, manifest, attempt_id)
     return manifest
+
+
+def _write_features(rows: DataFrame, out: HadoopFs, attempt: str) -> DataFrame:
+    """Write the features of valid_rows' (or checked_rows') 17 columns under <attempt>/features; return them."""
+    features = rows.transform(build_features)
+    features.write.option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false").parquet(
+        out.uri(f"{attempt}/features")
+    )
+    return features
 
 
 # --------------------------------------------------------------------------- CLI

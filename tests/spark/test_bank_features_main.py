@@ -115,13 +115,27 @@ def test_main_rejects_bad_input_files(
 
 
 def test_blank_lines_are_not_rows_and_not_quarantined(spark: SparkSession, tmp_path: Path) -> None:
-    # More lines than feature rows sends the job to its second pass, which must find nothing to quarantine.
+    # Spark's CSV reader skips blank lines: the one pass finds no bad row, and no quarantine pass runs.
     source = write_csv(tmp_path / "in.csv", [HEADER, GOOD_LINE, "", GOOD_LINE, ""])
     rc, _, stderr = run_main("--input", source, "--output", tmp_path / "out", "--run-id", "r")
     assert rc == 0, stderr
     m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert m["rows"] == {"in": 2, "out": 2, "quarantined": 0}
+    assert set(m["phase_seconds"]) == {"features", "quarantine"}
+    assert "a row was rejected" not in stderr
     assert pq.read_table(tmp_path / "out" / m["paths"]["quarantine"]).num_rows == 0
+
+
+def test_a_failure_of_the_first_pass_that_is_no_rejected_row_fails_the_job(spark: SparkSession, tmp_path: Path) -> None:
+    """Only a rejected row sends the job to its second pass: a write that cannot happen is reported, not retried."""
+    source = write_csv(tmp_path / "in.csv", [HEADER, GOOD_LINE])
+    (tmp_path / "a-file").write_text("not a directory")
+    rc, stdout, stderr = run_main("--input", source, "--output", tmp_path / "a-file" / "out", "--run-id", "r")
+    assert rc == 1
+    assert stdout == ""
+    assert last_line(stderr).startswith("bank_features: error: Py4JJavaError: ")
+    assert "a row was rejected" not in stderr
+    assert (tmp_path / "a-file").read_text() == "not a directory"
 
 
 def test_main_rejects_a_missing_input_and_a_directory(spark: SparkSession, tmp_path: Path) -> None:
@@ -261,7 +275,9 @@ def test_manifest_fields_are_complete_and_consistent(history: dict[str, Any]) ->
     assert [f["name"] for f in m["schema"] if f["nullable"]] == ["balance_slog", "pdays"]
     assert m["spark_version"] == "3.5.6"
     assert m["duration_seconds"] > 0
-    assert set(m["phase_seconds"]) == {"features", "quarantine"}
+    # Bad rows: the first pass stopped at one, then the features without them and the quarantine.
+    assert set(m["phase_seconds"]) == {"until_rejection", "features", "quarantine"}
+    assert "bank_features: a row was rejected; writing the features without the rejected rows" in history["stderr2"]
     assert sum(m["phase_seconds"].values()) <= m["duration_seconds"]
     assert "baseline" not in m  # fitted by the model build now (tests/ml/test_ml_build.py)
 

@@ -172,6 +172,35 @@ def test_the_features_pass_keeps_exactly_the_rows_the_quarantine_pass_finds_good
     assert {r["record"]: r["reason"] for r in quarantine.collect()}[malformed_duration] == "bad int in duration: 'x'"
 
 
+@pytest.mark.parametrize("name", [*PARSE_CASES, "bad int in duration"])
+def test_the_checked_pass_fails_at_each_bad_row(spark: SparkSession, tmp_path: Path, name: str) -> None:
+    """read_strict_rows + checked_rows: a file holding any one bad row fails the query, as a rejection."""
+    bad = csv_line(duration="x") if name == "bad int in duration" else PARSE_CASES[name][0]
+    path = str(write_csv(tmp_path / "one-bad.csv", [HEADER, *GOOD_LINES, bad]))
+    with pytest.raises(Exception) as failure:
+        cr.read_strict_rows(spark, path).transform(cr.checked_rows).transform(bf.build_features).collect()
+    assert cr.is_rejection(failure.value), str(failure.value)[:2000]
+
+
+def test_the_checked_pass_of_good_rows_equals_the_filtered_pass(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(write_csv(tmp_path / "good.csv", [HEADER, *GOOD_LINES, ""]))
+    checked = cr.read_strict_rows(spark, path).transform(cr.checked_rows)
+    filtered = cr.read_parsed_rows(spark, path).transform(cr.flag_valid).transform(cr.valid_rows)
+    assertDataFrameEqual(checked, filtered, checkRowOrder=True)
+    assert (
+        checked.schema == filtered.schema
+    )  # nullable=false in both: the manifest's schema does not depend on the path
+    assert checked.count() == len(GOOD_LINES)
+
+
+def test_only_a_rejected_row_is_a_rejection(spark: SparkSession, tmp_path: Path) -> None:
+    with pytest.raises(Exception) as missing:
+        cr.read_strict_rows(spark, str(tmp_path / "nope.csv")).transform(cr.checked_rows).collect()
+    assert not cr.is_rejection(missing.value)
+    assert not cr.is_rejection(ValueError("No space left on device"))
+    assert cr.is_rejection(RuntimeError(f"Job aborted: java.lang.RuntimeException: {cr.REJECTED_ROW}"))
+
+
 def test_manifest_reasons_keep_the_top_ones_and_sum_the_rest(
     parsed_cases: DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
