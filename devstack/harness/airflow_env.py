@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -205,6 +206,9 @@ class DagRunChild:
     proc: subprocess.Popen
     result: Path
     log: Path
+    # The child's TMPDIR, removed by stop(): it ends with os._exit (below), so libraries' exit
+    # handlers never delete their temp files (the Kubernetes client's copy of a kubeconfig's CA).
+    tmp: Path
 
     def begin(self, env: dict[str, str], conf: dict[str, Any], logical_date: str | None = None) -> None:
         """Start the run. ``env``'s Airflow settings must be those the child started with."""
@@ -232,6 +236,7 @@ class DagRunChild:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def start_child(env: dict[str, str], dag_id: str, workdir: Path) -> DagRunChild:
@@ -240,12 +245,21 @@ def start_child(env: dict[str, str], dag_id: str, workdir: Path) -> DagRunChild:
     result = workdir / f"{dag_id}.result.json"
     log = workdir / f"{dag_id}.log"
     result.unlink(missing_ok=True)
+    tmp = workdir / f"{dag_id}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     cmd = [airflow_python(), "-m", "devstack.harness.airflow_env", "run", dag_id, "--result", str(result)]
     with log.open("w") as out:
         proc = subprocess.Popen(
-            cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, text=True
+            cmd,
+            env={**env, "TMPDIR": str(tmp)},
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-    return DagRunChild(dag_id, proc, result, log)
+    return DagRunChild(dag_id, proc, result, log, tmp)
 
 
 def run_dag(
@@ -332,9 +346,12 @@ def _take_env(env: dict[str, str]) -> None:
     )  # fmt: skip
     if changed:
         raise SystemExit(f"the run's Airflow settings differ from those the child started with: {', '.join(changed)}")
+    own_tmp = os.environ.get("TMPDIR")  # start_child's, which DagRunChild.stop removes
     for key in set(os.environ) - set(env):
         del os.environ[key]
     os.environ.update(env)
+    if own_tmp:
+        os.environ["TMPDIR"] = own_tmp
 
 
 def _write_dags_to_db(bag: Any) -> None:

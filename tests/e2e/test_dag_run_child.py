@@ -22,6 +22,7 @@ def test_a_child_warmed_up_without_the_runs_settings_runs_with_those_begin_sends
     finally:
         child.stop()
 
+    assert not child.tmp.exists(), "the child's temp files are removed with it"
     assert run.tasks["prepare_step"] == "failed"
     # The worker's connection from begin() reached S3 and found no object (without it: no credentials).
     assert f"s3://{LAKE_BUCKET}/raw/nope.csv does not exist" in run.log
@@ -47,7 +48,9 @@ def test_a_run_whose_airflow_settings_differ_from_the_childs_is_refused_naming_t
 
 def test_a_child_that_gets_no_run_exits_cleanly(airflow, tmp_path):
     child = start_child(airflow, DAG_ID, tmp_path)
+    assert child.tmp.is_dir()
     child.stop()
 
     assert child.proc.returncode == 0
     assert not child.result.exists()
+    assert not child.tmp.exists()

@@ -16,7 +16,9 @@ release tests' state is not touched. The worker's policy is the template's, copi
 from __future__ import annotations
 
 import json
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -105,8 +107,22 @@ def alias_version(lam) -> str:
     return lam.get_alias(FunctionName=FUNCTION, Name="live")["FunctionVersion"]
 
 
+def certificate_files() -> set[Path]:
+    """PEM files in the system temp dir: where the Kubernetes client copies a kubeconfig's CA."""
+
+    def pem(path: Path) -> bool:
+        with path.open("rb") as f:
+            return f.read(11) == b"-----BEGIN "
+
+    return {p for p in Path(tempfile.gettempdir()).glob("tmp*") if p.is_file() and pem(p)}
+
+
 def test_a_release_to_both_targets_is_recorded_live(env, conf, s3, ds, cluster, tmp_path):
+    certificates = certificate_files()
     run = run_dag(env, DAG_ID, conf, tmp_path)
+
+    # The rollout's Kubernetes client wrote the CA to a temp file; the run's process took it along.
+    assert certificate_files() <= certificates
 
     assert run.state == "success", run.log[-6000:]
     assert run.tasks.pop("revert_lambda") == "skipped"
