@@ -24,3 +24,11 @@ def test_ecr_hosts() -> None:
     assert is_ecr_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
     assert is_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn")
     assert not is_ecr_host("ghcr.io")
+
+
+def test_a_platform_the_operator_was_given_is_taken_without_asking_the_registry() -> None:
+    # An unreachable registry: reading the image's config would fail with a connection error.
+    image = "127.0.0.1:1/bank-model@sha256:" + "0" * 64
+    platform = ImageRegistryHook.image_platform(image, None, ["127.0.0.1:1"], given="linux/arm64/v8")
+    assert (platform.os, platform.architecture, platform.variant) == ("linux", "arm64", "v8")
+    assert str(platform) == "linux/arm64/v8"

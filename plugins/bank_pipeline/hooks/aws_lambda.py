@@ -11,6 +11,14 @@ from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
 
 from bank_pipeline.plans.lambda_release import Invocation
 
+# The statements a function URL with auth NONE needs, with the ids the Lambda console gives them:
+# AddPermission's arguments.
+PUBLIC_STATEMENTS: dict[str, dict[str, Any]] = {
+    "FunctionURLAllowPublicAccess": {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"},
+    # Only through the URL: without InvokedViaFunctionUrl anyone could call the Invoke API on the alias.
+    "FunctionURLAllowInvokeAction": {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True},
+}
+
 
 class LambdaReleaseHook(LambdaHook):
     """One function's configuration, versions and alias."""
@@ -80,6 +88,38 @@ class LambdaReleaseHook(LambdaHook):
 
     def delete_alias(self, function: str, alias: str) -> None:
         self.conn.delete_alias(FunctionName=function, Name=alias)
+
+    def url_config(self, function: str, alias: str, auth_type: str) -> tuple[dict[str, Any], str | None]:
+        """The alias's function URL config with ``auth_type``, created or updated if need be, and what
+        changed (None: nothing)."""
+        args = {"FunctionName": function, "Qualifier": alias}
+        try:
+            config: dict[str, Any] = self.conn.get_function_url_config(**args)
+        except self.conn.exceptions.ResourceNotFoundException:
+            return self.conn.create_function_url_config(**args, AuthType=auth_type), "created"
+        if config["AuthType"] == auth_type:
+            return config, None
+        updated: dict[str, Any] = self.conn.update_function_url_config(**args, AuthType=auth_type)
+        return updated, f"auth {config['AuthType']} -> {auth_type}"
+
+    def public_url_access(self, function: str, alias: str, public: bool) -> list[str]:
+        """Both PUBLIC_STATEMENTS in the alias's resource policy (``public``), or neither; what changed."""
+        args = {"FunctionName": function, "Qualifier": alias}
+        changes = []
+        for sid, statement in PUBLIC_STATEMENTS.items():
+            if public:
+                try:
+                    self.conn.add_permission(**args, StatementId=sid, Principal="*", **statement)
+                    changes.append(f"added {sid} ({statement['Action']} for anyone, through the URL)")
+                except self.conn.exceptions.ResourceConflictException:
+                    pass  # already there
+            else:
+                try:
+                    self.conn.remove_permission(**args, StatementId=sid)
+                    changes.append(f"removed {sid}: the URL takes signed calls only")
+                except self.conn.exceptions.ResourceNotFoundException:
+                    pass  # never added
+        return changes
 
     def wait_for(self, waiter: str, args: dict[str, Any], *, delay: int, attempts: int) -> str | None:
         """Run a botocore waiter in this process; None when it succeeded, else its error's text."""

@@ -51,14 +51,19 @@ class ImageRegistryHook(BaseHook):
         return host, oci.RegistryClient(f"https://{host}", auth=auth)
 
     @classmethod
-    def image_platform(cls, image: str, aws_conn_id: str | None, plain_http: Collection[str] = ()) -> Platform:
-        """The os/architecture in the config of ``image`` (``host/repo@sha256:…`` or ``host/repo:tag``).
+    def image_platform(
+        cls, image: str, aws_conn_id: str | None, plain_http: Collection[str] = (), *, given: str | None = None
+    ) -> Platform:
+        """The os/architecture in the config of ``image`` (``host/repo@sha256:…`` or ``host/repo:tag``),
+        or ``given`` (``linux/amd64``: an operator's image_platform) without asking the registry.
 
         BadInputError if the registry has no such image or it is not one image (an index, another
         media type): what a release deploys must be one image of one platform.
         """
         from bank_pipeline.utils import oci, oci_image
 
+        if given:
+            return oci_image.Platform.parse(given)
         ref = oci.parse_image_ref(image)
         _host, client = cls(ref.registry, aws_conn_id, plain_http).get_conn()
         try:

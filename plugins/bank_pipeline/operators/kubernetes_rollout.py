@@ -121,18 +121,11 @@ class KubernetesRolloutOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.image, self.manifests, self.container_name, self.namespace = image, manifests, container_name, namespace
+        self.kubernetes_conn_id, self.skip_without_connection = kubernetes_conn_id, skip_without_connection
+        self.deferrable, self.poll_interval, self.timeout = deferrable, poll_interval, timeout
+        self.image_platform, self.aws_conn_id = image_platform, aws_conn_id
         self.plain_http_registries = tuple(plain_http_registries)
-        self.skip_without_connection = skip_without_connection
-        self.image_platform = image_platform
-        self.aws_conn_id = aws_conn_id
-        self.image = image
-        self.manifests = manifests
-        self.container_name = container_name
-        self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout
 
     @cached_property
     def hook(self) -> KubernetesRolloutHook:
@@ -149,8 +142,10 @@ class KubernetesRolloutOperator(BaseOperator):
         require_cluster(self.kubernetes_conn_id, skip=self.skip_without_connection)
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
 
-        platform = self.image_platform or str(
-            ImageRegistryHook.image_platform(self.image, self.aws_conn_id, self.plain_http_registries)
+        platform = str(
+            ImageRegistryHook.image_platform(
+                self.image, self.aws_conn_id, self.plain_http_registries, given=self.image_platform
+            )
         )
         namespace = self.namespace or self.hook.get_namespace() or "default"
         from bank_pipeline.resources import kubernetes_manifests

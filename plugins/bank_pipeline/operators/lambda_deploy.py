@@ -26,7 +26,6 @@ when a later step of the same release fails (the release is all-or-nothing).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -34,7 +33,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.hooks.aws_lambda import LambdaReleaseHook
-from bank_pipeline.links import LambdaFunctionVersionLink
+from bank_pipeline.operators.lambda_version import LambdaVersionOperator
 from bank_pipeline.plans import lambda_release as plan
 from bank_pipeline.plans.lambda_release import LambdaRelease, SmokeCheck, check_http_ok
 from bank_pipeline.triggers.lambda_waiters import (
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
 TRIGGERS = {"create": LambdaFunctionActiveTrigger, "update": LambdaFunctionUpdatedTrigger}
 
 
-class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
+class LambdaImageDeployOperator(LambdaVersionOperator):
     """Release ``image_uri`` (by digest) to ``function_name`` behind ``alias``, after its version passed a smoke test.
 
     :param function_name: the Lambda function; created if missing (then ``role_arn`` is required).
@@ -70,8 +69,6 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
     :return: a LambdaRelease
     """
 
-    aws_hook_class = LambdaReleaseHook
-    operator_extra_links = (LambdaFunctionVersionLink(),)
     template_fields: Sequence[str] = aws_template_fields(
         "function_name", "image_uri", "alias", "smoke_event", "smoke_expect", "role_arn", "environment",
         "image_platform",
@@ -108,17 +105,14 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
 
     def execute(self, context: Context) -> LambdaRelease:
         from bank_pipeline.hooks.image_registry import ImageRegistryHook
-        from bank_pipeline.utils.oci_image import Platform
 
         self._link_context = context
         plan.check_request(self.image_uri, self.architecture)
         fn = self.function_name
         config = self.hook.configuration(fn)
         function_arch = plan.function_architecture(fn, config, self.architecture)
-        platform = (
-            Platform.parse(self.image_platform)
-            if self.image_platform
-            else ImageRegistryHook.image_platform(self.image_uri, self.aws_conn_id, self.plain_http_registries)
+        platform = ImageRegistryHook.image_platform(
+            self.image_uri, self.aws_conn_id, self.plain_http_registries, given=self.image_platform
         )
         problem = plan.architecture_mismatch(self.image_uri, platform, fn, function_arch)
         if problem:
@@ -207,48 +201,6 @@ class LambdaImageDeployOperator(AwsBaseOperator[LambdaReleaseHook]):
         if move:
             self.hook.point_alias(fn, alias, version, exists=move == "update")
         return plan.release(function=fn, version=version, alias=alias, previous=previous, image_uri=self.image_uri)
-
-    # -- waiting ------------------------------------------------------------------
-
-    def _waiter_kwargs(self) -> dict[str, Any]:
-        return {
-            "waiter_delay": self.waiter_delay,
-            "waiter_max_attempts": self.waiter_max_attempts,
-            "aws_conn_id": self.aws_conn_id,
-            "region_name": self.region_name,
-            "verify": self.verify,
-        }
-
-    def _defer_timeout(self) -> timedelta:
-        return timedelta(seconds=self.waiter_delay * self.waiter_max_attempts + 60)
-
-    def _wait(self, waiter: str, args: dict[str, Any], version: str | None = None) -> None:
-        """Wait in the worker; a Failed state or a timeout becomes an error naming the reason."""
-        message = self.hook.wait_for(waiter, args, delay=self.waiter_delay, attempts=self.waiter_max_attempts)
-        if message is not None:
-            self._raise_unless_ready({"status": "error", "message": message}, version)
-
-    def _raise_unless_ready(self, event: dict[str, Any] | None, version: str | None = None) -> None:
-        if event and event.get("status") == "success":
-            return
-        config = self.hook.configuration(self.function_name, version)
-        error = plan.wait_failure(
-            event, config, function=self.function_name, alias=self.alias, image_uri=self.image_uri, version=version
-        )
-        if error:
-            raise error
-
-    def _persist_link(self, version: str) -> None:
-        """The version's link in the UI (kept also if its smoke test then fails)."""
-        LambdaFunctionVersionLink.persist(
-            getattr(self, "_link_context", None) or {},
-            self,
-            function_name=self.function_name,
-            version=version,
-            region_name=self.hook.conn_region_name,
-            aws_partition=self.hook.conn_partition,
-            endpoint_url=self.hook.conn_config.endpoint_url,
-        )
 
 
 class LambdaAliasRevertOperator(AwsBaseOperator[LambdaReleaseHook]):

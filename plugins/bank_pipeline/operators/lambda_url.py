@@ -31,23 +31,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
+from bank_pipeline.hooks.aws_lambda import LambdaReleaseHook
 from bank_pipeline.plans.lambda_release import SmokeCheck, answer_problem, check_http_ok
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 AUTH_TYPES = ("AWS_IAM", "NONE")
-# The statements auth NONE needs, with the ids the Lambda console gives them: AddPermission's arguments.
-PUBLIC_STATEMENTS: dict[str, dict[str, Any]] = {
-    "FunctionURLAllowPublicAccess": {"Action": "lambda:InvokeFunctionUrl", "FunctionUrlAuthType": "NONE"},
-    # Only through the URL: without InvokedViaFunctionUrl anyone could call the Invoke API on the alias.
-    "FunctionURLAllowInvokeAction": {"Action": "lambda:InvokeFunction", "InvokedViaFunctionUrl": True},
-}
 RETRIED_STATUSES = {403, 404, 429, 500, 502, 503, 504}
 FIRST_RETRY_SECONDS = 0.5
 
@@ -104,7 +98,7 @@ def curl_command(url: str, body: str, auth_type: str, region: str) -> str:
     return f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
 
 
-class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
+class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaReleaseHook]):
     """Give ``function_name:alias`` a function URL with ``auth_type`` and smoke-test it with a POST.
 
     :param function_name: the Lambda function (it and the alias must exist).
@@ -124,7 +118,7 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
     monotonic: Callable[[], float] = staticmethod(time.monotonic)
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    aws_hook_class = LambdaHook
+    aws_hook_class = LambdaReleaseHook
     template_fields: Sequence[str] = aws_template_fields(
         "function_name", "alias", "auth_type", "smoke_body", "smoke_expect"
     )
@@ -155,8 +149,12 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
     def execute(self, context: Context) -> FunctionUrl:
         if self.auth_type not in AUTH_TYPES:
             raise BadInputError(f"auth_type={self.auth_type!r}: expected one of {', '.join(AUTH_TYPES)}")
-        config, changed = self._ensure_config()
-        self._ensure_public_access(self.auth_type == "NONE")
+        fn, alias = self.function_name, self.alias
+        config, change = self.hook.url_config(fn, alias, self.auth_type)
+        if change:
+            self.log.info("Function URL of %s:%s: %s", fn, alias, change)
+        for done in self.hook.public_url_access(fn, alias, self.auth_type == "NONE"):
+            self.log.info("Resource policy of %s:%s: %s", fn, alias, done)
         url = config["FunctionUrl"]
         self.log.info("Function URL of %s:%s (%s): %s", self.function_name, self.alias, self.auth_type, url)
         body = json.dumps(self.smoke_body)
@@ -169,52 +167,9 @@ class LambdaFunctionUrlOperator(AwsBaseOperator[LambdaHook]):
             "auth_type": self.auth_type,
             "function_arn": config["FunctionArn"],
             "alias": self.alias,
-            "changed": changed,
+            "changed": change is not None,
             "smoke": smoke,
         }
-
-    # -- the URL config and the permission -------------------------------------------
-
-    def _ensure_config(self) -> tuple[dict[str, Any], bool]:
-        conn = self.hook.conn
-        try:
-            config = conn.get_function_url_config(FunctionName=self.function_name, Qualifier=self.alias)
-        except conn.exceptions.ResourceNotFoundException:
-            self.log.info("Creating the function URL of %s:%s", self.function_name, self.alias)
-            created = conn.create_function_url_config(
-                FunctionName=self.function_name, Qualifier=self.alias, AuthType=self.auth_type
-            )
-            return created, True
-        if config["AuthType"] == self.auth_type:
-            return config, False
-        self.log.info("Function URL auth %s -> %s", config["AuthType"], self.auth_type)
-        updated = conn.update_function_url_config(
-            FunctionName=self.function_name, Qualifier=self.alias, AuthType=self.auth_type
-        )
-        return updated, True
-
-    def _ensure_public_access(self, public: bool) -> None:
-        """``NONE``: both PUBLIC_STATEMENTS on the alias; ``AWS_IAM``: neither."""
-        conn = self.hook.conn
-        for sid, statement in PUBLIC_STATEMENTS.items():
-            if public:
-                try:
-                    conn.add_permission(
-                        FunctionName=self.function_name,
-                        Qualifier=self.alias,
-                        StatementId=sid,
-                        Principal="*",
-                        **statement,
-                    )
-                    self.log.info("Added %s (%s for anyone, through the URL)", sid, statement["Action"])
-                except conn.exceptions.ResourceConflictException:
-                    self.log.info("%s is already in the alias's resource policy", sid)
-                continue
-            try:
-                conn.remove_permission(FunctionName=self.function_name, Qualifier=self.alias, StatementId=sid)
-                self.log.info("Removed %s: the URL takes signed calls only", sid)
-            except conn.exceptions.ResourceNotFoundException:
-                pass
 
     # -- the smoke test -----------------------------------------------------------------
 
