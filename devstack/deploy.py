@@ -88,6 +88,11 @@ OPTIONAL_SETTINGS = {
         "https://dashboard.example/#/deployment/{namespace}/{deployment}?namespace={namespace}",
         "URL template of a Kubernetes dashboard for the rollout task's link (none without it).",
     ),
+    "BANK_LAMBDA_CONSOLE_URL": (
+        "https://console.example.internal/lambda/{region}/{function}/versions/{version}",
+        "URL template ({function}, {version}, {region}) for the deploy task's Lambda version link "
+        "(default: the function version's page in the AWS console).",
+    ),
 }
 
 

@@ -203,6 +203,10 @@ def stack_env(
     )
     if dashboard:
         env["BANK_KUBERNETES_DASHBOARD_URL"] = dashboard
+    # The Lambda version link: moto's dashboard lists the functions and versions it holds (the Lambda
+    # API itself needs a signed request; an unsigned browser GET is routed to S3).
+    motos = f"{ds.endpoint_url.rstrip('/')}/moto-api/"
+    env["BANK_LAMBDA_CONSOLE_URL"] = os.environ.get("BANK_LAMBDA_CONSOLE_URL") or motos
     return env
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 AWS_DOMAINS = {"aws": "aws.amazon.com", "aws-cn": "amazonaws.cn", "aws-us-gov": "amazonaws-us-gov.com"}
 ECR_HOST = re.compile(r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?P<cn>\.cn)?$")
 DASHBOARD_ENV = "BANK_KUBERNETES_DASHBOARD_URL"
+LAMBDA_CONSOLE_ENV = "BANK_LAMBDA_CONSOLE_URL"
 
 
 class _PersistedLink(BaseOperatorLink):
@@ -60,7 +61,10 @@ class _PersistedLink(BaseOperatorLink):
 
 
 class LambdaFunctionVersionLink(_PersistedLink):
-    """The published Lambda function version: its AWS console page, or moto's dashboard on devstack."""
+    """The published Lambda function version: its page in the AWS console, or the page the template in
+    $BANK_LAMBDA_CONSOLE_URL names (read by the API server; ``{function}``, ``{version}``, ``{region}``),
+    e.g. devstack's moto dashboard. Never inferred from the connection's endpoint: a VPC endpoint
+    for Lambda is still AWS, with AWS's console."""
 
     name = "Lambda function version"
     key = "bank_lambda_function_version"
@@ -72,12 +76,13 @@ class LambdaFunctionVersionLink(_PersistedLink):
         version: str,
         region_name: str | None = None,
         aws_partition: str = "aws",
-        endpoint_url: str | None = None,
+        template: str | None = None,
         **_: Any,
     ) -> str:
-        if endpoint_url:  # devstack (moto): its dashboard lists the functions and versions it holds
-            # (the Lambda API itself needs a signed request; an unsigned browser GET is routed to S3)
-            return f"{endpoint_url.rstrip('/')}/moto-api/"
+        template = template if template is not None else os.environ.get(LAMBDA_CONSOLE_ENV, "")
+        if template:
+            values = {"function": function_name, "version": str(version), "region": region_name or ""}
+            return _fill(template, values)
         domain = AWS_DOMAINS.get(aws_partition)
         if not domain or not region_name:
             return ""
@@ -88,12 +93,13 @@ class LambdaFunctionVersionLink(_PersistedLink):
 
 
 class RegistryImageLink(_PersistedLink):
-    """The pushed image by digest: ECR's console page, or the manifest in a plain registry (devstack)."""
+    """The pushed image by digest: ECR's console page, or the manifest in another registry, over plain
+    HTTP only if the push went so (a registry named in BANK_PLAIN_HTTP_REGISTRIES, as devstack's is)."""
 
     name = "Image in registry"
     key = "bank_registry_image"
 
-    def format_link(self, *, registry: str, repository: str, digest: str, **_: Any) -> str:
+    def format_link(self, *, registry: str, repository: str, digest: str, plain_http: bool = False, **_: Any) -> str:
         ecr = ECR_HOST.match(registry)
         if ecr:
             domain = AWS_DOMAINS["aws-cn" if ecr["cn"] else "aws"]
@@ -101,7 +107,7 @@ class RegistryImageLink(_PersistedLink):
                 f"https://console.{domain}/ecr/repositories/private/{ecr['account']}/{repository}"
                 f"/_/image/{digest}/details?region={ecr['region']}"
             )
-        return f"http://{registry}/v2/{repository}/manifests/{digest}"
+        return f"{'http' if plain_http else 'https'}://{registry}/v2/{repository}/manifests/{digest}"
 
 
 class KubernetesDeploymentLink(_PersistedLink):
@@ -117,12 +123,15 @@ class KubernetesDeploymentLink(_PersistedLink):
 
     def format_link(self, *, namespace: str, deployment: str, template: str | None = None, **_: Any) -> str:
         template = template if template is not None else os.environ.get(DASHBOARD_ENV, "")
-        if not template:
-            return ""
-        try:
-            return template.format(namespace=quote(namespace, safe=""), deployment=quote(deployment, safe=""))
-        except (KeyError, IndexError, ValueError):
-            return ""
+        return _fill(template, {"namespace": namespace, "deployment": deployment}) if template else ""
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """``template`` with its placeholders filled from ``values`` (URL-quoted); "" if it names another."""
+    try:
+        return template.format(**{name: quote(value, safe="") for name, value in values.items()})
+    except (KeyError, IndexError, ValueError):
+        return ""
 
 
 ALL_LINKS = (LambdaFunctionVersionLink, RegistryImageLink, KubernetesDeploymentLink)

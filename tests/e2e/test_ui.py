@@ -206,6 +206,11 @@ def test_trigger_from_the_form_runs_to_success_and_the_asset_starts_the_release(
     assert api.get(f"dags/{RELEASE}/dagRuns/{release_run}")["state"] == "success"
     links = api.get(f"dags/{RELEASE}/dagRuns/{release_run}/taskInstances/rollout_kubernetes/links")["extra_links"]
     assert links["Kubernetes Deployment"] == f"{ui_stack['kube_view_url']}/deployments/bank/bank-model"
+    # The Lambda version's link is the page the stack names (moto's dashboard), said by a setting.
+    version_links = api.get(f"dags/{RELEASE}/dagRuns/{release_run}/taskInstances/deploy_lambda/links")
+    assert (
+        version_links["extra_links"]["Lambda function version"] == f"{ui_stack['endpoint_url'].rstrip('/')}/moto-api/"
+    )
     cluster = kube.KubeCluster.attach(Path(ui_stack["kube_dir"]))
     deployment = cluster.get("/apis/apps/v1/namespaces/bank/deployments/bank-model")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]

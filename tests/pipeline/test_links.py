@@ -13,6 +13,7 @@ import pytest
 
 from bank_pipeline.links import (
     DASHBOARD_ENV,
+    LAMBDA_CONSOLE_ENV,
     KubernetesDeploymentLink,
     LambdaFunctionVersionLink,
     RegistryImageLink,
@@ -44,11 +45,25 @@ def test_lambda_version_link_in_china_and_unknown_partition() -> None:
     assert link.format_link(function_name="f", version="2", region_name="x", aws_partition="nope") == ""
 
 
-def test_lambda_version_link_on_devstack_is_motos_dashboard() -> None:
+def test_lambda_version_link_from_the_console_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    link = LambdaFunctionVersionLink()
+    values = {"function_name": "bank model", "version": "3", "region_name": "us-east-1"}
+    monkeypatch.setenv(LAMBDA_CONSOLE_ENV, "http://127.0.0.1:4566/moto-api/")  # devstack's: moto's dashboard
+    assert link.format_link(**values) == "http://127.0.0.1:4566/moto-api/"
+    monkeypatch.setenv(LAMBDA_CONSOLE_ENV, "https://c.example/{region}/{function}/{version}")
+    assert link.format_link(**values) == "https://c.example/us-east-1/bank%20model/3"
+    monkeypatch.setenv(LAMBDA_CONSOLE_ENV, "https://c.example/{account}")  # a placeholder it cannot fill
+    assert link.format_link(**values) == ""
+
+
+def test_lambda_version_link_through_an_endpoint_is_still_the_aws_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A VPC endpoint (or a version persisted by an older release, with its endpoint_url): AWS, so AWS's console.
+    monkeypatch.delenv(LAMBDA_CONSOLE_ENV, raising=False)
     url = LambdaFunctionVersionLink().format_link(
-        function_name="bank-model", version="3", region_name="us-east-1", endpoint_url="http://127.0.0.1:4566/"
-    )
-    assert url == "http://127.0.0.1:4566/moto-api/"
+        function_name="f", version="2", region_name="eu-west-1",
+        endpoint_url="https://vpce-0abc.lambda.eu-west-1.vpce.amazonaws.com",
+    )  # fmt: skip
+    assert url.startswith("https://console.aws.amazon.com/lambda/home?region=eu-west-1#/functions/f/versions/2")
 
 
 def test_image_link_in_ecr_is_the_console_page_of_the_digest() -> None:
@@ -61,8 +76,11 @@ def test_image_link_in_ecr_is_the_console_page_of_the_digest() -> None:
     )
 
 
-def test_image_link_in_a_plain_registry_is_its_manifest() -> None:
-    url = RegistryImageLink().format_link(registry="127.0.0.1:5000", repository="bank-model", digest=DIGEST)
+def test_image_link_in_another_registry_is_its_manifest_over_https_unless_pushed_over_http() -> None:
+    link = RegistryImageLink()
+    url = link.format_link(registry="ghcr.io", repository="bank-model", digest=DIGEST)
+    assert url == f"https://ghcr.io/v2/bank-model/manifests/{DIGEST}"
+    url = link.format_link(registry="127.0.0.1:5000", repository="bank-model", digest=DIGEST, plain_http=True)
     assert url == f"http://127.0.0.1:5000/v2/bank-model/manifests/{DIGEST}"
 
 

@@ -131,7 +131,14 @@ class ModelImagePushOperator(BaseOperator):
         image_uri = f"{host}/{self.repository}@{pushed.digest}"
         # Under its own key too, so that the release's operators take it as an XComArg.
         context["ti"].xcom_push(key="image_uri", value=image_uri)
-        RegistryImageLink.persist(context, self, registry=host, repository=self.repository, digest=pushed.digest)
+        RegistryImageLink.persist(
+            context,
+            self,
+            registry=host,
+            repository=self.repository,
+            digest=pushed.digest,
+            plain_http=host in self.plain_http_registries,
+        )
         self.log.info(
             "Pushed %s as %s:%s (%s; layer %s, %d bytes, %d bytes sent in %.2fs)",
             image_uri, self.repository, pushed.tag, pushed.platform, layer.digest, layer.size,

@@ -68,5 +68,4 @@ class LambdaVersionOperator(AwsBaseOperator[LambdaReleaseHook]):
             version=version,
             region_name=self.hook.conn_region_name,
             aws_partition=self.hook.conn_partition,
-            endpoint_url=self.hook.conn_config.endpoint_url,
         )
