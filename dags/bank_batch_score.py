@@ -61,7 +61,7 @@ def prepare_score(params: dict, run_id: str, triggering_asset_events=None, inlet
         params["model_version"],
         # The accessor itself, not dict.get: Airflow 3.0's Asset is not hashable.
         triggering_asset_events[assets.LIVE_MODEL] if triggering_asset_events else [],
-        ModelRegistry(s3, CFG.model_registry_prefix).live,
+        ModelRegistry(s3, CFG.lake.models).live,
     )
     print(f"scoring {features} with model {model_version}")
     return batch_score.prepare(

@@ -92,7 +92,7 @@ with DAG(
     render_template_as_native_obj=True,
     params={
         "source_uri": Param(
-            CFG.raw_bank_uri,
+            CFG.lake.raw_input,
             type="string",
             pattern="^s3://[a-z0-9.-]{3,63}/.+",
             title="Source CSV",

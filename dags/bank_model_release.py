@@ -143,7 +143,7 @@ def record_live(
     from bank_pipeline.utils.compat import timezone, xcom_outputs
 
     record = live_record(version, image, lambda_release, rollout, deployed_at=timezone.utcnow().isoformat())
-    ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.model_registry_prefix).set_live(record)
+    ModelRegistry(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG.lake.models).set_live(record)
     outlet_events[assets.LIVE_MODEL].extra = {"version": version, "image_uri": image["image_uri"]}
     return xcom_outputs(record)  # a target that did not run is None; `-> dict` pushes each key
 
@@ -222,7 +222,7 @@ with DAG(
     push_image = ModelImagePushOperator(
         task_id="push_image",
         version=version,
-        registry_prefix=CFG.model_registry_prefix,
+        registry_prefix=CFG.lake.models,
         registry=CFG.image_registry,
         repository=CFG.image_repository,
         base_tag=CFG.serving_base_tag,

@@ -6,11 +6,11 @@ from airflow.sdk import Asset
 
 from bank_pipeline import settings
 
-_CFG = settings.load()
+_LAKE = settings.load().lake
 
-FEATURES = Asset(name="bank_features", uri=_CFG.features_prefix)
+FEATURES = Asset(name="bank_features", uri=_LAKE.features)
 # Emitted by bank_model_release once live.json points at a newly released version
 # (extra: version, image_uri); schedules bank_batch_score.
-LIVE_MODEL = Asset(name="bank_live_model", uri=f"{_CFG.model_registry_prefix}live.json")
+LIVE_MODEL = Asset(name="bank_live_model", uri=_LAKE.live_model)
 # Emitted by bank_batch_score for committed, validated scores (extra: manifest_uri, scores_uri, rows, ...).
-SCORES = Asset(name="bank_scores", uri=f"s3://{_CFG.lake_bucket}/scores/bank/")
+SCORES = Asset(name="bank_scores", uri=_LAKE.scores)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, ScoresInvalidError
 from bank_pipeline.features_emr_tasks import newest_extra
-from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, run_key, split_s3_uri
+from bank_pipeline.lake import MANIFEST_NAME, parquet_problems, read_manifest, split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -38,7 +38,7 @@ JOB = "batch_score"
 
 def output_uri(cfg: Settings, run_id: str) -> str:
     """This run's own output directory, under the bank_scores Asset's URI."""
-    return f"s3://{cfg.lake_bucket}/scores/bank/run={run_key(run_id)}/"
+    return cfg.lake.scores_run(run_id)
 
 
 def resolve_model_version(
@@ -103,7 +103,7 @@ def prepare(
     except (ValueError, KeyError, TypeError) as err:
         raise BadInputError(f"features manifest {features_manifest_uri} has no rows.out: {err!r}") from err
 
-    registry = ModelRegistry(hook, cfg.model_registry_prefix)
+    registry = ModelRegistry(hook, cfg.lake.models)
     info = registry.model_info(model_version)
     if info is None:
         raise BadInputError(
@@ -113,8 +113,8 @@ def prepare(
     if not isinstance(info.get("sha256"), str):
         raise BadInputError(f"model version {model_version}: {registry.uri(model_version, COMMIT_FILE)} has no sha256")
 
-    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    code = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
+    wheels = spark_steps.require_wheelhouse(hook, cfg.lake.code, instance_type)
+    code = spark_steps.stage_job(hook, cfg.lake.code, JOB)
     output = output_uri(cfg, run_id)
     args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, FeaturesInvalidError
-from bank_pipeline.lake import parquet_problems, read_manifest, run_key, split_s3_uri
+from bank_pipeline.lake import parquet_problems, read_manifest, split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -50,9 +50,9 @@ def prepare_step(
     head = hook.head_object(key, bucket_name=bucket)
     if head is None:
         raise BadInputError(f"source_uri {source_uri} does not exist")
-    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
-    output_uri = f"{cfg.features_prefix}run={run_key(run_id)}/"
+    wheels = spark_steps.require_wheelhouse(hook, cfg.lake.code, instance_type)
+    staged = spark_steps.stage_job(hook, cfg.lake.code, JOB)
+    output_uri = cfg.lake.features_run(run_id)
     etag = head["ETag"].strip('"')
     args = [
         "--input", source_uri,

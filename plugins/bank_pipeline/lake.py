@@ -12,6 +12,7 @@ import json
 import posixpath
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,6 +27,67 @@ MANIFEST_NAME = "_manifest.json"
 def run_key(run_id: str) -> str:
     """``run_id`` made safe for an S3 key and a Hadoop path (no ``:`` or ``+``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Where everything lives in the lake bucket (docs/interfaces.md): one value, from the settings
+    (``Settings.lake``). Prefixes end with ``/``; a run's own directory is ``run=<run_key>/``."""
+
+    bucket: str
+
+    @property
+    def raw_input(self) -> str:
+        """The bank CSV bank_features_emr reads unless a run names another."""
+        return f"s3://{self.bucket}/raw/bank/bank-full.csv"
+
+    @property
+    def features(self) -> str:
+        """The bank_features Asset: one committed output per features run."""
+        return f"s3://{self.bucket}/features/bank/"
+
+    def features_run(self, run_id: str) -> str:
+        return f"{self.features}run={run_key(run_id)}/"
+
+    @property
+    def scores(self) -> str:
+        """The bank_scores Asset: one committed output per batch-scoring run."""
+        return f"s3://{self.bucket}/scores/bank/"
+
+    def scores_run(self, run_id: str) -> str:
+        return f"{self.scores}run={run_key(run_id)}/"
+
+    @property
+    def training(self) -> str:
+        return f"s3://{self.bucket}/training/bank/"
+
+    def candidate(self, run_id: str) -> str:
+        """The candidate record a release run's model build writes."""
+        return f"{self.training}run={run_key(run_id)}/candidate.json"
+
+    @property
+    def models(self) -> str:
+        """The model registry (``<version>/`` per model, ``live.json``)."""
+        return f"s3://{self.bucket}/models/bank/"
+
+    @property
+    def live_model(self) -> str:
+        """The bank_live_model Asset: the registry's record of what is live."""
+        return f"{self.models}live.json"
+
+    @property
+    def code(self) -> str:
+        """Job code staged by content hash, and the nodes' wheelhouse (bank_pipeline.wheelhouse)."""
+        return f"s3://{self.bucket}/code/"
+
+    def wheelhouse(self, arch: str) -> str:
+        from bank_pipeline.wheelhouse import wheelhouse_uri
+
+        return wheelhouse_uri(self.code, arch)
+
+    @property
+    def emr_logs(self) -> str:
+        return f"s3://{self.bucket}/emr-logs/"
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from bank_pipeline import spark_steps
 from bank_pipeline.errors import BadInputError, CandidateInvalidError
-from bank_pipeline.lake import MANIFEST_NAME, read_json, run_key, split_s3_uri
+from bank_pipeline.lake import MANIFEST_NAME, read_json, split_s3_uri
 from bank_pipeline.model_registry import ModelRegistry
 from bank_pipeline.resources import code_version
 
@@ -77,7 +77,7 @@ class PreparedTraining(TypedDict):
 
 def candidate_uri(cfg: Settings, run_id: str) -> str:
     """The candidate record of ``run_id``'s model build."""
-    return f"{cfg.training_prefix}run={run_key(run_id)}/candidate.json"
+    return cfg.lake.candidate(run_id)
 
 
 def prepare_training(
@@ -98,12 +98,12 @@ def prepare_training(
         raise BadInputError(f"features_manifest_uri must name a {MANIFEST_NAME}, got {manifest_uri}")
     if not hook.check_for_key(key, bucket_name=bucket):
         raise BadInputError(f"features manifest {manifest_uri} does not exist")
-    wheels = spark_steps.require_wheelhouse(hook, cfg.code_prefix, instance_type)
-    staged = spark_steps.stage_job(hook, cfg.code_prefix, JOB)
+    wheels = spark_steps.require_wheelhouse(hook, cfg.lake.code, instance_type)
+    staged = spark_steps.stage_job(hook, cfg.lake.code, JOB)
     record = candidate_uri(cfg, run_id)
     args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
-        "--registry", cfg.model_registry_prefix,
+        "--registry", cfg.lake.models,
         "--output", record,
         "--run-id", run_id,
         "--code-version", code_version(),
@@ -136,7 +136,7 @@ def read_candidate(hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str)
     if record.get("run_id") != run_id:
         raise CandidateInvalidError(f"{record_uri} is for run {record.get('run_id')!r}, not {run_id!r}")
     version = record["version"]
-    registry = ModelRegistry(hook, cfg.model_registry_prefix)
+    registry = ModelRegistry(hook, cfg.lake.models)
     if not isinstance(version, str) or registry.model_info(version) is None:
         raise CandidateInvalidError(f"{record_uri} names version {version!r}, which the registry does not hold")
     return cast(TrainedCandidate, {k: record[k] for k in TrainedCandidate.__annotations__})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bank_pipeline.lake import Lake
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -51,29 +53,9 @@ class Settings:
     """None: the connection's namespace, else "default"."""
 
     @property
-    def raw_bank_uri(self) -> str:
-        return f"s3://{self.lake_bucket}/raw/bank/bank-full.csv"
-
-    @property
-    def features_prefix(self) -> str:
-        return f"s3://{self.lake_bucket}/features/bank/"
-
-    @property
-    def emr_log_uri(self) -> str:
-        return f"s3://{self.lake_bucket}/emr-logs/"
-
-    @property
-    def code_prefix(self) -> str:
-        return f"s3://{self.lake_bucket}/code/"
-
-    @property
-    def training_prefix(self) -> str:
-        """Where each release run's model build writes its candidate record."""
-        return f"s3://{self.lake_bucket}/training/bank/"
-
-    @property
-    def model_registry_prefix(self) -> str:
-        return f"s3://{self.lake_bucket}/models/bank/"
+    def lake(self) -> Lake:
+        """The lake's paths, in the lake bucket."""
+        return Lake(self.lake_bucket)
 
 
 RELEASE_TARGETS = ("lambda", "kubernetes")

@@ -100,7 +100,7 @@ def job_flow_overrides(cfg: Settings, name: str, *, bootstrap_uri: Any, wheelhou
         "Name": name + "-{{ run_id }}",
         "ReleaseLabel": cfg.emr_release_label,
         "Applications": [{"Name": "Spark"}],
-        "LogUri": cfg.emr_log_uri,
+        "LogUri": cfg.lake.emr_logs,
         "Instances": {
             "InstanceGroups": [
                 {

@@ -11,7 +11,6 @@ from bank_pipeline import model_release_tasks as release
 from bank_pipeline import settings
 from bank_pipeline.errors import BadInputError, CandidateInvalidError, WheelhouseMissingError
 from bank_pipeline.operators.emr_cluster import with_integer_counts
-from bank_pipeline.wheelhouse import wheelhouse_uri
 
 pytestmark = pytest.mark.unit
 
@@ -47,7 +46,7 @@ def record(**changes: Any) -> bytes:
 
 
 REGISTERED = {f"s3://bank-lake/models/bank/{VERSION}/model.json": b'{"sha256": "ab"}'}
-WHEELHOUSE = {wheelhouse_uri(CFG.code_prefix, "x86_64") + "requirements.txt": b"x"}
+WHEELHOUSE = {CFG.lake.wheelhouse("x86_64") + "requirements.txt": b"x"}
 
 
 def prepare(hook: Objects, **changes: Any) -> release.PreparedTraining:
@@ -64,7 +63,7 @@ def test_the_step_builds_the_model_from_the_features_into_the_registry() -> None
     (step,) = prepared["steps"]
     args = step["HadoopJarStep"]["Args"]
     assert args[args.index("--features") + 1] == "s3://bank-lake/features/bank/run=r1/"
-    assert args[args.index("--registry") + 1] == CFG.model_registry_prefix
+    assert args[args.index("--registry") + 1] == CFG.lake.models
     assert args[args.index("--hyperparameters") + 1] == '{"max_iter": 50}'
     assert "--force-deploy" in args and args[args.index("--output") + 1] == prepared["candidate_uri"]
     assert (

@@ -271,13 +271,13 @@ def check_lake(acct: Account) -> str:
             f"bucket {bucket}: {'; '.join(problems)}",
             "apply the template's LakeBucket and LakeBucketPolicy (public access block, encryption, versioning, TLS only)",
         )
-    raw_bucket, raw_key = split_s3_uri(acct.cfg.raw_bank_uri)
+    raw_bucket, raw_key = split_s3_uri(acct.cfg.lake.raw_input)
     try:
         s3.head_object(Bucket=raw_bucket, Key=raw_key)
     except s3.exceptions.ClientError:
         raise Warn(
-            f"bucket {bucket} is encrypted ({algorithm}), private, versioned and TLS only, but {acct.cfg.raw_bank_uri} is missing: bank_features_emr would fail",
-            f"aws s3 cp data/bank/bank-full.csv {acct.cfg.raw_bank_uri}",
+            f"bucket {bucket} is encrypted ({algorithm}), private, versioned and TLS only, but {acct.cfg.lake.raw_input} is missing: bank_features_emr would fail",
+            f"aws s3 cp data/bank/bank-full.csv {acct.cfg.lake.raw_input}",
         ) from None
     return f"bucket {bucket}: encrypted ({algorithm}), public access blocked, versioned, TLS only, raw input present"
 

@@ -108,7 +108,7 @@ def check_wheelhouse(acct: Account) -> str:
 
     from bank_pipeline.errors import WheelhouseMissingError
     from bank_pipeline.spark_steps import DEFAULT_INSTANCE_TYPE, INSTANCE_TYPES, require_wheelhouse
-    from bank_pipeline.wheelhouse import COMMAND, node_arch, wheelhouse_uri
+    from bank_pipeline.wheelhouse import COMMAND, node_arch
 
     types = acct.instance_types or list(INSTANCE_TYPES)
     by_arch: dict[str, list[str]] = defaultdict(list)
@@ -117,15 +117,14 @@ def check_wheelhouse(acct: Account) -> str:
     hook, missing = S3Hook(aws_conn_id=acct.cfg.aws_conn_id), []
     for arch, arch_types in by_arch.items():
         try:
-            require_wheelhouse(hook, acct.cfg.code_prefix, arch_types[0])
+            require_wheelhouse(hook, acct.cfg.lake.code, arch_types[0])
         except WheelhouseMissingError:
             missing.append(arch)
     if not missing:
         return f"staged for {', '.join(by_arch)}"
     bucket = acct.cfg.lake_bucket
     detail = "; ".join(
-        f"not staged for {arch} ({', '.join(by_arch[arch])}) at {wheelhouse_uri(acct.cfg.code_prefix, arch)}"
-        for arch in missing
+        f"not staged for {arch} ({', '.join(by_arch[arch])}) at {acct.cfg.lake.wheelhouse(arch)}" for arch in missing
     )
     fix = " and ".join(COMMAND.format(bucket=bucket, arch=arch) for arch in missing) + (
         f", where PyPI is reachable (from a checkout, `make wheelhouse LAKE={bucket}` stages both)"
