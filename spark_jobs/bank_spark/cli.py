@@ -50,6 +50,12 @@ def report_error(line: str) -> None:
     also has to go through the JVM's own System.err, with logging turned down
     to WARN so that the JVM's shutdown hooks do not log after it.
     """
+    say(line, quiet_jvm=True)
+
+
+def say(line: str, *, quiet_jvm: bool = False) -> None:
+    """Print ``line`` on Python's stderr and, under spark-submit, on the JVM's (see report_error);
+    ``quiet_jvm``: turn the JVM's logging down to WARN first."""
     print(line, file=sys.stderr, flush=True)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we started the JVM: it shares our stderr
         return
@@ -58,8 +64,9 @@ def report_error(line: str) -> None:
         from pyspark.java_gateway import launch_gateway
 
         jvm = (SparkContext._gateway or launch_gateway()).jvm  # type: ignore[attr-defined]
-        log4j = jvm.org.apache.logging.log4j
-        log4j.core.config.Configurator.setRootLevel(log4j.Level.WARN)
+        if quiet_jvm:
+            log4j = jvm.org.apache.logging.log4j
+            log4j.core.config.Configurator.setRootLevel(log4j.Level.WARN)
         jvm.System.err.println(line)
         jvm.System.err.flush()
     except Exception:  # noqa: BLE001 - the line is already on Python's stderr

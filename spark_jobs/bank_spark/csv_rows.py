@@ -299,9 +299,27 @@ def checked_rows(parsed: DataFrame) -> DataFrame:
 
 
 def is_rejection(error: BaseException) -> bool:
-    """Whether a query over checked_rows(read_strict_rows(...)) failed because a row was rejected."""
-    text = str(error)
-    return REJECTED_ROW in text or _MALFORMED in text
+    """Whether a query over checked_rows(read_strict_rows(...)) failed because a row was rejected.
+
+    Told by the Java exceptions in the failure's cause chain, never by the text of the whole
+    trace: a RuntimeException whose message is REJECTED_ROW (raise_error), or a SparkThrowable of
+    error class MALFORMED_RECORD_IN_PARSING (FAILFAST).
+    """
+    from py4j.java_gateway import is_instance_of
+    from pyspark import SparkContext
+
+    java = getattr(error, "java_exception", None) or getattr(error, "_origin", None)  # py4j's, pyspark's
+    gateway = SparkContext._gateway  # type: ignore[attr-defined]
+    seen = 0
+    while java is not None and gateway is not None and seen < 32:  # a cause chain is short; a cycle would not end
+        if java.getClass().getName() == "java.lang.RuntimeException" and java.getMessage() == REJECTED_ROW:
+            return True
+        if is_instance_of(gateway, java, "org.apache.spark.SparkThrowable"):
+            error_class = java.getErrorClass()
+            if error_class and str(error_class).startswith(_MALFORMED):
+                return True
+        java, seen = java.getCause(), seen + 1
+    return False
 
 
 def _reconstructed_record() -> Column:

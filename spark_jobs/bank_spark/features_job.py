@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from pyspark.sql import functions as F
 # The serving contract: what the model's inputs are and how they are derived.
 from bank_serving.schema import CAMPAIGN_CAP, YES_NO_COLUMNS
 from bank_serving.schema import FEATURE_COLUMNS as MODEL_INPUT_COLUMNS
-from bank_spark.cli import JobArgumentParser, JobError, run_job, small_shuffles
+from bank_spark.cli import JobArgumentParser, JobError, run_job, say, small_shuffles
 from bank_spark.commit import commit, new_attempt_id, utc_timestamp
 from bank_spark.csv_rows import (
     EXPECTED_COLUMNS,
@@ -304,17 +303,23 @@ def _write_and_commit(
     attempt = f"_attempts/{attempt_id}"
     timings: dict[str, float] = {}
     phase = time.monotonic()
-    try:
-        features = _write_features(read_strict_rows(spark, source.uri()).transform(checked_rows), out, attempt)
-        clean = True
-    except Exception as error:  # noqa: BLE001 - py4j's error of the failed Spark job; any other is raised
-        if not is_rejection(error):
-            raise
-        clean = False
+    rejected = False
+    with quiet_task_failures(spark):
+        try:
+            features = _write_features(read_strict_rows(spark, source.uri()).transform(checked_rows), out, attempt)
+        except Exception as error:  # noqa: BLE001 - py4j's error of the failed Spark job; any other is raised
+            if not is_rejection(error):
+                raise
+            rejected = True
+    if rejected:
         timings["until_rejection"] = time.monotonic() - phase
         phase = time.monotonic()
-        print(f"{PROG}: a row was rejected; writing the features without the rejected rows", file=sys.stderr)
-        out.delete(f"{attempt}/features")  # what the aborted write left
+        say(f"{PROG}: a row was rejected; writing the features without the rejected rows, then the quarantine")
+        # A new attempt: a task of the stopped pass may still close (on S3, upload) a file after
+        # this delete, into its own attempt, which the commit deletes with the other old ones.
+        out.delete(attempt)
+        attempt_id = new_attempt_id()
+        attempt = f"_attempts/{attempt_id}"
         valid = read_parsed_rows(spark, source.uri()).transform(flag_valid).transform(valid_rows)
         features = _write_features(valid, out, attempt)
     files = parquet_parts(out, f"{attempt}/features")
@@ -322,7 +327,7 @@ def _write_and_commit(
     timings["features"] = time.monotonic() - phase
     phase = time.monotonic()
 
-    if clean:
+    if not rejected:
         quarantined = 0  # every row became a feature row
         # No rows, the schema: no second parse, no reasons to plan, no Python worker.
         # (From SQL text: spark.range(0) took 0.75 s in a cold JVM, this 0.06 s.)
@@ -374,6 +379,33 @@ def _write_and_commit(
     }
     commit(out, manifest, attempt_id)
     return manifest
+
+
+# Where Spark logs a failed task and the aborted write, in the driver (and in local mode's executor).
+TASK_FAILURE_LOGGERS = (
+    "org.apache.spark.scheduler.TaskSetManager",
+    "org.apache.spark.executor.Executor",
+    "org.apache.spark.sql.execution.datasources.FileFormatWriter",
+)
+
+
+@contextlib.contextmanager
+def quiet_task_failures(spark: SparkSession) -> Iterator[None]:
+    """Spark's log lines about failed tasks off, while the first pass runs.
+
+    A rejected row stops that pass by failing its task, which is the expected way for it to end
+    on a dirty input: an ERROR with a stack trace (and a malformed line's text) in the step's log
+    would say otherwise. Any other failure still reaches the caller with its whole Java trace.
+    """
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j  # type: ignore[union-attr]
+    levels = {name: log4j.LogManager.getLogger(name).getLevel() for name in TASK_FAILURE_LOGGERS}
+    for name in TASK_FAILURE_LOGGERS:
+        log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            log4j.core.config.Configurator.setLevel(name, level)
 
 
 def _write_features(rows: DataFrame, out: HadoopFs, attempt: str) -> DataFrame:

@@ -126,6 +126,19 @@ def test_blank_lines_are_not_rows_and_not_quarantined(spark: SparkSession, tmp_p
     assert pq.read_table(tmp_path / "out" / m["paths"]["quarantine"]).num_rows == 0
 
 
+def test_the_first_pass_silences_spark_task_failure_logs_only_while_it_runs(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    log4j = spark.sparkContext._jvm.org.apache.logging.log4j
+    before = {name: str(log4j.LogManager.getLogger(name).getLevel()) for name in bf.TASK_FAILURE_LOGGERS}
+    source = write_csv(tmp_path / "in.csv", [HEADER, GOOD_LINE, csv_line(age=0)])
+    with bf.quiet_task_failures(spark):
+        assert {str(log4j.LogManager.getLogger(n).getLevel()) for n in bf.TASK_FAILURE_LOGGERS} == {"OFF"}
+    rc, _, stderr = run_main("--input", source, "--output", tmp_path / "out", "--run-id", "r")
+    assert rc == 1 and "quarantined 1 of 2 rows" in last_line(stderr)
+    assert {name: str(log4j.LogManager.getLogger(name).getLevel()) for name in bf.TASK_FAILURE_LOGGERS} == before
+
+
 def test_a_failure_of_the_first_pass_that_is_no_rejected_row_fails_the_job(spark: SparkSession, tmp_path: Path) -> None:
     """Only a rejected row sends the job to its second pass: a write that cannot happen is reported, not retried."""
     source = write_csv(tmp_path / "in.csv", [HEADER, GOOD_LINE])
@@ -312,6 +325,7 @@ def test_failed_rerun_leaves_the_previous_commit_in_force(history: dict[str, Any
     m2 = history["manifest2"]
     assert (out / "_manifest.json").read_text() == history["manifest2_text"]
     assert parquet_rows(out, m2["files"]) == m2["rows"]["out"]
+    # One attempt left by the failed run: its first pass, stopped at a bad row, took its own along.
     (failed,) = history["attempts3"] - {m2["attempt_id"]}
     failed_files = [f for f in history["tree3"] if f.startswith(f"_attempts/{failed}/")]
     assert failed_files and all(f.startswith(f"_attempts/{failed}/quarantine/part-") for f in failed_files)

@@ -197,8 +197,12 @@ def test_only_a_rejected_row_is_a_rejection(spark: SparkSession, tmp_path: Path)
     with pytest.raises(Exception) as missing:
         cr.read_strict_rows(spark, str(tmp_path / "nope.csv")).transform(cr.checked_rows).collect()
     assert not cr.is_rejection(missing.value)
+    with pytest.raises(Exception) as other_raise:
+        spark.range(1).select(F.raise_error(F.lit("bank_features: something else"))).collect()
+    assert not cr.is_rejection(other_raise.value)
     assert not cr.is_rejection(ValueError("No space left on device"))
-    assert cr.is_rejection(RuntimeError(f"Job aborted: java.lang.RuntimeException: {cr.REJECTED_ROW}"))
+    # Told by the Java exception, never by text: a Python error quoting the message is none.
+    assert not cr.is_rejection(RuntimeError(f"Job aborted: java.lang.RuntimeException: {cr.REJECTED_ROW}"))
 
 
 def test_manifest_reasons_keep_the_top_ones_and_sum_the_rest(
