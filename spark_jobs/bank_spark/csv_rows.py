@@ -292,10 +292,16 @@ def checked_rows(parsed: DataFrame) -> DataFrame:
     (is_rejection tells that failure from others). The check rides on `age`, a column
     every feature set keeps, so Spark cannot prune it away.
     """
-    checked = {"age": F.when(_valid(F.lit(None)), F.col("age")).otherwise(F.raise_error(F.lit(REJECTED_ROW)))}
-    return parsed.select(
-        *[F.coalesce(checked.get(c, F.col(c)), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
-    )
+    checked = F.when(_valid(F.lit(None)), F.col("age")).otherwise(F.raise_error(F.lit(REJECTED_ROW)))
+    return parsed.select(*_not_null_columns({"age": checked}))
+
+
+def _not_null_columns(replaced: dict[str, Column] | None = None) -> list[Column]:
+    """The 17 input columns (or ``replaced``'s expression for one), each coalesced to 0 or "" under
+    its own name: every null is rejected before, and the coalesce only lets Spark know, so the
+    parquet schema and the manifest say nullable=false."""
+    given = replaced or {}
+    return [F.coalesce(given.get(c, F.col(c)), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
 
 
 def is_rejection(error: BaseException) -> bool:
@@ -375,9 +381,5 @@ def quarantine_rows(flagged: DataFrame) -> DataFrame:
 
 def valid_rows(flagged: DataFrame) -> DataFrame:
     """The good rows of a flag_rows or flag_valid frame, the 17 input columns, none null."""
-    # The reason check rejected every null; the coalesce only lets Spark know (as in checked_rows),
-    # so the parquet schema and the manifest say nullable=false.
     # Only `valid` is read: Spark prunes the reason and record expressions from this plan.
-    return flagged.where(F.col("valid")).select(
-        *[F.coalesce(F.col(c), F.lit(0 if c in INT_COLUMNS else "")).alias(c) for c in EXPECTED_COLUMNS]
-    )
+    return flagged.where(F.col("valid")).select(*_not_null_columns())
