@@ -29,6 +29,11 @@ def run_key(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
+def run_dir(prefix: str, run_id: str) -> str:
+    """A run's own directory under ``prefix`` (which ends with ``/``): ``run=<run_key>/``."""
+    return f"{prefix}run={run_key(run_id)}/"
+
+
 @dataclass(frozen=True)
 class Lake:
     """Where everything lives in the lake bucket (docs/interfaces.md): one value, from the settings
@@ -47,7 +52,7 @@ class Lake:
         return f"s3://{self.bucket}/features/bank/"
 
     def features_run(self, run_id: str) -> str:
-        return f"{self.features}run={run_key(run_id)}/"
+        return run_dir(self.features, run_id)
 
     @property
     def scores(self) -> str:
@@ -55,7 +60,7 @@ class Lake:
         return f"s3://{self.bucket}/scores/bank/"
 
     def scores_run(self, run_id: str) -> str:
-        return f"{self.scores}run={run_key(run_id)}/"
+        return run_dir(self.scores, run_id)
 
     @property
     def training(self) -> str:
@@ -63,7 +68,7 @@ class Lake:
 
     def candidate(self, run_id: str) -> str:
         """The candidate record a release run's model build writes."""
-        return f"{self.training}run={run_key(run_id)}/candidate.json"
+        return f"{run_dir(self.training, run_id)}candidate.json"
 
     @property
     def models(self) -> str:

@@ -79,7 +79,7 @@ class LambdaFunctionVersionLink(_PersistedLink):
         template: str | None = None,
         **_: Any,
     ) -> str:
-        template = template if template is not None else os.environ.get(LAMBDA_CONSOLE_ENV, "")
+        template = _template(template, LAMBDA_CONSOLE_ENV)
         if template:
             values = {"function": function_name, "version": str(version), "region": region_name or ""}
             return _fill(template, values)
@@ -122,8 +122,13 @@ class KubernetesDeploymentLink(_PersistedLink):
     key = "bank_kubernetes_deployment"
 
     def format_link(self, *, namespace: str, deployment: str, template: str | None = None, **_: Any) -> str:
-        template = template if template is not None else os.environ.get(DASHBOARD_ENV, "")
+        template = _template(template, DASHBOARD_ENV)
         return _fill(template, {"namespace": namespace, "deployment": deployment}) if template else ""
+
+
+def _template(given: str | None, env: str) -> str:
+    """The URL template a test gives, else the one in ``env`` (read by the API server), else ""."""
+    return given if given is not None else os.environ.get(env, "")
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
