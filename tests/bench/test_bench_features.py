@@ -16,9 +16,9 @@ from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
 from bench import features_bench, spark_copy, synth
 from bench import pandas_features as pf
-from tests.bank_csv import HEADER, csv_line
-from tests.paths import BANK_FULL_CSV as BANK_FULL
-from tests.paths import REPO
+from tests.support.bank_csv import HEADER, csv_line
+from tests.support.paths import BANK_FULL_CSV as BANK_FULL
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 

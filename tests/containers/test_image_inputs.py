@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.containers import lambda_image
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 

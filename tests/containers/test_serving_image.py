@@ -32,7 +32,7 @@ from devstack import Devstack
 from devstack.aws.registry import Registry
 from devstack.containers import lambda_image, podman
 from devstack.containers.lambda_rie import HttpContainer, LambdaContainer, model_volume, pod_options
-from tests.paths import BANK_CSV
+from tests.support.paths import BANK_CSV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

@@ -12,7 +12,7 @@ from bank_pipeline import batch_score_tasks as bs
 from bank_pipeline import spark_steps as emr
 from bank_pipeline.errors import BadInputError
 from bank_pipeline.features_emr_tasks import resolve_features_manifest
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

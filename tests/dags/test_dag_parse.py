@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

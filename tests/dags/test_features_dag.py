@@ -7,7 +7,7 @@ import importlib.util
 import pyspark
 import pytest
 
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 
 from bank_pipeline import assets
 from bank_pipeline.errors import BadInputError
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from devstack import Devstack
-from tests.devstack.devstack_helpers import new_cluster, wait_until
-from tests.paths import BANK_CSV
+from tests.support.devstack_helpers import new_cluster, wait_until
+from tests.support.paths import BANK_CSV
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ import pytest
 import devstack
 from devstack import procs
 from devstack.aws.infra import cluster_network, provision
-from tests.devstack.devstack_helpers import (
+from tests.support.devstack_helpers import (
     SLEEPING,
     new_cluster,
     put_script,
@@ -20,7 +20,7 @@ from tests.devstack.devstack_helpers import (
     step_processes,
     wait_until,
 )
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 

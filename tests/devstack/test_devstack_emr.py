@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from devstack import Devstack
-from tests.devstack.devstack_helpers import (
+from tests.support.devstack_helpers import (
     SLEEPING,
     cluster_state,
     new_cluster,

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from devstack import Devstack
 from devstack.aws.infra import Account
 from tests.devstack.conftest import network_of
-from tests.devstack.devstack_helpers import cluster_state, new_cluster, put_script, spark_step, wait_until
+from tests.support.devstack_helpers import cluster_state, new_cluster, put_script, spark_step, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -24,8 +24,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from devstack import Devstack
-from tests.devstack.devstack_helpers import live_function
-from tests.devstack.devstack_image_helpers import serving_model_image, trained_model
+from tests.support.devstack_helpers import live_function
+from tests.support.devstack_image_helpers import serving_model_image, trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

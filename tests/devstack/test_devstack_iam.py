@@ -288,7 +288,7 @@ def test_an_explicit_deny_wins_in_the_simulation(ds: Devstack, account: Account)
 def test_the_worker_may_use_only_clusters_tagged_as_the_dags_tag_theirs(
     ds: Devstack, account: Account, emr: Any
 ) -> None:
-    from tests.devstack.devstack_helpers import new_cluster
+    from tests.support.devstack_helpers import new_cluster
 
     worker = session(account.worker_key).client("emr", endpoint_url=ds.endpoint_url)
     theirs = new_cluster(emr, Tags=[{"Key": "airflow:dag_id", "Value": "etl_nightly"}])

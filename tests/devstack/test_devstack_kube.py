@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from devstack import kube, procs
-from tests.kubernetes.release_ns import wait_for
+from tests.support.release_ns import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

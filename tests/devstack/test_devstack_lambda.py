@@ -2,7 +2,7 @@
 
 The images are the real serving image (the local Lambda base: Debian's Python,
 awslambdaric, AWS's RIE) with a stand-in handler and a model layer
-(tests/devstack/devstack_image_helpers.py).
+(tests/support/devstack_image_helpers.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from devstack import Devstack
 from devstack.containers import lambda_containers, podman
-from tests.devstack.devstack_image_helpers import model_image
+from tests.support.devstack_image_helpers import model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -325,7 +325,7 @@ def test_a_published_version_is_pending_before_it_is_active(lam: Any, role: str,
 
 
 def test_an_image_that_cannot_be_pulled_fails_the_function_with_its_reason(ds: Devstack, lam: Any, role: str) -> None:
-    from tests.devstack.devstack_image_helpers import unpackable_image
+    from tests.support.devstack_image_helpers import unpackable_image
 
     image = unpackable_image(ds.registry_url, "lambda-broken")
     name = f"broken-{uuid.uuid4().hex[:6]}"
@@ -343,7 +343,7 @@ def test_an_image_that_cannot_be_pulled_fails_the_function_with_its_reason(ds: D
 def test_an_update_to_an_image_that_cannot_be_pulled_fails_and_keeps_the_previous_code(
     ds: Devstack, lam: Any, role: str, images: dict[str, str]
 ) -> None:
-    from tests.devstack.devstack_image_helpers import unpackable_image
+    from tests.support.devstack_image_helpers import unpackable_image
 
     name = new_function(lam, role, images["v1"])
     lam.update_function_code(FunctionName=name, ImageUri=unpackable_image(ds.registry_url, "lambda-broken"))

@@ -18,8 +18,8 @@ import devstack
 from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack import Devstack, procs
 from devstack.aws.infra import Account
-from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
-from tests.paths import REPO
+from tests.support.devstack_image_helpers import code_image, model_files, source_image, write_serving
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from bank_pipeline.operators.emr_cluster import (
     EmrTerminateRunClusterOperator,
 )
 from devstack import Devstack
-from tests.devstack.devstack_helpers import cluster_state, new_cluster, put_script, wait_until
+from tests.support.devstack_helpers import cluster_state, new_cluster, put_script, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -20,7 +20,7 @@ from bank_pipeline.plans.lambda_release import architecture_mismatch, subset_mis
 from bank_pipeline.triggers.lambda_waiters import LambdaFunctionActiveTrigger
 from bank_pipeline.utils.oci_image import Platform
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN, seed_release
-from tests.devstack.devstack_image_helpers import RAISING_HANDLER, index_image, model_image, unpackable_image
+from tests.support.devstack_image_helpers import RAISING_HANDLER, index_image, model_image, unpackable_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -16,8 +16,8 @@ from bank_pipeline.operators.lambda_url import LambdaFunctionUrlOperator, curl_c
 from devstack import Devstack
 from devstack.aws.infra import Account
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN
-from tests.devstack.devstack_helpers import live_function
-from tests.devstack.devstack_image_helpers import RAISING_HANDLER, model_image, serving_model_image, trained_model
+from tests.support.devstack_helpers import live_function
+from tests.support.devstack_image_helpers import RAISING_HANDLER, model_image, serving_model_image, trained_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -12,8 +12,8 @@ from bank_pipeline.operators.images import ModelImagePushOperator, image_model_j
 from bank_pipeline.utils.oci import RegistryClient, RegistryError
 from bank_pipeline.utils.oci_image import append_layer
 from bank_pipeline.utils.oci_layer import model_layer
-from tests.devstack.devstack_image_helpers import code_image, model_files, source_image, write_serving
-from tests.recording_ti import RecordingTI
+from tests.support.devstack_image_helpers import code_image, model_files, source_image, write_serving
+from tests.support.recording_ti import RecordingTI
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from devstack.harness.airflow_env import IMAGE_REPOSITORY, LAKE_BUCKET, run_dag
-from tests.devstack.devstack_image_helpers import stand_in_image
+from tests.support.devstack_image_helpers import stand_in_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

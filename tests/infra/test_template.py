@@ -14,7 +14,7 @@ from bank_pipeline import permissions, settings
 from devstack.aws.iam import statement_applies
 from devstack.aws.infra import SETTINGS_FROM_OUTPUTS, TEMPLATE, load_template
 from devstack.harness.airflow_env import LAMBDA_ROLE_NAME
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from devstack import kube
-from tests.kubernetes.kmock_api import CONN_ID as MOCK_CONN_ID
-from tests.kubernetes.kmock_api import MockApi
-from tests.kubernetes.release_ns import CONN_ID, ReleaseNamespace
+from tests.support.kmock_api import CONN_ID as MOCK_CONN_ID
+from tests.support.kmock_api import MockApi
+from tests.support.release_ns import CONN_ID, ReleaseNamespace
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 
 from bank_pipeline.errors import RolloutFailedError
 from devstack import kube
-from tests.kubernetes.release_ns import BAD, CONN_ID, NAME, V1, V2, ReleaseNamespace, manifests, wait_for
+from tests.support.release_ns import BAD, CONN_ID, NAME, V1, V2, ReleaseNamespace, manifests, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

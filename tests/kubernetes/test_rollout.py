@@ -29,7 +29,7 @@ from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.rollout import prepare_manifests
 from devstack import kube
-from tests.kubernetes.release_ns import BAD, CONN_ID, NAME, V1, V2, V3, ReleaseNamespace, manifests, wait_for
+from tests.support.release_ns import BAD, CONN_ID, NAME, V1, V2, V3, ReleaseNamespace, manifests, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -17,9 +17,9 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from bank_pipeline.errors import RolloutFailedError
 from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
-from tests.kubernetes.kmock_api import CONN_ID as MOCK_CONN_ID
-from tests.kubernetes.kmock_api import Fault, MockApi, api_error
-from tests.kubernetes.release_ns import CONN_ID, NAME, V1, V2, ReleaseNamespace, manifests
+from tests.support.kmock_api import CONN_ID as MOCK_CONN_ID
+from tests.support.kmock_api import Fault, MockApi, api_error
+from tests.support.release_ns import CONN_ID, NAME, V1, V2, ReleaseNamespace, manifests
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

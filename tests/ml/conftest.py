@@ -18,7 +18,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from bank_ml import data, release
-from tests.paths import BANK_FULL_CSV as BANK_FULL
+from tests.support.paths import BANK_FULL_CSV as BANK_FULL
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from bank_serving.features import derive_features
 from bank_serving.validation import validate_records
 from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
-from tests.paths import BANK_CSV as BANK  # noqa: E402
+from tests.support.paths import BANK_CSV as BANK  # noqa: E402
 
 pytestmark = pytest.mark.integration  # Spark
 

@@ -14,7 +14,7 @@ import pytest
 
 from bank_ml import data, export, release
 from bank_ml.train import HyperParams, fit
-from tests.paths import BANK_FULL_CSV as BANK_FULL  # noqa: E402
+from tests.support.paths import BANK_FULL_CSV as BANK_FULL  # noqa: E402
 
 pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
 

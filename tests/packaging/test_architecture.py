@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devstack.deploy import runtime_requirements
-from tests.paths import DAGS, REPO
+from tests.support.paths import DAGS, REPO
 
 pytestmark = pytest.mark.unit
 

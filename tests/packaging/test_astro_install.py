@@ -41,8 +41,8 @@ from devstack.deploy import (
     runtime_requirements,
 )
 from devstack.harness.mwaa_env import normalize, pins, python_version, run
-from tests.packaging.dag_probe import assert_the_bundle_loads, probe
-from tests.paths import DAGS, REPO
+from tests.support.dag_probe import assert_the_bundle_loads, probe
+from tests.support.paths import DAGS, REPO
 
 UV = Path(sys.executable).parent / "uv"
 # Airflow's own constraints-<version>/constraints-3.12.txt, as MWAA copied them unchanged.

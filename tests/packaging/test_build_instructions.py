@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 

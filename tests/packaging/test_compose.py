@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from bank_pipeline import settings
-from tests.paths import REPO  # noqa: E402
+from tests.support.paths import REPO  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.deploy import mwaa_bundle, runtime_requirements
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

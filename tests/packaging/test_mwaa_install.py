@@ -48,8 +48,8 @@ from devstack.harness.mwaa_env import (
     pins,
 )
 from devstack.harness.mwaa_env import run as run_checked
-from tests.packaging.dag_probe import assert_the_bundle_loads, probe
-from tests.paths import REPO
+from tests.support.dag_probe import assert_the_bundle_loads, probe
+from tests.support.paths import REPO
 
 # MWAA runs Python 3.12 on Amazon Linux 2023 (glibc 2.34), x86_64.
 MWAA_PYTHON = "3.12"

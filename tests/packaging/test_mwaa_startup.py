@@ -17,7 +17,7 @@ import pytest
 
 from bank_pipeline import settings
 from devstack.deploy import OPTIONAL_SETTINGS, PLACEHOLDERS, SETTINGS_FILE, bank_settings, mwaa_bundle, startup_script
-from tests.paths import REPO
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.unit
 

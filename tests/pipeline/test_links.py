@@ -21,8 +21,8 @@ from bank_pipeline.links import (
 from bank_pipeline.operators.images import ModelImagePushOperator
 from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.operators.lambda_deploy import LambdaImageDeployOperator
-from tests.paths import REPO  # noqa: E402
-from tests.recording_ti import RecordingTI
+from tests.support.paths import REPO  # noqa: E402
+from tests.support.recording_ti import RecordingTI
 
 pytestmark = pytest.mark.unit
 

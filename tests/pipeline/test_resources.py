@@ -14,14 +14,14 @@ import pytest
 
 from bank_pipeline import resources
 from bank_pipeline import spark_steps as emr
-from tests.paths import locked_versions
+from tests.support.paths import locked_versions
 
 pytestmark = pytest.mark.unit
 
 
 def test_the_nodes_requirements_are_the_locks_emr_node_group_with_hashes():
     """`make lock` writes the file from uv.lock; an edit to either without the other fails here."""
-    from tests.paths import REPO
+    from tests.support.paths import REPO
 
     exported = subprocess.run(
         [str(Path(sys.executable).parent / "uv"), "export", "--frozen", "--only-group", "emr-node",

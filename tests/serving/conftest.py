@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bank_ml import artifacts, data, release
-from tests.paths import BANK_CSV as BANK
-from tests.serving.http_server import Server
+from tests.support.http_server import Server
+from tests.support.paths import BANK_CSV as BANK
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from bank_serving.features import derive_features
 from bank_serving.schema import INT32_MAX, MAX_RECORDS, MONTHS, RECORD_FIELDS
 from bank_serving.validation import validate_records
-from tests.serving.http_server import Server
 from tests.serving.test_serving_handler import RECORD, RECORDS, proxy_v1, proxy_v2
+from tests.support.http_server import Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

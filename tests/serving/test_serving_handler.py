@@ -19,7 +19,7 @@ from bank_serving import service
 from bank_serving.features import derive_features
 from bank_serving.schema import RECORD_FIELDS
 from bank_serving.validation import validate_records
-from tests.paths import BANK_CSV as BANK  # noqa: E402
+from tests.support.paths import BANK_CSV as BANK  # noqa: E402
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from bank_serving.protocol import DEFAULT_MAX_BODY_BYTES as LIMIT
-from tests.paths import REPO  # noqa: E402
-from tests.serving.http_server import Server, lambda_answer
 from tests.serving.test_serving_handler import BAD_BODIES, RECORD, RECORDS
+from tests.support.http_server import Server, lambda_answer
+from tests.support.paths import REPO  # noqa: E402
 
 SERVING = REPO / "serving"
 

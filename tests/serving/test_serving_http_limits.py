@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from bank_serving.protocol import MAX_HEAD_BYTES, MAX_HEADERS, MAX_TARGET_BYTES
-from tests.serving.http_server import Server, lambda_answer
 from tests.serving.test_serving_handler import RECORD
+from tests.support.http_server import Server, lambda_answer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

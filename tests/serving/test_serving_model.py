@@ -16,7 +16,7 @@ import pytest
 from bank_ml import artifacts, release
 from bank_serving.model import ModelLoadError, ModelVersionError, OnnxModel, load_model_dir
 from bank_serving.schema import TRAINED_WITH_SKLEARN
-from tests.paths import REPO, locked_versions
+from tests.support.paths import REPO, locked_versions
 
 pytestmark = pytest.mark.unit
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 from bank_serving.openapi import render
 from bank_serving.protocol import DEFAULT_MAX_BODY_BYTES as LIMIT
 from bank_serving.schema import RECORD_FIELDS
-from tests.paths import REPO
-from tests.serving.http_server import Server
+from tests.support.http_server import Server
+from tests.support.paths import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 DOC = REPO / "docs" / "openapi.json"

@@ -17,8 +17,8 @@ from pyspark.testing import assertDataFrameEqual
 from bank_spark import baseline as bl
 from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
-from tests.bank_csv import GOOD, csv_line
-from tests.paths import BANK_CSV as BANK
+from tests.support.bank_csv import GOOD, csv_line
+from tests.support.paths import BANK_CSV as BANK
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from bank_spark import features_job as bf
-from tests.bank_csv import HEADER, csv_line, write_csv
-from tests.paths import BANK_CSV as BANK
-from tests.paths import BANK_FULL_CSV as BANK_FULL
+from tests.support.bank_csv import HEADER, csv_line, write_csv
+from tests.support.paths import BANK_CSV as BANK
+from tests.support.paths import BANK_FULL_CSV as BANK_FULL
 
 pytestmark = pytest.mark.integration
 

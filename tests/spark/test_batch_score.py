@@ -27,7 +27,7 @@ from bank_pipeline.resources import py_files_zip
 from bank_serving.model import OnnxModel
 from bank_spark import batch_score_job as bs
 from bank_spark import features_job as bf
-from tests.paths import BANK_CSV as BANK
+from tests.support.paths import BANK_CSV as BANK
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from bank_spark import csv_rows as cr
 from bank_spark import features_job as bf
-from tests.bank_csv import GOOD, HEADER, csv_line, write_csv
-from tests.paths import BANK_FULL_CSV as BANK_FULL
+from tests.support.bank_csv import GOOD, HEADER, csv_line, write_csv
+from tests.support.paths import BANK_FULL_CSV as BANK_FULL
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,4 @@
-"""Helpers for the devstack tests (a uniquely named module, not a package:
-tests/ has no __init__.py and a tests/devstack package would shadow devstack)."""
+"""Helpers for the tests that run against devstack (EMR clusters and steps, Lambda functions)."""
 
 from __future__ import annotations
 

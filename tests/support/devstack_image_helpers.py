@@ -1,4 +1,4 @@
-"""Images for the registry and Lambda tests (a uniquely named module, see devstack_helpers).
+"""Images for the registry and Lambda tests.
 
 Two kinds, both pushed to the session devstack's registry:
 
@@ -190,7 +190,7 @@ def index_image(registry: str, repo: str, platform_digest: str, tag: str = "inde
 def trained_model(directory: Path) -> Path:
     """A small real model (bank.csv, about 1 s) written to ``directory`` as model.onnx + model.json."""
     from bank_ml import artifacts, data, release
-    from tests.paths import BANK_CSV
+    from tests.support.paths import BANK_CSV
 
     candidate = release.train_candidate(data.features_from_csv(BANK_CSV))
     directory.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 BANK_CSV = REPO / "data" / "bank" / "bank.csv"
 BANK_FULL_CSV = REPO / "data" / "bank" / "bank-full.csv"
