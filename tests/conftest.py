@@ -12,17 +12,22 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devstack import Devstack, procs
 from devstack.aws.infra import Account, provision
 from devstack.containers import lambda_containers, podman
+from tests.support.handler_import import import_handler
+from tests.support.paths import BANK_CSV
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from bank_ml.release import Candidate
     from devstack.kube import KubeCluster
 
 KINDS = ("unit", "integration", "e2e")
@@ -88,6 +93,12 @@ def account(ds: Devstack) -> Account:
 
 
 @pytest.fixture(scope="session")
+def s3(ds: Devstack) -> Any:
+    """An S3 client of the session's devstack."""
+    return ds.client("s3")
+
+
+@pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     """The one local Kubernetes control plane of a test session (devstack.kube: etcd, kube-apiserver,
     controller manager, scheduler, kwok with 2 Nodes; about 7 s to start). Tests share it, each in
@@ -98,3 +109,31 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         pids = cluster.pids()
         yield cluster
     assert [name for name, pid in pids.items() if procs.alive(pid)] == []
+
+
+@pytest.fixture(scope="session")
+def small_candidate() -> Candidate:
+    """A small real model for the serving tests, trained once on bank.csv (about 1 s, no Spark).
+
+    Its features come from serving's own derivation (tests/integration/bank_serving/test_features.py
+    holds it equal to the Spark job's).
+    """
+    from bank_ml import data, release  # only the tests that ask for the model pay for the ML stack
+
+    return release.train_candidate(data.features_from_csv(BANK_CSV))
+
+
+@pytest.fixture(scope="session")
+def model_dir(small_candidate: Candidate, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small model's directory: model.onnx + model.json, as the image holds them."""
+    from bank_ml import artifacts
+
+    directory = tmp_path_factory.mktemp("model")
+    artifacts.write_model_files(directory, small_candidate.onnx_bytes, small_candidate.threshold)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def handler(model_dir: Path) -> ModuleType:
+    """The Lambda handler module over the small model (its init loaded it)."""
+    return import_handler(model_dir)

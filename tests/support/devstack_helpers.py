@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devstack import Devstack, procs
+from devstack.aws.infra import Account, cluster_network
 
 SLEEPING = """\
 import time
@@ -113,3 +114,8 @@ def live_function(lam: Any, prefix: str, image: str, role_arn: str) -> str:
     lam.get_waiter("published_version_active").wait(FunctionName=name, Qualifier="1", WaiterConfig={"Delay": 0.2})
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
     return name
+
+
+def network_of(account: Account) -> dict[str, str]:
+    """RunJobFlow's Instances keys of the template's network (its outputs)."""
+    return cluster_network(account.outputs)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devstack.procs import free_port
-from tests.serving.test_serving_handler import proxy_v1
+from tests.unit.bank_serving.test_lambda_handler import proxy_v1
 
 
 class Server:
