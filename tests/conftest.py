@@ -1,9 +1,11 @@
-"""Fixtures shared across test directories, and the rule that every test says what kind it is.
+"""Fixtures shared across test directories, and the rules that every test says what kind it is and sits with its kind.
 
 Markers (pyproject.toml): ``unit`` (in-process or short subprocesses, no servers, no Spark:
 ``make check`` runs these), ``integration`` (real programs: devstack, Spark, a server, the
 control plane), ``e2e`` (Airflow running a DAG on devstack). Each test module sets one
-with ``pytestmark``; a test without one is a collection error.
+with ``pytestmark``; a test without one is a collection error, and so is a test outside the
+directory of its kind: tests/unit, tests/integration or tests/e2e, each mirroring the source
+packages (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from devstack.kube import KubeCluster
 
 KINDS = ("unit", "integration", "e2e")
+
+# The kind-directory rule has a test of its own (tests/unit/test_conftest.py), which runs pytest in pytest.
+pytest_plugins = ("pytester",)
 
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit,
 # after pytest has closed the captured streams: a spurious "--- Logging error ---".
@@ -62,7 +67,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test is marked unit, integration or e2e (exactly one)."""
+    """Every test is marked unit, integration or e2e (exactly one), and lives under tests/<its kind>/."""
     unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(k) is not None for k in KINDS) != 1]
     if unmarked:
         raise pytest.UsageError(
@@ -71,6 +76,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             + " (pytestmark = pytest.mark.<kind>): "
             + ", ".join(unmarked[:10])
         )
+    misplaced = misplaced_tests(items, config.rootpath / "tests")
+    if misplaced:
+        raise pytest.UsageError(
+            "tests live in the directory of their kind marker (tests/unit, tests/integration, tests/e2e): "
+            + ", ".join(misplaced[:10])
+        )
+
+
+def misplaced_tests(items: list[pytest.Item], tests: Path) -> list[str]:
+    """The tests under ``tests`` whose kind marker is not their top directory there, each with its marker."""
+    misplaced = []
+    for item in items:
+        if not item.path.is_relative_to(tests):
+            continue  # not this suite's (a test file named on the command line from elsewhere)
+        (kind,) = (k for k in KINDS if item.get_closest_marker(k) is not None)
+        if item.path.relative_to(tests).parts[0] != kind:
+            misplaced.append(f"{item.nodeid} (marked {kind})")
+    return misplaced
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,40 @@
+"""tests/conftest.py's collection rules, on a suite of their own: a test outside tests/<its kind>/ is a usage error."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+# The suite's markers, and the one setting pytest-asyncio (loaded as a plugin) warns about when unset.
+INI = "[pytest]\nmarkers =\n    unit\n    integration\n    e2e\nasyncio_default_fixture_loop_scope = function\n"
+
+
+def test_a_test_outside_the_directory_of_its_kind_is_refused_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        **{
+            "tests/unit/test_placed.py": "import pytest\npytestmark = pytest.mark.unit\ndef test_here(): pass\n",
+            "tests/unit/test_slow.py": "import pytest\npytestmark = pytest.mark.integration\ndef test_there(): pass\n",
+            "tests/e2e/dags/test_quick.py": "import pytest\n@pytest.mark.unit\ndef test_elsewhere(): pass\n",
+        }
+    )
+    result = pytester.runpytest("-p", "tests.conftest", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*tests/unit/test_slow.py::test_there (marked integration)*"])
+    result.stderr.fnmatch_lines(["*tests/e2e/dags/test_quick.py::test_elsewhere (marked unit)*"])
+    assert "test_placed.py" not in result.stderr.str()
+
+
+def test_tests_in_the_directories_of_their_kinds_are_collected(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        **{
+            "tests/unit/a/test_one.py": "import pytest\npytestmark = pytest.mark.unit\ndef test_one(): pass\n",
+            "tests/integration/a/test_two.py": "import pytest\n@pytest.mark.integration\ndef test_two(): pass\n",
+            "tests/e2e/test_three.py": "import pytest\npytestmark = pytest.mark.e2e\ndef test_three(): pass\n",
+        }
+    )
+    result = pytester.runpytest("-p", "tests.conftest", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines(["3 tests collected*"])
