@@ -88,14 +88,15 @@ wheelhouse: setup
 	@test -n "$(LAKE)" || { echo "usage: make wheelhouse LAKE=<lake bucket>"; exit 2; }
 	$(PY) -m bank_pipeline.wheelhouse --bucket $(LAKE)
 
-# Lint, format, complexity (C901), types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests.
+# Lint, format, complexity (C901), types, the import contracts (serving <- ml | jobs <- pipeline <- dags), unit tests
+# (tests/unit: tests/conftest.py keeps every unit-marked test there, and collecting it alone is faster than -m unit).
 # Only the virtualenv: no Debian package, jar or Go build is needed for the fast loop.
 check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -m unit -q -n 2
+	$(PY) -m pytest tests/unit -q -n 2
 
 wheel: setup
 	rm -rf dist && $(UV) build --wheel --out-dir dist
@@ -134,8 +135,8 @@ test: setup kube lambda-base
 # they, uv.lock, pyproject.toml or requirements.txt change, else only the bundle is reinstalled).
 # The end-to-end runs of the three DAGs then run their DAG-run children and metadata DB on it
 # (BANK_AIRFLOW_PYTHON); devstack, Spark and the tests stay on the dev venv.
-E2E_DAG_TESTS := tests/e2e/test_dag_run_child.py tests/e2e/test_bank_features_emr.py \
-	tests/e2e/test_bank_model_release.py tests/e2e/test_bank_batch_score.py
+E2E_DAG_TESTS := tests/e2e/devstack/harness/test_airflow_env.py tests/e2e/dags/test_bank_features_emr.py \
+	tests/e2e/dags/test_bank_model_release.py tests/e2e/dags/test_bank_batch_score.py
 test-airflow-3.0: setup kube lambda-base
 	airflow_python=$$($(PY) -m devstack.harness.mwaa_env venv 3.0.6) && \
 	BANK_AIRFLOW_PYTHON=$$airflow_python $(PY) -m pytest $(E2E_DAG_TESTS)

@@ -9,7 +9,7 @@ The same as the Spark features job (bank_spark.features_job): the header check; 
 its _domain_reason (bank_spark.csv_rows: missing values, ranges, yes/no, month names) with the same
 reasons in the same order; rows with a wrong field count quarantined with the
 job's reason; the features in FEATURE_COLUMNS order, with the types and
-nullability the job's parquet has. tests/test_bench_features.py holds the two equal.
+nullability the job's parquet has. tests/integration/bench/test_features_bench.py holds the two equal.
 
 Different on purpose: no manifest protocol, quarantine-ratio gate or baseline
 model (the features only); a value that is not an int32, or an unbalanced

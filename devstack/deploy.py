@@ -14,8 +14,8 @@ Upload ``dags/`` to the environment's DAGs folder and the other three files to i
 MWAA then installs it with ``pip3 install --constraint mwaa_essential_constraints.txt -r
 requirements.txt -c airflow_constraints.txt`` (its image's files), so every package the
 workers share with Airflow stays at the version MWAA tested.
-tests/packaging/test_deploy.py installs exactly this into a fresh environment;
-tests/packaging/test_mwaa_install.py installs it as each MWAA Airflow 3 image does.
+tests/integration/packaging/test_deploy.py installs exactly this into a fresh environment;
+tests/integration/packaging/test_mwaa_install.py installs it as each MWAA Airflow 3 image does.
 
 ``astro`` writes an Astro project (``astro dev init`` keeps files that exist, adding the rest):
 
@@ -29,7 +29,7 @@ tests/packaging/test_mwaa_install.py installs it as each MWAA Airflow 3 image do
 
 The wheel cannot be a requirements.txt line: the Runtime image's ONBUILD triggers install
 requirements.txt (step 5) before they copy the project into the image (step 7), so a local
-path is not there yet. The Dockerfile's own RUN comes after both. tests/packaging/test_astro_install.py
+path is not there yet. The Dockerfile's own RUN comes after both. tests/integration/packaging/test_astro_install.py
 installs the project as the Runtime image does (tests/data/astro/README.md: what is known of it).
 """
 

@@ -12,7 +12,7 @@ machine's Python 3.11 (MWAA's 3.12 is not here) receives them, then the bundle: 
 requirements.txt naming the wheel inside the unpacked plugins.zip. uv stands in for pip (same
 constraint semantics: constraints only bound versions, installed packages that satisfy them stay).
 
-Used by tests/packaging/test_mwaa_install.py (a fresh venv per test) and by
+Used by tests/integration/packaging/test_mwaa_install.py (a fresh venv per test) and by
 ``make test-airflow-3.0`` (``python -m devstack.harness.mwaa_env venv 3.0.6``: a cached venv whose
 Python runs the end-to-end tests' DAG-run children, BANK_AIRFLOW_PYTHON in devstack.harness.airflow_env).
 """

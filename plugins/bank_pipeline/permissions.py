@@ -1,7 +1,7 @@
 """Every AWS call the DAGs' workers and triggerer make, with the resource it acts on and the task making it.
 
 One table serves three readers: the preflight asks IAM whether the worker's identity
-may make each call (``SimulatePrincipalPolicy``); ``tests/infra/test_template.py``
+may make each call (``SimulatePrincipalPolicy``); ``tests/unit/infra/test_template.py``
 checks that the template's worker policy allows each row and nothing else; the table
 in docs/interfaces.md ("IAM") is ``markdown_table()``, checked by a test.
 

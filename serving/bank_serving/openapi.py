@@ -3,7 +3,8 @@
 Served at ``GET /openapi.json`` and kept in docs/openapi.json (a test holds the two
 equal; rewrite it with ``python -m bank_serving.openapi > docs/openapi.json``).
 Built from RECORD_FIELDS, so the documented ranges, enums and limits cannot
-drift from the code; tests/serving runs schemathesis against a live server with it.
+drift from the code; tests/integration/bank_serving/test_openapi.py runs
+schemathesis against a live server with it.
 """
 
 from __future__ import annotations

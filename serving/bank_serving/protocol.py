@@ -23,7 +23,7 @@ uvicorn lacks, added here, in one small class:
 
 The keep-alive idle timeout is uvicorn's (Config.timeout_keep_alive). This
 relies on H11Protocol's attributes (conn, cycle, transport, the keep-alive
-timer): uvicorn is pinned, and tests/serving/test_serving_http_limits.py
+timer): uvicorn is pinned, and tests/integration/bank_serving/test_http_limits.py
 exercises every path over raw sockets.
 """
 

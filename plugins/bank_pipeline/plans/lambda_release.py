@@ -6,8 +6,8 @@ carries out what comes back:
     check_request → starting_step (smoke the live version | create | update) → wait
     → publish → wait → smoke_problem → alias_move (or smoke_failure) ;  revert_step undoes it
 
-Nothing here calls a service, so every path is unit-tested without one (tests/pipeline/
-test_lambda_release_plan.py).
+Nothing here calls a service, so every path is unit-tested without one (tests/unit/
+bank_pipeline/plans/test_lambda_release.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from bank_ml import artifacts, release
 from bank_ml.gate import decide
 from bank_serving.model import load_model_dir
 
-pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (tests/integration/conftest.py)
 
 LINEAGE = {
     "features_uri": "s3://bank-lake/features/bank/run=tests/_attempts/a/features",

@@ -15,7 +15,7 @@ from bank_ml.train import fit
 from bank_serving.model import OnnxModel
 from bank_serving.schema import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 
-pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (tests/integration/conftest.py)
 
 TOLERANCE = 1e-5
 

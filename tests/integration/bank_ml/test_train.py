@@ -16,7 +16,7 @@ from bank_ml import data, export, release
 from bank_ml.train import HyperParams, fit
 from tests.support.paths import BANK_FULL_CSV as BANK_FULL  # noqa: E402
 
-pytestmark = pytest.mark.integration  # the features job runs once on bank-full (ml/conftest.py)
+pytestmark = pytest.mark.integration  # the features job runs once on bank-full (tests/integration/conftest.py)
 
 
 def test_holdout_metrics_reach_the_target(

@@ -1,7 +1,7 @@
 """Tests of the features job's parts (bank_spark.features_job): the header, transforms on inline rows, input splits.
 
 The rows' reading and checks, every bad-row case, are tested in test_csv_rows.py; main() end to end in
-test_bank_features_main.py.
+test_features_job_main.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.model_build import FeatureRun, TrainRun, run_train
 
-pytestmark = pytest.mark.integration  # the features job and the build run on bank-full (ml/conftest.py)
+pytestmark = pytest.mark.integration  # the features job and the build run on bank-full (tests/integration/conftest.py)
 
 # The model bank-full's features give with the default hyperparameters: the same bytes as when
 # the worker trained it (before the build moved to EMR), so the same version.

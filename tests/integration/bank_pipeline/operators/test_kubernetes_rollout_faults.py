@@ -1,6 +1,6 @@
 """What the operator and the trigger do when the API answers 5xx or 429: kmock answers those on demand.
 
-A real API server cannot be made to (kmock_api.py says what kmock is not). What kmock serves
+A real API server cannot be made to (tests/support/kmock_api.py says what kmock is not). What kmock serves
 besides the faults comes from the real control plane: the objects of a release rolled out there.
 """
 
