@@ -127,8 +127,11 @@ lambda-base: setup
 demo: setup kube lambda-base
 	$(PY) -m devstack.harness.demo
 
+# Both cores: each test module runs whole on one worker, and the tests sharing the e2e Airflow or
+# the Spark job's bank-full run on one (tests/conftest.py, SHARED_FIXTURES). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup kube lambda-base
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The oldest Airflow supported, as MWAA 3.0.6 installs the bundle: its image's packages under its
 # constraint files in a venv cached under ~/.cache/bank-ml/mwaa (devstack/harness/mwaa_env.py; rebuilt when

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -66,8 +67,46 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session.stop()
 
 
+# Session fixtures too costly to build once per xdist worker, and the test paths that use them:
+# under make test's two workers (--dist loadgroup) each group runs on one worker, in file order.
+# The e2e Airflow (its metadata DB, the lake seeded, a bank-full features DAG run) and the Spark
+# job's bank-full run with the model build on it. Every other module is a group of its own.
+SHARED_GROUPS = {
+    "airflow": ("tests/e2e/bank_pipeline/", "tests/e2e/dags/", "tests/e2e/devstack/harness/test_airflow_env.py"),
+    "full_run": ("tests/integration/bank_ml/", "tests/integration/bank_spark/test_train_job.py"),
+}
+
+
+def xdist_group(nodeid: str) -> str:
+    """The worker group of a test: the ``SHARED_GROUPS`` entry its module is in, else its module."""
+    module = nodeid.split("::", 1)[0]
+    for group, paths in SHARED_GROUPS.items():
+        if any(module == path or (path.endswith("/") and module.startswith(path)) for path in paths):
+            return group
+    return module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` by ``xdist_group`` (pytest-xdist 3.8 cannot read xdist_group marks on pytest 9's node ids)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    # Groups in collection order, not by test count: tests/e2e/ comes first, so the longest
+    # groups (the Airflow runs, the browser's stack) start at once rather than last.
+    config.option.loadscopereorder = False
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test is marked unit, integration or e2e (exactly one), and lives under tests/<its kind>/."""
+    """Every test is marked unit, integration or e2e (exactly one), and lives under tests/<its kind>/.
+    A test using a fixture of ``SHARED_GROUPS`` is in its group.
+    """
     unmarked = [item.nodeid for item in items if sum(item.get_closest_marker(k) is not None for k in KINDS) != 1]
     if unmarked:
         raise pytest.UsageError(
@@ -82,6 +121,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "tests live in the directory of their kind marker (tests/unit, tests/integration, tests/e2e): "
             + ", ".join(misplaced[:10])
         )
+    strays = ungrouped_tests(items)
+    if strays:
+        raise pytest.UsageError(
+            "tests using a shared session fixture must be in its group (tests/conftest.py SHARED_GROUPS), "
+            "or make test's workers would each build it: " + ", ".join(strays[:10])
+        )
+
+
+def ungrouped_tests(items: list[pytest.Item]) -> list[str]:
+    """The tests that use a fixture of ``SHARED_GROUPS`` without being in its group, each with the fixture."""
+    strays = []
+    for item in items:
+        used = [name for name in SHARED_GROUPS if name in getattr(item, "fixturenames", ())]
+        if used and xdist_group(item.nodeid) not in used:
+            strays.append(f"{item.nodeid} (uses {used[0]})")
+    return strays
 
 
 def misplaced_tests(items: list[pytest.Item], tests: Path) -> list[str]:
@@ -94,6 +149,25 @@ def misplaced_tests(items: list[pytest.Item], tests: Path) -> list[str]:
         if item.path.relative_to(tests).parts[0] != kind:
             misplaced.append(f"{item.nodeid} (marked {kind})")
     return misplaced
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """TMPDIR of this session (of this xdist worker) and of every program it starts.
+
+    Tests that check nothing was left in the temp dir then see only their own session's
+    files, not those a test on the other worker has open at that moment.
+    """
+    path = tmp_path_factory.mktemp("tmpdir")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # gettempdir() caches its answer: ask again
+    yield path
+    if saved is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")

@@ -38,3 +38,33 @@ def test_tests_in_the_directories_of_their_kinds_are_collected(pytester: pytest.
     result = pytester.runpytest("-p", "tests.conftest", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
     result.stdout.fnmatch_lines(["3 tests collected*"])
+
+
+def test_a_test_using_a_shared_fixture_outside_its_group_is_refused_naming_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    fixture = "import pytest\n@pytest.fixture\ndef airflow(): return {}\n"
+    uses = "import pytest\npytestmark = pytest.mark.{kind}\ndef test_it(airflow): pass\n"
+    pytester.makepyfile(
+        **{
+            "tests/e2e/conftest.py": fixture,
+            "tests/e2e/dags/test_grouped.py": uses.format(kind="e2e"),
+            "tests/e2e/other/test_stray.py": uses.format(kind="e2e"),
+        }
+    )
+    result = pytester.runpytest("-p", "tests.conftest", "--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*tests/e2e/other/test_stray.py::test_it (uses airflow)*"])
+    assert "test_grouped.py" not in result.stderr.str()
+
+
+def test_a_module_is_its_own_group_unless_it_shares_a_session_fixture() -> None:
+    from tests.conftest import xdist_group
+
+    assert xdist_group("tests/e2e/dags/test_bank_model_release.py::test_x[a::b]") == "airflow"
+    assert xdist_group("tests/e2e/devstack/harness/test_airflow_env.py::test_y") == "airflow"
+    assert xdist_group("tests/integration/bank_ml/test_train.py::test_z") == "full_run"
+    assert xdist_group("tests/e2e/devstack/harness/test_ui.py::test_w") == "tests/e2e/devstack/harness/test_ui.py"
+    assert (
+        xdist_group("tests/integration/bank_spark/test_csv_rows.py::t")
+        == "tests/integration/bank_spark/test_csv_rows.py"
+    )

@@ -284,12 +284,19 @@ def lake_versioning_suspended(ds: Devstack, account: Account) -> Iterator[str]:
 @contextmanager
 def repository_tags_mutable(ds: Devstack, account: Account) -> Iterator[str]:
     ecr, repo = ds.client("ecr"), account.outputs["ImageRepositoryUri"].rsplit("/", 1)[-1]
-    before = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]["imageTagMutability"]
+    before = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]
     ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability="MUTABLE")
     try:
         yield repo
     finally:
-        ecr.put_image_tag_mutability(repositoryName=repo, imageTagMutability=before)
+        # The exclusion filters too: without them serving-base* would stay immutable for the tests after.
+        ecr.put_image_tag_mutability(
+            repositoryName=repo,
+            imageTagMutability=before["imageTagMutability"],
+            **{k: v for k, v in before.items() if k == "imageTagMutabilityExclusionFilters"},
+        )
+        after = ecr.describe_repositories(repositoryNames=[repo])["repositories"][0]
+        assert after.get("imageTagMutabilityExclusionFilters") == before.get("imageTagMutabilityExclusionFilters")
 
 
 def test_an_unversioned_lake_fails_the_lake_check_only(ds: Devstack, account: Account, env: dict[str, str]) -> None:

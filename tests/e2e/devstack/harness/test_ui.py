@@ -85,7 +85,7 @@ def api(ui_stack: dict[str, Any]) -> Api:
 
 @pytest.fixture(scope="session")
 def browser_context(ui_stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
@@ -96,6 +96,9 @@ def browser_context(ui_stack: dict[str, Any], tmp_path_factory: pytest.TempPathF
             viewport={"width": 1600, "height": 1000},
         )
         context.set_default_timeout(30_000)
+        # expect()'s own default is 5 s: a page of a run just started can take longer to render
+        # while make test's other worker keeps both cores busy.
+        expect.set_options(timeout=30_000)
         try:
             yield context
         finally:
