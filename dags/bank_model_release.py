@@ -9,6 +9,11 @@ Runs when `bank_features_emr` emits a `bank_features` Asset event, or by hand.
 * **prepare_training**: checks the features and the nodes' wheelhouse (staged at
   deploy time, `python -m bank_pipeline.wheelhouse`) exist, stages the model build's
   code by content hash.
+* **build_needed**: a build is keyed by what decides its outcome (the features manifest,
+  the code, the hyperparameters, the gate's settings, the live model, the nodes'
+  wheelhouse). When one with the same key is on record and its version registered, the
+  cluster is skipped and its record read instead: a rerun after a failed deploy costs no
+  cluster.
 * **create_cluster** → **run_train** → **wait_for_train**, **terminate_cluster**
   (teardown): the model is built on a temporary EMR cluster (`bank_spark.train_job`):
   scikit-learn (one-hot + HistGradientBoosting) on a seeded stratified 20 % holdout,
@@ -106,15 +111,24 @@ def prepare_training(manifest_uri: str, params: dict, run_id: str) -> PreparedTr
     )
 
 
-@task(multiple_outputs=True)
-def read_candidate(candidate_uri: str, run_id: str) -> dict:
+@task.short_circuit(ignore_downstream_trigger_rules=False)
+def build_needed(reused: bool, built_by: str) -> bool:
+    """Start the cluster only if no build of the same inputs is on record (the log says whose is)."""
+    if reused:
+        print(f"a build of the same features, code, settings and live model is on record (run {built_by}): no cluster")
+    return not reused
+
+
+# none_failed: it reads the record of a build this run skipped (build_needed) as well.
+@task(multiple_outputs=True, trigger_rule="none_failed")
+def read_candidate(candidate_uri: str, built_by: str, reused: bool) -> dict:
     """The candidate the build registered: its version, metrics, and the gate's decision."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     from bank_pipeline.model_release_tasks import read_candidate as read
     from bank_pipeline.utils.compat import xcom_outputs
 
-    trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=run_id)
+    trained = read(S3Hook(aws_conn_id=CFG.aws_conn_id), CFG, candidate_uri, run_id=built_by, reused=reused)
     print(f"model {trained['version']}: ROC AUC {trained['metrics']['roc_auc']:.4f}, gate: {trained['reason']}")
     return xcom_outputs(dict(trained))  # TrainedCandidate; live is None before the first release
 
@@ -215,8 +229,9 @@ with DAG(
 ) as dag:
     manifest_uri = resolve_features()
     prepared = prepare_training(manifest_uri)
+    needed = build_needed(prepared["reused"], prepared["built_by"])
     build = transient_spark_step(CFG, name="train", cluster_name="bank-train", prepared=prepared)
-    candidate = read_candidate(prepared["candidate_uri"])
+    candidate = read_candidate(prepared["candidate_uri"], prepared["built_by"], prepared["reused"])
     gate = deploy_gate(candidate["deploy"], candidate["reason"])
     version = candidate["version"]
     push_image = ModelImagePushOperator(
@@ -281,7 +296,7 @@ with DAG(
         rollout.output if rollout else None,
     )
 
-    chain(manifest_uri, prepared, build.create_cluster, build.add_step, build.wait_for_step)
+    chain(manifest_uri, prepared, needed, build.create_cluster, build.add_step, build.wait_for_step)
     chain(build.wait_for_step, [candidate, build.terminate_cluster])
     # The release, in order: each step runs only if the one before it succeeded.
     chain(candidate, gate, push_image, *(t for t in (deploy, url, rollout) if t), live)

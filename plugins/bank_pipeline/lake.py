@@ -70,6 +70,10 @@ class Lake:
         """The candidate record a release run's model build writes."""
         return f"{run_dir(self.training, run_id)}candidate.json"
 
+    def build(self, key: str) -> str:
+        """The candidate record of the model build with these inputs (``model_release_tasks.build_key``)."""
+        return f"{self.training}builds/{key}.json"
+
     @property
     def models(self) -> str:
         """The model registry (``<version>/`` per model, ``live.json``)."""

@@ -2,7 +2,8 @@
 
 - ``prepare_training``: check the features and the nodes' wheelhouse, stage the model
   build (``bank_spark.train_job``: train, compare with the live model on the same holdout,
-  export to ONNX, write the card and plots, register) and build its EMR step.
+  export to ONNX, write the card and plots, register) and build its EMR step; or, when a
+  build of the same inputs is on record, name its record instead: no cluster.
 - ``read_candidate``: the candidate record the step wrote, which the gate reads.
 - ``live_record``: live.json's content after a release.
 - ``SMOKE_RECORD`` / ``check_prediction``: the smoke test a new Lambda version must pass.
@@ -12,6 +13,7 @@ Orchestration only: nothing here (nor anything it imports) needs the ML stack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -66,18 +68,43 @@ class TrainedCandidate(TypedDict):
 
 
 class PreparedTraining(TypedDict):
-    """prepare_training's XCom: the EMR step, what the cluster's bootstrap needs, and where the record lands."""
+    """prepare_training's XCom: the EMR step, what the cluster's bootstrap needs, and where the record lands.
+
+    ``built_by`` is the run whose build the record is: this run's, or an earlier run's whose build
+    had the same inputs (then ``reused`` and no cluster is needed).
+    """
 
     steps: list[dict[str, Any]]
     candidate_uri: str
     bootstrap_uri: str
     wheelhouse_uri: str
     code_uri: str
+    built_by: str
+    reused: bool
 
 
 def candidate_uri(cfg: Settings, run_id: str) -> str:
     """The candidate record of ``run_id``'s model build."""
     return cfg.lake.candidate(run_id)
+
+
+def build_key(step_args: list[str], manifest: bytes, live_version: str | None, wheelhouse_uri: str) -> str:
+    """What decides a model build's outcome, hashed: the same key, the same record.
+
+    The step's arguments but those naming the run (features, registry, code version,
+    hyperparameters, the gate's settings), the features manifest's bytes (a rerun of a
+    features run rewrites it), the live model the build compares with, and the nodes'
+    wheelhouse (their library versions). Training is seeded, so these fix the model.
+    """
+    run_specific = {"--output", "--run-id"}
+    kept = [a for i, a in enumerate(step_args) if a not in run_specific and step_args[i - 1] not in run_specific]
+    inputs = {
+        "args": kept,
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+        "live": live_version,
+        "wheelhouse": wheelhouse_uri,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def prepare_training(
@@ -92,7 +119,11 @@ def prepare_training(
     run_id: str,
     instance_type: str,
 ) -> PreparedTraining:
-    """Check the features and the nodes' wheelhouse exist, stage the model build's code, build its EMR step."""
+    """Check the features and the nodes' wheelhouse exist, stage the model build's code, build its EMR step.
+
+    When a build with the same inputs (``build_key``) recorded a version the registry still
+    holds, its record is named instead and ``reused`` is set: the DAG then starts no cluster.
+    """
     bucket, key = split_s3_uri(manifest_uri)
     if posixpath.basename(key) != MANIFEST_NAME:
         raise BadInputError(f"features_manifest_uri must name a {MANIFEST_NAME}, got {manifest_uri}")
@@ -112,17 +143,45 @@ def prepare_training(
         "--roc-auc-tolerance", str(roc_auc_tolerance),
         *(["--force-deploy"] if force_deploy else []),
     ]  # fmt: skip
+    registry = ModelRegistry(hook, cfg.lake.models)
+    live = (registry.live() or {}).get("version")
+    build = cfg.lake.build(build_key(args, hook.read_key(key, bucket_name=bucket).encode(), live, wheels))
+    built_by = _reusable_build(hook, registry, build)
+    args += ["--build-record", build]
     return {
         "steps": [spark_steps.job_step("bank_train", staged, args)],
-        "candidate_uri": record,
+        "candidate_uri": build if built_by else record,
         "bootstrap_uri": staged.bootstrap_uri,
         "wheelhouse_uri": wheels,
         "code_uri": staged.script_uri,
+        "built_by": built_by or run_id,
+        "reused": built_by is not None,
     }
 
 
-def read_candidate(hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str) -> TrainedCandidate:
-    """The candidate record this run's model build wrote, checked against the run and the registry.
+def _reusable_build(hook: S3Hook, registry: ModelRegistry, build_uri: str) -> str | None:
+    """The run whose build is on record at ``build_uri``, if the registry still holds its version whole."""
+    bucket, key = split_s3_uri(build_uri)
+    if not hook.check_for_key(key, bucket_name=bucket):
+        return None
+    try:
+        record = json.loads(hook.read_key(key, bucket_name=bucket))
+    except json.JSONDecodeError:
+        return None  # not a record a build wrote whole: build again, which rewrites it
+    if not isinstance(record, dict) or not isinstance(record.get("version"), str):
+        return None
+    run = record.get("run_id")
+    if not isinstance(run, str) or not run or registry.model_info(record["version"]) is None:
+        return None
+    return run
+
+
+def read_candidate(
+    hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str, reused: bool = False
+) -> TrainedCandidate:
+    """The candidate record ``run_id``'s model build wrote, checked against that run and the registry.
+
+    ``run_id`` is this run, or the earlier run whose build this one reuses (``reused``).
 
     Raises CandidateInvalidError when the record is missing, for another run, or names a
     version the registry does not hold whole (model.json is written last).
@@ -139,7 +198,10 @@ def read_candidate(hook: S3Hook, cfg: Settings, record_uri: str, *, run_id: str)
     registry = ModelRegistry(hook, cfg.lake.models)
     if not isinstance(version, str) or registry.model_info(version) is None:
         raise CandidateInvalidError(f"{record_uri} names version {version!r}, which the registry does not hold")
-    return cast(TrainedCandidate, {k: record[k] for k in TrainedCandidate.__annotations__})
+    trained = cast(TrainedCandidate, {k: record[k] for k in TrainedCandidate.__annotations__})
+    if reused:
+        trained["registered"] = False  # this run registered nothing: an earlier build had
+    return trained
 
 
 def live_record(

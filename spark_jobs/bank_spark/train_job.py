@@ -2,11 +2,13 @@
 
     spark-submit --py-files bank_jobs.zip bank_train.py --features URI --registry URI --output URI
         --run-id ID --code-version HASH [--hyperparameters JSON] [--min-roc-auc 0.8]
-        [--roc-auc-tolerance 0.005] [--force-deploy] [--baseline-max-rows 200000]
+        [--roc-auc-tolerance 0.005] [--force-deploy] [--baseline-max-rows 200000] [--build-record URI]
 
 ``--features`` is a committed bank_features output (read through its manifest only),
 ``--registry`` the model registry prefix (``models/bank/``), ``--output`` the JSON file
 this run's candidate record goes to, written last: the release DAG gates on it.
+``--build-record`` is a second copy of it, named by the build's inputs, written after it:
+a release with the same inputs reads it instead of building again.
 
 The phases (``phase_seconds`` in the record):
 
@@ -76,6 +78,7 @@ class JobConfig:
     seed: int = 42
     holdout_fraction: float = 0.2
     baseline_max_rows: int = 200_000
+    build_record: str | None = None
 
 
 def _peak_rss_mb() -> float:
@@ -209,8 +212,9 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         "duration_seconds": round(time.monotonic() - started, 3),
         "driver_peak_rss_mb": _peak_rss_mb(),
     }
-    out = HadoopFs(spark, posixpath.dirname(config.output.rstrip("/")))
-    out.write_bytes(posixpath.basename(config.output), json.dumps(record, indent=2).encode())
+    document = json.dumps(record, indent=2).encode()
+    for uri in filter(None, (config.output, config.build_record)):  # the run's first, then the build's
+        HadoopFs(spark, posixpath.dirname(uri.rstrip("/"))).write_bytes(posixpath.basename(uri), document)
     return record
 
 
@@ -231,6 +235,7 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     parser.add_argument(
         "--baseline-max-rows", type=int, default=200_000, help="fit the baseline on a sample of about this many rows"
     )
+    parser.add_argument("--build-record", help="a copy of the candidate record named by the build's inputs")
     args = parser.parse_args(argv)
     for option in ("features", "registry", "output", "run_id", "code_version"):
         if not getattr(args, option).strip():
@@ -266,6 +271,7 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
         seed=args.seed,
         holdout_fraction=args.holdout_fraction,
         baseline_max_rows=args.baseline_max_rows,
+        build_record=args.build_record,
     )
 
 

@@ -99,12 +99,20 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     assert live_json(s3)["lambda_version"] == deployed["version"]
 
 
-def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready, conf, lam, workdir):
+def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready, conf, lam, emr, workdir):
     before = published_versions(lam)
     first_live = alias_version(lam)
+    clusters_before = len(emr.list_clusters()["Clusters"])
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
+    # The same features, code, settings and live model as the release before: its build is reused.
+    assert run.xcom["prepare_training"]["reused"] is True
+    built_by = run.xcom["prepare_training"]["built_by"]
+    assert built_by != run.run_id and f"is on record (run {built_by}): no cluster" in run.log
+    assert {run.tasks[t] for t in ("create_cluster", "run_train", "wait_for_train", "terminate_cluster")} == {"skipped"}
+    assert len(emr.list_clusters()["Clusters"]) == clusters_before
+    assert run.xcom["read_candidate"]["version"] == "fd3d5a1110e5390e"
     assert run.xcom["read_candidate"]["registered"] is False  # the version existed: nothing rewritten
     assert run.xcom["deploy_lambda"]["changed"] is False
     assert published_versions(lam) == before

@@ -66,9 +66,12 @@ def test_a_rebuild_on_the_same_data_registers_nothing_and_compares_with_live(
 ) -> None:
     (registry_copy / "live.json").write_text(json.dumps({"version": BANK_FULL_VERSION}))
     before = {p: p.stat().st_mtime_ns for p in (registry_copy / BANK_FULL_VERSION).iterdir()}
-    run = run_train(full_run.output, registry_copy, tmp_path / "candidate.json", "--min-roc-auc", "0.5")
+    build = tmp_path / "builds" / "0123abcd.json"
+    args = ("--min-roc-auc", "0.5", "--build-record", str(build))
+    run = run_train(full_run.output, registry_copy, tmp_path / "candidate.json", *args)
     assert run.exit_code == 0, run.stderr[-3000:]
     record: dict[str, Any] = run.record
+    assert json.loads(build.read_text()) == record  # the copy a release with the same inputs reads instead
     assert record["version"] == BANK_FULL_VERSION and record["registered"] is False
     assert {p: p.stat().st_mtime_ns for p in (registry_copy / BANK_FULL_VERSION).iterdir()} == before
     assert record["live"]["version"] == BANK_FULL_VERSION

@@ -74,6 +74,57 @@ def test_the_step_builds_the_model_from_the_features_into_the_registry() -> None
     assert any(key.endswith("/bank_jobs.zip") for key in hook.objects)  # the code was staged
 
 
+def build_of(prepared: release.PreparedTraining) -> str:
+    args = prepared["steps"][0]["HadoopJarStep"]["Args"]
+    return args[args.index("--build-record") + 1]
+
+
+def test_a_first_build_is_keyed_by_its_inputs_and_needs_a_cluster() -> None:
+    prepared = prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE}))
+    assert prepared["reused"] is False and prepared["built_by"] == "scheduled__2026-01-01T00:00:00+00:00"
+    assert prepared["candidate_uri"].endswith("/candidate.json")
+    assert build_of(prepared).startswith(f"{CFG.lake.training}builds/") and build_of(prepared).endswith(".json")
+
+
+def test_a_build_of_the_same_inputs_on_record_is_reused_by_another_run() -> None:
+    first = build_of(prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE})))
+    hook = Objects({MANIFEST: b"{}", **WHEELHOUSE, **REGISTERED, first: record(run_id="r0")})
+    prepared = prepare(hook, run_id="manual__2026-02-01")
+    assert (prepared["reused"], prepared["built_by"], prepared["candidate_uri"]) == (True, "r0", first)
+    trained = release.read_candidate(hook, CFG, first, run_id="r0", reused=True)
+    assert trained["version"] == VERSION and trained["registered"] is False  # this run registered nothing
+
+
+@pytest.mark.parametrize(
+    ("changes", "objects"),
+    [
+        ({"hyperparameters": {"max_iter": 60}}, {}),
+        ({"min_roc_auc": 0.9}, {}),
+        ({"force_deploy": True}, {}),
+        ({"instance_type": "m6g.xlarge"}, {CFG.lake.wheelhouse("aarch64") + "requirements.txt": b"x"}),
+        ({}, {MANIFEST: b'{"rows": 1}'}),  # the features run was rerun: its manifest changed
+        ({}, {CFG.lake.live_model: json.dumps({"version": "0000aaaa0000aaaa"}).encode()}),  # another live model
+    ],
+    ids=["hyperparameters", "gate floor", "force", "architecture", "features rewritten", "live model"],
+)
+def test_other_inputs_are_another_build(changes: dict[str, Any], objects: dict[str, bytes]) -> None:
+    first = build_of(prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE})))
+    hook = Objects({MANIFEST: b"{}", **WHEELHOUSE, **REGISTERED, first: record(run_id="r0"), **objects})
+    prepared = prepare(hook, **changes)
+    assert prepared["reused"] is False and build_of(prepared) != first
+
+
+@pytest.mark.parametrize(
+    "on_record",
+    [b"not json", record(version="0000bbbb0000bbbb"), record(run_id=""), b"[]"],
+    ids=["not JSON", "version not registered", "no run", "not an object"],
+)
+def test_a_build_record_that_cannot_be_trusted_is_built_again(on_record: bytes) -> None:
+    first = build_of(prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE})))
+    prepared = prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE, **REGISTERED, first: on_record}))
+    assert prepared["reused"] is False and prepared["candidate_uri"].endswith("/candidate.json")
+
+
 def test_missing_features_or_wheelhouse_fail_before_anything_is_staged() -> None:
     hook = Objects({**WHEELHOUSE})
     with pytest.raises(BadInputError, match=f"features manifest {MANIFEST} does not exist"):

@@ -171,7 +171,10 @@ def test_the_url_smoke_post_is_retried_within_seconds_not_at_poll_seconds(monkey
 def test_the_model_is_built_on_a_temporary_cluster_before_the_gate(dag_module):
     dag = dag_module.dag
     assert dag.task_dict["prepare_training"].upstream_task_ids == {"resolve_features"}
-    assert dag.task_dict["create_cluster"].upstream_task_ids == {"prepare_training"}
+    # A build of the same inputs on record skips the cluster, and read_candidate reads its record.
+    assert dag.task_dict["build_needed"].upstream_task_ids == {"prepare_training"}
+    assert dag.task_dict["create_cluster"].upstream_task_ids == {"build_needed", "prepare_training"}
+    assert dag.task_dict["read_candidate"].trigger_rule == "none_failed"
     assert dag.task_dict["run_train"].upstream_task_ids == {"create_cluster", "prepare_training"}
     assert dag.task_dict["wait_for_train"].upstream_task_ids == {"run_train", "create_cluster"}
     assert dag.task_dict["read_candidate"].upstream_task_ids == {"wait_for_train", "prepare_training"}
