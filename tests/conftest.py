@@ -69,11 +69,13 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
 
 # Session fixtures too costly to build once per xdist worker, and the test paths that use them:
 # under make test's two workers (--dist loadgroup) each group runs on one worker, in file order.
-# The e2e Airflow (its metadata DB, the lake seeded, a bank-full features DAG run) and the Spark
-# job's bank-full run with the model build on it. Every other module is a group of its own.
+# The e2e Airflow (its metadata DB, the lake seeded, a bank-full features DAG run), the Spark
+# job's bank-full run with the model build on it, and `make up`'s whole stack. Every other module
+# is a group of its own.
 SHARED_GROUPS = {
     "airflow": ("tests/e2e/bank_pipeline/", "tests/e2e/dags/", "tests/e2e/devstack/harness/test_airflow_env.py"),
     "full_run": ("tests/integration/bank_ml/", "tests/integration/bank_spark/test_train_job.py"),
+    "stack_up": ("tests/e2e/devstack/harness/test_stack.py", "tests/e2e/devstack/harness/test_ui.py"),
 }
 
 

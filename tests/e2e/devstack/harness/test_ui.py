@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -27,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from devstack import kube, procs
+from devstack import kube
 from devstack.harness import stack
 from devstack.harness.airflow_env import REPO
+from tests.e2e.devstack.harness.conftest import StackUp
 
 pytestmark = pytest.mark.e2e
 
@@ -61,21 +60,11 @@ class Api:
 
 
 @pytest.fixture(scope="session")
-def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def ui_stack(stack_up: StackUp) -> dict[str, Any]:
+    """The session's stack (conftest.py), which test_stack.py checks and takes down."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test does)")
-    state_dir = tmp_path_factory.mktemp("ui_stack")
-    cmd = [sys.executable, "-m", "devstack.harness.stack"]
-    up = subprocess.run(
-        [*cmd, "up", "--port", str(procs.free_port()), "--devstack-port", "0", "--state-dir", str(state_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield stack.read_state(state_dir)
-    finally:
-        down = subprocess.run([*cmd, "down", "--state-dir", str(state_dir)], cwd=REPO, capture_output=True, text=True)
-        assert down.returncode == 0, down.stdout + down.stderr
+    return stack_up.state
 
 
 @pytest.fixture(scope="session")
