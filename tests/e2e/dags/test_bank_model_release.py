@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from bank_pipeline.model_release_tasks import SMOKE_RECORD
 from devstack.harness.airflow_env import IMAGE_REPOSITORY, LAKE_BUCKET, run_dag
 from tests.support.devstack_image_helpers import stand_in_image
 
@@ -99,20 +100,14 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
     assert live_json(s3)["lambda_version"] == deployed["version"]
 
 
-def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready, conf, lam, emr, workdir):
+def test_identical_rerun_gives_the_same_digest_and_no_new_version(release_ready, conf, lam, workdir):
     before = published_versions(lam)
     first_live = alias_version(lam)
-    clusters_before = len(emr.list_clusters()["Clusters"])
     run = run_dag(release_ready, DAG_ID, conf, workdir)
 
     assert run.state == "success", run.log[-6000:]
-    # The same features, code, settings and live model as the release before: its build is reused.
-    assert run.xcom["prepare_training"]["reused"] is True
-    built_by = run.xcom["prepare_training"]["built_by"]
-    assert built_by != run.run_id and f"is on record (run {built_by}): no cluster" in run.log
-    assert {run.tasks[t] for t in ("create_cluster", "run_train", "wait_for_train", "terminate_cluster")} == {"skipped"}
-    assert len(emr.list_clusters()["Clusters"]) == clusters_before
-    assert run.xcom["read_candidate"]["version"] == "fd3d5a1110e5390e"
+    # Built again, not reused: the first release's build compared with no live model, this one with it.
+    assert run.xcom["prepare_training"]["reused"] is False and run.tasks["run_train"] == "success"
     assert run.xcom["read_candidate"]["registered"] is False  # the version existed: nothing rewritten
     assert run.xcom["deploy_lambda"]["changed"] is False
     assert published_versions(lam) == before
@@ -160,6 +155,23 @@ def test_image_failing_its_smoke_test_never_gets_the_alias(release_ready, ds, co
         alias_before["RevisionId"],
     )
     assert live_json(s3) == live_before
+
+
+def test_a_rerun_after_a_failed_deploy_reuses_the_build_and_starts_no_cluster(release_ready, conf, lam, emr, workdir):
+    # After the broken image above: the same features, code, Params and live model as the release before it.
+    clusters_before = len(emr.list_clusters()["Clusters"])
+    run = run_dag(release_ready, DAG_ID, conf, workdir)
+
+    assert run.state == "success", run.log[-6000:]
+    prepared = run.xcom["prepare_training"]
+    assert prepared["reused"] is True and prepared["built_by"] != run.run_id
+    assert f"is on record (run {prepared['built_by']}): no cluster" in run.log
+    assert {run.tasks[t] for t in ("create_cluster", "run_train", "wait_for_train", "terminate_cluster")} == {"skipped"}
+    assert run.tasks["read_candidate"] == run.tasks["record_live"] == "success"
+    assert len(emr.list_clusters()["Clusters"]) == clusters_before
+    trained = run.xcom["read_candidate"]
+    assert (trained["version"], trained["registered"]) == ("fd3d5a1110e5390e", False)
+    assert invoke_live(lam, SMOKE_RECORD)["body"]["model_version"] == trained["version"]
 
 
 def test_manual_retraining_with_other_hyperparameters_builds_another_version(release_ready, conf, s3, lam, workdir):
