@@ -94,9 +94,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    # Groups in collection order, not by test count: tests/e2e/ comes first, so the longest
-    # groups (the Airflow runs, the browser's stack) start at once rather than last.
-    config.option.loadscopereorder = False
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

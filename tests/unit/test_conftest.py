@@ -63,7 +63,8 @@ def test_a_module_is_its_own_group_unless_it_shares_a_session_fixture() -> None:
     assert xdist_group("tests/e2e/dags/test_bank_model_release.py::test_x[a::b]") == "airflow"
     assert xdist_group("tests/e2e/devstack/harness/test_airflow_env.py::test_y") == "airflow"
     assert xdist_group("tests/integration/bank_ml/test_train.py::test_z") == "full_run"
-    assert xdist_group("tests/e2e/devstack/harness/test_ui.py::test_w") == "tests/e2e/devstack/harness/test_ui.py"
+    assert xdist_group("tests/e2e/devstack/harness/test_ui.py::test_w") == "stack_up"
+    assert xdist_group("tests/e2e/devstack/harness/test_stack.py::test_v") == "stack_up"
     assert (
         xdist_group("tests/integration/bank_spark/test_csv_rows.py::t")
         == "tests/integration/bank_spark/test_csv_rows.py"

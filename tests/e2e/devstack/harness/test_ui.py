@@ -72,7 +72,9 @@ def api(ui_stack: dict[str, Any]) -> Api:
     return Api(ui_stack)
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API is open, the thread has a running event loop, and a
+# test after this module calling asyncio.run() would fail on it.
+@pytest.fixture(scope="module")
 def browser_context(ui_stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from playwright.sync_api import expect, sync_playwright
 
