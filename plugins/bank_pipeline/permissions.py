@@ -57,9 +57,18 @@ CALLS: tuple[Call, ...] = (
     Call("s3:GetObject", _LAKE + "/raw/*", "prepare_step (HeadObject of the source)"),
     Call("s3:GetObject", _LAKE + "/code/*", "stage_job (is the file staged already?), the wheelhouse check"),
     Call("s3:GetObject", _LAKE + "/features/*", "validate_features, prepare_training, prepare_score (manifest, parquet footers)"),
-    Call("s3:GetObject", _LAKE + "/models/*", "read_candidate (the version is registered), push_image, prepare_score"),
+    Call(
+        "s3:GetObject",
+        _LAKE + "/models/*",
+        "prepare_training (live.json: the build key), read_candidate (the version is registered), push_image, "
+        "prepare_score",
+    ),
     Call("s3:GetObject", _LAKE + "/scores/*", "validate_scores"),
-    Call("s3:GetObject", _LAKE + "/training/*", "read_candidate (the model build's candidate record)"),
+    Call(
+        "s3:GetObject",
+        _LAKE + "/training/*",
+        "prepare_training (a build of the same inputs on record), read_candidate (the model build's candidate record)",
+    ),
     Call("s3:GetObject", _LAKE + "/emr-logs/*", "wait_for_* (the failed step's stdout/stderr tail)"),
     Call("s3:PutObject", _LAKE + "/code/*", "stage_job (entry point, bank_jobs.zip, bootstrap script)"),
     Call("s3:PutObject", _LAKE + "/models/bank/live.json", "record_live (versions are registered by the model build on EMR)"),
