@@ -88,18 +88,16 @@ def candidate_uri(cfg: Settings, run_id: str) -> str:
     return cfg.lake.candidate(run_id)
 
 
-def build_key(step_args: list[str], manifest: bytes, live_version: str | None, wheelhouse_uri: str) -> str:
+def build_key(build_args: list[str], manifest: bytes, live_version: str | None, wheelhouse_uri: str) -> str:
     """What decides a model build's outcome, hashed: the same key, the same record.
 
-    The step's arguments but those naming the run (features, registry, code version,
+    The step's arguments that do not name the run (features, registry, code version,
     hyperparameters, the gate's settings), the features manifest's bytes (a rerun of a
     features run rewrites it), the live model the build compares with, and the nodes'
     wheelhouse (their library versions). Training is seeded, so these fix the model.
     """
-    run_specific = {"--output", "--run-id"}
-    kept = [a for i, a in enumerate(step_args) if a not in run_specific and step_args[i - 1] not in run_specific]
     inputs = {
-        "args": kept,
+        "args": build_args,
         "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
         "live": live_version,
         "wheelhouse": wheelhouse_uri,
@@ -132,11 +130,9 @@ def prepare_training(
     wheels = spark_steps.require_wheelhouse(hook, cfg.lake.code, instance_type)
     staged = spark_steps.stage_job(hook, cfg.lake.code, JOB)
     record = candidate_uri(cfg, run_id)
-    args = [
+    build_args = [
         "--features", f"s3://{bucket}/{posixpath.dirname(key)}/",
         "--registry", cfg.lake.models,
-        "--output", record,
-        "--run-id", run_id,
         "--code-version", code_version(),
         "--hyperparameters", json.dumps(hyperparameters, sort_keys=True),
         "--min-roc-auc", str(min_roc_auc),
@@ -145,9 +141,9 @@ def prepare_training(
     ]  # fmt: skip
     registry = ModelRegistry(hook, cfg.lake.models)
     live = (registry.live() or {}).get("version")
-    build = cfg.lake.build(build_key(args, hook.read_key(key, bucket_name=bucket).encode(), live, wheels))
+    build = cfg.lake.build(build_key(build_args, hook.read_key(key, bucket_name=bucket).encode(), live, wheels))
     built_by = _reusable_build(hook, registry, build)
-    args += ["--build-record", build]
+    args = [*build_args, "--output", record, "--run-id", run_id, "--build-record", build]
     return {
         "steps": [spark_steps.job_step("bank_train", staged, args)],
         "candidate_uri": build if built_by else record,
