@@ -127,8 +127,8 @@ lambda-base: setup
 demo: setup kube lambda-base
 	$(PY) -m devstack.harness.demo
 
-# Both cores: each test module runs whole on one worker, and the tests sharing the e2e Airflow or
-# the Spark job's bank-full run on one (tests/conftest.py, SHARED_FIXTURES). TEST_WORKERS=0: one process.
+# Both cores: each test module runs whole on one worker, and so do the tests sharing the e2e Airflow,
+# the Spark job's bank-full run or the `make up` stack (tests/conftest.py, SHARED_GROUPS). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: setup kube lambda-base
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup

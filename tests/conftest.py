@@ -157,15 +157,10 @@ def session_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     files, not those a test on the other worker has open at that moment.
     """
     path = tmp_path_factory.mktemp("tmpdir")
-    saved = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(path)
-    tempfile.tempdir = None  # gettempdir() caches its answer: ask again
-    yield path
-    if saved is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = saved
-    tempfile.tempdir = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(path))
+        patch.setattr(tempfile, "tempdir", None)  # gettempdir() caches its answer: ask again
+        yield path
 
 
 @pytest.fixture(scope="session")

@@ -28,12 +28,13 @@ def run_stack(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
 
 @dataclass(frozen=True)
 class StackUp:
-    """A stack that `up` started: where its state lives, its port, what `up` printed, its state file."""
+    """A stack that `up` started: where its state lives, its port, what `up` printed, its state file, devstack's pid."""
 
     state_dir: Path
     port: int
     up: subprocess.CompletedProcess[str]
     state: dict[str, Any]
+    devstack_pid: int
 
     @property
     def common(self) -> tuple[str, ...]:
@@ -54,7 +55,7 @@ def stack_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUp]:
         airflow_pids = stack.stack_pids(state)
         devstack_pid = json.loads((state_dir / "devstack" / "devstack.json").read_text())["pid"]
         kube_processes = kube.read_state(Path(state["kube_dir"]))["processes"]
-        yield StackUp(state_dir, port, up, state)
+        yield StackUp(state_dir, port, up, state, devstack_pid)
     finally:
         down = run_stack("down", *common, timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -41,7 +41,7 @@ def test_up_lists_the_dags_and_a_second_up_starts_nothing(stack_up: StackUp) -> 
 
     airflow_pids = stack.stack_pids(state)
     assert state["pid"] in airflow_pids and len(airflow_pids) >= 4  # standalone + its components
-    devstack_pid = json.loads((stack_up.state_dir / "devstack" / "devstack.json").read_text())["pid"]
+    devstack_pid = stack_up.devstack_pid
 
     # Alive but not answering for a while (a busy machine): waited for, not taken for stale.
     os.kill(devstack_pid, signal.SIGSTOP)
