@@ -157,13 +157,10 @@ def prepare_training(
 
 def _reusable_build(hook: S3Hook, registry: ModelRegistry, build_uri: str) -> str | None:
     """The run whose build is on record at ``build_uri``, if the registry still holds its version whole."""
-    bucket, key = split_s3_uri(build_uri)
-    if not hook.check_for_key(key, bucket_name=bucket):
-        return None
     try:
-        record = json.loads(hook.read_key(key, bucket_name=bucket))
-    except json.JSONDecodeError:
-        return None  # not a record a build wrote whole: build again, which rewrites it
+        record = read_json(hook, build_uri, CandidateInvalidError, missing="no build on record")
+    except CandidateInvalidError:
+        return None  # none, or not a record a build wrote whole: build (again), which writes it
     if not isinstance(record, dict) or not isinstance(record.get("version"), str):
         return None
     run = record.get("run_id")
