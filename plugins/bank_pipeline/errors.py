@@ -42,5 +42,9 @@ class CandidateInvalidError(AirflowFailException, ValueError):
     """The model build's candidate record is missing, for another run, or names an unregistered version."""
 
 
+class RegistryInvalidError(AirflowFailException, ValueError):
+    """A model registry file (live.json, a version's model.json) is not the JSON object it should be."""
+
+
 class PreflightFailedError(AirflowFailException, RuntimeError):
     """A precondition of the DAGs is missing; the message names each failed check and its fix."""

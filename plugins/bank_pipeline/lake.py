@@ -116,10 +116,15 @@ def read_manifest(
     return manifest_uri, read_json(hook, manifest_uri, error, missing="no committed output")
 
 
-def read_json(hook: S3Hook, uri: str, error: type[Exception], *, missing: str) -> Any:
-    """The JSON document at ``uri``; ``error`` saying "<missing>: <uri> does not exist" or that it is not JSON."""
+def read_json(hook: S3Hook, uri: str, error: type[Exception], *, missing: str | None) -> Any:
+    """The JSON document at ``uri``; ``error`` if it is not JSON, or saying "<missing>: <uri> does not exist".
+
+    With ``missing=None`` an absent object is None rather than an error.
+    """
     bucket, key = split_s3_uri(uri)
     if not hook.check_for_key(key, bucket_name=bucket):
+        if missing is None:
+            return None
         raise error(f"{missing}: {uri} does not exist")
     try:
         return json.loads(hook.read_key(key, bucket_name=bucket))

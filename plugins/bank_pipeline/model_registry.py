@@ -18,7 +18,8 @@ import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_pipeline.lake import split_s3_uri
+from bank_pipeline.errors import RegistryInvalidError
+from bank_pipeline.lake import read_json, split_s3_uri
 
 if TYPE_CHECKING:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -40,15 +41,17 @@ class ModelRegistry:
     def uri(self, *parts: str) -> str:
         return f"s3://{self.bucket}/{self._key(*parts)}"
 
-    def _read_json(self, key: str) -> dict[str, Any] | None:
-        if not self.hook.check_for_key(key, bucket_name=self.bucket):
-            return None
-        document: dict[str, Any] = json.loads(self.hook.read_key(key, bucket_name=self.bucket))
+    def _read_json(self, *parts: str) -> dict[str, Any] | None:
+        """The JSON object at ``parts``, None if there is none; anything else is refused, naming the file."""
+        uri = self.uri(*parts)
+        document = read_json(self.hook, uri, RegistryInvalidError, missing=None)
+        if document is not None and not isinstance(document, dict):
+            raise RegistryInvalidError(f"{uri}: expected a JSON object, got {type(document).__name__}")
         return document
 
     def model_info(self, version: str) -> dict[str, Any] | None:
         """The version's model.json, or None if the version is not (completely) registered."""
-        return self._read_json(self._key(version, COMMIT_FILE))
+        return self._read_json(version, COMMIT_FILE)
 
     def download(self, version: str, name: str, dest: Path) -> Path:
         """One file of a registered version, downloaded to ``dest`` (a directory)."""
@@ -60,7 +63,7 @@ class ModelRegistry:
 
     def live(self) -> dict[str, Any] | None:
         """What live.json says is deployed, or None before the first release."""
-        return self._read_json(self._key(LIVE_FILE))
+        return self._read_json(LIVE_FILE)
 
     def set_live(self, record: dict[str, Any]) -> None:
         """Point live.json at a deployed version (one PUT: readers see the old or the new)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from bank_pipeline import model_release_tasks as release
 from bank_pipeline import settings
-from bank_pipeline.errors import BadInputError, CandidateInvalidError, WheelhouseMissingError
+from bank_pipeline.errors import BadInputError, CandidateInvalidError, RegistryInvalidError, WheelhouseMissingError
 from bank_pipeline.operators.emr_cluster import with_integer_counts
 
 pytestmark = pytest.mark.unit
@@ -123,6 +124,20 @@ def test_a_build_record_that_cannot_be_trusted_is_built_again(on_record: bytes) 
     first = build_of(prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE})))
     prepared = prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE, **REGISTERED, first: on_record}))
     assert prepared["reused"] is False and prepared["candidate_uri"].endswith("/candidate.json")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [(b"{not json", " is not JSON: Expecting property name"), (b'["v"]', ": expected a JSON object, got list")],
+    ids=["not JSON", "not an object"],
+)
+def test_a_corrupt_registry_file_fails_naming_it(body: bytes, message: str) -> None:
+    live = CFG.lake.live_model
+    with pytest.raises(RegistryInvalidError, match="^" + re.escape(live + message)):
+        prepare(Objects({MANIFEST: b"{}", **WHEELHOUSE, live: body}))
+    model_json = next(iter(REGISTERED))
+    with pytest.raises(RegistryInvalidError, match="^" + re.escape(model_json + message)):
+        release.read_candidate(Objects({RECORD_URI: record(), model_json: body}), CFG, RECORD_URI, run_id="r1")
 
 
 def test_missing_features_or_wheelhouse_fail_before_anything_is_staged() -> None:
