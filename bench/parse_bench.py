@@ -49,14 +49,17 @@ CLOUD_LIBS = ("boto3", "botocore", "aiobotocore", "kubernetes")
 HEAVY = DATA_LIBS + CLOUD_LIBS
 OWN_CODE_GOAL_MS = 20.0
 
-# Runs in a fresh interpreter: argv = [file or "", reloads, comma-separated heavy modules].
+# Runs in a fresh interpreter: argv = [files (os.pathsep-separated) or "", reloads, comma-separated
+# heavy modules]. One file loads in the interpreter itself; several load each in a child forked after
+# `import airflow.sdk`, as the DAG processor parses each file in a process of its own, so no file
+# sees what another imported. One JSON line per file (or one for none).
 # botocore.client is patched by an import hook rather than imported up front: importing
 # botocore early would move its import cost out of the file's load and hide that the file
 # imports it. aiobotocore's clients (created only inside `async with`) are not counted.
 DRIVER = r"""
-import importlib.abc, importlib.util, json, sys, time
+import importlib.abc, importlib.util, json, os, sys, time, traceback
 
-path, reloads, heavy = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+paths, reloads, heavy = [p for p in sys.argv[1].split(os.pathsep) if p], int(sys.argv[2]), sys.argv[3].split(",")
 clients = []
 
 
@@ -81,7 +84,7 @@ class CountClients(importlib.abc.MetaPathFinder):
         return spec
 
 
-def load(name):
+def load(name, path):
     # As DagBag: the module is in sys.modules while its code runs.
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -95,12 +98,36 @@ sys.meta_path.insert(0, CountClients())
 start = time.perf_counter()
 import airflow.sdk
 out = {"sdk_s": time.perf_counter() - start, "heavy_after_sdk": [m for m in heavy if m in sys.modules]}
-if path:
-    out["file_s"] = load("dag_file")
+
+
+def report(path):
+    out["path"] = path
+    out["file_s"] = load("dag_file", path)
     out["heavy_added"] = [m for m in heavy if m in sys.modules and m not in out["heavy_after_sdk"]]
     out["clients"] = list(clients)
-    out["reload_s"] = [load(f"dag_file_reload_{i}") for i in range(reloads)]
-print(json.dumps(out))
+    out["reload_s"] = [load(f"dag_file_reload_{i}", path) for i in range(reloads)]
+    print(json.dumps(out), flush=True)
+
+
+if not paths:
+    print(json.dumps(out))
+elif len(paths) == 1:
+    report(paths[0])
+else:
+    for path in paths:
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                report(path)
+            except BaseException:
+                traceback.print_exc()
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        if os.waitpid(pid, 0)[1] != 0:
+            sys.exit(f"loading {path} failed")
 """
 
 
@@ -110,6 +137,7 @@ class Load:
 
     sdk_s: float
     heavy_after_sdk: tuple[str, ...]
+    path: str | None = None
     file_s: float | None = None
     heavy_added: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
@@ -136,19 +164,39 @@ def load_fresh(path: Path | None, env: Mapping[str, str], *, reloads: int = 0) -
     Runs in env["AIRFLOW_HOME"], so nothing Airflow writes lands in the caller's directory.
     Raises RuntimeError with the child's stderr when the load fails.
     """
-    argv = [sys.executable, "-c", DRIVER, str(path or ""), str(reloads), ",".join(HEAVY)]
+    return _run_driver([path] if path else [], env, reloads)[-1]
+
+
+def load_forked(paths: Sequence[Path], env: Mapping[str, str]) -> dict[Path, Load]:
+    """Each of ``paths`` loaded in a child forked from one interpreter that imported airflow.sdk.
+
+    What each file adds is measured as in a fresh interpreter of its own, at one interpreter's
+    start-up for all of them (a test's use; the benchmark's times come from load_fresh).
+    """
+    loads = _run_driver(paths, env, 0)
+    return {Path(load.path): load for load in loads}
+
+
+def _run_driver(paths: Sequence[Path], env: Mapping[str, str], reloads: int) -> list[Load]:
+    joined = os.pathsep.join(str(p) for p in paths)
+    argv = [sys.executable, "-c", DRIVER, joined, str(reloads), ",".join(HEAVY)]
     out = subprocess.run(argv, env=dict(env), cwd=env["AIRFLOW_HOME"], capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
-        raise RuntimeError(f"loading {path or 'airflow.sdk'} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
-    doc = json.loads(out.stdout.splitlines()[-1])
-    return Load(
-        sdk_s=doc["sdk_s"],
-        heavy_after_sdk=tuple(doc["heavy_after_sdk"]),
-        file_s=doc.get("file_s"),
-        heavy_added=tuple(doc.get("heavy_added", ())),
-        clients=tuple(doc.get("clients", ())),
-        reload_s=tuple(doc.get("reload_s", ())),
-    )
+        what = joined if len(paths) < 2 else f"{len(paths)} files"
+        raise RuntimeError(f"loading {what or 'airflow.sdk'} failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
+    docs = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return [
+        Load(
+            sdk_s=doc["sdk_s"],
+            heavy_after_sdk=tuple(doc["heavy_after_sdk"]),
+            path=doc.get("path"),
+            file_s=doc.get("file_s"),
+            heavy_added=tuple(doc.get("heavy_added", ())),
+            clients=tuple(doc.get("clients", ())),
+            reload_s=tuple(doc.get("reload_s", ())),
+        )
+        for doc in docs
+    ]
 
 
 def file_result(loads: Sequence[Load]) -> dict[str, Any]:

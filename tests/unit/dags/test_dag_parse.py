@@ -2,8 +2,10 @@
 
 The DAG processor parses every file again and again; a top-level `import pandas`
 or `boto3.client(...)` costs each parse seconds or a network round trip. Each
-file loads in a fresh interpreter through bench/parse_bench.py's driver, which
-reports only what the file adds to a bare `import airflow.sdk`.
+file loads in a process of its own forked after `import airflow.sdk`, as the DAG
+processor parses a file (bench/parse_bench.py's driver), which reports only what
+the file adds to the SDK. A file that imports pandas and makes a client loads in
+the same run, first: the detector sees it, and the files after it see none of it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -35,23 +38,31 @@ parse_bench = _load_parse_bench()
 assert set(FORBIDDEN) <= set(parse_bench.HEAVY)  # the driver only reports modules it is asked about
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def bad_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bad = tmp_path_factory.mktemp("bad_dag") / "bad_dag.py"
+    bad.write_text('import boto3\nimport pandas\n\nCLIENT = boto3.client("s3", region_name="us-east-1")\n')
+    return bad
+
+
+@pytest.fixture(scope="module")
+def loads(bad_dag: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[Path, Any]:
     # No pycache prefix: the venv's compiled bytecode, nothing written under build/.
-    return parse_bench.parse_env(tmp_path, pycache_prefix=None)
+    env = parse_bench.parse_env(tmp_path_factory.mktemp("airflow_home"), pycache_prefix=None)
+    return parse_bench.load_forked([bad_dag, *parse_bench.DAG_FILES], env)
 
 
 @pytest.mark.parametrize("dag_file", parse_bench.DAG_FILES, ids=lambda p: p.name)
-def test_parse_imports_nothing_heavy_and_creates_no_client(dag_file: Path, env: dict[str, str]):
-    load = parse_bench.load_fresh(dag_file, env)
+def test_parse_imports_nothing_heavy_and_creates_no_client(dag_file: Path, loads: dict[Path, Any]):
+    load = loads[dag_file]
     assert not set(load.heavy_added) & set(FORBIDDEN), load.heavy_added
     assert load.clients == ()
 
 
-def test_detector_sees_a_heavy_import_and_a_client(tmp_path: Path, env: dict[str, str]):
-    bad = tmp_path / "bad_dag.py"
-    bad.write_text('import boto3\nimport pandas\n\nCLIENT = boto3.client("s3", region_name="us-east-1")\n')
-    load = parse_bench.load_fresh(bad, env)
+def test_detector_sees_a_heavy_import_and_a_client(bad_dag: Path, loads: dict[Path, Any]):
+    load = loads[bad_dag]
     assert "pandas" in load.heavy_added
     assert "pandas" not in load.heavy_after_sdk
     assert load.clients == ("s3",)
+    assert list(loads) == [bad_dag, *parse_bench.DAG_FILES]  # every file reported, after the bad one too
+
