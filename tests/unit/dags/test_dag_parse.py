@@ -65,4 +65,3 @@ def test_detector_sees_a_heavy_import_and_a_client(bad_dag: Path, loads: dict[Pa
     assert "pandas" not in load.heavy_after_sdk
     assert load.clients == ("s3",)
     assert list(loads) == [bad_dag, *parse_bench.DAG_FILES]  # every file reported, after the bad one too
-
