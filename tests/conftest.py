@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devstack import Devstack, procs
+from devstack import Devstack, procs, spark_local
 from devstack.aws.infra import Account, provision
 from devstack.containers import lambda_containers, podman
 from tests.support.handler_import import import_handler
@@ -58,6 +58,8 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # Many small jobs: the quick compiler alone took 28 % less CPU for the Spark job tests, as long.
+        .config("spark.driver.extraJavaOptions", spark_local.SHORT_JOB_JVM)
         .config("spark.sql.warehouse.dir", str(scratch / "spark-warehouse"))
         .config("spark.local.dir", str(scratch / "local"))
         .getOrCreate()
