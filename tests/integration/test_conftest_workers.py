@@ -7,10 +7,10 @@ import os
 import pytest
 
 from tests.support.paths import REPO
+from tests.support.pytester_ini import INI
 
 pytestmark = pytest.mark.integration
 
-INI = "[pytest]\nmarkers =\n    unit\n    integration\n    e2e\nasyncio_default_fixture_loop_scope = function\n"
 # Each test appends its worker and name to a file of its own; a group's tests must share a worker.
 RECORD = """import os, pytest
 pytestmark = pytest.mark.{kind}

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.unit
+from tests.support.pytester_ini import INI
 
-# The suite's markers, and the one setting pytest-asyncio (loaded as a plugin) warns about when unset.
-INI = "[pytest]\nmarkers =\n    unit\n    integration\n    e2e\nasyncio_default_fixture_loop_scope = function\n"
+pytestmark = pytest.mark.unit
 
 
 def test_a_test_outside_the_directory_of_its_kind_is_refused_naming_it(pytester: pytest.Pytester) -> None:

@@ -26,7 +26,7 @@ from bank_serving.features import derive_features
 from bank_serving.schema import INT32_MAX, MAX_RECORDS, MONTHS, RECORD_FIELDS
 from bank_serving.validation import validate_records
 from tests.support.http_server import Server
-from tests.unit.bank_serving.test_lambda_handler import RECORD, RECORDS, proxy_v1, proxy_v2
+from tests.support.serving_requests import RECORD, RECORDS, proxy_v1, proxy_v2
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

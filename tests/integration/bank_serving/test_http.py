@@ -18,7 +18,7 @@ import pytest
 from bank_serving.protocol import DEFAULT_MAX_BODY_BYTES as LIMIT
 from tests.support.http_server import Server, lambda_answer
 from tests.support.paths import REPO  # noqa: E402
-from tests.unit.bank_serving.test_lambda_handler import BAD_BODIES, RECORD, RECORDS
+from tests.support.serving_requests import BAD_BODIES, RECORD, RECORDS
 
 SERVING = REPO / "serving"
 

@@ -17,7 +17,7 @@ import pytest
 
 from bank_serving.protocol import MAX_HEAD_BYTES, MAX_HEADERS, MAX_TARGET_BYTES
 from tests.support.http_server import Server, lambda_answer
-from tests.unit.bank_serving.test_lambda_handler import RECORD
+from tests.support.serving_requests import RECORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
