@@ -12,7 +12,9 @@ version's code or configuration changes. It answers as Lambda does: status 200
 with the handler's result, or, if the handler raised, its init failed, it timed
 out or its container died, ``X-Amz-Function-Error: Unhandled`` (boto3:
 ``FunctionError``) and Lambda's error payload (``errorMessage``,
-``errorType``...). ``X-Amz-Executed-Version`` names the version that ran;
+``errorType``...). ``X-Amz-Executed-Version`` names the version that ran (through an alias with
+a RoutingConfig, its additional version with its weight's probability, as Lambda
+routes: ``devstack.aws.lambda_routing``, which also refuses what Lambda refuses);
 ``LogType=Tail`` gives the last 4 KB of the container's output for the invoke
 (START ... REPORT); the output also goes to moto's CloudWatch Logs.
 ``X-Devstack-Container-Image`` (devstack only) names the image the container
@@ -82,7 +84,7 @@ more than ``max_per_version`` concurrent invokes of one version wait for a
 container instead of scaling out; idle containers are not reclaimed on a timer
 (only the two most recently invoked versions of a function keep theirs); a
 container's role credentials are minted when it starts and not refreshed
-(they last an hour); alias RoutingConfig weights are ignored; ``Event``
+(they last an hour); ``Event``
 (async) invocations run synchronously before the 202, without retries or
 destinations; images from other registries (ECR hosts with moto's stubbed
 ImageUri) cannot be run: they answer a ``DevstackImageError`` function error,
@@ -107,6 +109,7 @@ from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, La
 from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
+from devstack.aws import lambda_routing
 from devstack.aws.lambda_config import CONFIG, PENDING_SECONDS_ENV
 from devstack.aws.lambda_images import resolve_image_uri
 from devstack.aws.lambda_invoke import run, spec_of
@@ -139,6 +142,9 @@ def install(registry: str, environments: Environments, endpoint_url: str = "") -
         response_invoke=LambdaResponse.invoke,
         delete_function=LambdaBackend.delete_function,
         delete_alias=LambdaStorage.delete_alias,
+        put_alias=LambdaStorage.put_alias,
+        storage_update_alias=LambdaStorage.update_alias,
+        backend_invoke=LambdaBackend.invoke,
     )
     LambdaFunction.invoke = _invoke  # type: ignore[method-assign]
     LambdaBackend.delete_function = _delete_function  # type: ignore[method-assign]
@@ -154,6 +160,9 @@ def install(registry: str, environments: Environments, endpoint_url: str = "") -
     LambdaBackend.get_policy = get_policy  # type: ignore[method-assign]
     LambdaResponse.remove_permission = response_remove_permission  # type: ignore[method-assign]
     LambdaStorage.delete_alias = _delete_alias  # type: ignore[method-assign]
+    LambdaStorage.put_alias = _put_alias  # type: ignore[method-assign]
+    LambdaStorage.update_alias = _storage_update_alias  # type: ignore[method-assign]
+    LambdaBackend.invoke = _backend_invoke  # type: ignore[method-assign]
 
 
 def set_endpoint(endpoint_url: str) -> None:
@@ -171,6 +180,44 @@ def _response_invoke(self: LambdaResponse) -> Any:
     if "Qualifier" in self.querystring and "qualifier" not in self.querystring:
         self.querystring["qualifier"] = self.querystring["Qualifier"]
     return _ORIGINAL["response_invoke"](self)
+
+
+def _put_alias(
+    self: LambdaStorage, name: str, function_name: str, function_version: str, description: str, routing_config: Any
+) -> LambdaAlias:
+    lambda_routing.check(self, function_name, function_version, routing_config)
+    alias: LambdaAlias = _ORIGINAL["put_alias"](
+        self, name, function_name, function_version, description, routing_config
+    )
+    return alias
+
+
+def _storage_update_alias(
+    self: LambdaStorage, name: str, function_name: str, function_version: str, description: str, routing_config: Any
+) -> LambdaAlias:
+    # What the alias will be: a field the request leaves out keeps its value.
+    alias = self.get_alias(name, function_name)
+    lambda_routing.check(
+        self,
+        function_name,
+        function_version or alias.function_version,
+        alias.routing_config if routing_config is None else routing_config,
+    )
+    updated: LambdaAlias = _ORIGINAL["storage_update_alias"](
+        self, name, function_name, function_version, description, routing_config
+    )
+    return updated
+
+
+def _backend_invoke(
+    self: LambdaBackend, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
+) -> Any:
+    # Through a weighted alias, one of its two versions runs, chosen per invoke as Lambda does.
+    alias = lambda_routing.alias_of(self._lambdas, function_name, qualifier)
+    if alias is not None and lambda_routing.weights(alias.routing_config):
+        function_name = function_name.split(":function:", 1)[-1].split(":", 1)[0]
+        qualifier = lambda_routing.choose(alias)
+    return _ORIGINAL["backend_invoke"](self, function_name, qualifier, body, headers, response_headers)
 
 
 def _update_alias(self: LambdaAlias, *args: Any, **kwargs: Any) -> None:

@@ -375,3 +375,82 @@ def test_an_alias_gets_a_new_revision_id_when_it_moves(lam: Any, role: str, imag
     update(lam, name, images["v2"])
     publish(lam, name)
     assert lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2")["RevisionId"] != first
+
+
+def test_a_weighted_alias_sends_the_additional_version_its_share(lam: Any, role: str, images: dict[str, str]) -> None:
+    name = new_function(lam, role, images["v1"])
+    assert publish(lam, name) == "1"
+    update(lam, name, images["v2"])
+    assert publish(lam, name) == "2"
+    lam.create_alias(
+        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}}
+    )
+    assert lam.get_alias(FunctionName=name, Name="live")["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.3}}
+
+    served = {"1": 0, "2": 0}
+    for number in range(200):
+        resp, body = invoke(
+            lam, name if number % 2 else f"{name}:live", {}, **({"Qualifier": "live"} if number % 2 else {})
+        )
+        version = resp["ExecutedVersion"]
+        assert body["model"] == {"version": f"v{version}"}  # the version named is the one that ran
+        served[version] += 1
+    # Binomial(200, 0.3): mean 60, standard deviation 6.5; four of them either way.
+    assert 34 <= served["2"] <= 86, served
+
+    lam.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {}})
+    assert {invoke(lam, name, {}, Qualifier="live")[0]["ExecutedVersion"] for _ in range(10)} == {"1"}
+    lam.update_alias(FunctionName=name, Name="live", RoutingConfig={"AdditionalVersionWeights": {"2": 1.0}})
+    assert {invoke(lam, name, {}, Qualifier="live")[0]["ExecutedVersion"] for _ in range(10)} == {"2"}
+    assert {invoke(lam, name, {}, Qualifier="1")[0]["ExecutedVersion"] for _ in range(3)} == {
+        "1"
+    }  # a version is not routed
+
+
+def test_a_routing_config_lambda_refuses_is_refused_and_the_alias_kept(
+    lam: Any, role: str, images: dict[str, str]
+) -> None:
+    name = new_function(lam, role, images["v1"])
+    assert publish(lam, name) == "1"
+    update(lam, name, images["v2"])
+    assert publish(lam, name) == "2"
+    arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+
+    def refused(call: Any, **kwargs: Any) -> tuple[str, str]:
+        with pytest.raises(ClientError) as error:
+            call(FunctionName=name, Name="live", **kwargs)
+        return error.value.response["Error"]["Code"], error.value.response["Error"]["Message"]
+
+    cases = [
+        # (a negative weight never leaves boto3, whose validation checks the minimum)
+        ({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 1.5}}},
+         ("ValidationException", "Member must have value less than or equal to 1.0")),
+        ({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.1, "3": 0.1}}},
+         ("ValidationException", "Member must have length less than or equal to 1")),
+        ({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"$LATEST": 0.1}}},
+         ("ValidationException", "regular expression pattern: [0-9]+")),
+        ({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"1": 0.1}}},
+         ("InvalidParameterValueException", "Function version 1 is already included in routing configuration")),
+        ({"FunctionVersion": "1", "RoutingConfig": {"AdditionalVersionWeights": {"9": 0.1}}},
+         ("ResourceNotFoundException", f"Function not found: {arn}:9")),
+        ({"FunctionVersion": "$LATEST", "RoutingConfig": {"AdditionalVersionWeights": {"2": 0.1}}},
+         ("InvalidParameterValueException", "$LATEST is not supported for an alias pointing to more than 1 version")),
+    ]  # fmt: skip
+    for kwargs, (code, message) in cases:
+        got = refused(lam.create_alias, **kwargs)
+        assert got[0] == code and message in got[1], (kwargs, got)
+    assert lam.list_aliases(FunctionName=name)["Aliases"] == []  # none was created
+
+    lam.create_alias(
+        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.1}}
+    )
+    before = lam.get_alias(FunctionName=name, Name="live")
+    for kwargs, (code, message) in cases:
+        got = refused(lam.update_alias, **kwargs)
+        assert got[0] == code and message in got[1], (kwargs, got)
+    # Moving the alias onto its additional version, the weights kept: refused as well.
+    assert refused(lam.update_alias, FunctionVersion="2")[0] == "InvalidParameterValueException"
+    after = lam.get_alias(FunctionName=name, Name="live")
+    assert {k: after[k] for k in ("FunctionVersion", "RoutingConfig", "RevisionId")} == {
+        k: before[k] for k in ("FunctionVersion", "RoutingConfig", "RevisionId")
+    }
