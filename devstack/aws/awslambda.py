@@ -97,6 +97,7 @@ still shows the new ImageUri; Lambda's own reasons for Failed
 from __future__ import annotations
 
 import base64
+import contextvars
 import copy
 import json
 import logging
@@ -109,7 +110,7 @@ from moto.awslambda.models import LambdaAlias, LambdaBackend, LambdaFunction, La
 from moto.awslambda.responses import LambdaResponse
 
 from bank_pipeline.utils import oci
-from devstack.aws import lambda_routing
+from devstack.aws import lambda_metrics, lambda_routing
 from devstack.aws.lambda_config import CONFIG, PENDING_SECONDS_ENV
 from devstack.aws.lambda_images import resolve_image_uri
 from devstack.aws.lambda_invoke import run, spec_of
@@ -122,12 +123,15 @@ log = logging.getLogger("devstack.lambda")
 LOG_TAIL = 4096  # bytes of log in X-Amz-Log-Result, as on Lambda
 
 _ORIGINAL: dict[str, Any] = {}
+# The qualifier the invoke request named (an alias, a version or None): its metrics' Resource.
+_NAMED: contextvars.ContextVar[str | None] = contextvars.ContextVar("devstack_lambda_named", default=None)
 
 
 def install(registry: str, environments: Environments, endpoint_url: str = "") -> None:
     """Patch moto's Lambda (idempotent); ``registry`` is devstack's ``host:port``, ``environments`` runs invokes."""
     CONFIG.registry, CONFIG.environments, CONFIG.endpoint_url = registry, environments, endpoint_url
     CONFIG.pending_seconds = float(os.environ.get(PENDING_SECONDS_ENV) or CONFIG.pending_seconds)
+    lambda_metrics.install()
     if _ORIGINAL:
         return
     _ORIGINAL.update(
@@ -213,11 +217,16 @@ def _backend_invoke(
     self: LambdaBackend, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
 ) -> Any:
     # Through a weighted alias, one of its two versions runs, chosen per invoke as Lambda does.
+    named = lambda_routing.qualifier_of(function_name, qualifier)
     alias = lambda_routing.alias_of(self._lambdas, function_name, qualifier)
     if alias is not None and lambda_routing.weights(alias.routing_config):
         function_name = function_name.split(":function:", 1)[-1].split(":", 1)[0]
         qualifier = lambda_routing.choose(alias)
-    return _ORIGINAL["backend_invoke"](self, function_name, qualifier, body, headers, response_headers)
+    token = _NAMED.set(named)
+    try:
+        return _ORIGINAL["backend_invoke"](self, function_name, qualifier, body, headers, response_headers)
+    finally:
+        _NAMED.reset(token)
 
 
 def _update_alias(self: LambdaAlias, *args: Any, **kwargs: Any) -> None:
@@ -347,6 +356,10 @@ def _invoke(self: LambdaFunction, body: str, request_headers: Any, response_head
     request_id = str(uuid.uuid4())
     tail = request_headers.get("x-amz-log-type") == "Tail"
     ran = run(self, json.dumps(event).encode(), request_id, tail=tail)
+    try:
+        lambda_metrics.publish(self, _NAMED.get(), ran.errored, lambda_metrics.duration_ms(ran.log))
+    except Exception:  # metrics are a courtesy too
+        log.exception("cannot publish the metrics of %s", self.function_name)
     if ran.errored:
         response_headers["x-amz-function-error"] = "Unhandled"
     response_headers["x-amz-executed-version"] = str(self.version)

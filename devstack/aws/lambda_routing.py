@@ -67,11 +67,17 @@ def choose(alias: LambdaAlias, draw: Callable[[], float] = random.random) -> str
     return str(alias.function_version)
 
 
-def alias_of(storage: LambdaStorage, function_name: str, qualifier: str | None) -> LambdaAlias | None:
-    """The alias an invoke names (``Qualifier``, ``name:alias`` or a qualified ARN), None for a version or $LATEST."""
+def qualifier_of(function_name: str, qualifier: str | None) -> str | None:
+    """The qualifier an invoke names: ``Qualifier``, else the one in ``name:qualifier`` or a qualified ARN."""
     name = function_name.split(":function:", 1)[-1]
     if qualifier is None and ":" in name:
-        name, qualifier = name.split(":", 1)
-    if not qualifier or qualifier == "$LATEST" or qualifier.isdigit():
+        qualifier = name.split(":", 1)[1]
+    return qualifier or None
+
+
+def alias_of(storage: LambdaStorage, function_name: str, qualifier: str | None) -> LambdaAlias | None:
+    """The alias an invoke names, None for a version or $LATEST."""
+    named = qualifier_of(function_name, qualifier)
+    if named is None or named == "$LATEST" or named.isdigit():
         return None
-    return storage.get_alias(qualifier, name)
+    return storage.get_alias(named, function_name.split(":function:", 1)[-1].split(":", 1)[0])
