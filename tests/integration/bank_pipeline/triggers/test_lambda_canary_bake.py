@@ -1,0 +1,132 @@
+"""LambdaCanaryTrigger against devstack: a version behind a weighted alias judged by the metrics its
+invokes put into devstack's CloudWatch, while a client calls the alias."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from bank_pipeline.triggers.lambda_canary_bake import LambdaCanaryTrigger
+from devstack import Devstack
+from devstack.harness.airflow_env import LAMBDA_ROLE_ARN
+from tests.support.devstack_image_helpers import model_image
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+# A model that fails one request in five (in each container), as a broken release might.
+FLAKY_HANDLER = (
+    "import itertools\n_calls = itertools.count(1)\n\n\ndef handler(event, context):\n"
+    "    if next(_calls) % 5 == 0:\n        raise RuntimeError('bad model')\n    return {'ok': True}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def images(ds: Devstack, account: Any) -> dict[str, str]:
+    pushed = {
+        "v1": model_image(ds.registry_url, "v1", repo="canary"),
+        "v2": model_image(ds.registry_url, "v2", repo="canary"),
+        "flaky": model_image(ds.registry_url, "v3", repo="canary", handler=FLAKY_HANDLER),
+    }
+    return {name: f"{ds.registry_url}/canary@{image.digest}" for name, image in pushed.items()}
+
+
+@pytest.fixture
+def aws_env(ds: Devstack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ds.env().items():
+        monkeypatch.setenv(key, value)
+
+
+def canary(ds: Devstack, old: str, new: str, share: float) -> str:
+    """A function whose alias ``live`` is on version 1 (``old``) and sends ``share`` to version 2 (``new``)."""
+    lam, name = ds.client("lambda"), f"canary-{uuid.uuid4().hex[:8]}"
+    lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image", Code={"ImageUri": old})
+    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+    for image in (old, new):
+        if image != old:
+            lam.update_function_code(FunctionName=name, ImageUri=image)
+            lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
+        version = lam.publish_version(FunctionName=name)["Version"]
+        lam.get_waiter("published_version_active").wait(
+            FunctionName=name, Qualifier=version, WaiterConfig={"Delay": 0.2}
+        )
+    lam.create_alias(
+        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": share}}
+    )
+    return name
+
+
+@contextmanager
+def clients(ds: Devstack, name: str) -> Iterator[dict[str, int]]:
+    """Calls to the alias in a thread until the block ends; counts the invokes each version served."""
+    lam, served, stop = ds.client("lambda"), {"1": 0, "2": 0}, threading.Event()
+
+    def call() -> None:
+        while not stop.is_set():
+            served[lam.invoke(FunctionName=name, Qualifier="live", Payload=json.dumps({}))["ExecutedVersion"]] += 1
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        yield served
+    finally:
+        stop.set()
+        thread.join()
+
+
+def bake(name: str, seconds: float, **kwargs: Any) -> tuple[dict[str, Any], float]:
+    started = time.time()
+    trigger = LambdaCanaryTrigger(
+        function_name=name, alias="live", version="2", started_at=started, bake_seconds=seconds,
+        poll_interval=0.5, aws_conn_id=None, **kwargs,
+    )  # fmt: skip
+    event = asyncio.run(trigger.bake())
+    return event, time.time() - started
+
+
+def test_a_version_failing_one_request_in_five_is_breached_during_its_bake_naming_the_metric(
+    aws_env: None, ds: Devstack, images: dict[str, str]
+) -> None:
+    name = canary(ds, images["v1"], images["flaky"], 0.5)
+    with clients(ds, name) as served:
+        event, took = bake(name, 60)
+    assert event["status"] == "breached", event
+    assert event["message"].startswith("Errors ") and "above the 5.0% allowed" in event["message"]
+    assert event["metrics"]["errors"] >= 1 and served["2"] >= event["metrics"]["invocations"]
+    assert took < 30  # judged as soon as the threshold was crossed, not at the end of the bake
+
+
+def test_a_good_version_passes_its_bake_on_its_own_invocations(
+    aws_env: None, ds: Devstack, images: dict[str, str]
+) -> None:
+    name = canary(ds, images["v1"], images["v2"], 0.5)
+    with clients(ds, name) as served:
+        time.sleep(3)
+    event, took = bake(name, 2)  # the traffic above is within the bake's minute
+    assert event["status"] == "passed", event
+    assert event["metrics"]["invocations"] == served["2"] > 0 and event["metrics"]["errors"] == 0
+    assert event["metrics"]["p99_ms"] > 0 and took >= 2
+
+
+def test_a_named_alarm_in_alarm_or_missing_fails_the_step(aws_env: None, ds: Devstack, images: dict[str, str]) -> None:
+    name = canary(ds, images["v1"], images["v2"], 0.1)
+    cloudwatch = ds.client("cloudwatch")
+    cloudwatch.put_metric_alarm(
+        AlarmName=f"{name}-errors", Namespace="AWS/Lambda", MetricName="Errors", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        Dimensions=[{"Name": "FunctionName", "Value": name}],
+    )  # fmt: skip
+    event, _ = bake(name, 1, alarm_names=[f"{name}-errors"])
+    assert event["status"] == "passed", event  # INSUFFICIENT_DATA is not ALARM
+    cloudwatch.set_alarm_state(AlarmName=f"{name}-errors", StateValue="ALARM", StateReason="test")
+    event, _ = bake(name, 1, alarm_names=[f"{name}-errors"])
+    assert (event["status"], event["message"]) == ("breached", f"alarm {name}-errors in ALARM")
+    event, _ = bake(name, 1, alarm_names=["no-such-alarm"])
+    assert event["message"] == "alarm no-such-alarm does not exist"
