@@ -82,9 +82,20 @@ class LambdaReleaseHook(LambdaHook):
         return Invocation(function_error=response.get("FunctionError"), body=body)
 
     def point_alias(self, function: str, alias: str, version: str, *, exists: bool) -> None:
-        """Create ``alias`` on ``version``, or move it there."""
-        call = self.conn.update_alias if exists else self.conn.create_alias
-        call(FunctionName=function, Name=alias, FunctionVersion=version)
+        """Create ``alias`` on ``version``, or move it there with all of the traffic (no routing left behind)."""
+        if exists:
+            self.route(function, alias, version, {})
+        else:
+            self.conn.create_alias(FunctionName=function, Name=alias, FunctionVersion=version)
+
+    def route(self, function: str, alias: str, version: str, weights: dict[str, float]) -> None:
+        """Keep ``alias`` on ``version`` and send each of ``weights``' versions its share (empty: none)."""
+        self.conn.update_alias(
+            FunctionName=function,
+            Name=alias,
+            FunctionVersion=version,
+            RoutingConfig={"AdditionalVersionWeights": weights},
+        )
 
     def delete_alias(self, function: str, alias: str) -> None:
         self.conn.delete_alias(FunctionName=function, Name=alias)

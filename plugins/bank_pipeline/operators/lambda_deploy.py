@@ -14,7 +14,8 @@ validation in ``execute``, long waits deferred to a trigger):
    and wait until LastUpdateStatus is Successful;
 3. publish a version and wait until *that version* is Active (``published_version_active``);
 4. invoke that version by ``Qualifier`` with a known event and check the answer;
-5. only then create or move the alias to it.
+5. only then create or move the alias to it: at once, or as a canary whose steps are judged on the
+   new version's own metrics (operators.lambda_traffic; ``release_strategy``).
 
 A version that fails its smoke test is never behind the alias: the task fails
 naming the version and why, and the alias is left where it was (nothing to roll
@@ -33,7 +34,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
 from bank_pipeline.hooks.aws_lambda import LambdaReleaseHook
-from bank_pipeline.operators.lambda_version import LambdaVersionOperator
+from bank_pipeline.operators.lambda_traffic import TRAFFIC_FIELDS, LambdaTrafficOperator
 from bank_pipeline.plans import lambda_release as plan
 from bank_pipeline.plans.lambda_release import LambdaRelease, SmokeCheck, check_http_ok
 from bank_pipeline.triggers.lambda_waiters import (
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 TRIGGERS = {"create": LambdaFunctionActiveTrigger, "update": LambdaFunctionUpdatedTrigger}
 
 
-class LambdaImageDeployOperator(LambdaVersionOperator):
+class LambdaImageDeployOperator(LambdaTrafficOperator):
     """Release ``image_uri`` (by digest) to ``function_name`` behind ``alias``, after its version passed a smoke test.
 
     :param function_name: the Lambda function; created if missing (then ``role_arn`` is required).
@@ -66,12 +67,13 @@ class LambdaImageDeployOperator(LambdaVersionOperator):
     :param memory_size: MB, on create. :param timeout: seconds, on create.
     :param environment: function environment variables, on create.
     :param plain_http_registries: registries reached over plain HTTP (settings' BANK_PLAIN_HTTP_REGISTRIES).
+    :param release_strategy: and the canary's other parameters: see LambdaTrafficOperator.
     :return: a LambdaRelease
     """
 
     template_fields: Sequence[str] = aws_template_fields(
         "function_name", "image_uri", "alias", "smoke_event", "smoke_expect", "role_arn", "environment",
-        "image_platform",
+        "image_platform", *TRAFFIC_FIELDS,
     )  # fmt: skip
 
     def __init__(
@@ -108,6 +110,7 @@ class LambdaImageDeployOperator(LambdaVersionOperator):
 
         self._link_context = context
         plan.check_request(self.image_uri, self.architecture)
+        self.log.info("Release strategy: %s", self.strategy)  # a wrong one is refused before any change
         fn = self.function_name
         config = self.hook.configuration(fn)
         function_arch = plan.function_architecture(fn, config, self.architecture)
@@ -197,10 +200,7 @@ class LambdaImageDeployOperator(LambdaVersionOperator):
                 live=live,
             )
         self.log.info("Smoke test of %s version %s passed; alias %s was on %s", fn, version, alias, previous)
-        move = plan.alias_move(previous, version)
-        if move:
-            self.hook.point_alias(fn, alias, version, exists=move == "update")
-        return plan.release(function=fn, version=version, alias=alias, previous=previous, image_uri=self.image_uri)
+        return self._move_alias(previous, version)
 
 
 class LambdaAliasRevertOperator(AwsBaseOperator[LambdaReleaseHook]):

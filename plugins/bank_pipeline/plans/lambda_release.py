@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from bank_pipeline.errors import BadInputError, DeployFailedError
 
@@ -39,6 +39,7 @@ class LambdaRelease(TypedDict):
     previous_version: str | None
     image_uri: str
     changed: bool
+    traffic: NotRequired[list[dict[str, Any]]]  # a canary's steps: share, status, message, metrics
 
 
 @dataclass(frozen=True)

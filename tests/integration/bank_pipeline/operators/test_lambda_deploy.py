@@ -20,6 +20,7 @@ from bank_pipeline.plans.lambda_release import architecture_mismatch, subset_mis
 from bank_pipeline.triggers.lambda_waiters import LambdaFunctionActiveTrigger
 from bank_pipeline.utils.oci_image import Platform
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN, seed_release
+from tests.support.alias_traffic import FLAKY_HANDLER, clients
 from tests.support.devstack_image_helpers import RAISING_HANDLER, index_image, model_image, unpackable_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -38,6 +39,7 @@ def images(ds, account):
         "v2": uri(model_image(ds.registry_url, "v2", repo="deploy-good"), "deploy-good"),
         "v1-arm64": uri(model_image(ds.registry_url, "v1", repo="deploy-good", architecture="arm64"), "deploy-good"),
         "bad": uri(model_image(ds.registry_url, "v3", repo="deploy-bad", handler=RAISING_HANDLER), "deploy-bad"),
+        "flaky": uri(model_image(ds.registry_url, "v4", repo="deploy-flaky", handler=FLAKY_HANDLER), "deploy-flaky"),
         "unpackable": unpackable_image(ds.registry_url, "deploy-broken"),
         "index": index_image(ds.registry_url, "deploy-good", v1.digest),
     }
@@ -187,6 +189,64 @@ def test_deferred_release_waits_in_triggers_and_reports_a_failed_state(aws_env, 
     assert event["status"] == "error" and "Failed - InvalidImage - devstack: cannot pull image" in event["message"]
     with pytest.raises(DeployFailedError, match=r"fn-deferred-bad: State Failed \(InvalidImage\)"):
         getattr(op, created.value.method_name)(context={}, event=event)
+
+
+CANARY = {"release_strategy": "canary", "canary_percent": 50, "bake_poll_seconds": 0.5}
+
+
+def test_a_canary_failing_one_request_in_five_is_rolled_back_naming_the_metric(aws_env, images, ds):
+    lam = ds.client("lambda")
+    first = deploy("fn-canary-bad", images["v1"], "v1", **CANARY, bake_seconds=60)
+    assert first["version"] == "1" and "traffic" not in first  # a first release goes all at once
+    with clients(ds, "fn-canary-bad") as served, pytest.raises(DeployFailedError) as failed:
+        deploy("fn-canary-bad", images["flaky"], **CANARY, bake_seconds=60)
+    message = str(failed.value)
+    assert message.startswith("canary of version 2 of fn-canary-bad rolled back at 50% of the traffic: Errors ")
+    assert message.endswith("alias live on version 1 with all of it")
+    assert served["2"] > 0  # the canary did serve its share before it was judged
+    alias = lam.get_alias(FunctionName="fn-canary-bad", Name="live")
+    assert alias["FunctionVersion"] == "1" and not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    with clients(ds, "fn-canary-bad") as after:
+        time.sleep(1)
+    assert after["2"] == 0 and after["1"] > 0  # all of the traffic is back on the old version
+
+
+def test_a_good_canary_is_promoted_with_its_steps_recorded(aws_env, images, ds):
+    lam = ds.client("lambda")
+    deploy("fn-canary-good", images["v1"], "v1")
+    with clients(ds, "fn-canary-good") as served:
+        released = deploy("fn-canary-good", images["v2"], "v2", **CANARY, bake_seconds=3)
+    assert (released["version"], released["previous_version"], released["changed"]) == ("2", "1", True)
+    [step] = released["traffic"]
+    assert (step["share"], step["status"]) == (0.5, "passed") and step["metrics"]["errors"] == 0
+    assert 0 < step["metrics"]["invocations"] <= served["2"]
+    alias = lam.get_alias(FunctionName="fn-canary-good", Name="live")
+    assert alias["FunctionVersion"] == "2" and not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+
+
+def test_a_deferred_canary_bakes_in_the_triggerer_and_resumes_with_the_verdict(aws_env, images, ds):
+    deploy("fn-canary-deferred", images["v1"], "v1")
+    op = operator("fn-canary-deferred", images["v2"], "v2", **CANARY, bake_seconds=1)
+    lam = ds.client("lambda")
+    lam.update_function_code(FunctionName="fn-canary-deferred", ImageUri=images["v2"])
+    lam.get_waiter("function_updated_v2").wait(FunctionName="fn-canary-deferred", WaiterConfig={"Delay": 0.2})
+    version = lam.publish_version(FunctionName="fn-canary-deferred")["Version"]
+    lam.get_waiter("published_version_active").wait(FunctionName="fn-canary-deferred", Qualifier=version)
+    op.deferrable = True
+    with pytest.raises(TaskDeferred) as baking:
+        op.execute_version_active(context={}, event={"status": "success", "version": version})
+    trigger = baking.value.trigger
+    assert type(trigger).__name__ == "LambdaCanaryTrigger" and baking.value.method_name == "execute_baked"
+    assert lam.get_alias(FunctionName="fn-canary-deferred", Name="live")["RoutingConfig"] == {
+        "AdditionalVersionWeights": {"2": 0.5}
+    }
+    event = asyncio.run(anext(trigger.run())).payload
+    assert event["status"] == "passed" and event["state"]["version"] == "2"
+    released = op.execute_baked(context={}, event=event)
+    assert released["version"] == "2" and released["traffic"][0]["status"] == "passed"
+
+    with pytest.raises(BadInputError, match="release_strategy='blue_green'"):
+        deploy("fn-canary-deferred", images["v1"], release_strategy="blue_green")
 
 
 def test_mutable_tag_is_refused(aws_env, ds):

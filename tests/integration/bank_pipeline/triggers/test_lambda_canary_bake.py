@@ -4,12 +4,8 @@ invokes put into devstack's CloudWatch, while a client calls the alias."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -17,15 +13,10 @@ import pytest
 from bank_pipeline.triggers.lambda_canary_bake import LambdaCanaryTrigger
 from devstack import Devstack
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN
+from tests.support.alias_traffic import FLAKY_HANDLER, clients
 from tests.support.devstack_image_helpers import model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-# A model that fails one request in five (in each container), as a broken release might.
-FLAKY_HANDLER = (
-    "import itertools\n_calls = itertools.count(1)\n\n\ndef handler(event, context):\n"
-    "    if next(_calls) % 5 == 0:\n        raise RuntimeError('bad model')\n    return {'ok': True}\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +52,6 @@ def canary(ds: Devstack, old: str, new: str, share: float) -> str:
         FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": share}}
     )
     return name
-
-
-@contextmanager
-def clients(ds: Devstack, name: str) -> Iterator[dict[str, int]]:
-    """Calls to the alias in a thread until the block ends; counts the invokes each version served."""
-    lam, served, stop = ds.client("lambda"), {"1": 0, "2": 0}, threading.Event()
-
-    def call() -> None:
-        while not stop.is_set():
-            served[lam.invoke(FunctionName=name, Qualifier="live", Payload=json.dumps({}))["ExecutedVersion"]] += 1
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    try:
-        yield served
-    finally:
-        stop.set()
-        thread.join()
 
 
 def bake(name: str, seconds: float, **kwargs: Any) -> tuple[dict[str, Any], float]:
