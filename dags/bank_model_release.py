@@ -209,6 +209,31 @@ with DAG(
             title="Function URL auth",
             description="AWS_IAM: callers sign with SigV4. NONE: anyone on the internet may call the URL.",
         ),
+        "release_strategy": Param(
+            "all_at_once",
+            type="string",
+            enum=["all_at_once", "canary", "linear"],
+            title="Lambda release strategy",
+            description="all_at_once; canary: the share below for the bake, then all; linear: that share more at "
+            "each bake. Judged on the new version's errors, throttles and p99 (BANK_CANARY_* settings); a breach "
+            "rolls it back. Lambda only: the Kubernetes rollout stays a rolling update.",
+        ),
+        "canary_percent": Param(
+            10,
+            type="number",
+            exclusiveMinimum=0,
+            exclusiveMaximum=100,
+            title="Canary share (%)",
+            description="The new version's share of the alias's traffic at each canary step.",
+        ),
+        "bake_seconds": Param(
+            600,
+            type="integer",
+            minimum=0,
+            maximum=86400,
+            title="Bake (seconds)",
+            description="How long each canary step is watched before the next (or the promotion).",
+        ),
         "hyperparameters": Param(
             {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "l2_regularization": 1.0},
             type="object",
@@ -260,6 +285,12 @@ with DAG(
             smoke_check=check_prediction,
             waiter_delay=CFG.poll_seconds,
             plain_http_registries=sorted(CFG.plain_http_registries),
+            release_strategy="{{ params.release_strategy }}",
+            canary_percent="{{ params.canary_percent }}",
+            bake_seconds="{{ params.bake_seconds }}",
+            canary_thresholds=CFG.canary_thresholds,
+            canary_alarms=list(CFG.canary_alarms),
+            bake_poll_seconds=CFG.poll_seconds,
             # A failed smoke test left the alias alone; retrying would test the same image again.
             retries=0,
         )

@@ -106,6 +106,8 @@ CALLS: tuple[Call, ...] = (
     Call("lambda:RemovePermission", _ALIAS, "lambda_url with auth AWS_IAM (drops that statement)"),
     Call("lambda:InvokeFunctionUrl", _ALIAS, "lambda_url (the signed smoke POST)"),
     _pass("LambdaRoleName", "lambda.amazonaws.com", "deploy_lambda (first release: the execution role)"),
+    Call("cloudwatch:GetMetricData", "*", "deploy_lambda's canary bake (the new version's metrics; the action takes no resource)"),
+    Call("cloudwatch:DescribeAlarms", "arn:aws:cloudwatch:{region}:{account}:alarm:*", "deploy_lambda's canary bake (BANK_CANARY_ALARMS)"),
     # The preflight's own calls: read-only, each naming what it reads.
     Call("iam:SimulatePrincipalPolicy", "{principal}", "preflight (may this identity make every call above?)", preflight=True),
     Call("iam:GetContextKeysForPrincipalPolicy", "{principal}", "preflight (the condition keys its policies use)", preflight=True),

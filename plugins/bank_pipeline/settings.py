@@ -51,6 +51,10 @@ class Settings:
     kubernetes_conn_id: str
     kubernetes_namespace: str | None
     """None: the connection's namespace, else "default"."""
+    canary_thresholds: dict[str, float]
+    """What a Lambda canary's new version may not exceed during a bake (plans.lambda_canary.Thresholds)."""
+    canary_alarms: tuple[str, ...]
+    """CloudWatch alarms that fail a canary step when in ALARM (or missing)."""
 
     @property
     def lake(self) -> Lake:
@@ -66,7 +70,8 @@ VARIABLES = frozenset({
     "BANK_EMR_PRIMARY_SECURITY_GROUP", "BANK_EMR_CORE_SECURITY_GROUP", "BANK_EMR_SERVICE_ACCESS_SECURITY_GROUP",
     "BANK_IMAGE_REGISTRY", "BANK_PLAIN_HTTP_REGISTRIES", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
     "BANK_LAMBDA_ROLE_ARN", "BANK_RELEASE_TARGETS", "BANK_KUBERNETES_CONN_ID", "BANK_KUBERNETES_NAMESPACE",
-    "BANK_KUBERNETES_DASHBOARD_URL", "BANK_LAMBDA_CONSOLE_URL",
+    "BANK_KUBERNETES_DASHBOARD_URL", "BANK_LAMBDA_CONSOLE_URL", "BANK_CANARY_MAX_ERROR_RATE",
+    "BANK_CANARY_MAX_P99_MS", "BANK_CANARY_ALARMS",
 })  # fmt: skip
 
 
@@ -87,6 +92,26 @@ def _positive_int(name: str, default: str) -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError(f"{name}={value!r}: expected a whole number of seconds, at least 1")
     return int(value)
+
+
+def _canary_thresholds(env: os._Environ[str] | dict[str, str]) -> dict[str, float]:
+    """BANK_CANARY_MAX_ERROR_RATE (0..1, default 0.05) and BANK_CANARY_MAX_P99_MS (empty: no limit)."""
+    thresholds: dict[str, float] = {}
+    for name, key, default, top in (
+        ("BANK_CANARY_MAX_ERROR_RATE", "max_error_rate", "0.05", 1.0),
+        ("BANK_CANARY_MAX_P99_MS", "max_p99_ms", "", float("inf")),
+    ):
+        value = env.get(name, default).strip()
+        if not value:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not 0 <= number <= top:
+            raise ValueError(f"{name}={value!r}: expected a number from 0" + (" to 1" if top == 1.0 else ""))
+        thresholds[key] = number
+    return thresholds
 
 
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
@@ -121,4 +146,6 @@ def load() -> Settings:
         release_targets=_targets(env.get("BANK_RELEASE_TARGETS", "lambda,kubernetes")),
         kubernetes_conn_id=env.get("BANK_KUBERNETES_CONN_ID", "kubernetes_default"),
         kubernetes_namespace=env.get("BANK_KUBERNETES_NAMESPACE") or None,
+        canary_thresholds=_canary_thresholds(env),
+        canary_alarms=tuple(a.strip() for a in env.get("BANK_CANARY_ALARMS", "").split(",") if a.strip()),
     )

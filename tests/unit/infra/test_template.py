@@ -22,7 +22,7 @@ pytestmark = pytest.mark.unit
 STAR_ONLY = {
     "ecr:GetAuthorizationToken", "elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters",
     "elasticmapreduce:ListReleaseLabels", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
-    "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeInstanceTypeOfferings", "cloudwatch:GetMetricData",
 }  # fmt: skip
 VALUES = {
     "AWS::Partition": "aws",
