@@ -69,6 +69,33 @@ def test_bad_settings_stop_the_preflight_at_the_first_row(monkeypatch: pytest.Mo
     assert "BANK_POLL_SECONDS='soon': expected a whole number of seconds" in rows[0].detail
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("BANK_CANARY_MAX_ERROR_RATE", "5%", "BANK_CANARY_MAX_ERROR_RATE='5%': expected a number from 0 to 1"),
+        ("BANK_CANARY_MAX_ERROR_RATE", "1.5", "BANK_CANARY_MAX_ERROR_RATE='1.5': expected a number from 0 to 1"),
+        ("BANK_CANARY_MAX_P99_MS", "-3", "BANK_CANARY_MAX_P99_MS='-3': expected a number from 0"),
+    ],
+)
+def test_bad_canary_thresholds_stop_the_preflight_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    rows = preflight.run()
+    assert [(r.check, r.status) for r in rows] == [("settings", "fail")]
+    assert message in rows[0].detail
+
+
+def test_canary_settings_reach_the_thresholds_and_alarms(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bank_pipeline import settings
+
+    monkeypatch.setenv("BANK_CANARY_MAX_P99_MS", "250")
+    monkeypatch.setenv("BANK_CANARY_ALARMS", "bank-5xx, bank-latency ,")
+    cfg = settings.load()
+    assert cfg.canary_thresholds == {"max_error_rate": 0.05, "max_p99_ms": 250.0}
+    assert cfg.canary_alarms == ("bank-5xx", "bank-latency")
+
+
 def test_a_misspelt_variable_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BANK_LAKE_BUKCET", "mine")
     rows, cfg = airflow_checks.settings_rows(None)
