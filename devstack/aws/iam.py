@@ -21,7 +21,8 @@ What ``install()`` adds, each the smallest faithful piece:
   statements match as on AWS (``*`` where AWS has no resource-level permission:
   RunJobFlow, ListClusters, GetAuthorizationToken, ListFunctions);
 - IAM action names where moto's differ from the operation's: ``lambda:Invoke`` is
-  ``lambda:InvokeFunction``, S3's HeadBucket is ``s3:ListBucket``;
+  ``lambda:InvokeFunction``, S3's HeadBucket is ``s3:ListBucket``, and CloudWatch's
+  actions are ``cloudwatch:*``, not the signing name's ``monitoring:*``;
 - ``iam:PassRole``, which moto never checks: CreateFunction and
   UpdateFunctionConfiguration pass ``Role`` to lambda.amazonaws.com; RunJobFlow
   passes ``ServiceRole`` to elasticmapreduce.amazonaws.com and the role of the
@@ -79,6 +80,8 @@ ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Acti
 
 # moto's action names that are not IAM's.
 ACTION_ALIASES = {"lambda:Invoke": "lambda:InvokeFunction", "s3:HeadBucket": "s3:ListBucket"}
+# moto prefixes an action with the service the request was signed for; IAM's prefix differs for these.
+IAM_PREFIXES = {"monitoring": "cloudwatch"}
 # Services whose errors are JSON (botocore reads __type): lambda (rest-json), EMR and ECR (json).
 JSON_SERVICES = {"lambda", "elasticmapreduce", "ecr"}
 
@@ -396,7 +399,8 @@ def install() -> None:
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        self._action = ACTION_ALIASES.get(self._action, self._action)
+        service, _, name = self._action.partition(":")
+        self._action = ACTION_ALIASES.get(self._action, f"{IAM_PREFIXES.get(service, service)}:{name}")
 
     def check_action_permitted(self: Any, resource: str) -> None:
         self._devstack_resource = resource

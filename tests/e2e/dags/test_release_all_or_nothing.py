@@ -160,7 +160,9 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
                                      content_type="application/merge-patch+json")  # fmt: skip
     assert status == 200, answer
 
-    run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-rebuilt"}, DAG_ID, conf, tmp_path)
+    # As a canary (no traffic in its bake: nothing crosses a threshold), so the revert undoes a promotion.
+    canary = {"release_strategy": "canary", "canary_percent": 50, "bake_seconds": 2}
+    run = run_dag({**env, "BANK_SERVING_BASE_TAG": "serving-base-rebuilt"}, DAG_ID, {**conf, **canary}, tmp_path)
 
     assert run.state == "failed"
     assert (run.tasks["deploy_lambda"], run.tasks["lambda_url"], run.tasks["rollout_kubernetes"]) == (
@@ -168,6 +170,8 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     assert (run.tasks["revert_lambda"], run.tasks["record_live"]) == ("failed", "upstream_failed"), run.tasks
     new_image = run.xcom["push_image"]["image_uri"]
     assert new_image != live_image and run.xcom["deploy_lambda"]["version"] == "2"
+    [step] = run.xcom["deploy_lambda"]["traffic"]  # baked in the triggerer, judged, promoted
+    assert (step["share"], step["status"]) == (0.5, "passed") and step["metrics"]["errors"] == 0
     # Kubernetes said why and rolled its Deployment back; Lambda's alias followed.
     assert "ProgressDeadlineExceeded" in run.log and "ImagePullBackOff" in run.log
     assert f"Rolled back: container serving set back to {live_image}" in run.log
@@ -176,6 +180,9 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
         f"rolled back); alias live of {FUNCTION} moved back from version 2 to version 1"
     ) in run.log
     assert alias_version(lam) == "1"
+    assert not (lam.get_alias(FunctionName=FUNCTION, Name="live").get("RoutingConfig") or {}).get(
+        "AdditionalVersionWeights"
+    )
     assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == live_image
     # Not live: no record, no Asset event (so no batch scoring with a half-released model).
     assert live_json(s3) == before

@@ -172,10 +172,27 @@ def create_function(cfg: Any) -> Any:
     )  # fmt: skip
 
 
+def read_canary_metrics(cfg: Any) -> Any:
+    """A canary bake's read of the new version's metrics (CloudWatch signs as "monitoring"; IAM says cloudwatch)."""
+    import datetime as dt
+
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
+
+    from bank_pipeline.plans.lambda_canary import metric_queries
+
+    end = dt.datetime.now(dt.UTC)
+    return AwsGenericHook(aws_conn_id=None, client_type="cloudwatch").conn.get_metric_data(
+        MetricDataQueries=metric_queries(cfg.lambda_function, "live", "2", 60),
+        StartTime=end - dt.timedelta(minutes=5),
+        EndTime=end,
+    )
+
+
 @pytest.mark.parametrize(
     ("sid", "call", "action"),
     [
         ("S3WriteCode", stage_code, "s3:PutObject"),
+        ("CloudWatchCanaryMetrics", read_canary_metrics, "cloudwatch:GetMetricData"),
         ("EmrCreateCluster", create_cluster, "elasticmapreduce:RunJobFlow"),
         ("EmrPassJobFlowRole", create_cluster, "iam:PassRole"),
         ("LambdaPassExecutionRole", create_function, "iam:PassRole"),
