@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from bank_pipeline.triggers.lambda_canary_bake import LambdaCanaryTrigger
 from devstack import Devstack
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN
-from tests.support.alias_traffic import FLAKY_HANDLER, clients
+from tests.support.alias_traffic import FLAKY_HANDLER, clients, weighted_alias
 from tests.support.devstack_image_helpers import model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -35,25 +34,6 @@ def aws_env(ds: Devstack, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def canary(ds: Devstack, old: str, new: str, share: float) -> str:
-    """A function whose alias ``live`` is on version 1 (``old``) and sends ``share`` to version 2 (``new``)."""
-    lam, name = ds.client("lambda"), f"canary-{uuid.uuid4().hex[:8]}"
-    lam.create_function(FunctionName=name, Role=LAMBDA_ROLE_ARN, PackageType="Image", Code={"ImageUri": old})
-    lam.get_waiter("function_active_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
-    for image in (old, new):
-        if image != old:
-            lam.update_function_code(FunctionName=name, ImageUri=image)
-            lam.get_waiter("function_updated_v2").wait(FunctionName=name, WaiterConfig={"Delay": 0.2})
-        version = lam.publish_version(FunctionName=name)["Version"]
-        lam.get_waiter("published_version_active").wait(
-            FunctionName=name, Qualifier=version, WaiterConfig={"Delay": 0.2}
-        )
-    lam.create_alias(
-        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": share}}
-    )
-    return name
-
-
 def bake(name: str, seconds: float, **kwargs: Any) -> tuple[dict[str, Any], float]:
     started = time.time()
     trigger = LambdaCanaryTrigger(
@@ -67,7 +47,7 @@ def bake(name: str, seconds: float, **kwargs: Any) -> tuple[dict[str, Any], floa
 def test_a_version_failing_one_request_in_five_is_breached_during_its_bake_naming_the_metric(
     aws_env: None, ds: Devstack, images: dict[str, str]
 ) -> None:
-    name = canary(ds, images["v1"], images["flaky"], 0.5)
+    name = weighted_alias(ds.client("lambda"), LAMBDA_ROLE_ARN, images["v1"], images["flaky"], 0.5)
     with clients(ds, name) as served:
         event, took = bake(name, 60)
     assert event["status"] == "breached", event
@@ -79,7 +59,7 @@ def test_a_version_failing_one_request_in_five_is_breached_during_its_bake_namin
 def test_a_good_version_passes_its_bake_on_its_own_invocations(
     aws_env: None, ds: Devstack, images: dict[str, str]
 ) -> None:
-    name = canary(ds, images["v1"], images["v2"], 0.5)
+    name = weighted_alias(ds.client("lambda"), LAMBDA_ROLE_ARN, images["v1"], images["v2"], 0.5)
     with clients(ds, name) as served:
         time.sleep(3)
     event, took = bake(name, 2)  # the traffic above is within the bake's minute
@@ -89,7 +69,7 @@ def test_a_good_version_passes_its_bake_on_its_own_invocations(
 
 
 def test_a_named_alarm_in_alarm_or_missing_fails_the_step(aws_env: None, ds: Devstack, images: dict[str, str]) -> None:
-    name = canary(ds, images["v1"], images["v2"], 0.1)
+    name = weighted_alias(ds.client("lambda"), LAMBDA_ROLE_ARN, images["v1"], images["v2"], 0.1)
     cloudwatch = ds.client("cloudwatch")
     cloudwatch.put_metric_alarm(
         AlarmName=f"{name}-errors", Namespace="AWS/Lambda", MetricName="Errors", Statistic="Sum", Period=60,

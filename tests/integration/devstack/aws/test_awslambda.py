@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from devstack import Devstack
 from devstack.containers import lambda_containers, podman
+from tests.support.alias_traffic import two_versions, weighted_alias
 from tests.support.devstack_image_helpers import model_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -378,13 +379,7 @@ def test_an_alias_gets_a_new_revision_id_when_it_moves(lam: Any, role: str, imag
 
 
 def test_a_weighted_alias_sends_the_additional_version_its_share(lam: Any, role: str, images: dict[str, str]) -> None:
-    name = new_function(lam, role, images["v1"])
-    assert publish(lam, name) == "1"
-    update(lam, name, images["v2"])
-    assert publish(lam, name) == "2"
-    lam.create_alias(
-        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.3}}
-    )
+    name = weighted_alias(lam, role, images["v1"], images["v2"], 0.3)
     assert lam.get_alias(FunctionName=name, Name="live")["RoutingConfig"] == {"AdditionalVersionWeights": {"2": 0.3}}
 
     served = {"1": 0, "2": 0}
@@ -410,10 +405,7 @@ def test_a_weighted_alias_sends_the_additional_version_its_share(lam: Any, role:
 def test_a_routing_config_lambda_refuses_is_refused_and_the_alias_kept(
     lam: Any, role: str, images: dict[str, str]
 ) -> None:
-    name = new_function(lam, role, images["v1"])
-    assert publish(lam, name) == "1"
-    update(lam, name, images["v2"])
-    assert publish(lam, name) == "2"
+    name = two_versions(lam, role, images["v1"], images["v2"])
     arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
 
     def refused(call: Any, **kwargs: Any) -> tuple[str, str]:
@@ -462,13 +454,7 @@ def test_each_invoke_publishes_lambdas_metrics_by_executed_version(
     """As a canary's judge reads them: Invocations, Errors and Duration (p99 too) of each version behind the alias."""
     import datetime as dt
 
-    name = new_function(lam, role, images["v1"])
-    assert publish(lam, name) == "1"
-    update(lam, name, images["v2"])
-    assert publish(lam, name) == "2"
-    lam.create_alias(
-        FunctionName=name, Name="live", FunctionVersion="1", RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}}
-    )
+    name = weighted_alias(lam, role, images["v1"], images["v2"], 0.5)
     started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     invocations, errors = {"1": 0, "2": 0}, {"1": 0, "2": 0}
     for number in range(40):
