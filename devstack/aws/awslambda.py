@@ -217,11 +217,10 @@ def _backend_invoke(
     self: LambdaBackend, function_name: str, qualifier: str | None, body: Any, headers: Any, response_headers: Any
 ) -> Any:
     # Through a weighted alias, one of its two versions runs, chosen per invoke as Lambda does.
-    named = lambda_routing.qualifier_of(function_name, qualifier)
-    alias = lambda_routing.alias_of(self._lambdas, function_name, qualifier)
+    name, named = lambda_routing.target(function_name, qualifier)
+    alias = lambda_routing.alias_of(self._lambdas, name, named)
     if alias is not None and lambda_routing.weights(alias.routing_config):
-        function_name = function_name.split(":function:", 1)[-1].split(":", 1)[0]
-        qualifier = lambda_routing.choose(alias)
+        function_name, qualifier = name, lambda_routing.choose(alias)
     token = _NAMED.set(named)
     try:
         return _ORIGINAL["backend_invoke"](self, function_name, qualifier, body, headers, response_headers)

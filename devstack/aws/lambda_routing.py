@@ -67,17 +67,15 @@ def choose(alias: LambdaAlias, draw: Callable[[], float] = random.random) -> str
     return str(alias.function_version)
 
 
-def qualifier_of(function_name: str, qualifier: str | None) -> str | None:
-    """The qualifier an invoke names: ``Qualifier``, else the one in ``name:qualifier`` or a qualified ARN."""
-    name = function_name.split(":function:", 1)[-1]
-    if qualifier is None and ":" in name:
-        qualifier = name.split(":", 1)[1]
-    return qualifier or None
+def target(function_name: str, qualifier: str | None) -> tuple[str, str | None]:
+    """The function's bare name and the qualifier an invoke names: ``Qualifier``, else the one in
+    ``name:qualifier`` or a qualified ARN (None: $LATEST, unnamed)."""
+    name, _, in_name = function_name.split(":function:", 1)[-1].partition(":")
+    return name, qualifier or in_name or None
 
 
-def alias_of(storage: LambdaStorage, function_name: str, qualifier: str | None) -> LambdaAlias | None:
-    """The alias an invoke names, None for a version or $LATEST."""
-    named = qualifier_of(function_name, qualifier)
+def alias_of(storage: LambdaStorage, name: str, named: str | None) -> LambdaAlias | None:
+    """The alias ``named`` (``target``'s), None for a version or $LATEST."""
     if named is None or named == "$LATEST" or named.isdigit():
         return None
-    return storage.get_alias(named, function_name.split(":function:", 1)[-1].split(":", 1)[0])
+    return storage.get_alias(named, name)

@@ -53,4 +53,4 @@ class Storage:
     ],
 )
 def test_the_alias_an_invoke_names(function_name: str, qualifier: str | None, named: Any) -> None:
-    assert lambda_routing.alias_of(Storage(), function_name, qualifier) == named  # type: ignore[arg-type]
+    assert lambda_routing.alias_of(Storage(), *lambda_routing.target(function_name, qualifier)) == named  # type: ignore[arg-type]
