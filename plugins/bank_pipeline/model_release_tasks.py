@@ -158,9 +158,9 @@ def prepare_training(
 def _reusable_build(hook: S3Hook, registry: ModelRegistry, build_uri: str) -> str | None:
     """The run whose build is on record at ``build_uri``, if the registry still holds its version whole."""
     try:
-        record = read_json(hook, build_uri, CandidateInvalidError, missing="no build on record")
+        record = read_json(hook, build_uri, CandidateInvalidError, missing=None)
     except CandidateInvalidError:
-        return None  # none, or not a record a build wrote whole: build (again), which writes it
+        return None  # not a record a build wrote whole: build again, which rewrites it
     if not isinstance(record, dict) or not isinstance(record.get("version"), str):
         return None
     run = record.get("run_id")
