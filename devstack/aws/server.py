@@ -126,7 +126,7 @@ def serve(
         from moto import settings
         from moto.server import ThreadedMotoServer
 
-        from devstack.aws import awslambda, emr, emr_executor, function_urls
+        from devstack.aws import awslambda, cloudwatch_alarms, emr, emr_executor, function_urls
         from devstack.aws import iam as devstack_iam
 
         lambda_containers.remove_leftovers(label)  # of a previous server of this state dir that was killed
@@ -137,6 +137,7 @@ def serve(
         emr.install()
         awslambda.install(registry_url, environments)
         function_urls.install(host, public_host)
+        cloudwatch_alarms.install()
         server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         server.start()
     except BaseException:

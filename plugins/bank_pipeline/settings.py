@@ -7,6 +7,7 @@ that reading them at DAG parse time costs nothing and needs no database.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -71,7 +72,7 @@ VARIABLES = frozenset({
     "BANK_IMAGE_REGISTRY", "BANK_PLAIN_HTTP_REGISTRIES", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
     "BANK_LAMBDA_ROLE_ARN", "BANK_RELEASE_TARGETS", "BANK_KUBERNETES_CONN_ID", "BANK_KUBERNETES_NAMESPACE",
     "BANK_KUBERNETES_DASHBOARD_URL", "BANK_LAMBDA_CONSOLE_URL", "BANK_CANARY_MAX_ERROR_RATE",
-    "BANK_CANARY_MAX_P99_MS", "BANK_CANARY_ALARMS",
+    "BANK_CANARY_MAX_P99_MS", "BANK_CANARY_MAX_THROTTLES", "BANK_CANARY_ALARMS",
 })  # fmt: skip
 
 
@@ -95,11 +96,13 @@ def _positive_int(name: str, default: str) -> int:
 
 
 def _canary_thresholds(env: os._Environ[str] | dict[str, str]) -> dict[str, float]:
-    """BANK_CANARY_MAX_ERROR_RATE (0..1, default 0.05) and BANK_CANARY_MAX_P99_MS (empty: no limit)."""
+    """BANK_CANARY_MAX_ERROR_RATE (0..1, default 0.05), BANK_CANARY_MAX_P99_MS (empty: no limit) and
+    BANK_CANARY_MAX_THROTTLES (default 0: a throttled canary is not serving its share)."""
     thresholds: dict[str, float] = {}
     for name, key, default, top in (
         ("BANK_CANARY_MAX_ERROR_RATE", "max_error_rate", "0.05", 1.0),
-        ("BANK_CANARY_MAX_P99_MS", "max_p99_ms", "", float("inf")),
+        ("BANK_CANARY_MAX_P99_MS", "max_p99_ms", "", math.inf),
+        ("BANK_CANARY_MAX_THROTTLES", "max_throttles", "0", math.inf),
     ):
         value = env.get(name, default).strip()
         if not value:
@@ -107,7 +110,7 @@ def _canary_thresholds(env: os._Environ[str] | dict[str, str]) -> dict[str, floa
         try:
             number = float(value)
         except ValueError:
-            number = -1.0
+            number = math.nan  # refused below with the others
         if not 0 <= number <= top:
             raise ValueError(f"{name}={value!r}: expected a number from 0" + (" to 1" if top == 1.0 else ""))
         thresholds[key] = number

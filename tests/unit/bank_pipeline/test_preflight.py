@@ -75,6 +75,7 @@ def test_bad_settings_stop_the_preflight_at_the_first_row(monkeypatch: pytest.Mo
         ("BANK_CANARY_MAX_ERROR_RATE", "5%", "BANK_CANARY_MAX_ERROR_RATE='5%': expected a number from 0 to 1"),
         ("BANK_CANARY_MAX_ERROR_RATE", "1.5", "BANK_CANARY_MAX_ERROR_RATE='1.5': expected a number from 0 to 1"),
         ("BANK_CANARY_MAX_P99_MS", "-3", "BANK_CANARY_MAX_P99_MS='-3': expected a number from 0"),
+        ("BANK_CANARY_MAX_THROTTLES", "none", "BANK_CANARY_MAX_THROTTLES='none': expected a number from 0"),
     ],
 )
 def test_bad_canary_thresholds_stop_the_preflight_naming_the_setting(
@@ -91,8 +92,9 @@ def test_canary_settings_reach_the_thresholds_and_alarms(monkeypatch: pytest.Mon
 
     monkeypatch.setenv("BANK_CANARY_MAX_P99_MS", "250")
     monkeypatch.setenv("BANK_CANARY_ALARMS", "bank-5xx, bank-latency ,")
+    monkeypatch.setenv("BANK_CANARY_MAX_THROTTLES", "3")
     cfg = settings.load()
-    assert cfg.canary_thresholds == {"max_error_rate": 0.05, "max_p99_ms": 250.0}
+    assert cfg.canary_thresholds == {"max_error_rate": 0.05, "max_p99_ms": 250.0, "max_throttles": 3.0}
     assert cfg.canary_alarms == ("bank-5xx", "bank-latency")
 
 

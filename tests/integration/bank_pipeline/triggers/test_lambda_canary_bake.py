@@ -83,3 +83,24 @@ def test_a_named_alarm_in_alarm_or_missing_fails_the_step(aws_env: None, ds: Dev
     assert (event["status"], event["message"]) == ("breached", f"alarm {name}-errors in ALARM")
     event, _ = bake(name, 1, alarm_names=["no-such-alarm"])
     assert event["message"] == "alarm no-such-alarm does not exist"
+
+
+def test_an_alarm_on_the_new_versions_errors_fires_from_its_invocations_and_breaches_the_bake(
+    aws_env: None, ds: Devstack, images: dict[str, str]
+) -> None:
+    name = weighted_alias(ds.client("lambda"), LAMBDA_ROLE_ARN, images["v1"], images["flaky"], 0.5)
+    cloudwatch, alarm = ds.client("cloudwatch"), f"{name}-canary-errors"
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, Namespace="AWS/Lambda", MetricName="Errors", Statistic="Sum", Period=60,
+        EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold",
+        Dimensions=[{"Name": "FunctionName", "Value": name}, {"Name": "Resource", "Value": f"{name}:live"},
+                    {"Name": "ExecutedVersion", "Value": "2"}],
+    )  # fmt: skip
+    assert cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["StateValue"] == "INSUFFICIENT_DATA"
+    # The error rate alone may not cross a limit of 100 %: the alarm is what stops this bake.
+    with clients(ds, name):
+        event, took = bake(name, 60, alarm_names=[alarm], thresholds={"max_error_rate": 1.0})
+    assert (event["status"], event["message"]) == ("breached", f"alarm {alarm} in ALARM"), event
+    found = cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]
+    assert found["StateValue"] == "ALARM" and found["StateReason"].startswith("Threshold Crossed: 1 out of the last 1")
+    assert took < 30
