@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +57,16 @@ FEATURES_DAG = "bank_features_emr"
 RELEASE_DAG = "bank_model_release"
 KUBE_NAMESPACE = "bank"  # the kubernetes_default connection's namespace: where the release rolls out
 DEPLOYMENT = "bank-model"  # the package's manifests name it so
+# The second release: another model (one setting changed, so a new version the gate still accepts),
+# released as a canary to half of the alias's traffic, so that a short demo shows both versions serving.
+CANARY_CHANGE = "l2_regularization 1.0 -> 0.5"
+CANARY_CONF = {
+    "release_strategy": "canary",
+    "canary_percent": 50,
+    "hyperparameters": {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "l2_regularization": 0.5},
+}
+BAKE_SECONDS_ENV = "DEMO_BAKE_SECONDS"  # not BANK_*: the product's settings are those (the preflight checks them)
+CLIENT_RATE = 10.0  # the canary's client: calls a second
 
 
 class Progress:
@@ -114,8 +127,10 @@ def run_with_progress(
     progress: Progress,
     conf: dict[str, Any] | None = None,
     cluster: kube.KubeCluster | None = None,
+    on_task: Callable[[str, str], None] | None = None,
 ) -> Any:
-    """Run one DAG run in ``child`` (started earlier: it has warmed up meanwhile), printing state changes until it ends."""
+    """Run one DAG run in ``child`` (started earlier: it has warmed up meanwhile), printing state changes until it
+    ends; ``on_task(task_id, state)`` is told each task's state as it is polled."""
     dag_id = child.dag_id
     before = newest_run_id(env, dag_id)
     child.begin(env, conf or {})
@@ -128,6 +143,8 @@ def run_with_progress(
     while child.proc.poll() is None:
         for task, state in task_states(env, dag_id, after=before).items():
             progress.update(f"task {task}", state)
+            if on_task is not None:
+                on_task(task, state)
         show()
         progress.heartbeat()
         time.sleep(0.5)  # a display refresh rate, not a wait for a condition
@@ -137,6 +154,50 @@ def run_with_progress(
     show()
     progress.say(f"{dag_id}: {run.state}")
     return run
+
+
+def bake_seconds() -> int:
+    """The canary's bake in the demo: DEMO_BAKE_SECONDS, default 15 (the DAG's own default is 600)."""
+    value = os.environ.get(BAKE_SECONDS_ENV, "15")
+    if not value.isdigit() or not 1 <= int(value) <= 3600:
+        raise SystemExit(f"{BAKE_SECONDS_ENV}={value!r}: expected whole seconds from 1 to 3600")
+    return int(value)
+
+
+class UrlClient:
+    """A client of the function URL: from ``start_on``'s cue (deploy_lambda running) until the block ends, it
+    POSTs DEMO_RECORD about CLIENT_RATE times a second and counts the answers by the model version that gave them."""
+
+    def __init__(self, env: dict[str, str], url: str, auth_type: str) -> None:
+        self.env, self.url, self.auth_type = env, url, auth_type
+        self.calls: list[tuple[float, str]] = []  # (epoch seconds, the model version that answered or the failure)
+        self._go, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="url-client", daemon=True)
+
+    def start_on(self, task: str, state: str) -> None:
+        if task == "deploy_lambda" and state in ("running", "deferred"):
+            self._go.set()
+
+    def _run(self) -> None:
+        body = json.dumps(DEMO_RECORD, separators=(",", ":"))
+        self._go.wait()
+        while not self._stop.is_set():
+            try:
+                resp = signed_post(self.env, self.url, self.auth_type, body)
+                answer = resp.json() if resp.status_code == 200 else {}
+                self.calls.append((time.time(), answer.get("model_version") or f"HTTP {resp.status_code}"))
+            except Exception as exc:  # noqa: BLE001 - counted and shown: the demo's client must not die of one call
+                self.calls.append((time.time(), type(exc).__name__))
+            self._stop.wait(1 / CLIENT_RATE)  # the client's pace, not a wait for a condition
+
+    def __enter__(self) -> UrlClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._go.set()
+        self._thread.join(timeout=90)
 
 
 def task_durations(env: dict[str, str], dag_id: str, run_id: str) -> dict[str, float]:
@@ -235,28 +296,33 @@ def kubernetes_summary(release: Any, cluster: kube.KubeCluster) -> dict[str, Any
     }
 
 
-def post_through_url(ds: Devstack, url: str, auth_type: str, progress: Progress) -> dict[str, Any]:
-    """POST DEMO_RECORD to the function URL as curl --aws-sigv4 would (signed unless auth is NONE); show it."""
+def signed_post(env: dict[str, str], url: str, auth_type: str, body: str) -> Any:
+    """POST ``body`` to a function URL as curl --aws-sigv4 does (signed unless its auth is NONE); the response."""
     import requests
     from botocore.auth import SigV4Auth
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
+    headers = {"Content-Type": "application/json"}
+    if auth_type == "AWS_IAM":
+        request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
+        credentials = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+        SigV4Auth(credentials, "lambda", env["AWS_DEFAULT_REGION"]).add_auth(request)
+        headers = dict(request.headers.items())
+    return requests.post(url, data=body.encode(), headers=headers, timeout=60)
+
+
+def post_through_url(ds: Devstack, url: str, auth_type: str, progress: Progress) -> dict[str, Any]:
+    """POST DEMO_RECORD to the function URL as curl --aws-sigv4 would (signed unless auth is NONE); show it."""
     env = ds.env()
     region = env["AWS_DEFAULT_REGION"]
     body = json.dumps(DEMO_RECORD, separators=(",", ":"))
-    headers = {"Content-Type": "application/json"}
     sign = ""
     if auth_type == "AWS_IAM":
-        request = AWSRequest(method="POST", url=url, data=body.encode(), headers=headers)
-        SigV4Auth(Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]), "lambda", region).add_auth(
-            request
-        )
-        headers = dict(request.headers.items())
         sign = f"--aws-sigv4 'aws:amz:{region}:lambda' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\" "
     curl = f"curl {sign}-H 'Content-Type: application/json' -d '{body}' {url}"
     started = time.monotonic()
-    resp = requests.post(url, data=body.encode(), headers=headers, timeout=60)
+    resp = signed_post(env, url, auth_type, body)
     seconds = time.monotonic() - started
     progress.say(f"POST one record to the function URL, as the book's curl does ({auth_type}):")
     print(f"    {curl}", flush=True)
@@ -284,6 +350,55 @@ def url_summary(release: Any, front: dict[str, Any] | None) -> dict[str, Any]:
         "container_image": (front or {}).get("container_image"),
         "url_post": front,
     }
+
+
+def canary_summary(release: Any, calls: list[tuple[float, str]]) -> dict[str, Any]:
+    """The second release's parts of summary.json: the new model, each canary step judged with what the client
+    got while the step's share was live, and all the client's answers."""
+    candidate = release.xcom["read_candidate"]
+    deployed = release.xcom.get("deploy_lambda") or {}
+    steps = [
+        {**step, "client_served": dict(Counter(v for t, v in calls if step["started_at"] <= t < step["ended_at"]))}
+        for step in deployed.get("traffic") or []
+    ]
+    return {
+        "run_id": release.run_id,
+        "change": CANARY_CHANGE,
+        "model_version": candidate["version"],
+        "roc_auc": candidate["metrics"]["roc_auc"],
+        "gate": candidate["reason"],
+        "function": deployed.get("function_name"),
+        "alias": deployed.get("alias"),
+        "version": deployed.get("version"),
+        "previous": deployed.get("previous_version"),
+        "image": deployed.get("image_uri"),
+        "steps": steps,
+        "client_served": dict(Counter(v for _, v in calls)),
+    }
+
+
+def print_canary(canary: dict[str, Any], live_model: str) -> None:
+    print(f"  canary     second release ({canary['change']}): model {canary['model_version']}, "
+          f"ROC AUC {canary['roc_auc']:.3f}; gate: {canary['gate']}")  # fmt: skip
+    if not canary["steps"]:
+        print("             no canary: the gate kept the live model")
+        return
+    names = {live_model: "the first model", canary["model_version"]: "the second"}
+
+    def calls(served: dict[str, int]) -> str:
+        return f"{sum(served.values())} calls, " + ", ".join(f"{n} by {names.get(k, k)}" for k, n in served.items())
+
+    for number, step in enumerate(canary["steps"], 1):
+        m = step.get("metrics") or {}
+        p99 = f"{m['p99_ms']:.0f} ms" if m.get("p99_ms") is not None else "no data"
+        print(f"             step {number}: {step['share']:.0%} of {canary['function']}:{canary['alias']} to version "
+              f"{canary['version']} for {step['ended_at'] - step['started_at']:.0f} s -> {step['status']}: "
+              f"{m.get('errors', 0):g} errors in {m.get('invocations', 0):g} invocations, "
+              f"{m.get('throttles', 0):g} throttles, p99 {p99}")  # fmt: skip
+        print(f"               the client meanwhile: {calls(step['client_served'])}")
+    print(f"             promoted: alias {canary['alias']} on version {canary['version']} (was {canary['previous']}) "
+          "with all of the traffic")  # fmt: skip
+    print(f"             the client over the whole release: {calls(canary['client_served'])}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -314,13 +429,16 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"             container ran {lam['container_image']}")
         k8s = summary["kubernetes"]
         if k8s["status"] == "rolled out":
-            same = "the same image as the Lambda" if k8s["image"] == lam.get("image") else f"image {k8s['image']}"
+            live_image = (summary.get("canary") or {}).get("image") or lam.get("image")
+            same = "the same image as the Lambda" if k8s["image"] == live_image else f"image {k8s['image']}"
             print(f"  kubernetes Deployment {k8s['namespace']}/{k8s['deployment']} rolled out: {k8s['ready_replicas']} of "
                   f"{k8s['desired_replicas']} replicas ready, {same}")  # fmt: skip
             print(f"             kube-apiserver {k8s['server_version']}, control plane ready in "
                   f"{k8s['control_plane_ready_s']:.1f}s (started alongside devstack)")  # fmt: skip
         else:
             print(f"  kubernetes {k8s['status']}")
+        if summary.get("canary"):
+            print_canary(summary["canary"], m["version"])
         print(f"  plots      {', '.join(str(p) for p in m['plots'])}")
     stages = {k: v for k, v in t.items() if "." not in k}  # per-task times are in the JSON
     print("  timings    " + ", ".join(f"{k} {v:.1f}s" for k, v in stages.items()))
@@ -373,15 +491,15 @@ def run_demo(progress: Progress, kube_started: Callable[[], kube.KubeCluster]) -
     timings["airflow_db"] = time.monotonic() - t
     children: list[DagRunChild] = []
 
-    def child(dag_id: str) -> DagRunChild:
-        children.append(start_child(airflow_settings(home), dag_id, OUT / "runs"))
+    def child(dag_id: str, runs: str = "runs") -> DagRunChild:
+        children.append(start_child(airflow_settings(home), dag_id, OUT / runs))
         return children[-1]
 
     # Each DAG run's child warms up (Airflow's imports and execution API, ~5 s of a core)
     # beforehand: the features run's while devstack starts, the release's during the features run.
     features_child = child(FEATURES_DAG)
     try:
-        return run_dags(progress, kube_started, timings, home, features_child, lambda: child(RELEASE_DAG))
+        return run_dags(progress, kube_started, timings, home, features_child, lambda runs: child(RELEASE_DAG, runs))
     finally:
         for started in children:
             started.stop()
@@ -393,7 +511,7 @@ def run_dags(
     timings: dict[str, float],
     home: Path,
     features_child: DagRunChild,
-    release_child: Callable[[], DagRunChild],
+    release_child: Callable[[str], DagRunChild],
 ) -> int:
     """Devstack, both DAG runs in their children, and the summary."""
     t = time.monotonic()
@@ -442,7 +560,7 @@ def run_dags(
 
         t = time.monotonic()
         emr = ds.client("emr")
-        releaser = release_child()  # warms up while the features run goes
+        releaser = release_child("runs")  # warms up while the features run goes
         run = run_with_progress(features_child, env, emr, progress)
         timings[FEATURES_DAG] = time.monotonic() - t
         cluster = (
@@ -456,6 +574,7 @@ def run_dags(
 
         manifest_uri = run.asset_events[0]["extra"]["manifest_uri"]
         t = time.monotonic()
+        canary_releaser = release_child("runs/canary")  # warms up while the first release goes
         release = run_with_progress(releaser, env, emr, progress, {"features_manifest_uri": manifest_uri}, cluster=kc)
         timings[RELEASE_DAG] = time.monotonic() - t
         timings.update({f"release.{k}": v for k, v in task_durations(env, RELEASE_DAG, release.run_id).items()})
@@ -464,6 +583,18 @@ def run_dags(
         plots = fetch_model_files(ds.client("s3"), release.xcom["read_candidate"]["registry_uri"])
         url = release.xcom.get("lambda_url")
         front = post_through_url(ds, url["url"], url["auth_type"], progress) if url else None
+
+        # A second model, released as a canary while a client calls the function URL.
+        t = time.monotonic()
+        conf = {"features_manifest_uri": manifest_uri, **CANARY_CONF, "bake_seconds": bake_seconds()}
+        progress.say(f"second release, as a canary: {conf['canary_percent']}% of the traffic to the new model for "
+                     f"{conf['bake_seconds']} s while a client calls the function URL ({CANARY_CHANGE})")  # fmt: skip
+        with UrlClient(ds.env(), url["url"], url["auth_type"]) if url else contextlib.nullcontext() as client:
+            on_task = client.start_on if client else None
+            second = run_with_progress(canary_releaser, env, emr, progress, conf, cluster=kc, on_task=on_task)
+        timings["canary_release"] = time.monotonic() - t
+        if failed(second):
+            return 1
 
     features = run.xcom["validate_features"]
     summary = {
@@ -487,6 +618,8 @@ def run_dags(
         "timings": {k: round(v, 2) for k, v in timings.items()},
     }
     summary["lambda"].update(url_summary(release, front))
+    summary["canary"] = canary_summary(second, client.calls if client else [])
+    summary["kubernetes"] = kubernetes_summary(second, kc)  # the Deployment now runs the second release's image
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return 0

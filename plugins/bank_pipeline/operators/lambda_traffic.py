@@ -84,11 +84,13 @@ class LambdaTrafficOperator(LambdaVersionOperator):
             "Canary step %d of %s: version %s gets %.0f%% of alias %s for %g s",
             step + 1, len(self.strategy.shares), version, share * 100, self.alias, self.strategy.bake_seconds,
         )  # fmt: skip
+        started = time.time()
         trigger = LambdaCanaryTrigger(
-            function_name=self.function_name, alias=self.alias, version=version, started_at=time.time(),
+            function_name=self.function_name, alias=self.alias, version=version, started_at=started,
             bake_seconds=self.strategy.bake_seconds, thresholds=self.canary_thresholds, alarm_names=self.canary_alarms,
             poll_interval=self.bake_poll_seconds, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-            verify=self.verify, state={"previous": previous, "version": version, "step": step, "traffic": traffic},
+            verify=self.verify,
+            state={"previous": previous, "version": version, "step": step, "traffic": traffic, "started_at": started},
         )  # fmt: skip
         if self.deferrable:
             timeout = timedelta(seconds=self.strategy.bake_seconds + 600)
@@ -107,7 +109,9 @@ class LambdaTrafficOperator(LambdaVersionOperator):
         previous, version, step = str(state["previous"]), str(state["version"]), int(state["step"])
         share = self.strategy.shares[step]
         judged = {k: event.get(k) for k in ("status", "message", "metrics")}
-        traffic = [*state.get("traffic", []), {"share": share, **judged}]
+        # When the step's share went live and when its verdict was acted on (epoch seconds).
+        span = {"started_at": state.get("started_at"), "ended_at": time.time()}
+        traffic = [*state.get("traffic", []), {"share": share, **judged, **span}]
         fn, alias = self.function_name, self.alias
         if event.get("status") != "passed":
             self.hook.route(fn, alias, previous, {})

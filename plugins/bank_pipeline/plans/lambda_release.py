@@ -39,7 +39,7 @@ class LambdaRelease(TypedDict):
     previous_version: str | None
     image_uri: str
     changed: bool
-    traffic: NotRequired[list[dict[str, Any]]]  # a canary's steps: share, status, message, metrics
+    traffic: NotRequired[list[dict[str, Any]]]  # a canary's steps: share, status, message, metrics, started/ended_at
 
 
 @dataclass(frozen=True)

@@ -220,6 +220,7 @@ def test_a_good_canary_is_promoted_with_its_steps_recorded(aws_env, images, ds):
     [step] = released["traffic"]
     assert (step["share"], step["status"]) == (0.5, "passed") and step["metrics"]["errors"] == 0
     assert 0 < step["metrics"]["invocations"] <= served["2"]
+    assert step["ended_at"] - step["started_at"] >= 3  # the step's time at its share: the whole bake
     alias = lam.get_alias(FunctionName="fn-canary-good", Name="live")
     assert alias["FunctionVersion"] == "2" and not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
 
