@@ -160,6 +160,7 @@ bench: setup
 	$(PY) -m bench.http_bench --container
 	$(PY) -m bench.lambda_invoke_bench
 	$(PY) -m bench.release_bench
+	$(PY) -m bench.canary_rollback_bench
 	$(PY) -m bench.demo_bench
 	$(PY) -m bench.report --update BENCHMARKS.md
 

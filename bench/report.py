@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, REPO
+from bench.common import OUT, REPO, summary
 from bench.plots import IMPL_LABELS, MIB_PER_GIB, demo_plot, features_plot, scoring_plot
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -289,6 +289,34 @@ def release_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     return "\n".join(out), []
 
 
+def canary_rollback_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = []
+    for key, result in doc.items():
+        if not key.startswith("poll_"):
+            continue
+        figures = {k: [r[k] for r in result["rounds"]] for k in result["median"]}
+
+        def cell(name: str, figures: dict[str, list[float]] = figures) -> str:
+            return spread(summary(figures[name], 3), "{:.2f}", " s")
+
+        rows.append([key.removeprefix("poll_"), cell("crossed_to_back_s"), cell("crossed_to_detected_s"),
+                     cell("detected_to_back_s"), cell("last_v2_minus_back_s")])  # fmt: skip
+    out = [
+        "## Lambda canary rollback",
+        "",
+        "From the answer that put the canary over its error threshold (a model failing one request in five, 50 % of "
+        "the alias) to UpdateAlias with no weights returned, on devstack; the bake polls CloudWatch every *poll* "
+        "(BANK_POLL_SECONDS). Last answer of the canary: relative to that return (negative: before it).",
+        "",
+        table(
+            ["poll", "crossed → traffic back", "crossed → detected", "detected → alias reset", "last canary answer"],
+            rows,
+        ),  # fmt: skip
+        "",
+    ]
+    return "\n".join(out), []
+
+
 def demo_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     rows = [[f"**{k}**", spread(v, "{:.1f}", " s")] for k, v in doc["stages_s"].items()]
     rows += [[k, spread(v, "{:.2f}", " s")] for k, v in doc["tasks_s"].items()]
@@ -371,7 +399,8 @@ def machine_line(docs: list[dict[str, Any]]) -> str:
 def sections() -> list[tuple[str, list[str]]]:
     """(markdown, plot files) of each benchmark in report order; draws the plots into build/bench/."""
     docs = {name: load(name) for name in ("features", "train", "scoring", "parse", "serving", "http", "release",
-                                          "demo", "serving_image", "http_container", "lambda_invoke")}  # fmt: skip
+                                          "demo", "serving_image", "http_container", "lambda_invoke",
+                                          "canary_rollback")}  # fmt: skip
     found = [d for d in docs.values() if d and "machine" in d]
     out: list[tuple[str, list[str]]] = [(machine_line(found) + "\n", [])] if found else []
     makers: dict[str, Callable[[], tuple[str, list[str]]]] = {
@@ -384,6 +413,7 @@ def sections() -> list[tuple[str, list[str]]]:
             docs["serving_image"], docs["http_container"], docs["http"], docs["lambda_invoke"]
         ),
         "release": lambda: release_section(docs["release"]),
+        "canary_rollback": lambda: canary_rollback_section(docs["canary_rollback"]),
         "demo": lambda: demo_section(docs["demo"]),
     }
     for name, make in makers.items():
