@@ -30,7 +30,9 @@ exists) and exits 1: `kubectl get pods` shows the crash, `describe` the reason.
 Shutdown: on SIGTERM (or SIGINT) /readyz answers 503 at once and every answer
 carries ``Connection: close``, so keep-alive clients move to other pods; after
 --drain-delay seconds (default 0; give Kubernetes' endpoint removal a few
-seconds to spread, or use a preStop sleep) the listening socket closes, idle
+seconds to spread, or use a preStop sleep) the connections still in the kernel's
+listen backlog are accepted (closing the socket would reset them, requests sent
+included), the listening socket closes, idle
 keep-alive connections close, requests in flight or still arriving finish (at
 most --graceful-timeout seconds; those still incomplete then get 503 and a
 close, not a cancelled task) and the process exits 0. Keep drain delay +
@@ -54,6 +56,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -264,11 +267,43 @@ class ServingServer(uvicorn.Server):
         # cancel their tasks a moment later (its own timeout is one second longer), which logs a
         # traceback and answers text/plain 500.
         loop = asyncio.get_running_loop()
+        adopted = await self._adopt_backlog()
+        if adopted:
+            logger.info("serving %d connection(s) still in the listen backlog", adopted)
         timer = loop.call_later(self.graceful_timeout, self._close_unfinished)
         try:
             await super().shutdown(sockets=sockets)
         finally:
             timer.cancel()
+
+    async def _adopt_backlog(self) -> int:
+        """Accept the connections the kernel holds in the listen backlog, as the server's own, before uvicorn closes
+        the listening socket: closing it would reset each of them, a request already sent included (an overloaded
+        pod, or one stopped with no drain delay, holds hundreds). uvicorn closes the listener right after, with no
+        await between, so none can queue up in between but for the instant of two system calls."""
+        loop = asyncio.get_running_loop()
+        adopted = 0
+        for server in self.servers:
+            for listener in server.sockets or ():
+                sock = socket.socket(fileno=os.dup(listener.fileno()))  # the same listening socket
+                sock.setblocking(False)
+                try:
+                    while True:
+                        try:
+                            conn, _ = sock.accept()
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        await loop.connect_accepted_socket(self._protocol, conn)
+                        adopted += 1
+                finally:
+                    sock.close()  # the duplicate only
+        return adopted
+
+    def _protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, as uvicorn's startup makes them."""
+        return self.config.http_protocol_class(  # type: ignore[call-arg]
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+        )
 
     def _close_unfinished(self) -> None:
         unfinished = list(self.server_state.connections)

@@ -6,9 +6,12 @@ protocol errors as JSON."""
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import socket
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -244,3 +247,50 @@ def test_requests_unfinished_at_the_graceful_timeout_get_a_clean_503(start: Any,
     assert server.proc.wait(timeout=15) == 0
     log = server.output()
     assert "Traceback" not in log and "Exception in ASGI application" not in log and "stopped cleanly" in log
+
+
+def test_connections_in_the_listen_backlog_at_shutdown_are_answered_not_reset(
+    start: Any, model_dir: Path, handler: ModuleType
+) -> None:
+    """Clients connect faster than the server answers, so the kernel holds hundreds of connections, each with its
+    request sent, in the listen backlog when SIGTERM closes the listening socket (no drain delay). Closing it used to
+    reset all of them (about 1,500 of 2,200 in each of 5 tries); each one is answered now, and the log has no error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))  # the server inherits it
+    server = start(model_dir, "--drain-delay", "0")
+    server.wait_for("/readyz", 200)
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+
+    def connect() -> None:
+        while not stop.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+            except ConnectionRefusedError:  # the listening socket has closed
+                return
+            sock.sendall(_post_head() + BODY)
+            socks.append(sock)
+
+    clients = [threading.Thread(target=connect) for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        while len(socks) < 300:  # connections pile up faster than they are answered
+            time.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+    finally:
+        for client in clients:
+            client.join(timeout=30)
+        stop.set()
+    replies = [_read(sock, 15) for sock in socks]
+    for sock in socks:
+        sock.close()
+    statuses = Counter(reply.status for reply in replies)  # None: reset or closed with no answer
+    assert statuses == {200: len(socks)}, statuses
+    assert all(r.closed_after is not None for r in replies)  # and then closed by the server, every one
+    assert replies[-1].headers["connection"] == "close"  # answered while draining
+    assert (200, replies[-1].json()) == lambda_answer(handler, BODY.decode())
+    assert server.proc.wait(timeout=15) == 0
+    log = server.output()
+    assert "still in the listen backlog" in log  # the case this test is about did happen
+    assert "Traceback" not in log and "ERROR" not in log and "stopped cleanly" in log
