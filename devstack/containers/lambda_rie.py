@@ -263,7 +263,7 @@ class HttpContainer(pm.Container):
     """The Kubernetes command of the image (``python -m bank_serving.http``), run as the Deployment says.
 
     ``pod_options()`` reads the settings from the Deployment manifest; the port
-    is a free one on 127.0.0.1 (the host network), replacing the manifest's.
+    and the metrics port are free ones on 127.0.0.1 (the host network), replacing the manifest's.
     """
 
     def __init__(
@@ -276,15 +276,17 @@ class HttpContainer(pm.Container):
         group: str = "http",
         store: pm.Store | None = None,
     ) -> None:
-        self.port = procs.free_port()
+        self.port, self.metrics_port = procs.free_port(), procs.free_port()
         pod, args, env = pod_options()
-        if "--port" in args:  # the manifest's port is the pod's own; here the host network is shared
-            del args[args.index("--port") : args.index("--port") + 2]
+        for flag in ("--port", "--metrics-port"):  # the manifest's ports are the pod's own; here the host's are shared
+            if flag in args:
+                del args[args.index(flag) : args.index(flag) + 2]
         options = [
             "--network=host", *pod, *options,
             *[flag for volume in volumes for flag in ("--volume", volume)],
         ]  # fmt: skip
-        args = [*args, "--host", "127.0.0.1", "--port", str(self.port), *extra_args]
+        args = [*args, "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+                *extra_args]  # fmt: skip
         super().__init__(image, args, options=options, env=env, group=group, store=store)
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:

@@ -13,6 +13,10 @@ The same image as the Lambda (serving/Dockerfile) with another command. Routes:
 - ``GET /openapi.json``: the OpenAPI document of all this (bank_serving.openapi, docs/openapi.json).
 - anything else: 404 (unknown path) or 405 (known path, other method), JSON ``{"error"}``.
 
+Metrics: Prometheus text on a port of its own, ``GET /metrics`` on --metrics-port (9090;
+-1 for none): answers by route and status, their durations, records scored, the model
+version, readiness (bank_serving.metrics). It answers while the server drains.
+
 Limits (bank_serving.protocol): request line + headers buffered up to 16 KiB; a
 target over 8 KiB gets 414, more than 100 header fields or 16 KiB of them 431; a
 request not complete within --request-timeout (10 s) of its start, or of the
@@ -68,6 +72,7 @@ from typing import Any
 
 import uvicorn
 
+from bank_serving.metrics import ServingMetrics
 from bank_serving.model import OnnxModel, load_model_dir
 from bank_serving.openapi import build_openapi
 from bank_serving.protocol import (
@@ -84,6 +89,7 @@ from bank_serving.service import encode_answer, respond_to_body
 logger = logging.getLogger("bank_serving.http")
 
 DEFAULT_MODEL_DIR = "/opt/ml/model"  # as handler.py
+DEFAULT_METRICS_PORT = 9090  # Prometheus' usual port; the manifest names it "metrics"
 TERMINATION_LOG = "/dev/termination-log"
 
 Scope = dict[str, Any]
@@ -114,15 +120,17 @@ def _json(
 class ServingApp:
     """The ASGI application: routes, the model once loaded, and the draining flag."""
 
-    def __init__(self, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(self, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, metrics: ServingMetrics | None = None) -> None:
         self.max_body_bytes = max_body_bytes
         self.model: OnnxModel | None = None
         self.draining = False
+        self.metrics = metrics or ServingMetrics()
         self._openapi: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are switched off in the Config
             return
+        started = time.perf_counter()
         path, method = scope["path"], scope["method"]
         allowed = _ROUTES.get(path)
         too_large = _too_large(scope)
@@ -150,6 +158,7 @@ class ServingApp:
             headers = [*headers, _CLOSE]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(path, status, time.perf_counter() - started)
 
     def openapi(self) -> bytes:
         """The OpenAPI document, encoded on first use (not at start-up: it costs nothing until asked)."""
@@ -174,7 +183,10 @@ class ServingApp:
         if model is None:
             answer = {"error": "model not loaded yet; retry when /readyz answers 200"}
             return _json(503, answer, [(b"retry-after", b"1")])
-        return _json(*respond_to_body(raw, model))
+        status, answer = respond_to_body(raw, model)
+        if status == 200:
+            self.metrics.records.inc(len(answer["predictions"]))
+        return _json(status, answer)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:
@@ -212,9 +224,11 @@ class ServingServer(uvicorn.Server):
     """uvicorn's server, plus: load the model once listening, drain on SIGTERM, exit 0 after a drain."""
 
     def __init__(self, config: uvicorn.Config, app: ServingApp, model_dir: Path, drain_delay: float,
-                 termination_log: str = TERMINATION_LOG, graceful_timeout: float = 20) -> None:  # fmt: skip
+                 termination_log: str = TERMINATION_LOG, graceful_timeout: float = 20,
+                 metrics_port: int | None = None) -> None:  # fmt: skip
         super().__init__(config)
         self.app = app
+        self.metrics_port = metrics_port
         self.model_dir = model_dir
         self.drain_delay = drain_delay
         self.graceful_timeout = graceful_timeout
@@ -224,8 +238,18 @@ class ServingServer(uvicorn.Server):
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)
-        if self.started:  # listening: now load, so /healthz answers meanwhile
-            threading.Thread(target=self._load, name="model-load", daemon=True).start()
+        if not self.started:
+            return
+        if self.metrics_port is not None:
+            try:
+                self.app.metrics.serve(self.config.host, self.metrics_port)
+            except OSError as err:  # as uvicorn's own port: say which, and stop
+                logger.error("metrics: cannot listen on %s:%d: %s", self.config.host, self.metrics_port, err)
+                self.exit_code, self.should_exit = 1, True
+                return
+            logger.info("metrics on http://%s:%d/metrics", self.config.host, self.app.metrics.port)
+        # Listening: now load, so /healthz answers meanwhile.
+        threading.Thread(target=self._load, name="model-load", daemon=True).start()
 
     def _load(self) -> None:
         started = time.perf_counter()
@@ -239,6 +263,8 @@ class ServingServer(uvicorn.Server):
             self.should_exit = True
             return
         self.app.model = model
+        if not self.app.draining:
+            self.app.metrics.loaded(model.version)
         logger.info("model %s loaded from %s in %.0f ms: ready", model.version, self.model_dir,
                     (time.perf_counter() - started) * 1000)  # fmt: skip
 
@@ -256,6 +282,7 @@ class ServingServer(uvicorn.Server):
             self.force_exit = self.force_exit or sig == signal.SIGINT
             return
         self.app.draining = True
+        self.app.metrics.ready.set(0)
         logger.info("%s: /readyz answers 503; draining (delay %.1f s)", signal.Signals(sig).name, self.drain_delay)
         if self.drain_delay > 0:
             self._drain_until = time.monotonic() + self.drain_delay
@@ -275,6 +302,7 @@ class ServingServer(uvicorn.Server):
             await super().shutdown(sockets=sockets)
         finally:
             timer.cancel()
+            self.app.metrics.close()
 
     async def _adopt_backlog(self) -> int:
         """Accept the connections the kernel holds in the listen backlog, as the server's own, before uvicorn closes
@@ -347,6 +375,7 @@ def build_server(
     keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
     access_log: bool = False,
     termination_log: str = TERMINATION_LOG,
+    metrics_port: int | None = None,
 ) -> ServingServer:
     app = ServingApp(max_body_bytes)
     config = uvicorn.Config(
@@ -366,7 +395,7 @@ def build_server(
         # A backstop: ServingServer.shutdown closes unfinished requests at graceful_timeout itself.
         timeout_graceful_shutdown=graceful_timeout + 1,
     )
-    return ServingServer(config, app, Path(model_dir), drain_delay, termination_log, graceful_timeout)
+    return ServingServer(config, app, Path(model_dir), drain_delay, termination_log, graceful_timeout, metrics_port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a request (head and body) may take to arrive; then 408 and close")  # fmt: skip
     parser.add_argument("--keep-alive-timeout", type=int, default=KEEP_ALIVE_TIMEOUT,
                         help="seconds an idle keep-alive connection stays open")  # fmt: skip
+    parser.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT,
+                        help="Prometheus metrics on this port, GET /metrics (-1: none)")  # fmt: skip
     parser.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--termination-log", default=TERMINATION_LOG, help=argparse.SUPPRESS)
@@ -403,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_alive_timeout=args.keep_alive_timeout,
         access_log=args.access_log,
         termination_log=args.termination_log,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
     )
     server.run()
     if server.started and server.exit_code == 0:

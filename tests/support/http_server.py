@@ -23,12 +23,12 @@ class Server:
     """`python -m bank_serving.http` on a free loopback port; its log goes to a file (no pipe to fill)."""
 
     def __init__(self, model_dir: Path, log: Path, *args: str) -> None:
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         self.log = log
         env = dict(os.environ)
         env.pop("BANK_MODEL_DIR", None)
         cmd = [sys.executable, "-m", "bank_serving.http", "--host", "127.0.0.1", "--port", str(self.port),
-               "--model-dir", str(model_dir), *args]  # fmt: skip
+               "--model-dir", str(model_dir), "--metrics-port", str(self.metrics_port), *args]  # fmt: skip
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(cmd, cwd=self.log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -41,6 +41,17 @@ class Server:
             conn.request(method, path, body=body)
             response = conn.getresponse()
             return response.status, {k.lower(): v for k, v in response.getheaders()}, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def metrics(self) -> str:
+        """GET /metrics on the metrics port: the Prometheus text."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            response = conn.getresponse()
+            assert response.status == 200, response.status
+            return response.read().decode()
         finally:
             conn.close()
 

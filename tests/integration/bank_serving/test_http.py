@@ -194,3 +194,61 @@ def test_sigterm_drains_an_in_flight_request_and_exits_0(start: Any, model_dir: 
     assert (200, json.loads(answer)) == lambda_answer(handler, body.decode())
     assert server.proc.wait(timeout=15) == 0, server.output()
     assert "stopped cleanly" in server.output()
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text as {(sample name, labels): value}, read by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples
+    }
+
+
+def _labels(**labels: str) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def test_metrics_count_answers_by_route_and_status_on_a_port_of_their_own(
+    start: Any, model_dir: Path, handler: ModuleType
+) -> None:
+    server = start(model_dir, "--drain-delay", "2")
+    server.wait_for("/readyz", 200)
+    before = _samples(server.metrics())
+    body = json.dumps({"records": RECORDS})
+    for _ in range(3):
+        assert server.request("POST", "/predict", body)[0] == 200
+    assert server.request("POST", "/predict", "[1]")[0] == 400
+    assert server.request("GET", "/no/such/path")[0] == 404
+    m = _samples(server.metrics())
+    predict_ok = ("bank_serving_requests_total", _labels(route="/predict", status="200"))
+    assert m[predict_ok] - before.get(predict_ok, 0) == 3
+    assert m[("bank_serving_requests_total", _labels(route="/predict", status="400"))] == 1
+    assert m[("bank_serving_requests_total", _labels(route="other", status="404"))] == 1  # no path in a label
+    assert m[("bank_serving_records_total", _labels())] == 3 * len(RECORDS)
+    assert m[("bank_serving_request_duration_seconds_count", _labels(route="/predict"))] == 4
+    assert m[("bank_serving_request_duration_seconds_bucket", _labels(route="/predict", le="+Inf"))] == 4
+    assert 0 < m[("bank_serving_request_duration_seconds_sum", _labels(route="/predict"))] < 4
+    version = lambda_answer(handler, json.dumps(RECORD))[1]["model_version"]
+    assert m[("bank_serving_model_info", _labels(version=version))] == 1
+    assert m[("bank_serving_ready", _labels())] == 1
+    # The metrics port is not the service's: /predict is not there, /metrics is not on the service's.
+    assert server.request("GET", "/metrics")[0] == 404
+
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("/readyz", 503)
+    assert _samples(server.metrics())[("bank_serving_ready", _labels())] == 0  # still scraped while draining
+    assert server.proc.wait(timeout=15) == 0
+
+
+def test_a_metrics_port_in_use_stops_the_server_naming_it(start: Any, model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start(model_dir, "--metrics-port", str(port))
+        assert server.proc.wait(timeout=15) == 1
+    assert f"metrics: cannot listen on 127.0.0.1:{port}" in server.output()

@@ -111,10 +111,13 @@ def test_the_network_policy_admits_only_the_services_target_port_on_the_deployme
         target = service_port["targetPort"]
         (container_port,) = [p for p in ports if target in (p.get("name"), p["containerPort"])]
         targets.add((service_port["protocol"], container_port["containerPort"]))
-    (rule,) = spec["ingress"]
+    rule, metrics_rule = spec["ingress"]
     assert "from" not in rule  # any source: the Service's clients are wherever they are
     assert {(p["protocol"], p["port"]) for p in rule["ports"]} == targets == {("TCP", 8080)}
-    assert all(isinstance(p["port"], int) and "endPort" not in p for p in rule["ports"])  # a number: see the file
+    (metrics,) = [p for p in ports if p["name"] == "metrics"]
+    assert [(p["protocol"], p["port"]) for p in metrics_rule["ports"]] == [("TCP", metrics["containerPort"])]
+    for port in rule["ports"] + metrics_rule["ports"]:
+        assert isinstance(port["port"], int) and "endPort" not in port  # a number: see the file
     assert policy["metadata"]["name"] == deployment["metadata"]["name"]
 
 
@@ -158,6 +161,8 @@ def test_deployment_policy() -> None:
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+        assert container["args"][container["args"].index("--metrics-port") + 1] == "9090"
         # The only writable place on a read-only root file system is an emptyDir.
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert "emptyDir" in volumes[mounts["/tmp"]]

@@ -68,7 +68,7 @@ def test_the_deployments_settings_become_podman_options() -> None:
     assert options[:2] == ["--entrypoint", '["python", "-m", "bank_serving.http"]']
     assert ["--user", "1000:1000"] == options[options.index("--user") : options.index("--user") + 2]
     assert {"--read-only", "--cap-drop=ALL", "--memory=512m", "--cpus=1.0", "/tmp:rw,size=64m"} <= set(options)
-    assert args == ["--port", "8080"] and env["BANK_MODEL_DIR"] == "/opt/ml/model"
+    assert args == ["--port", "8080", "--metrics-port", "9090"] and env["BANK_MODEL_DIR"] == "/opt/ml/model"
 
 
 @pytest.mark.parametrize(("quantity", "mb"), [("512Mi", 512), ("1Gi", 1024), ("64Mi", 64), ("500M", 476)])
