@@ -23,9 +23,10 @@ export PYTHONDONTWRITEBYTECODE :=
 # chromium: the browser the UI test drives through Playwright (playwright cannot download one here).
 # podman + runc: devstack's Lambda runs the released image as a container (devstack/containers/README.md);
 # debootstrap: the local Lambda base image's Debian root file system; curl: the demo's and README's
-# function URL call (--aws-sigv4). The base also needs Go >= 1.26.6 for AWS's RIE (Go module proxy).
+# function URL call (--aws-sigv4); iproute2: the local cluster's running pods put their IPs on lo
+# (devstack/kube/pods.py). The base also needs Go >= 1.26.6 for AWS's RIE (Go module proxy).
 APT_NEEDS := openjdk-17-jre-headless:java docker-registry:docker-registry chromium:chromium \
-	podman:podman runc:runc debootstrap:debootstrap curl:curl skopeo:skopeo
+	podman:podman runc:runc debootstrap:debootstrap curl:curl skopeo:skopeo iproute2:ip
 AIRFLOW_PORT ?= 8080
 # wrk: the HTTP load generator, needed by make bench only.
 BENCH_APT_NEEDS := wrk:wrk

@@ -221,16 +221,20 @@ def _quantity_mb(value: str) -> int:
 def pod_options(manifest: Path = DEPLOYMENT) -> tuple[list[str], list[str], dict[str, str]]:
     """(podman run options, args, env) for the Deployment's serving container, as the kubelet would run it.
 
-    From the manifest itself, so the container is what Kubernetes gets: command
-    (as ENTRYPOINT), args, workingDir, env, the pod's runAsUser/runAsGroup, the
-    container's readOnlyRootFilesystem, dropped capabilities and
-    allowPrivilegeEscalation, its memory and CPU limits, and emptyDir volumes as
-    tmpfs mounts of their sizeLimit.
+    From the manifest itself, so the container is what Kubernetes gets (container_options).
     """
     import yaml
 
-    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
-    [container] = [c for c in pod["containers"] if c["name"] == "serving"]
+    return container_options(yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"])
+
+
+def container_options(pod: dict[str, Any], name: str = "serving") -> tuple[list[str], list[str], dict[str, str]]:
+    """(podman run options, args, env) for container ``name`` of a pod spec: command (as ENTRYPOINT), args,
+    workingDir, env, the pod's runAsUser/runAsGroup, the container's readOnlyRootFilesystem, dropped
+    capabilities and allowPrivilegeEscalation, its memory and CPU limits, and emptyDir volumes as tmpfs
+    mounts of their sizeLimit.
+    """
+    [container] = [c for c in pod["containers"] if c["name"] == name]
     pod_sc, sc = pod.get("securityContext") or {}, container.get("securityContext") or {}
     limits = (container.get("resources") or {}).get("limits") or {}
     options = ["--entrypoint", json.dumps(container["command"])]

@@ -1,0 +1,102 @@
+"""devstack's running pods: the model server's Deployment on the local control plane, each pod's container
+run by podman on the pod's IP, reached through the API server's pod proxy, stopped gracefully when deleted."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bank_ml import artifacts, data, release
+from bank_pipeline.resources import kubernetes_manifests
+from devstack import Devstack, kube
+from devstack.containers import lambda_image, podman
+from devstack.kube.pods import GROUP, PodRunner
+from tests.support.paths import BANK_CSV
+from tests.support.serving_requests import RECORD
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+NS = "devstack-kube-pods"
+SELECTOR = "app.kubernetes.io/name=bank-model"
+
+
+@pytest.fixture(scope="module")
+def model_image(ds: Devstack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The serving image with a small real model, in devstack's registry by digest."""
+    candidate = release.train_candidate(data.features_from_csv(BANK_CSV))
+    directory = tmp_path_factory.mktemp("model")
+    artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
+    directory.chmod(0o755)
+    ref = lambda_image.model_image(lambda_image.serving_image(), directory, ds.registry_url, repo="kube-pods")
+    yield ref
+    podman.podman("rmi", "--ignore", ref)
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
+    kube_cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return kube_cluster
+
+
+def deployment(image: str, replicas: int) -> dict[str, Any]:
+    (manifest,) = [copy.deepcopy(m) for m in kubernetes_manifests() if m["kind"] == "Deployment"]
+    manifest["spec"]["replicas"] = replicas
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = image
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
+    return manifest
+
+
+def until(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout} s: {check}")
+
+
+def answer_if_200(response: tuple[int, Any]) -> Any:
+    status, body = response
+    return body if status == 200 else None
+
+
+def lo_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True)
+    return {line.split()[3].split("/")[0] for line in out.stdout.splitlines()}
+
+
+def test_each_pod_runs_its_server_on_its_ip_and_stops_gracefully_when_deleted(
+    cluster: kube.KubeCluster, model_image: str
+) -> None:
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    assert cluster.request("POST", path, deployment(model_image, 2))[0] == 201
+    with PodRunner(cluster.request, NS, SELECTOR) as runner:
+        pods = until(lambda: len(runner.running()) == 2 and runner.running(), timeout=120)
+        assert len({p.ip for p in pods.values()}) == 2 and {p.ip for p in pods.values()} <= lo_addresses()
+        for name in pods:
+            # The API server's pod proxy reaches each pod's own server: its metrics port and its service port.
+            proxy = f"/api/v1/namespaces/{NS}/pods/{name}"
+            ready = until(lambda p=proxy: answer_if_200(cluster.request("GET", f"{p}:8080/proxy/readyz")))
+            assert ready["status"] == "ready"
+            status, answer = cluster.request("POST", f"{proxy}:8080/proxy/predict", json.dumps(RECORD))
+            assert status == 200 and answer["model_version"] == ready["model_version"]
+            status, metrics = cluster.request("GET", f"{proxy}:9090/proxy/metrics")
+            assert status == 200 and 'bank_serving_requests_total{route="/predict",status="200"} 1.0' in metrics
+
+        # Scaled down: the pod deleted gets SIGTERM, drains, exits 0; its IP leaves lo.
+        scale = {"spec": {"replicas": 1}}
+        status, _ = cluster.request("PATCH", f"{path}/bank-model", json.dumps(scale),
+                                    content_type="application/merge-patch+json")  # fmt: skip
+        assert status == 200
+        until(lambda: len(runner.pods) == 1)  # the deleted pod's container has stopped and is removed
+        (gone,) = set(pods) - set(runner.running())
+        assert pods[gone].exit_code == 0 and pods[gone].ip not in lo_addresses()
+    assert runner.errors == []
+    assert podman.containers(GROUP) == [] and not {p.ip for p in pods.values()} & lo_addresses()
+    cluster.request("DELETE", f"{path}/bank-model")
