@@ -215,8 +215,9 @@ with DAG(
             enum=["all_at_once", "canary", "linear"],
             title="Lambda release strategy",
             description="all_at_once; canary: the share below for the bake, then all; linear: that share more at "
-            "each bake. Judged on the new version's errors, throttles and p99 (BANK_CANARY_* settings); a breach "
-            "rolls it back. Lambda only: the Kubernetes rollout stays a rolling update.",
+            "each bake. Lambda: the alias's weights, judged on the new version's CloudWatch errors, throttles and "
+            "p99; Kubernetes: a canary Deployment's share of the pods, judged on their own metrics (BANK_CANARY_* "
+            "settings). A breach rolls it back.",
         ),
         "canary_percent": Param(
             10,
@@ -318,6 +319,10 @@ with DAG(
             poll_interval=CFG.poll_seconds,
             aws_conn_id=CFG.aws_conn_id,  # to read an ECR image's architecture
             plain_http_registries=sorted(CFG.plain_http_registries),
+            release_strategy="{{ params.release_strategy }}",
+            canary_percent="{{ params.canary_percent }}",
+            bake_seconds="{{ params.bake_seconds }}",
+            canary_thresholds=CFG.canary_thresholds,
             retries=0,  # a failed rollout has already rolled back
         )
     live = record_live(

@@ -6,8 +6,9 @@ runs its container with podman, on the host network, bound to the pod's IP, whic
 loopback interface (``ip addr add <podIP>/32 dev lo``: root, CAP_NET_ADMIN). So what a cluster
 network gives is real: the API server's pod proxy (``pods/<name>:<port>/proxy/...``) and a
 client calling a pod's IP reach that pod's own server, and pods of the same Deployment listen on
-the same ports side by side. When the pod is deleted (or gone), the container gets SIGTERM and,
-after the pod's terminationGracePeriodSeconds, SIGKILL, as a kubelet does; then the IP goes.
+the same ports side by side. When the pod is deleted (or gone), its preStop sleep runs, then the
+container gets SIGTERM and, at the end of the pod's terminationGracePeriodSeconds, SIGKILL, as a
+kubelet does; then the IP goes.
 
 The container is the pod spec's (container_options: command, args, env, user, read-only root,
 dropped capabilities, memory and CPU limits, emptyDir as tmpfs), pulled by podman
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ class RunningPod:
     ip: str
     container: pm.Container
     grace: int
+    pre_stop: float = 0.0  # the container's preStop sleep, seconds
     stopping: bool = False
     exit_code: int | None = field(default=None)
 
@@ -78,7 +81,7 @@ class PodRunner:
         with self._lock:
             uids = list(self.pods)
         for uid in uids:
-            self._begin_stop(uid)
+            self._begin_stop(uid, pre_stop=False)  # the whole "node" goes: no hooks
         self._stopper.shutdown(wait=True)
 
     def running(self) -> dict[str, RunningPod]:
@@ -128,21 +131,25 @@ class PodRunner:
             log.error("kube pods: %s did not start: %s", name, err)
             return
         grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        pre_stop = float((((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0))
         with self._lock:
-            self.pods[pod["metadata"]["uid"]] = RunningPod(name, ip, container, grace)
+            self.pods[pod["metadata"]["uid"]] = RunningPod(name, ip, container, grace, pre_stop)
         log.info("kube pods: %s runs %s on %s", name, first["image"], ip)
 
-    def _begin_stop(self, uid: str) -> None:
+    def _begin_stop(self, uid: str, pre_stop: bool = True) -> None:
         with self._lock:
             running = self.pods.get(uid)
             if running is None or running.stopping:
                 return
             running.stopping = True
-        self._stopper.submit(self._stop_pod, uid, running)
+        self._stopper.submit(self._stop_pod, uid, running, running.pre_stop if pre_stop else 0.0)
 
-    def _stop_pod(self, uid: str, running: RunningPod) -> None:
+    def _stop_pod(self, uid: str, running: RunningPod, pre_stop: float) -> None:
         try:
-            running.exit_code = running.container.stop(timeout=running.grace)
+            # The kubelet runs the preStop hook first (here only its sleep action), within the grace period:
+            # the pod still serves while its endpoint leaves the Service, then gets SIGTERM.
+            time.sleep(pre_stop)
+            running.exit_code = running.container.stop(timeout=max(1, int(running.grace - pre_stop)))
             log.info("kube pods: %s stopped (exit %s)", running.name, running.exit_code)
         except pm.PodmanError as err:
             log.error("kube pods: stopping %s: %s", running.name, err)

@@ -169,6 +169,34 @@ class KubernetesRolloutHook(KubernetesHook):
                 f"(it ran {current} when read), changed by someone else; not overwritten with {new}"
             ) from exc
 
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete the object (its dependents in the background, as kubectl does); False if it was not there."""
+        _, api_class, suffix = KINDS[kind]
+        method = getattr(self._api(api_class), f"delete_namespaced_{suffix}")
+        body = {"propagationPolicy": "Background"}
+        return (
+            self._call(f"delete {kind} {namespace}/{name}", method, name, namespace, body=body, missing_ok=True)
+            is not None
+        )
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's replicas (a merge patch of spec.replicas)."""
+        method = self._api("AppsV1Api").patch_namespaced_deployment
+        self._call(
+            f"scale Deployment {namespace}/{name} to {replicas}",
+            method,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def pod_metrics(self, namespace: str, pod: str, port: int) -> str:
+        """GET /metrics of ``pod`` on ``port`` through the API server's pod proxy (RBAC: get pods/proxy)."""
+        method = self._api("CoreV1Api").connect_get_namespaced_pod_proxy_with_path
+        response = self._call(f"read the metrics of pod {namespace}/{pod}:{port}", method, f"{pod}:{port}", namespace,
+                              "metrics", _preload_content=False)  # fmt: skip
+        return str(response.data.decode())
+
     # -- a rollout's steps, over the calls above ---------------------------------------
 
     def apply(

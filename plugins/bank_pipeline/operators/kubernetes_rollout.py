@@ -30,6 +30,14 @@ rollout. A failed first deploy is left in place (nothing to roll back to; its
 unready pods get no Service traffic, and its events say why). The rollback is a
 patch, not a wait: with maxUnavailable 0 the old pods never stopped serving.
 
+With ``release_strategy`` canary or linear and a Deployment already serving another image, the
+image first runs in a canary Deployment beside it (plans.kubernetes_canary): a share of the
+pods behind the same Service, judged every ``poll_interval`` for ``bake_seconds`` on the canary
+pods' own metrics (answers, 5xx, p99, read through the API server's pod proxy). A threshold
+crossed: the canary Deployment is deleted, so the stable pods serve everything again, and the
+task fails with the metric and its value. Every step passed: the stable Deployment rolls out
+the image as above, then the canary goes. The bake runs in the worker (it holds a slot).
+
 The previous image is carried through the deferral only. If the task dies
 between its patch and the verdict, a retry finds its own image already there,
 verifies it, and on failure can only report it (``kubectl rollout undo`` then).
@@ -45,17 +53,21 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from airflow.sdk import BaseOperator
 
 from bank_pipeline.errors import BadInputError, RolloutFailedError
 from bank_pipeline.links import KubernetesDeploymentLink
+from bank_pipeline.plans import kubernetes_canary as kcanary
+from bank_pipeline.plans import lambda_canary as canary
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
     arch_mismatch,
     check_image,
+    container_image,
+    label_selector,
     load_manifests,
     prepare_manifests,
 )
@@ -75,6 +87,7 @@ class RolloutResult(TypedDict):
     previous_image: str | None
     changed: bool
     status: str
+    traffic: NotRequired[list[dict[str, Any]]]  # a canary's steps: pods, share, status, metrics, times
 
 
 class KubernetesRolloutOperator(BaseOperator):
@@ -97,10 +110,15 @@ class KubernetesRolloutOperator(BaseOperator):
         read from its config in the registry (ECR with ``aws_conn_id``'s credentials).
     :param aws_conn_id: for reading an ECR image's config.
     :param plain_http_registries: registries reached over plain HTTP (settings' BANK_PLAIN_HTTP_REGISTRIES).
+    :param release_strategy: ``all_at_once`` (a rolling update), ``canary`` or ``linear``
+        (plans.lambda_canary.strategy: ``canary_percent`` of the pods, each step baked ``bake_seconds``).
+    :param canary_thresholds: plans.lambda_canary.Thresholds' fields (error rate, p99 ms).
     :return: a RolloutResult
     """
 
-    template_fields: Sequence[str] = ("image", "namespace", "image_platform")
+    template_fields: Sequence[str] = (
+        "image", "namespace", "image_platform", "release_strategy", "canary_percent", "bake_seconds",
+    )  # fmt: skip
     operator_extra_links = (KubernetesDeploymentLink(),)
 
     def __init__(
@@ -118,9 +136,15 @@ class KubernetesRolloutOperator(BaseOperator):
         image_platform: str | None = None,
         aws_conn_id: str | None = "aws_default",
         plain_http_registries: Sequence[str] = (),
+        release_strategy: str = "all_at_once",
+        canary_percent: float | str = 10.0,
+        bake_seconds: float | str = 600.0,
+        canary_thresholds: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.release_strategy, self.canary_percent, self.bake_seconds = release_strategy, canary_percent, bake_seconds
+        self.canary_thresholds = dict(canary_thresholds or {})
         self.image, self.manifests, self.container_name, self.namespace = image, manifests, container_name, namespace
         self.kubernetes_conn_id, self.skip_without_connection = kubernetes_conn_id, skip_without_connection
         self.deferrable, self.poll_interval, self.timeout = deferrable, poll_interval, timeout
@@ -159,9 +183,19 @@ class KubernetesRolloutOperator(BaseOperator):
         mismatch = arch_mismatch(live or planned, self.image, platform)
         if mismatch:
             raise BadInputError(f"refused before any change: {mismatch}")
+        strategy = canary.strategy(
+            self.release_strategy, percent=float(self.canary_percent), bake_seconds=float(self.bake_seconds)
+        )
+        traffic: list[dict[str, Any]] = []
+        if strategy.shares and live is not None and container_image(live, self.container_name)[1] != self.image:
+            traffic = self._canary(live, strategy)  # raises, the canary removed, if a step is breached
+        elif strategy.shares:
+            self.log.info("No Deployment serving another image: nothing to canary against, a plain rollout")
         state = self.hook.apply(
             manifests, namespace, self.container_name, self.image, {("Deployment", planned["metadata"]["name"]): live}
         )
+        state = {**state, "canary": kcanary.canary_name(planned["metadata"]["name"]) if traffic else None,
+                 "traffic": traffic}  # fmt: skip
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
         event = self.hook.rollout_event(namespace, state["deployment"], deadline)
@@ -202,12 +236,17 @@ class KubernetesRolloutOperator(BaseOperator):
         created: bool,
         patched: bool,
         changed: bool,
+        canary: str | None = None,
+        traffic: list[dict[str, Any]] | None = None,
     ) -> RolloutResult:
         status, message = (event or {}).get("status"), (event or {}).get("message", f"no event: {event!r}")
         where = f"Deployment {namespace}/{deployment}"
+        if canary and status in ("success", "failed", "timeout"):
+            # Promoted (the stable pods run the image now) or rolled back (they run the old one): either way done.
+            self.hook.delete("Deployment", namespace, canary)
         if status == "success":
             self.log.info("%s: %s", where, message)
-            return {
+            result: RolloutResult = {
                 "deployment": deployment,
                 "namespace": namespace,
                 "image": self.image,
@@ -215,6 +254,9 @@ class KubernetesRolloutOperator(BaseOperator):
                 "changed": changed,
                 "status": message,
             }
+            if traffic:
+                result["traffic"] = traffic
+            return result
         if status not in ("failed", "timeout"):
             # The state is unknown: rolling back blind could undo a good rollout. A retry
             # verifies again (the image is already there, so it patches nothing).
@@ -230,3 +272,92 @@ class KubernetesRolloutOperator(BaseOperator):
             current, self.container_name, self.image, previous_image, created=created, patched=patched
         )
         raise RolloutFailedError("\n  ".join([f"rollout of {self.image} to {where} failed: {message}", *why, undone]))
+
+    # -- the canary ---------------------------------------------------------------------
+
+    def _canary(self, live: Mapping[str, Any], strategy: canary.Strategy) -> list[dict[str, Any]]:
+        """Run ``strategy``'s steps in a canary Deployment beside ``live``; each step's record, or raise."""
+        meta = live["metadata"]
+        namespace, name = meta["namespace"], kcanary.canary_name(meta["name"])
+        try:
+            port = kcanary.metrics_port(live, self.container_name)
+        except ValueError as exc:
+            raise BadInputError(f"refused before any change: {exc}") from exc
+        stable = int(live["spec"].get("replicas") or 1)
+        self.hook.delete("Deployment", namespace, name)  # a canary an earlier, interrupted run left
+        traffic: list[dict[str, Any]] = []
+        for step, share in enumerate(strategy.shares):
+            pods = kcanary.canary_replicas(stable, share)
+            record: dict[str, Any] = {"share": round(pods / (pods + stable), 4), "pods": pods, "stable_pods": stable}
+            if step == 0:
+                self.hook.create(kcanary.canary_deployment(live, self.image, self.container_name, pods))
+            else:
+                self.hook.scale(namespace, name, pods)
+            self.log.info("Canary step %d of %d: %d pod(s) of %s beside %d stable (%.0f%% of the pods) for %g s",
+                          step + 1, len(strategy.shares), pods, self.image, stable, record["share"] * 100,
+                          strategy.bake_seconds)  # fmt: skip
+            problem, metrics, started = self._bake(namespace, name, port, strategy.bake_seconds)
+            record.update(status="passed" if problem is None else "breached", message=problem, metrics=metrics,
+                          started_at=started, ended_at=time.time())  # fmt: skip
+            traffic.append(record)
+            if problem is not None:
+                self.hook.delete("Deployment", namespace, name)
+                raise RolloutFailedError(
+                    f"canary of {self.image} on Deployment {namespace}/{meta['name']} aborted at {record['share']:.0%} "
+                    f"of the pods ({pods} beside {stable}): {problem}; canary Deployment {name} deleted, the stable "
+                    f"pods ({container_image(live, self.container_name)[1]}) serve all of the traffic"
+                )
+            self.log.info("Canary step %d passed: %s", step + 1, metrics)
+        return traffic
+
+    def _bake(self, namespace: str, name: str, port: int, seconds: float) -> tuple[str | None, dict[str, Any], float]:
+        """Wait for the canary pods to be available, then judge their metrics until ``seconds`` have passed:
+        (the breach or None, the figures, when the bake began)."""
+        deadline = time.time() + self.timeout
+        event = self.hook.rollout_event(namespace, name, deadline)
+        while event is None:
+            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
+            event = self.hook.rollout_event(namespace, name, deadline)
+        started = time.time()
+        if event["status"] != "success":
+            canary_deployment = self.hook.read("Deployment", namespace, name)
+            why = self.hook.explain(canary_deployment, self.container_name, self.image) if canary_deployment else []
+            return "; ".join([f"the canary pods did not become available: {event['message']}", *why]), {}, started
+        thresholds = canary.Thresholds(**self.canary_thresholds)
+        # Judged from when every canary pod says it is ready (bank_serving_ready): what a pod answered while it
+        # loaded its model (503) is the readiness probe's business, not the model's.
+        before = self._pod_samples(namespace, name, port)
+        while not kcanary.all_ready(before, self._canary_pods(namespace, name)):
+            if time.time() >= deadline:
+                return "the canary pods did not report ready in their metrics before the timeout", {}, started
+            time.sleep(self.poll_interval)
+            before = self._pod_samples(namespace, name, port)
+        started = time.time()
+        while True:
+            time.sleep(max(0.0, min(self.poll_interval, started + seconds - time.time())))
+            metrics = kcanary.judge(before, self._pod_samples(namespace, name, port))
+            problem = canary.breach(metrics, thresholds, {})
+            if problem is not None or time.time() >= started + seconds:
+                return problem, metrics.as_dict(), started
+
+    def _canary_pods(self, namespace: str, name: str) -> list[str]:
+        """The canary Deployment's pods that run and are not going away."""
+        canary_deployment = self.hook.read("Deployment", namespace, name)
+        if canary_deployment is None:
+            raise RolloutFailedError(f"canary Deployment {namespace}/{name} is gone (deleted by someone else)")
+        selector = label_selector(canary_deployment["spec"]["selector"])
+        return [
+            pod["metadata"]["name"]
+            for pod in self.hook.list("Pod", namespace, label_selector=selector)
+            if (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+        ]
+
+    def _pod_samples(self, namespace: str, name: str, port: int) -> dict[str, kcanary.Samples]:
+        """Each running canary pod's metrics; a pod that cannot be read now is left out of this poll."""
+        samples: dict[str, kcanary.Samples] = {}
+        for pod_name in self._canary_pods(namespace, name):
+            try:
+                samples[pod_name] = kcanary.parse(self.hook.pod_metrics(namespace, pod_name, port))
+            except RuntimeError as exc:
+                self.log.warning("metrics of canary pod %s not read this time: %s", pod_name, exc)
+        return samples

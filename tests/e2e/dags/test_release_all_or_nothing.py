@@ -172,9 +172,12 @@ def test_a_failed_rollout_moves_the_lambda_alias_back_and_records_nothing(env, c
     assert new_image != live_image and run.xcom["deploy_lambda"]["version"] == "2"
     [step] = run.xcom["deploy_lambda"]["traffic"]  # baked in the triggerer, judged, promoted
     assert (step["share"], step["status"]) == (0.5, "passed") and step["metrics"]["errors"] == 0
-    # Kubernetes said why and rolled its Deployment back; Lambda's alias followed.
+    # Kubernetes canaried too: its canary's pods never came up, it said why and deleted the canary, the stable
+    # Deployment never changed; Lambda's alias followed.
     assert "ProgressDeadlineExceeded" in run.log and "ImagePullBackOff" in run.log
-    assert f"Rolled back: container serving set back to {live_image}" in run.log
+    assert (f"canary Deployment bank-model-canary deleted, the stable pods ({live_image}) serve all of the "
+            "traffic") in run.log  # fmt: skip
+    assert cluster.request("GET", DEPLOYMENT + "-canary")[0] == 404
     assert (
         "the release is not live: the Kubernetes rollout failed (task rollout_kubernetes says why and what it "
         f"rolled back); alias live of {FUNCTION} moved back from version 2 to version 1"
