@@ -47,6 +47,8 @@ from devstack.harness.airflow_env import (
     start_child,
     task_states,
 )
+from devstack.kube.pods import PodRunner
+from devstack.kube.service_client import service_client
 
 OUT = REPO / "build" / "demo"
 # One customer, as a client of the front door would send it (bank-full.csv's fields without duration and y).
@@ -377,6 +379,19 @@ def canary_summary(release: Any, calls: list[tuple[float, str]]) -> dict[str, An
     }
 
 
+def kube_canary_summary(release: Any, calls: list[tuple[float, str, Any, str | None]]) -> dict[str, Any]:
+    """The Kubernetes canary of the second release: each step with what the Service's client got in its span."""
+    rollout = release.xcom.get("rollout_kubernetes") or {}
+
+    def answers(start: float, end: float) -> dict[str, int]:
+        return dict(Counter(str(version or status) for t, _, status, version in calls if start <= t < end))
+
+    steps = [{**step, "client_served": answers(step["started_at"], step["ended_at"])}
+             for step in rollout.get("traffic") or []]  # fmt: skip
+    return {"deployment": rollout.get("deployment"), "image": rollout.get("image"), "steps": steps,
+            "client_served": answers(0, float("inf"))}  # fmt: skip
+
+
 def print_canary(canary: dict[str, Any], live_model: str) -> None:
     print(f"  canary     second release ({canary['change']}): model {canary['model_version']}, "
           f"ROC AUC {canary['roc_auc']:.3f}; gate: {canary['gate']}")  # fmt: skip
@@ -399,6 +414,17 @@ def print_canary(canary: dict[str, Any], live_model: str) -> None:
     print(f"             promoted: alias {canary['alias']} on version {canary['version']} (was {canary['previous']}) "
           "with all of the traffic")  # fmt: skip
     print(f"             the client over the whole release: {calls(canary['client_served'])}")
+    kube_canary = canary.get("kubernetes") or {}
+    for number, step in enumerate(kube_canary.get("steps") or [], 1):
+        m = step.get("metrics") or {}
+        p99 = f"{m['p99_ms']:.1f} ms" if m.get("p99_ms") is not None else "no data"
+        print(f"             kubernetes step {number}: {step['pods']} canary pod(s) beside {step['stable_pods']} "
+              f"({step['share']:.0%} of the pods) for {step['ended_at'] - step['started_at']:.0f} s -> {step['status']}: "
+              f"{m.get('errors', 0):g} 5xx in {m.get('invocations', 0):g} answers, p99 {p99}")  # fmt: skip
+        print(f"               the Service's client meanwhile: {calls(step['client_served'])}")
+    if kube_canary.get("steps"):
+        print(f"             promoted: Deployment {kube_canary['deployment']} rolled out, canary Deployment deleted")
+        print(f"             the Service's client over the whole release: {calls(kube_canary['client_served'])}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -516,7 +542,7 @@ def run_dags(
     """Devstack, both DAG runs in their children, and the summary."""
     t = time.monotonic()
     progress.say("starting devstack (moto S3/EMR + local Spark steps)")
-    with Devstack(state_dir=OUT / "devstack", port=0) as ds:
+    with Devstack(state_dir=OUT / "devstack", port=0) as ds, contextlib.ExitStack() as running:
         timings["devstack_start"] = time.monotonic() - t
         progress.say(f"devstack at {ds.endpoint_url}")
         t = time.monotonic()
@@ -544,6 +570,8 @@ def run_dags(
             print(f"\nthe local Kubernetes control plane did not start: {exc}", file=sys.stderr)
             return 1
         timings["kube_ready"] = kc.timings["ready"]  # overlapped the stages above
+        # The model server's pods run for real (podman, on their pod IPs): the canary is judged on their metrics.
+        running.enter_context(PodRunner(kc.request, KUBE_NAMESPACE, f"app.kubernetes.io/name={DEPLOYMENT}"))
         kubeconfig = kc.release_identity(KUBE_NAMESPACE)
         progress.say(f"Kubernetes {kc.version['gitVersion']} at {kc.server} (ready in {kc.timings['ready']:.1f}s); "
                      f"the release rolls out to namespace {KUBE_NAMESPACE} as ServiceAccount {kube.RELEASE_IDENTITY}")  # fmt: skip
@@ -587,9 +615,13 @@ def run_dags(
         # A second model, released as a canary while a client calls the function URL.
         t = time.monotonic()
         conf = {"features_manifest_uri": manifest_uri, **CANARY_CONF, "bake_seconds": bake_seconds()}
-        progress.say(f"second release, as a canary: {conf['canary_percent']}% of the traffic to the new model for "
-                     f"{conf['bake_seconds']} s while a client calls the function URL ({CANARY_CHANGE})")  # fmt: skip
-        with UrlClient(ds.env(), url["url"], url["auth_type"]) if url else contextlib.nullcontext() as client:
+        progress.say(f"second release, as a canary on both targets: {conf['canary_percent']}% of the traffic to the "
+                     f"new model for {conf['bake_seconds']} s while clients call the function URL and the Service "
+                     f"({CANARY_CHANGE})")  # fmt: skip
+        with (
+            UrlClient(ds.env(), url["url"], url["auth_type"]) if url else contextlib.nullcontext() as client,
+            service_client(kc, KUBE_NAMESPACE, DEMO_RECORD, DEPLOYMENT, rate=CLIENT_RATE) as kube_calls,
+        ):
             on_task = client.start_on if client else None
             second = run_with_progress(canary_releaser, env, emr, progress, conf, cluster=kc, on_task=on_task)
         timings["canary_release"] = time.monotonic() - t
@@ -620,6 +652,7 @@ def run_dags(
     summary["lambda"].update(url_summary(release, front))
     summary["canary"] = canary_summary(second, client.calls if client else [])
     summary["kubernetes"] = kubernetes_summary(second, kc)  # the Deployment now runs the second release's image
+    summary["canary"]["kubernetes"] = kube_canary_summary(second, kube_calls)
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_summary(summary)
     return 0

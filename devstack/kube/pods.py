@@ -13,13 +13,21 @@ kubelet does; then the IP goes.
 The container is the pod spec's (container_options: command, args, env, user, read-only root,
 dropped capabilities, memory and CPU limits, emptyDir as tmpfs), pulled by podman
 (``--tls-verify=false``: devstack's registry is plain HTTP), plus ``--host <podIP>``, the serving
-server's own flag: a kubelet would give the pod a network namespace instead. Not faithful: the
-pod's readiness is kwok's (Ready at once, not from its probe), and only its first container runs.
+server's own flag: a kubelet would give the pod a network namespace instead.
+
+Readiness is the probe's, as a kubelet's: a kwok Stage (``started_stage``, weight 1, for these pods
+only) starts them Running but not Ready, and the runner sets the Ready and ContainersReady
+conditions (the pod's status subresource) from the container's readinessProbe (httpGet), so the
+Deployment's availability and the Service's endpoints follow the server, not kwok. Not faithful:
+the probe runs every POLL_SECONDS, not at the probe's periodSeconds, with no failure threshold;
+only the first container runs; no liveness or startup probe.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import logging
 import subprocess
 import threading
@@ -27,6 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -39,6 +48,49 @@ GROUP = "kube-pods"  # the podman label of these containers (pm.containers(GROUP
 POLL_SECONDS = 0.3  # how often the pods are listed: the kubelet's reaction time here
 
 Request = Callable[..., tuple[int, Any]]  # KubeApi.request
+# kwok's own pod-ready template (kwok.d/stages/pod-ready.yaml), with Ready and ContainersReady False.
+_STARTED = """\
+{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  restartCount: 0
+  started: true
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+{{ end }}
+{{ $hostIPs := NodeIPsWith .spec.nodeName }}
+{{ with $hostIPs }}
+hostIP: {{ index . 0 | Quote }}
+hostIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+{{ with $podIPs }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
 
 
 @dataclass
@@ -50,6 +102,9 @@ class RunningPod:
     container: pm.Container
     grace: int
     pre_stop: float = 0.0  # the container's preStop sleep, seconds
+    probe: tuple[str, int] | None = None  # the readinessProbe's httpGet path and port
+    ready: bool = False
+    container_name: str = ""
     stopping: bool = False
     exit_code: int | None = field(default=None)
 
@@ -67,9 +122,41 @@ class PodRunner:
         self._stopper = ThreadPoolExecutor(4, thread_name_prefix="kube-pod-stop")
         self._lock = threading.Lock()
 
+    @property
+    def stage_name(self) -> str:
+        return f"devstack-pods-started-{self.namespace}"[:63]
+
     def __enter__(self) -> PodRunner:
+        status, body = self.request("PATCH", f"/apis/kwok.x-k8s.io/v1alpha1/stages/{self.stage_name}"
+                                    "?fieldManager=devstack&force=true", json.dumps(self.started_stage()),
+                                    content_type="application/apply-patch+yaml")  # fmt: skip
+        if status not in (200, 201):
+            raise RuntimeError(f"apply Stage {self.stage_name}: {status} {body}")
         self._thread.start()
         return self
+
+    def started_stage(self) -> dict[str, Any]:
+        """kwok's pod-ready stage for these pods, but not Ready: Running, with an IP, containers started."""
+        labels = dict(part.split("=", 1) for part in self.selector.split(","))
+        match = " && ".join(
+            [f"self.metadata.namespace == {json.dumps(self.namespace)}"]
+            + [f"self.metadata.labels[{json.dumps(k)}] == {json.dumps(v)}" for k, v in labels.items()]
+        )
+        return {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Stage",
+            "metadata": {"name": self.stage_name},
+            "spec": {
+                "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                "selector": {"matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                    {"cel": {"expression": f"has(self.metadata.labels) && {match}"}},
+                ]},
+                "weight": 1,
+                "next": {"statusTemplate": _STARTED},
+            },
+        }  # fmt: skip
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -83,6 +170,7 @@ class PodRunner:
         for uid in uids:
             self._begin_stop(uid, pre_stop=False)  # the whole "node" goes: no hooks
         self._stopper.shutdown(wait=True)
+        self.request("DELETE", f"/apis/kwok.x-k8s.io/v1alpha1/stages/{self.stage_name}", timeout=10)
 
     def running(self) -> dict[str, RunningPod]:
         """The pods whose containers run (not being stopped), by pod name."""
@@ -110,9 +198,45 @@ class PodRunner:
             if meta.get("deletionTimestamp"):
                 self._begin_stop(uid)
             elif uid not in self.pods and pod_status.get("phase") == "Running" and pod_status.get("podIP"):
-                self._start(pod)
+                # An IP kwok handed out again while the pod that had it still stops: start once it is free.
+                if not any(p.ip == pod_status["podIP"] for p in self.pods.values()):
+                    self._start(pod)
         for uid in [u for u in self.pods if u not in seen]:
             self._begin_stop(uid)
+        with self._lock:
+            probing = [p for p in self.pods.values() if not p.stopping and p.probe]
+        for running in probing:
+            self._probe(running)
+
+    def _probe(self, running: RunningPod) -> None:
+        """The readiness probe: set the pod's Ready condition when its answer changes it."""
+        assert running.probe is not None
+        path, port = running.probe
+        conn = http.client.HTTPConnection(running.ip, port, timeout=1)
+        try:
+            conn.request("GET", path)
+            ready = conn.getresponse().status < 400  # as the kubelet's httpGet: 200-399 passes
+        except OSError:
+            ready = False
+        finally:
+            conn.close()
+        if ready == running.ready:
+            return
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        value = "True" if ready else "False"
+        patch = {"status": {
+            "conditions": [{"type": t, "status": value, "lastTransitionTime": now} for t in ("Ready", "ContainersReady")],
+            "containerStatuses": [{"name": running.container_name, "ready": ready}],
+        }}  # fmt: skip
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{running.name}/status"
+        status, body = self.request(
+            "PATCH", path, json.dumps(patch), content_type="application/strategic-merge-patch+json"
+        )
+        if status == 200:
+            running.ready = ready
+            log.info("kube pods: %s %s", running.name, "ready" if ready else "not ready")
+        elif status != 404:  # 404: deleted meanwhile
+            log.warning("kube pods: readiness of %s not set: %s %s", running.name, status, body)
 
     def _start(self, pod: dict[str, Any]) -> None:
         name, ip, spec = pod["metadata"]["name"], pod["status"]["podIP"], pod["spec"]
@@ -132,8 +256,9 @@ class PodRunner:
             return
         grace = int(spec.get("terminationGracePeriodSeconds", 30))
         pre_stop = float((((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0))
+        running = RunningPod(name, ip, container, grace, pre_stop, _http_probe(first), container_name=first["name"])
         with self._lock:
-            self.pods[pod["metadata"]["uid"]] = RunningPod(name, ip, container, grace, pre_stop)
+            self.pods[pod["metadata"]["uid"]] = running
         log.info("kube pods: %s runs %s on %s", name, first["image"], ip)
 
     def _begin_stop(self, uid: str, pre_stop: bool = True) -> None:
@@ -161,9 +286,22 @@ class PodRunner:
                 self.pods.pop(uid, None)
 
 
+def _http_probe(container: dict[str, Any]) -> tuple[str, int] | None:
+    """The container's readinessProbe httpGet as (path, port number); a named port resolved; None without one."""
+    get = (container.get("readinessProbe") or {}).get("httpGet")
+    if not get:
+        return None
+    port = get["port"]
+    if isinstance(port, str) and not port.isdigit():
+        port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
+    return str(get.get("path", "/")), int(port)
+
+
 def _ip(action: str, ip: str) -> None:
     """Put ``ip`` on (add) or take it off (del) the loopback interface; already so is fine."""
     done = subprocess.run(["ip", "addr", action, f"{ip}/32", "dev", "lo"], capture_output=True, text=True, check=False)
-    already = "File exists" in done.stderr or "Cannot assign requested address" in done.stderr
+    already = any(
+        text in done.stderr for text in ("File exists", "already assigned", "Cannot assign requested address")
+    )
     if done.returncode != 0 and not already:
         raise RuntimeError(f"ip addr {action} {ip}/32 dev lo: {done.stderr.strip()} (devstack's pods need root)")

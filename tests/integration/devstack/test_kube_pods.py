@@ -44,11 +44,18 @@ def cluster(kube_cluster: kube.KubeCluster) -> kube.KubeCluster:
     return kube_cluster
 
 
+@pytest.fixture(autouse=True)
+def _no_deployments_left(cluster: kube.KubeCluster) -> Iterator[None]:
+    """Each test starts with no Deployment in the namespace, whatever the one before did."""
+    yield
+    cluster.request("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments")
+
+
 def deployment(image: str, replicas: int) -> dict[str, Any]:
     (manifest,) = [copy.deepcopy(m) for m in kubernetes_manifests() if m["kind"] == "Deployment"]
     manifest["spec"]["replicas"] = replicas
     manifest["spec"]["template"]["spec"]["containers"][0]["image"] = image
-    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 5
+    manifest["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 10  # preStop 5 s + a drain
     return manifest
 
 
@@ -75,9 +82,11 @@ def test_each_pod_runs_its_server_on_its_ip_and_stops_gracefully_when_deleted(
     cluster: kube.KubeCluster, model_image: str
 ) -> None:
     path = f"/apis/apps/v1/namespaces/{NS}/deployments"
-    assert cluster.request("POST", path, deployment(model_image, 2))[0] == 201
     with PodRunner(cluster.request, NS, SELECTOR) as runner:
+        assert cluster.request("POST", path, deployment(model_image, 2))[0] == 201
         pods = until(lambda: len(runner.running()) == 2 and runner.running(), timeout=120)
+        # Ready once the server's /readyz says so (the runner's probe), and then the Deployment is available.
+        until(lambda: (cluster.get(f"{path}/bank-model").get("status") or {}).get("availableReplicas") == 2)
         assert len({p.ip for p in pods.values()}) == 2 and {p.ip for p in pods.values()} <= lo_addresses()
         for name in pods:
             # The API server's pod proxy reaches each pod's own server: its metrics port and its service port.
@@ -99,4 +108,28 @@ def test_each_pod_runs_its_server_on_its_ip_and_stops_gracefully_when_deleted(
         assert pods[gone].exit_code == 0 and pods[gone].ip not in lo_addresses()
     assert runner.errors == []
     assert podman.containers(GROUP) == [] and not {p.ip for p in pods.values()} & lo_addresses()
-    cluster.request("DELETE", f"{path}/bank-model")
+
+
+def test_a_pod_whose_server_never_gets_ready_is_never_ready(cluster: kube.KubeCluster, model_image: str) -> None:
+    """Readiness is the probe's, not kwok's: a server that cannot load its model leaves its pod Running, not
+    Ready, so the Deployment never has an available replica (and a Service would send it nothing)."""
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    broken = deployment(model_image, 1)
+    broken["metadata"]["name"] = "bank-model-broken"
+    broken["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "BANK_MODEL_DIR", "value": "/nowhere"})
+    broken["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        e for e in broken["spec"]["template"]["spec"]["containers"][0]["env"] if e["value"] != "/opt/ml/model"
+    ]
+    with PodRunner(cluster.request, NS, SELECTOR) as runner:
+        assert cluster.request("POST", path, broken)[0] == 201
+        (pod,) = until(
+            lambda: [p for p in runner.pods.values() if p.name.startswith("bank-model-broken-")], timeout=120
+        )
+        # The server exits 1 at once (no model); give the probe some passes to be sure nothing turns it Ready.
+        until(lambda: not pod.container.running(), timeout=30)
+        time.sleep(2)  # several probe passes (POLL_SECONDS each): none may have found it ready
+        status = cluster.get(f"/api/v1/namespaces/{NS}/pods/{pod.name}")["status"]
+        ready = {c["type"]: c["status"] for c in status["conditions"]}
+        assert status["phase"] == "Running" and ready["Ready"] == "False" and ready["ContainersReady"] == "False"
+        assert not (cluster.get(f"{path}/bank-model-broken").get("status") or {}).get("availableReplicas")
+    assert podman.containers(GROUP) == []
