@@ -1,6 +1,15 @@
-"""Lambda canary rollback: from the moment the canary crosses its error threshold to traffic back on the old version.
+"""Canary rollback, Lambda and Kubernetes: from the moment the canary crosses its error threshold to traffic
+back on the old version.
 
     .venv/bin/python -m bench.canary_rollback_bench [--rounds 3] [--poll 1 5] [--out canary_rollback]
+
+Kubernetes (``kubernetes`` in the result): on devstack's control plane with running pods
+(devstack.kube.pods), the serving image with a real model as the stable Deployment and the same
+image with a model.py failing one prediction in five as a 50 % canary, judged every ``--poll``
+seconds by KubernetesRolloutOperator on the canary pods' metrics (pod proxy) while a client
+spreads requests over the Service's ready endpoints. crossed: the client's first 500; back: the
+client's last answer from a canary pod (its IP), i.e. when the Service stopped sending it traffic;
+detected: the operator's abort (its exception).
 
 Starts devstack; per round and poll interval, a fresh function: version 1 (a good stand-in model)
 released all at once by LambdaImageDeployOperator, then version 2, a model failing one request in
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,7 +44,7 @@ from typing import Any
 
 from bank_pipeline.errors import DeployFailedError
 from bank_pipeline.operators.lambda_deploy import LambdaImageDeployOperator
-from bench.common import quiet_check, write_result
+from bench.common import REPO, quiet_check, write_result
 from devstack import Devstack
 from devstack.aws.infra import provision
 from devstack.harness.airflow_env import LAMBDA_ROLE_ARN, seed_release
@@ -101,6 +111,84 @@ def one_round(ds: Devstack, images: dict[str, str], poll: float) -> dict[str, An
     }
 
 
+FLAKY_MODEL_PY = b"""
+
+import itertools as _itertools
+
+_calls = _itertools.count(1)
+_predict_proba = OnnxModel.predict_proba
+
+
+def _flaky(self, features):
+    if next(_calls) % 5 == 0:
+        raise RuntimeError("bad model: every fifth prediction fails")
+    return _predict_proba(self, features)
+
+
+OnnxModel.predict_proba = _flaky
+"""
+
+
+def kube_rounds(ds: Devstack, rounds: int, poll: float) -> list[dict[str, Any]]:
+    """``rounds`` Kubernetes canaries of the flaky image, each in a fresh namespace; their figures."""
+    from bank_ml import artifacts, data, release
+    from bank_pipeline.errors import RolloutFailedError
+    from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
+    from bank_pipeline.utils import oci, oci_image, oci_layer
+    from devstack import kube
+    from devstack.containers import lambda_image
+    from devstack.kube.pods import PodRunner
+    from devstack.kube.service_client import service_client
+    from tests.support.release_ns import CONN_ID, ReleaseNamespace, manifests
+    from tests.support.serving_requests import RECORD
+
+    model_dir = Path(tempfile.mkdtemp(prefix="rollback-model-"))
+    candidate = release.train_candidate(data.features_from_csv(REPO / "data" / "bank" / "bank-full.csv"))
+    artifacts.write_model_files(model_dir, candidate.onnx_bytes, candidate.threshold)
+    good = lambda_image.model_image(lambda_image.serving_image(), model_dir, ds.registry_url, repo="rollback-k8s",
+                                    tag="good")  # fmt: skip
+    model_py = (REPO / "serving" / "bank_serving" / "model.py").read_bytes()
+    pushed = oci_image.append_layer(oci.RegistryClient(f"http://{ds.registry_url}"), "rollback-k8s", "good",
+                                    oci_layer.layer({"var/task/bank_serving/model.py": model_py + FLAKY_MODEL_PY}),
+                                    "flaky")  # fmt: skip
+    flaky = f"{ds.registry_url}/rollback-k8s@{pushed.digest}"
+    results = []
+    with kube.KubeCluster(nodes=2) as cluster:
+        for _ in range(rounds):
+            ns = ReleaseNamespace.for_test(cluster, "rollback")
+            os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = ns.connection()
+
+            def rollout(image: str, **kwargs: Any) -> Any:
+                return KubernetesRolloutOperator(
+                    task_id="rollout", image=image, manifests=manifests(), kubernetes_conn_id=CONN_ID,
+                    deferrable=False, poll_interval=poll, timeout=180, image_platform="linux/amd64", **kwargs,
+                ).execute(context={})  # fmt: skip
+
+            with PodRunner(cluster.request, ns.name, "app.kubernetes.io/name=bank-model") as runner:
+                rollout(good)
+                while sum(1 for p in runner.running().values() if p.ready) < 2:
+                    time.sleep(0.1)
+                with service_client(cluster, ns.name, RECORD) as calls:
+                    try:
+                        rollout(flaky, release_strategy="canary", canary_percent=50, bake_seconds=120)
+                        raise AssertionError("the flaky canary was promoted")
+                    except RolloutFailedError as failed:
+                        detected, message = time.time(), str(failed)
+                    stable_ips = {p.ip for p in runner.running().values() if not p.name.startswith("bank-model-canary")}
+                    time.sleep(3)  # calls after the abort, to see the last one a canary pod answered
+            ns.delete()
+            crossed = next(t for t, _, status, _ in calls if status == 500)
+            last_canary = max(t for t, ip, status, _ in calls if ip not in stable_ips and isinstance(status, int))
+            results.append({
+                "crossed_to_detected_s": round(detected - crossed, 3),
+                "detected_to_back_s": round(last_canary - detected, 3),
+                "crossed_to_back_s": round(last_canary - crossed, 3),
+                "message": message,
+            })  # fmt: skip
+    shutil.rmtree(model_dir, ignore_errors=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -126,9 +214,19 @@ def main(argv: list[str] | None = None) -> int:
                 "median": {k: round(statistics.median(v), 3) for k, v in figures.items()},
             }
             m = results[f"poll_{poll:g}s"]["median"]
-            print(f"poll {poll:g} s: threshold crossed -> traffic back {m['crossed_to_back_s']} s median "
+            print(f"lambda, poll {poll:g} s: threshold crossed -> traffic back {m['crossed_to_back_s']} s median "
                   f"(detected {m['crossed_to_detected_s']} s, alias reset {m['detected_to_back_s']} s; "
                   f"{args.rounds} rounds)")  # fmt: skip
+        kube_results: dict[str, Any] = {}
+        for poll in args.poll:
+            rounds = kube_rounds(ds, args.rounds, poll)
+            figures = {k: [r[k] for r in rounds] for k in rounds[0] if k != "message"}
+            m = {k: round(statistics.median(v), 3) for k, v in figures.items()}
+            kube_results[f"poll_{poll:g}s"] = {"rounds": rounds, "median": m}
+            print(f"kubernetes, poll {poll:g} s: threshold crossed -> traffic back {m['crossed_to_back_s']} s median "
+                  f"(detected {m['crossed_to_detected_s']} s, Service off the canary {m['detected_to_back_s']} s; "
+                  f"{args.rounds} rounds)")  # fmt: skip
+        results["kubernetes"] = kube_results
     write_result(args.out, {"machine_busy_percent_before": busy, **results})
     return 0
 

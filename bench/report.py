@@ -291,27 +291,29 @@ def release_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
 
 def canary_rollback_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     rows = []
-    for key, result in doc.items():
-        if not key.startswith("poll_"):
-            continue
-        figures = {k: [r[k] for r in result["rounds"]] for k in result["median"]}
+    targets = {
+        "Lambda": {k: v for k, v in doc.items() if k.startswith("poll_")},
+        "Kubernetes": doc.get("kubernetes", {}),
+    }
+    for target, results in targets.items():
+        for key, result in results.items():
+            figures = {k: [r[k] for r in result["rounds"]] for k in result["median"]}
 
-        def cell(name: str, figures: dict[str, list[float]] = figures) -> str:
-            return spread(summary(figures[name], 3), "{:.2f}", " s")
+            def cell(name: str, figures: dict[str, list[float]] = figures) -> str:
+                return spread(summary(figures[name], 3), "{:.2f}", " s") if name in figures else "–"
 
-        rows.append([key.removeprefix("poll_"), cell("crossed_to_back_s"), cell("crossed_to_detected_s"),
-                     cell("detected_to_back_s"), cell("last_v2_minus_back_s")])  # fmt: skip
+            rows.append([target, key.removeprefix("poll_"), cell("crossed_to_back_s"), cell("crossed_to_detected_s"),
+                         cell("detected_to_back_s")])  # fmt: skip
     out = [
-        "## Lambda canary rollback",
+        "## Canary rollback",
         "",
-        "From the answer that put the canary over its error threshold (a model failing one request in five, 50 % of "
-        "the alias) to UpdateAlias with no weights returned, on devstack; the bake polls CloudWatch every *poll* "
-        "(BANK_POLL_SECONDS). Last answer of the canary: relative to that return (negative: before it).",
+        "From a canary crossing its error threshold (a model failing one request in five, 50 % of the traffic) to "
+        "the traffic back on the old version, on devstack, the bake polling every *poll* (BANK_POLL_SECONDS). "
+        "Lambda: from the answer that crossed it to UpdateAlias with no weights returned. Kubernetes: from the "
+        "client's first 500 to its last answer from a canary pod (the Service's endpoints without them); "
+        "detected = the operator's abort.",
         "",
-        table(
-            ["poll", "crossed → traffic back", "crossed → detected", "detected → alias reset", "last canary answer"],
-            rows,
-        ),  # fmt: skip
+        table(["target", "poll", "crossed → traffic back", "crossed → detected", "detected → back"], rows),
         "",
     ]
     return "\n".join(out), []
