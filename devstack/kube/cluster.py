@@ -79,6 +79,7 @@ class KubeCluster(KubeApi):
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.logs = self.state_dir / "logs"
         self.ports: dict[str, int] = {}
+        self.pod_cidr = ""  # kwok's, chosen at start (components.pod_cidr)
         self.server = ""
         self.version: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
@@ -209,7 +210,8 @@ class KubeCluster(KubeApi):
         home = self.state_dir / "kwok-home"
         home.mkdir(exist_ok=True)
         env = {**os.environ, "HOME": str(home), "KWOK_WORKDIR": str(home / ".kwok")}
-        self._spawn("kwok", components.kwok_argv(self.bin_dir, self.pki), env=env)
+        self.pod_cidr = components.pod_cidr()
+        self._spawn("kwok", components.kwok_argv(self.bin_dir, self.pki, self.pod_cidr), env=env)
 
     def _start_view(self) -> None:
         """devstack.kube.view: the read-only page per Deployment that links point at (make up)."""

@@ -3,6 +3,8 @@ fake Nodes kwok keeps Ready. Everything listens on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 import subprocess
 from collections.abc import Mapping
@@ -12,7 +14,7 @@ from typing import Any
 from devstack.kube.api import KubeError
 
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: there is no kube-proxy; only API objects
-POD_CIDR = "10.244.0.0/16"  # kwok hands pod IPs out of this; nothing listens there
+POD_CIDR = "10.244.0.0/16"  # kwok hands pod IPs out of this (each cluster a /24 of it: pod_cidr)
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # The controllers that Deployments, Jobs, Services, HPAs, PDBs, namespaces and RBAC's
 # aggregated roles (admin, edit, view) need, and the node lifecycle controller, which
@@ -137,14 +139,30 @@ def scheduler_argv(bin_dir: Path, pki: Path, ports: Mapping[str, int]) -> list[s
     return [str(bin_dir / "kube-scheduler"), *_component_flags(pki, ports["scheduler"], "kube-scheduler")]
 
 
-def kwok_argv(bin_dir: Path, pki: Path) -> list[str]:
+def pod_cidr() -> str:
+    """A /24 of POD_CIDR for one cluster's pods: random, and none of whose addresses is on lo already.
+
+    devstack.kube.pods puts running pods' IPs on lo, so two clusters at once (make test's workers, the
+    demo beside a test) must not hand out the same ones.
+    """
+    taken = set()
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show", "dev", "lo"], capture_output=True, text=True, timeout=10
+        )
+        taken = {int(ip.split(".")[2]) for ip in re.findall(r"inet (10\.244\.\d+\.\d+)", out.stdout)}
+    free = [n for n in range(1, 255) if n not in taken]
+    return f"10.244.{random.choice(free)}.0/24"
+
+
+def kwok_argv(bin_dir: Path, pki: Path, cidr: str = POD_CIDR) -> list[str]:
     return [
         str(bin_dir / "kwok"),
         f"--kubeconfig={pki / 'kwok.kubeconfig'}",
         "--manage-all-nodes=false",
         f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
         "--enable-crds=Stage",
-        f"--cidr={POD_CIDR}",
+        f"--cidr={cidr}",
         "--node-ip=127.0.0.1",
         "--node-lease-duration-seconds=40",
     ]

@@ -44,7 +44,7 @@ from devstack.containers.lambda_rie import container_options
 
 log = logging.getLogger("devstack.kube.pods")
 
-GROUP = "kube-pods"  # the podman label of these containers (pm.containers(GROUP) lists them)
+GROUP = "kube-pods"  # the podman label of these containers, + "-<namespace>" per runner (PodRunner.group)
 POLL_SECONDS = 0.3  # how often the pods are listed: the kubelet's reaction time here
 
 Request = Callable[..., tuple[int, Any]]  # KubeApi.request
@@ -115,6 +115,7 @@ class PodRunner:
     def __init__(self, request: Request, namespace: str, selector: str, store: pm.Store | None = None) -> None:
         self.request, self.namespace, self.selector = request, namespace, selector
         self.store = store or pm.default_store()
+        self.group = f"{GROUP}-{namespace}"  # pm.containers(runner.group): this runner's containers
         self.pods: dict[str, RunningPod] = {}  # by pod UID
         self.errors: list[str] = []  # pods that could not start, with why
         self._stop = threading.Event()
@@ -245,7 +246,7 @@ class PodRunner:
         _ip("add", ip)
         container = pm.Container(
             first["image"], [*args, "--host", ip],
-            options=["--network=host", "--tls-verify=false", *options], env=env, group=GROUP, store=self.store,
+            options=["--network=host", "--tls-verify=false", *options], env=env, group=self.group, store=self.store,
         )  # fmt: skip
         try:
             container.start()

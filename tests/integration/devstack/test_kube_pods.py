@@ -16,7 +16,7 @@ from bank_ml import artifacts, data, release
 from bank_pipeline.resources import kubernetes_manifests
 from devstack import Devstack, kube
 from devstack.containers import lambda_image, podman
-from devstack.kube.pods import GROUP, PodRunner
+from devstack.kube.pods import PodRunner
 from tests.support.paths import BANK_CSV
 from tests.support.serving_requests import RECORD
 
@@ -107,7 +107,7 @@ def test_each_pod_runs_its_server_on_its_ip_and_stops_gracefully_when_deleted(
         (gone,) = set(pods) - set(runner.running())
         assert pods[gone].exit_code == 0 and pods[gone].ip not in lo_addresses()
     assert runner.errors == []
-    assert podman.containers(GROUP) == [] and not {p.ip for p in pods.values()} & lo_addresses()
+    assert podman.containers(runner.group) == [] and not {p.ip for p in pods.values()} & lo_addresses()
 
 
 def test_a_pod_whose_server_never_gets_ready_is_never_ready(cluster: kube.KubeCluster, model_image: str) -> None:
@@ -132,4 +132,4 @@ def test_a_pod_whose_server_never_gets_ready_is_never_ready(cluster: kube.KubeCl
         ready = {c["type"]: c["status"] for c in status["conditions"]}
         assert status["phase"] == "Running" and ready["Ready"] == "False" and ready["ContainersReady"] == "False"
         assert not (cluster.get(f"{path}/bank-model-broken").get("status") or {}).get("availableReplicas")
-    assert podman.containers(GROUP) == []
+    assert podman.containers(runner.group) == []

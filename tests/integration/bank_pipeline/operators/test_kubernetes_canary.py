@@ -17,7 +17,7 @@ from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.utils import oci, oci_image, oci_layer
 from devstack import Devstack, kube
 from devstack.containers import lambda_image, podman
-from devstack.kube.pods import GROUP, PodRunner
+from devstack.kube.pods import PodRunner
 from devstack.kube.service_client import service_client
 from tests.support.paths import BANK_CSV, REPO
 from tests.support.release_ns import CONN_ID, ReleaseNamespace, manifests, wait_for
@@ -72,7 +72,7 @@ def images(ds: Devstack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
 def pods(kube_cluster: kube.KubeCluster, release: ReleaseNamespace) -> Iterator[PodRunner]:
     with PodRunner(kube_cluster.request, release.name, "app.kubernetes.io/name=bank-model") as runner:
         yield runner
-    assert runner.errors == [] and podman.containers(GROUP) == []
+    assert runner.errors == [] and podman.containers(runner.group) == []
 
 
 def deploy(image: str, **kwargs: Any) -> dict[str, Any]:
