@@ -157,8 +157,8 @@ class ReleaseNamespace:
             "spec": {
                 "user": self.user,
                 "groups": ["system:serviceaccounts", f"system:serviceaccounts:{self.name}", "system:authenticated"],
-                "resourceAttributes": {"namespace": self.name, "verb": verb, "resource": resource, "group": group,
-                                       "name": name},
+                "resourceAttributes": {"namespace": self.name, "verb": verb, "resource": resource.partition("/")[0],
+                                       "subresource": resource.partition("/")[2], "group": group, "name": name},
             },
         }  # fmt: skip
         return bool(

@@ -296,7 +296,14 @@ class KubernetesRolloutOperator(BaseOperator):
             self.log.info("Canary step %d of %d: %d pod(s) of %s beside %d stable (%.0f%% of the pods) for %g s",
                           step + 1, len(strategy.shares), pods, self.image, stable, record["share"] * 100,
                           strategy.bake_seconds)  # fmt: skip
-            problem, metrics, started = self._bake(namespace, name, port, strategy.bake_seconds)
+            try:
+                problem, metrics, started = self._bake(namespace, name, port, strategy.bake_seconds)
+            except RolloutFailedError as exc:
+                self.hook.delete("Deployment", namespace, name)
+                raise RolloutFailedError(
+                    f"canary of {self.image} on Deployment {namespace}/{meta['name']} could not be judged: {exc}; "
+                    f"canary Deployment {name} deleted, the stable pods serve all of the traffic"
+                ) from exc
             record.update(status="passed" if problem is None else "breached", message=problem, metrics=metrics,
                           started_at=started, ended_at=time.time())  # fmt: skip
             traffic.append(record)
@@ -358,6 +365,8 @@ class KubernetesRolloutOperator(BaseOperator):
         for pod_name in self._canary_pods(namespace, name):
             try:
                 samples[pod_name] = kcanary.parse(self.hook.pod_metrics(namespace, pod_name, port))
-            except RuntimeError as exc:
+            except RolloutFailedError:  # refused for good (403: no pods/proxy): no verdict will come
+                raise
+            except RuntimeError as exc:  # 503 while the pod starts or stops, 429...: read at the next poll
                 self.log.warning("metrics of canary pod %s not read this time: %s", pod_name, exc)
         return samples

@@ -67,6 +67,8 @@ def forbidden(release: ReleaseNamespace, group: str, resource: str, verb: str, n
         ("get", "deployments", "apps", "another-app", False),
         ("update", "deployments", "apps", NAME, False),
         ("delete", "deployments", "apps", NAME, False),
+        ("delete", "deployments", "apps", "bank-model-canary", True),  # its canary's, and only that one
+        ("get", "pods/proxy", "", "any-pod", True),  # a canary's pods' metrics
         ("patch", "services", "", NAME, False),  # created once, never changed by it
         ("list", "pods", "", "", True),
         ("create", "pods", "", "", False),
@@ -98,7 +100,29 @@ def test_the_identity_may_do_what_the_role_says_and_no_more(
 def test_each_verb_is_needed_and_its_absence_is_named(
     release: ReleaseNamespace, group: str, resource: str, verb: str
 ) -> None:
-    if verb in ("get", "create"):
+    if resource == "pods/proxy":
+        # A canary is judged on its pods' metrics, read through the pod proxy: refused, the canary is not
+        # judged blind but ended, and the stable Deployment is untouched.
+        deploy(V1)
+        release.grant_without(verb, resource, group)
+        with pytest.raises(RolloutFailedError) as failure:
+            deploy(V2, release_strategy="canary", canary_percent=50, bake_seconds=30)
+        message = str(failure.value)
+        assert "could not be judged: Kubernetes API call failed: read the metrics of pod " in message
+        assert '403 Forbidden: pods "bank-model-canary-' in message and 'cannot get resource "pods/proxy"' in message
+        assert release.get("Deployment", "bank-model-canary") is None and release.image() == V1
+    elif verb == "delete":
+        # A canary release first clears what an interrupted one left, and deletes its canary when done.
+        deploy(V1)
+        release.grant_without(verb, resource, group)
+        with pytest.raises(RolloutFailedError) as failure:
+            deploy(V2, release_strategy="canary", canary_percent=50, bake_seconds=1)
+        assert str(failure.value).startswith(
+            f"Kubernetes API call failed: delete Deployment {release.name}/bank-model-canary: 403 Forbidden: "
+            f'deployments.apps "bank-model-canary" is forbidden'
+        )
+        assert release.image() == V1
+    elif verb in ("get", "create"):
         # The first release reads each object, then creates it.
         release.grant_without(verb, resource, group)
         call = f"{'read' if verb == 'get' else 'create'} {KIND[resource]} {release.name}/{NAME}"
