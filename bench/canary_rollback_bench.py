@@ -111,34 +111,16 @@ def one_round(ds: Devstack, images: dict[str, str], poll: float) -> dict[str, An
     }
 
 
-FLAKY_MODEL_PY = b"""
-
-import itertools as _itertools
-
-_calls = _itertools.count(1)
-_predict_proba = OnnxModel.predict_proba
-
-
-def _flaky(self, features):
-    if next(_calls) % 5 == 0:
-        raise RuntimeError("bad model: every fifth prediction fails")
-    return _predict_proba(self, features)
-
-
-OnnxModel.predict_proba = _flaky
-"""
-
-
 def kube_rounds(ds: Devstack, rounds: int, poll: float) -> list[dict[str, Any]]:
     """``rounds`` Kubernetes canaries of the flaky image, each in a fresh namespace; their figures."""
     from bank_ml import artifacts, data, release
     from bank_pipeline.errors import RolloutFailedError
     from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
-    from bank_pipeline.utils import oci, oci_image, oci_layer
     from devstack import kube
     from devstack.containers import lambda_image
     from devstack.kube.pods import PodRunner
     from devstack.kube.service_client import service_client
+    from tests.support.flaky_model import flaky_image
     from tests.support.release_ns import CONN_ID, ReleaseNamespace, manifests
     from tests.support.serving_requests import RECORD
 
@@ -147,11 +129,7 @@ def kube_rounds(ds: Devstack, rounds: int, poll: float) -> list[dict[str, Any]]:
     artifacts.write_model_files(model_dir, candidate.onnx_bytes, candidate.threshold)
     good = lambda_image.model_image(lambda_image.serving_image(), model_dir, ds.registry_url, repo="rollback-k8s",
                                     tag="good")  # fmt: skip
-    model_py = (REPO / "serving" / "bank_serving" / "model.py").read_bytes()
-    pushed = oci_image.append_layer(oci.RegistryClient(f"http://{ds.registry_url}"), "rollback-k8s", "good",
-                                    oci_layer.layer({"var/task/bank_serving/model.py": model_py + FLAKY_MODEL_PY}),
-                                    "flaky")  # fmt: skip
-    flaky = f"{ds.registry_url}/rollback-k8s@{pushed.digest}"
+    flaky = flaky_image(ds.registry_url, "rollback-k8s", "good")
     results = []
     with kube.KubeCluster(nodes=2) as cluster:
         for _ in range(rounds):

@@ -19,30 +19,14 @@ from devstack import Devstack, kube
 from devstack.containers import lambda_image, podman
 from devstack.kube.pods import PodRunner
 from devstack.kube.service_client import service_client
-from tests.support.paths import BANK_CSV, REPO
+from tests.support.flaky_model import flaky_image
+from tests.support.paths import BANK_CSV
 from tests.support.release_ns import CONN_ID, ReleaseNamespace, manifests, wait_for
 from tests.support.serving_requests import RECORD
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 REPOSITORY = "kube-canary"
-# Appended to model.py: every fifth prediction of the process raises, so /predict answers 500 to one in five.
-FLAKY = b"""
-
-import itertools as _itertools
-
-_calls = _itertools.count(1)
-_predict_proba = OnnxModel.predict_proba
-
-
-def _flaky(self, features):
-    if next(_calls) % 5 == 0:
-        raise RuntimeError("bad model: every fifth prediction fails")
-    return _predict_proba(self, features)
-
-
-OnnxModel.predict_proba = _flaky
-"""
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +37,10 @@ def images(ds: Devstack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     directory = tmp_path_factory.mktemp("model")
     artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
     v1 = lambda_image.model_image(lambda_image.serving_image(), directory, ds.registry_url, repo=REPOSITORY, tag="v1")
-    client = oci.RegistryClient(f"http://{ds.registry_url}")
-    model_py = (REPO / "serving" / "bank_serving" / "model.py").read_bytes()
-    layers = {
-        "v2": oci_layer.layer({"var/task/RELEASE": b"v2\n"}),
-        "flaky": oci_layer.layer({"var/task/bank_serving/model.py": model_py + FLAKY}),
-    }
-    refs = {"v1": v1}
-    for tag, layer in layers.items():
-        pushed = oci_image.append_layer(client, REPOSITORY, "v1", layer, tag)
-        refs[tag] = f"{ds.registry_url}/{REPOSITORY}@{pushed.digest}"
+    v2 = oci_image.append_layer(oci.RegistryClient(f"http://{ds.registry_url}"), REPOSITORY, "v1",
+                                oci_layer.layer({"var/task/RELEASE": b"v2\n"}), "v2")  # fmt: skip
+    refs = {"v1": v1, "v2": f"{ds.registry_url}/{REPOSITORY}@{v2.digest}",
+            "flaky": flaky_image(ds.registry_url, REPOSITORY, "v1")}  # fmt: skip
     yield refs
     for ref in refs.values():
         podman.podman("rmi", "--ignore", ref)
