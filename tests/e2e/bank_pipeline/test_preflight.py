@@ -190,10 +190,11 @@ def test_a_kubernetes_verb_taken_away_fails_the_rbac_check_only(
     code, rows = preflight(env, AIRFLOW_CONN_KUBERNETES_DEFAULT=connection)
     assert code == 1
     assert list(failing(rows)) == ["Kubernetes: release RBAC"], failing(rows)
+    # Every rule lost patch: the Deployment's and its canary's (the canary's other verbs are still there).
     assert (
-        f"may not patch deployments/bank-model (apps) in namespace {namespace}"
-        in rows["Kubernetes: release RBAC"]["detail"]
-    )
+        "may not patch deployments/bank-model (apps), patch deployments/bank-model-canary (apps) in namespace "
+        f"{namespace}"
+    ) in rows["Kubernetes: release RBAC"]["detail"]
 
 
 def test_create_rules_are_needed_only_until_the_objects_exist(
