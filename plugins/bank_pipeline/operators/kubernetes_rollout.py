@@ -214,9 +214,7 @@ class KubernetesRolloutOperator(BaseOperator):
                 # The trigger reports its own timeout; this is the backstop if the triggerer dies.
                 timeout=timedelta(seconds=self.timeout + 5 * self.poll_interval),
             )
-        while event is None:
-            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
-            event = self.hook.rollout_event(namespace, state["deployment"], deadline)
+        event = self._await_rollout(namespace, state["deployment"], deadline, event)
         return self.execute_complete(context, event, **state)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any) -> RolloutResult:
@@ -273,6 +271,15 @@ class KubernetesRolloutOperator(BaseOperator):
         )
         raise RolloutFailedError("\n  ".join([f"rollout of {self.image} to {where} failed: {message}", *why, undone]))
 
+    def _await_rollout(
+        self, namespace: str, name: str, deadline: float, event: dict[str, str] | None
+    ) -> dict[str, str]:
+        """Poll the rollout of Deployment ``name`` (``event``: the first read's) until it has a verdict."""
+        while event is None:
+            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
+            event = self.hook.rollout_event(namespace, name, deadline)
+        return event
+
     # -- the canary ---------------------------------------------------------------------
 
     def _canary(self, live: Mapping[str, Any], strategy: canary.Strategy) -> list[dict[str, Any]]:
@@ -321,10 +328,7 @@ class KubernetesRolloutOperator(BaseOperator):
         """Wait for the canary pods to be available, then judge their metrics until ``seconds`` have passed:
         (the breach or None, the figures, when the bake began)."""
         deadline = time.time() + self.timeout
-        event = self.hook.rollout_event(namespace, name, deadline)
-        while event is None:
-            time.sleep(max(0.0, min(self.poll_interval, deadline - time.time())))
-            event = self.hook.rollout_event(namespace, name, deadline)
+        event = self._await_rollout(namespace, name, deadline, self.hook.rollout_event(namespace, name, deadline))
         started = time.time()
         if event["status"] != "success":
             canary_deployment = self.hook.read("Deployment", namespace, name)
@@ -333,16 +337,18 @@ class KubernetesRolloutOperator(BaseOperator):
         thresholds = canary.Thresholds(**self.canary_thresholds)
         # Judged from when every canary pod says it is ready (bank_serving_ready): what a pod answered while it
         # loaded its model (503) is the readiness probe's business, not the model's.
-        before = self._pod_samples(namespace, name, port)
-        while not kcanary.all_ready(before, self._canary_pods(namespace, name)):
+        pods = self._canary_pods(namespace, name)
+        before = self._pod_samples(namespace, pods, port)
+        while not kcanary.all_ready(before, pods):
             if time.time() >= deadline:
                 return "the canary pods did not report ready in their metrics before the timeout", {}, started
             time.sleep(self.poll_interval)
-            before = self._pod_samples(namespace, name, port)
+            pods = self._canary_pods(namespace, name)
+            before = self._pod_samples(namespace, pods, port)
         started = time.time()
         while True:
             time.sleep(max(0.0, min(self.poll_interval, started + seconds - time.time())))
-            metrics = kcanary.judge(before, self._pod_samples(namespace, name, port))
+            metrics = kcanary.judge(before, self._pod_samples(namespace, self._canary_pods(namespace, name), port))
             problem = canary.breach(metrics, thresholds, {})
             if problem is not None or time.time() >= started + seconds:
                 return problem, metrics.as_dict(), started
@@ -359,10 +365,10 @@ class KubernetesRolloutOperator(BaseOperator):
             if (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
         ]
 
-    def _pod_samples(self, namespace: str, name: str, port: int) -> dict[str, kcanary.Samples]:
-        """Each running canary pod's metrics; a pod that cannot be read now is left out of this poll."""
+    def _pod_samples(self, namespace: str, pods: list[str], port: int) -> dict[str, kcanary.Samples]:
+        """Each of ``pods``' metrics; a pod that cannot be read now is left out of this poll."""
         samples: dict[str, kcanary.Samples] = {}
-        for pod_name in self._canary_pods(namespace, name):
+        for pod_name in pods:
             try:
                 samples[pod_name] = kcanary.parse(self.hook.pod_metrics(namespace, pod_name, port))
             except RolloutFailedError:  # refused for good (403: no pods/proxy): no verdict will come
