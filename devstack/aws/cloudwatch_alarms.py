@@ -24,6 +24,8 @@ SetAlarmState gives them); low-sample percentiles are evaluated; alarm actions a
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,11 +33,12 @@ from moto.cloudwatch.models import Alarm, CloudWatchBackend, Statistics
 from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.utils import utcnow
 
-_COMPARE = {
-    "GreaterThanOrEqualToThreshold": lambda value, threshold: value >= threshold,
-    "GreaterThanThreshold": lambda value, threshold: value > threshold,
-    "LessThanThreshold": lambda value, threshold: value < threshold,
-    "LessThanOrEqualToThreshold": lambda value, threshold: value <= threshold,
+# ComparisonOperator -> (how the reason says it, the comparison of a datapoint with the threshold)
+_OPERATORS: dict[str, tuple[str, Callable[[float, float], bool]]] = {
+    "GreaterThanOrEqualToThreshold": ("greater than or equal to", operator.ge),
+    "GreaterThanThreshold": ("greater than", operator.gt),
+    "LessThanThreshold": ("less than", operator.lt),
+    "LessThanOrEqualToThreshold": ("less than or equal to", operator.le),
 }
 _ORIGINAL: dict[str, Any] = {}
 # The verdict each alarm's data gave at its last evaluation, by alarm ARN: a new one changes the state.
@@ -85,10 +88,11 @@ def evaluate(backend: CloudWatchBackend, alarm: Alarm, now: datetime | None = No
 
 def judge(backend: CloudWatchBackend, alarm: Alarm, now: datetime) -> tuple[str, str, dict[str, Any]] | None:
     """(state, reason, reason data) the data gives ``alarm``, or None when devstack cannot judge it."""
-    compare = _COMPARE.get(alarm.comparison_operator)
+    known = _OPERATORS.get(alarm.comparison_operator)
     stat = alarm.extended_statistic or alarm.statistic
-    if alarm.rule is not None or alarm.metric_data_queries or compare is None or not stat or alarm.threshold is None:
+    if alarm.rule is not None or alarm.metric_data_queries or known is None or not stat or alarm.threshold is None:
         return None
+    words, compare = known
     period, count = int(alarm.period), int(alarm.evaluation_periods)
     needed = int(alarm.datapoints_to_alarm or count)
     values = [_reduce(backend, alarm, stat, now - timedelta(seconds=period * k), period) for k in range(count, 0, -1)]
@@ -101,13 +105,13 @@ def judge(backend: CloudWatchBackend, alarm: Alarm, now: datetime) -> tuple[str,
             "recentDatapoints": present, "evaluatedDatapoints": len(values)}  # fmt: skip
     shown = ", ".join(f"{value:g}" for value in present) or "no datapoints"
     if breaching >= needed:
-        reason = f"Threshold Crossed: {breaching} out of the last {count} datapoints [{shown}] were {_words(alarm)} the threshold ({alarm.threshold:g})"
+        reason = f"Threshold Crossed: {breaching} out of the last {count} datapoints [{shown}] were {words} the threshold ({alarm.threshold:g})"
         return "ALARM", reason, data
     if not present and missing in ("missing", "ignore"):
         if missing == "ignore":
             return None
         return "INSUFFICIENT_DATA", f"Insufficient Data: {count} datapoints were unknown.", data
-    reason = f"Threshold Crossed: no {needed} of the last {count} datapoints [{shown}] were {_words(alarm)} the threshold ({alarm.threshold:g})"
+    reason = f"Threshold Crossed: no {needed} of the last {count} datapoints [{shown}] were {words} the threshold ({alarm.threshold:g})"
     return "OK", reason, data
 
 
@@ -134,12 +138,3 @@ def _reduce(backend: CloudWatchBackend, alarm: Alarm, stat: str, start: datetime
 def _naive(moment: datetime) -> datetime:
     """UTC without a zone, as moto's utcnow(): data put with a zoned Timestamp compares with it too."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _words(alarm: Alarm) -> str:
-    return {
-        "GreaterThanOrEqualToThreshold": "greater than or equal to",
-        "GreaterThanThreshold": "greater than",
-        "LessThanThreshold": "less than",
-        "LessThanOrEqualToThreshold": "less than or equal to",
-    }[alarm.comparison_operator]
