@@ -193,11 +193,11 @@ def s3(ds: Devstack) -> Any:
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     """The one local Kubernetes control plane of a test session (devstack.kube: etcd, kube-apiserver,
-    controller manager, scheduler, kwok with 2 Nodes; about 7 s to start). Tests share it, each in
-    namespaces of its own. Without the binaries it fails, saying ``make kube``."""
+    controller manager, scheduler, kwok with 2 Nodes, metrics-server; about 7 s to start). Tests share
+    it, each in namespaces of its own. Without the binaries it fails, saying ``make kube``."""
     from devstack import kube
 
-    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2) as cluster:
+    with kube.KubeCluster(tmp_path_factory.mktemp("kube"), nodes=2, metrics=True) as cluster:
         pids = cluster.pids()
         yield cluster
     assert [name for name, pid in pids.items() if procs.alive(pid)] == []

@@ -278,7 +278,7 @@ def up(state_dir: Path, port: int, devstack_port: int, password: str = DEFAULT_P
 
     t0 = time.monotonic()
     kube_dir = state_dir / "kube"
-    started = kube.start_in_background(kube.KubeCluster(kube_dir, view=True))  # meanwhile: seeding
+    started = kube.start_in_background(kube.KubeCluster(kube_dir, view=True, metrics=True))  # meanwhile: seeding
     try:
         account = provision(ds)
         seed_lake(ds.client("s3"), REPO / "data" / "bank" / "bank-full.csv")

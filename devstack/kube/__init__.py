@@ -1,5 +1,6 @@
 """A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok, all built from Go modules by ``devstack/kube/build.sh``.
+kube-scheduler, kwok and (``metrics=True``) metrics-server, all built from Go modules by
+``devstack/kube/build.sh``.
 
 kwok (``sigs.k8s.io/kwok``) plays the kubelets: it keeps the fake Nodes this package
 creates Ready (with node leases) and moves pods scheduled onto them through the stages
@@ -23,13 +24,16 @@ CLI: ``python -m devstack.kube up|down|status [--state-dir DIR]``.
 
 Faithful: the real API server (validation, RBAC, admission, watch, server-side apply),
 the real deployment/replicaset/garbage-collector/... controllers and scheduler.
-Not faithful: no kubelet, container runtime, network or DNS: pods never run anything;
-their status is what kwok's stages write. No cloud controller, no CSI, no kube-proxy.
+Not faithful: no kubelet, container runtime, network or DNS: pods run nothing (unless
+``pods.PodRunner`` runs them) and their status is what kwok's stages write; their resource
+usage is what their annotations say (``metrics``). No cloud controller, no CSI, no kube-proxy.
 
 The rooms: ``cluster`` (KubeCluster: the processes), ``components`` (how each is run),
 ``api`` (requests as admin, apply, tokens, Stages, the release's RBAC), ``pki``,
-``state`` (cluster.json), ``binaries`` (where build.sh puts them), ``view`` (the
-read-only Deployment page), ``__main__`` (the CLI).
+``state`` (cluster.json), ``binaries`` (where build.sh puts them), ``metrics``
+(metrics-server and kwok's resource usage), ``view`` (the read-only Deployment page),
+``pods`` and ``service_client`` (pods that serve, and a client of their Service),
+``__main__`` (the CLI).
 """
 
 from __future__ import annotations

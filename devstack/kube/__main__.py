@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--etcd", type=Path, default=None, help="etcd binary to use instead of the built one")
     parser.add_argument("--reset", action="store_true", help="wipe etcd's data first (up)")
     parser.add_argument("--no-view", action="store_true", help="no read-only web view of the Deployments (up)")
+    parser.add_argument("--no-metrics", action="store_true", help="no metrics-server: no metrics API, no HPA (up)")
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "down":
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(state_dir)
-    cluster = KubeCluster(state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset, view=not args.no_view)
+    cluster = KubeCluster(
+        state_dir, nodes=args.nodes, etcd_binary=args.etcd, reset=args.reset,
+        view=not args.no_view, metrics=not args.no_metrics,
+    )  # fmt: skip
     try:
         cluster.start()
     except KubeError as err:

@@ -11,7 +11,9 @@ from devstack.kube.api import KubeError
 
 KUBE_SRC = Path(__file__).resolve().parent
 # Every binary build.sh puts into the bin directory; kwok.d/ holds kwok's manifests.
-BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "metrics-server")
+# What build.sh copies from the modules beside them: kwok's CRDs, stages and metrics, metrics-server's objects.
+MANIFESTS = ("kwok.d/stage-crd.yaml", "kwok.d/metrics/metrics-resource.yaml", "metrics-server.d/rbac.yaml")
 
 
 def kube_version() -> str:
@@ -35,6 +37,4 @@ def missing_binaries(bin_dir: Path | None = None) -> list[str]:
     """The binaries (and kwok manifests) not in ``bin_dir``; empty when all were built."""
     bin_dir = bin_dir or default_bin_dir()
     missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
-    if not (bin_dir / "kwok.d" / "stage-crd.yaml").is_file():
-        missing.append("kwok.d/stage-crd.yaml")
-    return missing
+    return missing + [m for m in MANIFESTS if not (bin_dir / m).is_file()]

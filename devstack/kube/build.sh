@@ -5,7 +5,10 @@
 #   etcd                                     go.etcd.io/etcd/server/v3 at the version
 #                                            k8s.io/kubernetes requires (go.mod here)
 #   kwok                                     sigs.k8s.io/kwok (kwok/go.mod), and in kwok.d/
-#                                            its Stage CRD and default stages (from its module)
+#                                            its CRDs, default stages and resource-usage
+#                                            metrics (from its module)
+#   metrics-server                           sigs.k8s.io/metrics-server (metrics-server/go.mod),
+#                                            and in metrics-server.d/ its API objects
 # into ${BANK_CACHE_DIR:-$HOME/.cache/bank-ml}/kube/<k8s version>/bin, outside the repo.
 #
 # Idempotent: exits at once when that directory already holds the binaries of these
@@ -32,18 +35,20 @@ mod_version() { # mod_version GO_MOD_FILE MODULE
 k8s_version="$(mod_version "$here/go.mod" k8s.io/kubernetes)"
 kwok_version="$(mod_version "$here/kwok/go.mod" sigs.k8s.io/kwok)"
 etcd_version="$(mod_version "$here/go.mod" go.etcd.io/etcd/server/v3)"
-if [[ -z $k8s_version || -z $kwok_version || -z $etcd_version ]]; then
-	echo "build.sh: cannot read the pinned versions from $here/go.mod and $here/kwok/go.mod" >&2
+ms_version="$(mod_version "$here/metrics-server/go.mod" sigs.k8s.io/metrics-server)"
+if [[ -z $k8s_version || -z $kwok_version || -z $etcd_version || -z $ms_version ]]; then
+	echo "build.sh: cannot read the pinned versions from $here/go.mod, kwok/go.mod and metrics-server/go.mod" >&2
 	exit 2
 fi
 
 cache="${BANK_CACHE_DIR:-$HOME/.cache/bank-ml}/kube/$k8s_version"
 bin="$cache/bin"
-binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok)
+binaries=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok metrics-server)
 # What a bin/ directory built by this script for these versions holds in VERSIONS.
 manifest="kubernetes $k8s_version
 etcd $etcd_version
-kwok $kwok_version"
+kwok $kwok_version
+metrics-server $ms_version"
 
 if [[ ${1-} == --print ]]; then
 	echo "$bin"
@@ -53,12 +58,13 @@ fi
 complete() { # complete DIR: true if DIR holds every binary of exactly these versions
 	local b
 	for b in "${binaries[@]}"; do [[ -x $1/$b ]] || return 1; done
-	[[ -f $1/kwok.d/stage-crd.yaml ]] || return 1
+	[[ -f $1/kwok.d/stage-crd.yaml && -f $1/kwok.d/metrics/metrics-resource.yaml ]] || return 1
+	[[ -f $1/metrics-server.d/rbac.yaml ]] || return 1
 	[[ "$(cat "$1/VERSIONS" 2>/dev/null)" == "$manifest" ]]
 }
 
 if complete "$bin"; then
-	log "up to date: kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version in $bin"
+	log "up to date: kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version, metrics-server $ms_version in $bin"
 	echo "$bin"
 	exit 0
 fi
@@ -111,18 +117,38 @@ log "building kube-apiserver, kube-controller-manager, kube-scheduler, etcd (one
 mv "$tmp/server" "$tmp/etcd"
 log "building kwok"
 (cd "$here/kwok" && "$GO" build -trimpath -ldflags="-s -w" -o "$tmp/" sigs.k8s.io/kwok/cmd/kwok)
+# What `metrics-server --version` reports, set as its Makefile does.
+ms_flags="-X k8s.io/client-go/pkg/version.gitVersion=$ms_version"
+log "building metrics-server"
+(cd "$here/metrics-server" && "$GO" build -trimpath -ldflags="-s -w $ms_flags" -o "$tmp/" \
+	sigs.k8s.io/metrics-server/cmd/metrics-server)
 
-# kwok runs with --enable-crds=Stage: devstack/kube.py creates this CRD and these
-# stages (the defaults kwokctl gives kwok) in the API. Copied from the same module.
-log "copying kwok's Stage CRD and default stages into kwok.d/"
+# kwok runs with --enable-crds=Stage (and, for resource metrics, Metric and
+# ClusterResourceUsage): devstack/kube creates these CRDs and these stages (the defaults
+# kwokctl gives kwok) in the API. Copied from the same module.
+log "copying kwok's CRDs, default stages and resource-usage metrics into kwok.d/"
 kwok_src="$(cd "$here/kwok" && "$GO" list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
-mkdir -p "$tmp/kwok.d/stages"
+mkdir -p "$tmp/kwok.d/stages" "$tmp/kwok.d/metrics"
 cp "$kwok_src/kustomize/crd/bases/kwok.x-k8s.io_stages.yaml" "$tmp/kwok.d/stage-crd.yaml"
 for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
 	pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
 	cp "$kwok_src/kustomize/stage/$f" "$tmp/kwok.d/stages/"
 done
+for crd in metrics clusterresourceusages; do
+	cp "$kwok_src/kustomize/crd/bases/kwok.x-k8s.io_$crd.yaml" "$tmp/kwok.d/metrics/$crd-crd.yaml"
+done
+cp "$kwok_src/kustomize/metrics/resource/metrics-resource.yaml" "$kwok_src/kustomize/metrics/usage/usage-from-annotation.yaml" \
+	"$tmp/kwok.d/metrics/"
 chmod -R u+w "$tmp/kwok.d" # the module cache is read-only
+
+# metrics-server's own API objects (its RBAC, Service, APIService), which devstack/kube/metrics.py
+# creates, the Service pointed at the process on this host. Copied from its module.
+log "copying metrics-server's manifests into metrics-server.d/"
+ms_src="$(cd "$here/metrics-server" && "$GO" list -m -f '{{.Dir}}' sigs.k8s.io/metrics-server)"
+mkdir -p "$tmp/metrics-server.d"
+cp "$ms_src/manifests/base/rbac.yaml" "$ms_src/manifests/base/service.yaml" "$ms_src/manifests/base/apiservice.yaml" \
+	"$tmp/metrics-server.d/"
+chmod -R u+w "$tmp/metrics-server.d"
 
 printf '%s\n' "$manifest" >"$tmp/VERSIONS"
 for b in "${binaries[@]}"; do
@@ -138,5 +164,5 @@ fi
 mv "$tmp" "$bin"
 rm -rf "$bin/old-bin"
 trap - EXIT
-log "built kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version into $bin"
+log "built kubernetes $k8s_version, etcd $etcd_version, kwok $kwok_version, metrics-server $ms_version into $bin"
 echo "$bin"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import procs
-from devstack.kube import components
+from devstack.kube import components, metrics
 from devstack.kube.api import KubeApi, KubeError, condition
 from devstack.kube.binaries import default_bin_dir, missing_binaries
 from devstack.kube.pki import ensure_pki, kubeconfig, write_json
@@ -50,7 +50,8 @@ class KubeCluster(KubeApi):
     ``state_dir`` None means a temporary directory, removed by ``stop()``. ``nodes`` fake
     Nodes (``kwok-node-0``...) are created and kept Ready by kwok. ``etcd_binary``
     overrides the built etcd (e.g. Debian's ``/usr/bin/etcd``). ``reset`` wipes the
-    etcd data of an earlier run first.
+    etcd data of an earlier run first. ``metrics`` adds metrics-server and kwok's simulated
+    resource usage (devstack.kube.metrics): the metrics API and the HPA work.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class KubeCluster(KubeApi):
         nodes: int = 2,
         reset: bool = False,
         view: bool = False,
+        metrics: bool = False,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
         self._temporary = state_dir is None
@@ -73,6 +75,7 @@ class KubeCluster(KubeApi):
         self.nodes = nodes
         self.reset = reset
         self.view = view
+        self.metrics = metrics
         self.view_url = ""
         self.start_timeout = start_timeout
         self.pki = self.state_dir / "pki"
@@ -136,6 +139,7 @@ class KubeCluster(KubeApi):
             "controller-manager": procs.free_port(),
             "scheduler": procs.free_port(),
             **({"view": procs.free_port()} if self.view else {}),
+            **({"kwok": procs.free_port(), "metrics-server": procs.free_port()} if self.metrics else {}),
         }
         self.server = f"https://127.0.0.1:{self.ports['apiserver']}"
         for user in ("admin", "kube-controller-manager", "kube-scheduler", "kwok"):
@@ -149,14 +153,20 @@ class KubeCluster(KubeApi):
             self._start_controller_manager()
             self._start_scheduler()
             self._install_kwok_stages()
+            if self.metrics:
+                metrics.install_kwok_metrics(self, self.bin_dir / "kwok.d", self._wait)
             self._create_nodes()
             self._start_kwok()
+            if self.metrics:
+                self._start_metrics_server()
             if self.view:
                 self._start_view()
             self._write_state()
             self._wait("kube-controller-manager /healthz", lambda: self._component_healthy("controller-manager"))
             self._wait("kube-scheduler /healthz", lambda: self._component_healthy("scheduler"))
             self._wait(f"{self.nodes} kwok Node(s) Ready and untainted", self._nodes_ready)
+            if self.metrics:
+                self._wait(f"APIService {metrics.APISERVICE} Available", lambda: metrics.available(self))
             default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
             self._wait("ServiceAccount default/default", lambda: self._get_status(default_sa) == 200)
             self.version = self.get("/version")
@@ -211,7 +221,18 @@ class KubeCluster(KubeApi):
         home.mkdir(exist_ok=True)
         env = {**os.environ, "HOME": str(home), "KWOK_WORKDIR": str(home / ".kwok")}
         self.pod_cidr = components.pod_cidr()
-        self._spawn("kwok", components.kwok_argv(self.bin_dir, self.pki, self.pod_cidr), env=env)
+        port = self.ports["kwok"] if self.metrics else None
+        self._spawn("kwok", components.kwok_argv(self.bin_dir, self.pki, self.pod_cidr, port), env=env)
+
+    def _start_metrics_server(self) -> None:
+        """Its API objects, a token of its ServiceAccount (a week: outlives `make up`), then the process."""
+        metrics.install_metrics_server(self, self.bin_dir / "metrics-server.d", self.ports["metrics-server"])
+        kubeconfig = self.pki / "metrics-server.kubeconfig"
+        write_json(kubeconfig, self.token_kubeconfig("kube-system", "metrics-server", 7 * 86400), private=True)
+        self._spawn(
+            "metrics-server",
+            metrics.metrics_server_argv(self.bin_dir, self.pki, kubeconfig, self.ports["metrics-server"]),
+        )
 
     def _start_view(self) -> None:
         """devstack.kube.view: the read-only page per Deployment that links point at (make up)."""
@@ -328,7 +349,7 @@ class KubeCluster(KubeApi):
     def stop(self) -> None:
         """Stop every component (clients first, etcd last): SIGTERM to its process group,
         SIGKILL after a grace period. Removes the state directory if it was temporary."""
-        groups = [[n for n in STOP_ORDER[:4] if n in self._procs], ["kube-apiserver"], ["etcd"]]
+        groups = [[n for n in STOP_ORDER[:-2] if n in self._procs], ["kube-apiserver"], ["etcd"]]
         for group in groups:
             live = [self._procs[n] for n in group if n in self._procs]
             for proc in live:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.kube.api import KubeError
+from devstack.kube.metrics import kwok_flags as kwok_metrics_flags
+from devstack.kube.metrics import node_annotations
 
 SERVICE_CIDR = "10.96.0.0/16"  # never routed: there is no kube-proxy; only API objects
 POD_CIDR = "10.244.0.0/16"  # kwok hands pod IPs out of this (each cluster a /24 of it: pod_cidr)
@@ -90,9 +92,12 @@ def apiserver_argv(bin_dir: Path, state_dir: Path, pki: Path, ports: Mapping[str
         f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
         # Published in kube-system/extension-apiserver-authentication, which the
-        # controller manager and scheduler read (they log errors every few seconds
-        # without it). No front proxy exists: allowed-names matches no certificate.
+        # controller manager, scheduler and metrics-server read. The API server is the
+        # front proxy: it calls aggregated APIs (metrics.k8s.io) with the proxy client
+        # certificate (CN front-proxy-client), passing the user in the headers below.
         f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         "--requestheader-allowed-names=front-proxy-client",
         "--requestheader-username-headers=X-Remote-User",
         "--requestheader-group-headers=X-Remote-Group",
@@ -132,6 +137,9 @@ def controller_manager_argv(bin_dir: Path, pki: Path, ports: Mapping[str, int]) 
         f"--root-ca-file={pki / 'ca.crt'}",
         # Lift the not-ready taint soon after kwok marks a new Node Ready.
         "--node-monitor-period=1s",
+        # The HPA reconsiders every 5 s, not 15 s: a test sees a scale in seconds. Its behaviour
+        # settings (windows, policies) are what bound how fast it scales, as on any cluster.
+        "--horizontal-pod-autoscaler-sync-period=5s",
     ]
 
 
@@ -155,8 +163,9 @@ def pod_cidr() -> str:
     return f"10.244.{random.choice(free)}.0/24"
 
 
-def kwok_argv(bin_dir: Path, pki: Path, cidr: str = POD_CIDR) -> list[str]:
-    return [
+def kwok_argv(bin_dir: Path, pki: Path, cidr: str = POD_CIDR, metrics_port: int | None = None) -> list[str]:
+    """kwok's command line; with ``metrics_port``, its simulated kubelets serve resource metrics there."""
+    argv = [
         str(bin_dir / "kwok"),
         f"--kubeconfig={pki / 'kwok.kubeconfig'}",
         "--manage-all-nodes=false",
@@ -166,16 +175,24 @@ def kwok_argv(bin_dir: Path, pki: Path, cidr: str = POD_CIDR) -> list[str]:
         "--node-ip=127.0.0.1",
         "--node-lease-duration-seconds=40",
     ]
+    if metrics_port is None:
+        return argv
+    return [a for a in argv if not a.startswith("--enable-crds=")] + kwok_metrics_flags(pki, metrics_port)
 
 
 def kwok_node(name: str) -> dict[str, Any]:
-    """A Node that kwok manages (by its annotation) and keeps Ready."""
+    """A Node that kwok manages (by its annotation) and keeps Ready; metrics-server, when there is one,
+    asks kwok for its resource metrics at the path its last annotation names (devstack.kube.metrics)."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {
+                NODE_ANNOTATION: "fake",
+                "node.alpha.kubernetes.io/ttl": "0",
+                **node_annotations(name),
+            },
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",

@@ -30,6 +30,8 @@ def ensure_pki(pki: Path) -> None:
         "kube-controller-manager",
         "kube-scheduler",
         "kwok",
+        "front-proxy-client",
+        "metrics-server",
     )
     if all((pki / f"{n}.crt").is_file() and (pki / f"{n}.key").is_file() for n in names) and (pki / "sa.pub").is_file():
         return
@@ -151,6 +153,10 @@ def ensure_pki(pki: Path) -> None:
     issue("kube-scheduler", name("system:kube-scheduler"), client)
     # kwok updates nodes, pods, leases, and impersonates for some stages: cluster admin.
     issue("kwok", name("kwok-controller", "system:masters"), client)
+    # The API server's client certificate towards aggregated APIs (--requestheader-allowed-names).
+    issue("front-proxy-client", name("front-proxy-client"), client)
+    # metrics-server's serving certificate: the aggregator checks it names the Service.
+    issue("metrics-server", name("metrics-server"), server, dns=("metrics-server.kube-system.svc", "localhost"))
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write_private(pki / "sa.key", key_pem(sa_key))
     (pki / "sa.pub").write_bytes(

@@ -21,6 +21,13 @@ conditions (the pod's status subresource) from the container's readinessProbe (h
 Deployment's availability and the Service's endpoints follow the server, not kwok. Not faithful:
 the probe runs every POLL_SECONDS, not at the probe's periodSeconds, with no failure threshold;
 only the first container runs; no liveness or startup probe.
+
+With ``report_usage``, the runner plays the kubelet's resource metrics too: every USAGE_SECONDS it
+reads each container's CPU time and resident memory from /proc (its main process and the children it
+waited for) and writes the CPU rate over that interval and the memory as the pod's
+``kwok.x-k8s.io/usage-cpu`` / ``-memory`` annotations, which kwok's ClusterResourceUsage turns into
+the ``/metrics/resource`` that metrics-server scrapes (devstack.kube.metrics). So requests served make
+the HPA scale, with the lag of a sample, a scrape and the HPA's sync.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -36,16 +44,20 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from devstack import procs
 from devstack.containers import podman as pm
 from devstack.containers.lambda_rie import container_options
+from devstack.kube.metrics import USAGE_CPU, USAGE_MEMORY
 
 log = logging.getLogger("devstack.kube.pods")
 
 GROUP = "kube-pods"  # the podman label of these containers, + "-<namespace>" per runner (PodRunner.group)
 POLL_SECONDS = 0.3  # how often the pods are listed: the kubelet's reaction time here
+USAGE_SECONDS = 5.0  # how often each container's CPU and memory are sampled (report_usage)
 
 Request = Callable[..., tuple[int, Any]]  # KubeApi.request
 # kwok's own pod-ready template (kwok.d/stages/pod-ready.yaml), with Ready and ContainersReady False.
@@ -107,13 +119,20 @@ class RunningPod:
     container_name: str = ""
     stopping: bool = False
     exit_code: int | None = field(default=None)
+    pid: int = 0  # the container's main process, on this host
+    cpu: tuple[float, float] | None = None  # the last sample: (time.monotonic(), CPU seconds)
+    usage: dict[str, str] = field(default_factory=dict)  # the annotations last written
 
 
 class PodRunner:
     """Run the containers of the pods ``selector`` picks in ``namespace`` while the block lasts."""
 
-    def __init__(self, request: Request, namespace: str, selector: str, store: pm.Store | None = None) -> None:
+    def __init__(
+        self, request: Request, namespace: str, selector: str, store: pm.Store | None = None, report_usage: bool = False
+    ) -> None:
         self.request, self.namespace, self.selector = request, namespace, selector
+        self.report_usage = report_usage
+        self._next_usage = 0.0
         self.store = store or pm.default_store()
         self.group = f"{GROUP}-{namespace}"  # pm.containers(runner.group): this runner's containers
         self.pods: dict[str, RunningPod] = {}  # by pod UID
@@ -208,6 +227,29 @@ class PodRunner:
             probing = [p for p in self.pods.values() if not p.stopping and p.probe]
         for running in probing:
             self._probe(running)
+        if self.report_usage and time.monotonic() >= self._next_usage:
+            self._next_usage = time.monotonic() + USAGE_SECONDS
+            for running in self.running().values():
+                self._report_usage(running)
+
+    def _report_usage(self, running: RunningPod) -> None:
+        """Sample the container's CPU and memory; annotate the pod with the CPU rate since the last sample."""
+        now, cpu = time.monotonic(), _cpu_seconds(running.pid)
+        last, running.cpu = running.cpu, (now, cpu) if cpu is not None else None
+        if last is None or cpu is None or now <= last[0]:
+            return
+        millicores = max(1, round((cpu - last[1]) / (now - last[0]) * 1000))
+        usage = {USAGE_CPU: f"{millicores}m", USAGE_MEMORY: f"{max(1, (procs.rss_bytes(running.pid) or 0) >> 20)}Mi"}
+        if usage == running.usage:
+            return
+        path = f"/api/v1/namespaces/{self.namespace}/pods/{running.name}"
+        status, body = self.request(
+            "PATCH", path, json.dumps({"metadata": {"annotations": usage}}), content_type="application/merge-patch+json"
+        )
+        if status == 200:
+            running.usage = usage
+        elif status != 404:  # 404: deleted meanwhile
+            log.warning("kube pods: usage of %s not written: %s %s", running.name, status, body)
 
     def _probe(self, running: RunningPod) -> None:
         """The readiness probe: set the pod's Ready condition when its answer changes it."""
@@ -258,6 +300,8 @@ class PodRunner:
         grace = int(spec.get("terminationGracePeriodSeconds", 30))
         pre_stop = float((((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds", 0))
         running = RunningPod(name, ip, container, grace, pre_stop, _http_probe(first), container_name=first["name"])
+        if self.report_usage:
+            running.pid = int(container.state().get("Pid") or 0)  # type: ignore[call-overload]
         with self._lock:
             self.pods[pod["metadata"]["uid"]] = running
         log.info("kube pods: %s runs %s on %s", name, first["image"], ip)
@@ -296,6 +340,18 @@ def _http_probe(container: dict[str, Any]) -> tuple[str, int] | None:
     if isinstance(port, str) and not port.isdigit():
         port = next(p["containerPort"] for p in container.get("ports", []) if p.get("name") == port)
     return str(get.get("path", "/")), int(port)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time of process ``pid`` and of the children it waited for (/proc/<pid>/stat), or None if gone."""
+    if pid <= 0:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command's name: state, ppid, ... utime, stime, cutime, cstime are fields 14-17 of the line.
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _ip(action: str, ip: str) -> None:

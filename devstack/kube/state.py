@@ -12,7 +12,7 @@ from devstack import procs
 STATE_FILE = "cluster.json"
 STOP_GRACE = 10.0  # the API server drains requests on SIGTERM; etcd closes cleanly
 # Stopping order: the clients of the API server first, etcd last.
-STOP_ORDER = ("view", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+STOP_ORDER = ("view", "metrics-server", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 
 
 def is_ours(pid: int, binary: str) -> bool:

@@ -5,9 +5,11 @@ API server itself wants a client certificate and shows a browser a certificate w
     python -m devstack.kube.view --state-dir build/stack/kube --server https://127.0.0.1:PORT --port 0
 
 - ``GET /``: the Deployments of every namespace, with their images and ready replicas;
-- ``GET /deployments/<namespace>/<name>``: one Deployment: image, replicas, conditions, its
-  ReplicaSets (revision, image), its pods (phase, readiness, what a container waits for) and
-  the namespace's latest events; ``?format=json`` gives the Deployment as the API returns it.
+- ``GET /deployments/<namespace>/<name>``: one Deployment: image, replicas, conditions, the
+  HorizontalPodAutoscaler that scales it (replicas current and desired, CPU against its target,
+  its conditions), its ReplicaSets (revision, image), its pods (phase, readiness, what a container
+  waits for, CPU and memory from the metrics API when metrics-server runs) and the namespace's
+  latest events; ``?format=json`` gives the Deployment as the API returns it.
 
 Only GET requests reach the API (as the cluster's admin, with the state directory's PKI);
 every other method is answered 405 here. Listens on 127.0.0.1 only. ``devstack.kube``
@@ -57,6 +59,48 @@ class ApiReader:
             if err.code == 404:
                 return None
             raise
+
+
+def _optional(api: ApiReader, path: str) -> dict[str, Any]:
+    """An aggregated API's answer, or {} while it cannot answer (no metrics-server: 404 or 503)."""
+    try:
+        return api.get(path) or {}
+    except urllib.error.HTTPError:
+        return {}
+
+
+def _autoscaling(api: ApiReader, namespace: str, name: str) -> str:
+    """The HorizontalPodAutoscalers of the namespace that scale Deployment ``name``."""
+    hpas = (api.get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers") or {}).get("items") or []
+    rows, conditions = [], []
+    for hpa in hpas:
+        spec, status = hpa["spec"], hpa.get("status") or {}
+        if spec["scaleTargetRef"].get("kind") != "Deployment" or spec["scaleTargetRef"].get("name") != name:
+            continue
+        targets = [
+            f"{_e(m['resource']['name'])} {_e(m['resource']['target'].get('averageUtilization'))} %"
+            for m in spec.get("metrics") or [] if m.get("type") == "Resource"
+        ]  # fmt: skip
+        current = [
+            f"{_e(m['resource']['name'])} {_e(m['resource']['current'].get('averageUtilization'))} %"
+            f" ({_e(m['resource']['current'].get('averageValue'))})"
+            for m in status.get("currentMetrics") or [] if m.get("type") == "Resource"
+        ]  # fmt: skip
+        rows.append([_e(hpa["metadata"]["name"]), f"{_e(spec.get('minReplicas'))}-{_e(spec.get('maxReplicas'))}",
+                     _e(status.get("currentReplicas")), _e(status.get("desiredReplicas")), "<br>".join(targets),
+                     "<br>".join(current) or "unknown", _e(status.get("lastScaleTime"))])  # fmt: skip
+        conditions += [
+            [_e(c.get("type")), f"<span class='{'ok' if c.get('status') == 'True' else 'bad'}'>{_e(c.get('status'))}</span>",
+             _e(c.get("reason")), _e(c.get("message"))]
+            for c in status.get("conditions") or []
+        ]  # fmt: skip
+    if not rows:
+        return "<h2>Autoscaling</h2><p>no HorizontalPodAutoscaler scales this Deployment</p>"
+    return (
+        "<h2>Autoscaling</h2>"
+        + _table(["HPA", "replicas allowed", "current", "desired", "target", "now", "last scaled"], rows)
+        + _table(["condition", "status", "reason", "message"], conditions)
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -118,6 +162,10 @@ def deployment_page(api: ApiReader, namespace: str, name: str) -> str | None:
         for rs in sorted(replicasets, key=lambda r: r["metadata"].get("creationTimestamp") or "", reverse=True)
     ]  # fmt: skip
     pods = (api.get(f"/api/v1/namespaces/{namespace}/pods{query}") or {}).get("items") or []
+    usage = {
+        m["metadata"]["name"]: m["containers"]
+        for m in _optional(api, f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods{query}").get("items") or []
+    }
     pod_rows = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         pstatus = pod.get("status") or {}
@@ -127,9 +175,12 @@ def deployment_page(api: ApiReader, namespace: str, name: str) -> str | None:
             for s in pstatus.get("containerStatuses") or []
             if (s.get("state") or {}).get("waiting")
         )
+        containers = usage.get(pod["metadata"]["name"]) or []
+        cpu = ", ".join(_e(c["usage"].get("cpu")) for c in containers)
+        memory = ", ".join(_e(c["usage"].get("memory")) for c in containers)
         pod_rows.append([_e(pod["metadata"]["name"]), _e(pstatus.get("phase")),
                          f"<span class='{'ok' if ready else 'bad'}'>{'yes' if ready else 'no'}</span>",
-                         _e(pod["spec"].get("nodeName")), waiting])  # fmt: skip
+                         _e(pod["spec"].get("nodeName")), cpu, memory, waiting])  # fmt: skip
     events = (api.get(f"/api/v1/namespaces/{namespace}/events") or {}).get("items") or []
     events = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")[-15:]
     event_rows = [
@@ -142,10 +193,11 @@ def deployment_page(api: ApiReader, namespace: str, name: str) -> str | None:
         + _table(["desired", "updated", "ready", "available", "generation", "observed"], counts)
         + "<h2>Conditions</h2>"
         + _table(["type", "status", "reason", "message", "updated"], conditions)
+        + _autoscaling(api, namespace, name)
         + "<h2>ReplicaSets</h2>"
         + _table(["name", "revision", "image", "ready"], rs_rows)
         + "<h2>Pods</h2>"
-        + _table(["name", "phase", "ready", "node", "waiting"], pod_rows)
+        + _table(["name", "phase", "ready", "node", "CPU", "memory", "waiting"], pod_rows)
         + "<h2>Latest events in the namespace</h2>"
         + _table(["time", "type", "reason", "object", "message"], event_rows)
         + "<p><a href='?format=json'>the Deployment as JSON</a></p>"

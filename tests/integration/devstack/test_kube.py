@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from devstack import kube, procs
+from devstack.kube import metrics
 from tests.support.release_ns import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -137,7 +138,7 @@ def test_a_stage_added_later_keeps_pods_in_image_pull_backoff(cluster: kube.Kube
 def test_stop_leaves_no_process_port_or_directory() -> None:
     """A cluster in a temporary state directory: after stop() no process of any of its
     sessions is alive, no port of it accepts connections and the directory is gone."""
-    kc = kube.KubeCluster(nodes=1)
+    kc = kube.KubeCluster(nodes=1, metrics=True)
     state_dir = kc.state_dir
     assert not state_dir.exists()  # made by start(), not by the constructor
     try:
@@ -212,6 +213,15 @@ def check_the_view(cluster: kube.KubeCluster) -> None:
     code, page = get(cluster.view_url + "/deployments/default/web")
     assert code == 200 and "<h1>Deployment default/web</h1>" in page
     assert "kwok-node-0" in page and "MinimumReplicasAvailable" in page  # its pod and its conditions
+    hpa = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 3,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]},
+    }  # fmt: skip
+    cluster.create("/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers", hpa)
+    code, page = get(cluster.view_url + "/deployments/default/web")
+    assert code == 200 and "<h2>Autoscaling</h2>" in page and "<td>web</td><td>1-3</td>" in page and "cpu 60 %" in page
     code, raw = get(cluster.view_url + "/deployments/default/web?format=json")
     assert code == 200 and json.loads(raw)["metadata"]["uid"] == cluster.get(path)["metadata"]["uid"]
     code, page = get(cluster.view_url + "/deployments/default/nothing-here")
@@ -294,3 +304,63 @@ def test_demo_and_stack_say_make_kube_before_starting_anything(tmp_path: Path, c
     assert "run `make kube`" in run.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "stack" / "devstack").exists()
+
+
+def test_the_hpa_scales_on_the_simulated_cpu_that_metrics_server_reads_from_kwok(cluster: kube.KubeCluster) -> None:
+    """metrics-server scrapes kwok's simulated kubelets; a pod's usage is its kwok.x-k8s.io/usage-cpu
+    annotation. Raised above the HPA's target, the Deployment scales up to the HPA's maximum; lowered, it
+    scales back down (no stabilization window in this HPA's behaviour), each step a SuccessfulRescale event."""
+    app = deployment("busy", "registry.invalid/busy:1", replicas=1)
+    template = app["spec"]["template"]
+    template["metadata"]["annotations"] = {metrics.USAGE_CPU: "20m"}
+    template["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}}
+    cluster.create(f"/apis/apps/v1/namespaces/{NS}/deployments", app)
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "busy"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "busy"},
+            "minReplicas": 1, "maxReplicas": 3,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+        },
+    }  # fmt: skip
+    hpas = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
+    cluster.create(hpas, hpa)
+    pods = f"/api/v1/namespaces/{NS}/pods?labelSelector=app%3Dbusy"
+
+    def usage() -> dict[str, float]:
+        """CPU by pod as the metrics API has it; {} before metrics-server has two scrapes of the pod."""
+        status, found = cluster.request(
+            "GET", f"/apis/metrics.k8s.io/v1beta1/namespaces/{NS}/pods?labelSelector=app%3Dbusy"
+        )
+        assert status in (200, 404), found
+        items = found.get("items", []) if status == 200 else []
+        return {m["metadata"]["name"]: metrics.cpu_millicores(m["containers"][0]["usage"]["cpu"]) for m in items}
+
+    def annotate(cpu: str) -> None:
+        for pod in cluster.get(pods)["items"]:
+            patch = json.dumps({"metadata": {"annotations": {metrics.USAGE_CPU: cpu}}})
+            path = f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}"
+            assert cluster.request("PATCH", path, patch, content_type="application/merge-patch+json")[0] == 200
+
+    def replicas() -> int:
+        return int(cluster.get(f"/apis/apps/v1/namespaces/{NS}/deployments/busy")["spec"]["replicas"])
+
+    try:
+        # The metrics API has the pod at what its annotation says (the rate of kwok's cumulative counter).
+        wait_for("the pod's CPU in the metrics API", lambda: [round(v) for v in usage().values()] == [20], 90)
+        annotate("200m")  # 200 % of the request: desired = ceil(1 * 200 / 50) = 4, capped at 3
+        wait_for("scaled up to the HPA's maximum", lambda: replicas() == 3, 120)
+        status = cluster.get(f"{hpas}/busy")["status"]
+        assert status["desiredReplicas"] == 3
+        annotate("20m")  # the new pods have 20m from their template already
+        wait_for("scaled back down to 1", lambda: replicas() == 1, 180)
+        events = cluster.get(f"/api/v1/namespaces/{NS}/events?fieldSelector=involvedObject.name%3Dbusy")["items"]
+        rescales = [e["message"] for e in events if e.get("reason") == "SuccessfulRescale"]
+        assert any(m.startswith("New size: 3; reason: cpu resource utilization") for m in rescales), rescales
+        assert any(m.startswith("New size: 1; reason: All metrics below target") for m in rescales), rescales
+    finally:
+        cluster.request("DELETE", f"{hpas}/busy")
+        cluster.request("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/busy")

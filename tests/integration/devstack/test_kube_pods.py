@@ -4,6 +4,7 @@ run by podman on the pod's IP, reached through the API server's pod proxy, stopp
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import subprocess
 import time
@@ -17,6 +18,7 @@ from bank_pipeline.resources import kubernetes_manifests
 from devstack import Devstack, kube
 from devstack.containers import lambda_image, podman
 from devstack.kube.pods import PodRunner
+from devstack.kube.service_client import service_client
 from tests.support.paths import BANK_CSV
 from tests.support.serving_requests import RECORD
 
@@ -132,4 +134,55 @@ def test_a_pod_whose_server_never_gets_ready_is_never_ready(cluster: kube.KubeCl
         ready = {c["type"]: c["status"] for c in status["conditions"]}
         assert status["phase"] == "Running" and ready["Ready"] == "False" and ready["ContainersReady"] == "False"
         assert not (cluster.get(f"{path}/bank-model-broken").get("status") or {}).get("availableReplicas")
+    assert podman.containers(runner.group) == []
+
+
+def test_the_hpa_scales_the_model_server_up_under_load_and_down_after_within_its_behaviour(
+    cluster: kube.KubeCluster, model_image: str
+) -> None:
+    """Requests make the containers use CPU; the runner reports it as the pods' usage, metrics-server reads it
+    from kwok, and the manifest's HPA (its 70 % of the 250m request; at most 4 pods here, and a scale-down
+    window and policy of 20 s and one pod per 15 s instead of 300 s and one per 60 s, to fit a test) scales
+    the Deployment up under load and back down one pod at a time after, losing no request on the way."""
+    path = f"/apis/apps/v1/namespaces/{NS}/deployments"
+    hpas = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers"
+    (hpa,) = [copy.deepcopy(m) for m in kubernetes_manifests() if m["kind"] == "HorizontalPodAutoscaler"]
+    (service,) = [copy.deepcopy(m) for m in kubernetes_manifests() if m["kind"] == "Service"]
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    hpa["spec"]["maxReplicas"] = 4
+    hpa["spec"]["behavior"]["scaleDown"] = {"stabilizationWindowSeconds": 20,
+                                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}  # fmt: skip
+    cluster.create(f"/api/v1/namespaces/{NS}/services", service, exist_ok=True)
+    timeline: list[tuple[float, int]] = []  # (time, the Deployment's replicas) whenever they change
+
+    def replicas() -> int:
+        count = int(cluster.get(f"{path}/bank-model")["spec"]["replicas"])
+        if not timeline or timeline[-1][1] != count:
+            timeline.append((time.monotonic(), count))
+        return count
+
+    batch = {"records": [RECORD] * 200}  # scoring is the CPU work: about 0.06 ms a record
+    try:
+        with PodRunner(cluster.request, NS, SELECTOR, report_usage=True) as runner:
+            assert cluster.request("POST", path, deployment(model_image, 2))[0] == 201
+            cluster.create(hpas, hpa)
+            until(lambda: (cluster.get(f"{path}/bank-model").get("status") or {}).get("availableReplicas") == 2, 120)
+            with service_client(cluster, NS, RECORD, rate=5) as light:  # answers throughout, also while pods go
+                with service_client(cluster, NS, batch), service_client(cluster, NS, batch):
+                    until(lambda: replicas() > 2, timeout=180)
+                    until(lambda: len(runner.running()) == replicas(), timeout=120)
+                loaded = time.monotonic()  # the load stops
+                until(lambda: replicas() == 2, timeout=240)
+        assert runner.errors == []
+    finally:
+        cluster.request("DELETE", f"{hpas}/bank-model")
+        cluster.request("DELETE", f"/api/v1/namespaces/{NS}/services/bank-model")
+    print("replicas by seconds from the load's end:", [(round(t - loaded, 1), count) for t, count in timeline])
+    peak = max(count for _, count in timeline)
+    assert 2 < peak <= 4, timeline
+    steps = [(t, before - count) for (_, before), (t, count) in itertools.pairwise(timeline)]
+    downs = [t for t, fewer in steps if fewer > 0]
+    assert downs and all(fewer == 1 for _, fewer in steps if fewer > 0), timeline  # one pod at a time
+    assert downs[0] > loaded and all(b - a >= 15 - 1 for a, b in itertools.pairwise(downs)), timeline  # 1 s: polling
+    assert light and {call[2] for call in light} == {200}, [call for call in light if call[2] != 200][:5]
     assert podman.containers(runner.group) == []
