@@ -190,13 +190,6 @@ class KubernetesRolloutHook(KubernetesHook):
             {"spec": {"replicas": replicas}},
         )
 
-    def pod_metrics(self, namespace: str, pod: str, port: int) -> str:
-        """GET /metrics of ``pod`` on ``port`` through the API server's pod proxy (RBAC: get pods/proxy)."""
-        method = self._api("CoreV1Api").connect_get_namespaced_pod_proxy_with_path
-        response = self._call(f"read the metrics of pod {namespace}/{pod}:{port}", method, f"{pod}:{port}", namespace,
-                              "metrics", _preload_content=False)  # fmt: skip
-        return str(response.data.decode())
-
     # -- a rollout's steps, over the calls above ---------------------------------------
 
     def apply(

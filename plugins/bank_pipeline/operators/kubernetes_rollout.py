@@ -36,7 +36,9 @@ pods behind the same Service, judged every ``poll_interval`` for ``bake_seconds`
 pods' own metrics (answers, 5xx, p99, read through the API server's pod proxy). A threshold
 crossed: the canary Deployment is deleted, so the stable pods serve everything again, and the
 task fails with the metric and its value. Every step passed: the stable Deployment rolls out
-the image as above, then the canary goes. The bake runs in the worker (it holds a slot).
+the image as above, then the canary goes. Each step bakes in the triggerer
+(KubernetesCanaryTrigger; no worker slot held) or, not deferrable, in the worker with the same
+trigger's code.
 
 The previous image is carried through the deferral only. If the task dies
 between its patch and the verdict, a retry finds its own image already there,
@@ -48,6 +50,7 @@ and the provider's hook module (kubernetes + kubernetes_asyncio) costs ~0.5 s.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -61,13 +64,13 @@ from bank_pipeline.errors import BadInputError, RolloutFailedError
 from bank_pipeline.links import KubernetesDeploymentLink
 from bank_pipeline.plans import kubernetes_canary as kcanary
 from bank_pipeline.plans import lambda_canary as canary
+from bank_pipeline.triggers.kubernetes_canary_bake import KubernetesCanaryTrigger
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.compat import conf
 from bank_pipeline.utils.rollout import (
     arch_mismatch,
     check_image,
     container_image,
-    label_selector,
     load_manifests,
     prepare_manifests,
 )
@@ -172,30 +175,46 @@ class KubernetesRolloutOperator(BaseOperator):
             )
         )
         namespace = self.namespace or self.hook.get_namespace() or "default"
-        from bank_pipeline.resources import kubernetes_manifests
-
-        source = kubernetes_manifests() if self.manifests is None else self.manifests
-        manifests = prepare_manifests(
-            load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
-        )
+        manifests = self._manifests(namespace)
         planned = next(m for m in manifests if m["kind"] == "Deployment")
         live = self.hook.read("Deployment", namespace, planned["metadata"]["name"])
         mismatch = arch_mismatch(live or planned, self.image, platform)
         if mismatch:
             raise BadInputError(f"refused before any change: {mismatch}")
-        strategy = canary.strategy(
+        strategy = self._strategy()
+        if strategy.shares and live is not None and container_image(live, self.container_name)[1] != self.image:
+            try:
+                kcanary.metrics_port(live, self.container_name)
+            except ValueError as exc:
+                raise BadInputError(f"refused before any change: {exc}") from exc
+            self.hook.delete("Deployment", namespace, kcanary.canary_name(live["metadata"]["name"]))  # an earlier run's
+            return self._canary_step(context, live, 0, [])  # raises, the canary removed, if a step is breached
+        if strategy.shares:
+            self.log.info("No Deployment serving another image: nothing to canary against, a plain rollout")
+        return self._release(context, manifests, live, [])
+
+    def _manifests(self, namespace: str) -> list[dict[str, Any]]:
+        from bank_pipeline.resources import kubernetes_manifests
+
+        source = kubernetes_manifests() if self.manifests is None else self.manifests
+        return prepare_manifests(
+            load_manifests(source), namespace=namespace, image=self.image, container=self.container_name
+        )
+
+    def _strategy(self) -> canary.Strategy:
+        return canary.strategy(
             self.release_strategy, percent=float(self.canary_percent), bake_seconds=float(self.bake_seconds)
         )
-        traffic: list[dict[str, Any]] = []
-        if strategy.shares and live is not None and container_image(live, self.container_name)[1] != self.image:
-            traffic = self._canary(live, strategy)  # raises, the canary removed, if a step is breached
-        elif strategy.shares:
-            self.log.info("No Deployment serving another image: nothing to canary against, a plain rollout")
-        state = self.hook.apply(
-            manifests, namespace, self.container_name, self.image, {("Deployment", planned["metadata"]["name"]): live}
-        )
-        state = {**state, "canary": kcanary.canary_name(planned["metadata"]["name"]) if traffic else None,
-                 "traffic": traffic}  # fmt: skip
+
+    def _release(
+        self, context: Context, manifests: list[dict[str, Any]], live: dict[str, Any] | None,
+        traffic: list[dict[str, Any]],
+    ) -> RolloutResult:  # fmt: skip
+        """Create what is missing, patch the Deployment's image, wait for the verdict (deferred or here)."""
+        planned = next(m for m in manifests if m["kind"] == "Deployment")
+        namespace, name = planned["metadata"]["namespace"], planned["metadata"]["name"]
+        state = self.hook.apply(manifests, namespace, self.container_name, self.image, {("Deployment", name): live})
+        state = {**state, "canary": kcanary.canary_name(name) if traffic else None, "traffic": traffic}
         KubernetesDeploymentLink.persist(context, self, namespace=namespace, deployment=state["deployment"])
         deadline = time.time() + self.timeout
         event = self.hook.rollout_event(namespace, state["deployment"], deadline)
@@ -282,97 +301,72 @@ class KubernetesRolloutOperator(BaseOperator):
 
     # -- the canary ---------------------------------------------------------------------
 
-    def _canary(self, live: Mapping[str, Any], strategy: canary.Strategy) -> list[dict[str, Any]]:
-        """Run ``strategy``'s steps in a canary Deployment beside ``live``; each step's record, or raise."""
+    def _canary_step(
+        self, context: Context, live: Mapping[str, Any], step: int, traffic: list[dict[str, Any]]
+    ) -> RolloutResult:
+        """Give the canary Deployment beside ``live`` step ``step``'s share of the pods and bake it: in the triggerer
+        (deferred: resumed in ``execute_canary_baked``) or, not deferrable, here with the same trigger's code."""
         meta = live["metadata"]
         namespace, name = meta["namespace"], kcanary.canary_name(meta["name"])
-        try:
-            port = kcanary.metrics_port(live, self.container_name)
-        except ValueError as exc:
-            raise BadInputError(f"refused before any change: {exc}") from exc
+        strategy = self._strategy()
         stable = int(live["spec"].get("replicas") or 1)
-        self.hook.delete("Deployment", namespace, name)  # a canary an earlier, interrupted run left
-        traffic: list[dict[str, Any]] = []
-        for step, share in enumerate(strategy.shares):
-            pods = kcanary.canary_replicas(stable, share)
-            record: dict[str, Any] = {"share": round(pods / (pods + stable), 4), "pods": pods, "stable_pods": stable}
-            if step == 0:
-                self.hook.create(kcanary.canary_deployment(live, self.image, self.container_name, pods))
-            else:
-                self.hook.scale(namespace, name, pods)
-            self.log.info("Canary step %d of %d: %d pod(s) of %s beside %d stable (%.0f%% of the pods) for %g s",
-                          step + 1, len(strategy.shares), pods, self.image, stable, record["share"] * 100,
-                          strategy.bake_seconds)  # fmt: skip
-            try:
-                problem, metrics, started = self._bake(namespace, name, port, strategy.bake_seconds)
-            except RolloutFailedError as exc:
-                self.hook.delete("Deployment", namespace, name)
-                raise RolloutFailedError(
-                    f"canary of {self.image} on Deployment {namespace}/{meta['name']} could not be judged: {exc}; "
-                    f"canary Deployment {name} deleted, the stable pods serve all of the traffic"
-                ) from exc
-            record.update(status="passed" if problem is None else "breached", message=problem, metrics=metrics,
-                          started_at=started, ended_at=time.time())  # fmt: skip
-            traffic.append(record)
-            if problem is not None:
-                self.hook.delete("Deployment", namespace, name)
-                raise RolloutFailedError(
-                    f"canary of {self.image} on Deployment {namespace}/{meta['name']} aborted at {record['share']:.0%} "
-                    f"of the pods ({pods} beside {stable}): {problem}; canary Deployment {name} deleted, the stable "
-                    f"pods ({container_image(live, self.container_name)[1]}) serve all of the traffic"
-                )
-            self.log.info("Canary step %d passed: %s", step + 1, metrics)
-        return traffic
+        pods = kcanary.canary_replicas(stable, strategy.shares[step])
+        share = round(pods / (pods + stable), 4)
+        if step == 0:
+            self.hook.create(kcanary.canary_deployment(live, self.image, self.container_name, pods))
+        else:
+            self.hook.scale(namespace, name, pods)
+        self.log.info("Canary step %d of %d: %d pod(s) of %s beside %d stable (%.0f%% of the pods) for %g s",
+                      step + 1, len(strategy.shares), pods, self.image, stable, share * 100,
+                      strategy.bake_seconds)  # fmt: skip
+        trigger = KubernetesCanaryTrigger(
+            deployment=name, namespace=namespace, port=kcanary.metrics_port(live, self.container_name),
+            bake_seconds=strategy.bake_seconds, deadline=time.time() + self.timeout + strategy.bake_seconds,
+            thresholds=self.canary_thresholds, kubernetes_conn_id=self.kubernetes_conn_id,
+            poll_interval=self.poll_interval,
+            state={"namespace": namespace, "deployment": meta["name"], "stable_image": container_image(live, self.container_name)[1],
+                   "step": step, "share": share, "pods": pods, "stable_pods": stable, "traffic": traffic},
+        )  # fmt: skip
+        if self.deferrable:
+            timeout = timedelta(seconds=self.timeout + strategy.bake_seconds + 5 * self.poll_interval)
+            self.defer(trigger=trigger, method_name="execute_canary_baked", timeout=timeout)
+        return self._canary_baked(context, {**asyncio.run(trigger.bake()), "state": trigger.state})
 
-    def _bake(self, namespace: str, name: str, port: int, seconds: float) -> tuple[str | None, dict[str, Any], float]:
-        """Wait for the canary pods to be available, then judge their metrics until ``seconds`` have passed:
-        (the breach or None, the figures, when the bake began)."""
-        deadline = time.time() + self.timeout
-        event = self._await_rollout(namespace, name, deadline, self.hook.rollout_event(namespace, name, deadline))
-        started = time.time()
-        if event["status"] != "success":
+    def execute_canary_baked(
+        self, context: Context, event: dict[str, Any] | None = None, **kwargs: Any
+    ) -> RolloutResult:
+        """Resumed after a canary step's bake (the event carries its verdict and the canary's state)."""
+        return self._canary_baked(context, event or {})
+
+    def _canary_baked(self, context: Context, event: dict[str, Any]) -> RolloutResult:
+        """Act on a step's verdict: the next step, the rollout of the stable Deployment, or the canary removed."""
+        state = event.get("state") or {}
+        if "step" not in state:
+            raise RuntimeError(f"the canary's trigger sent no state: {event!r}; its Deployment may still run")
+        namespace, stable_name, step = state["namespace"], state["deployment"], int(state["step"])
+        name, where = kcanary.canary_name(stable_name), f"Deployment {namespace}/{stable_name}"
+        status, problem = event.get("status"), event.get("message")
+        record = {"share": state["share"], "pods": state["pods"], "stable_pods": state["stable_pods"],
+                  "status": "passed" if status == "passed" else "breached", "message": None if status == "passed" else problem,
+                  "metrics": event.get("metrics") or {}, "started_at": event.get("started_at"), "ended_at": time.time()}  # fmt: skip
+        traffic = [*state.get("traffic", []), record]
+        if status == "unavailable":
             canary_deployment = self.hook.read("Deployment", namespace, name)
             why = self.hook.explain(canary_deployment, self.container_name, self.image) if canary_deployment else []
-            return "; ".join([f"the canary pods did not become available: {event['message']}", *why]), {}, started
-        thresholds = canary.Thresholds(**self.canary_thresholds)
-        # Judged from when every canary pod says it is ready (bank_serving_ready): what a pod answered while it
-        # loaded its model (503) is the readiness probe's business, not the model's.
-        pods = self._canary_pods(namespace, name)
-        before = self._pod_samples(namespace, pods, port)
-        while not kcanary.all_ready(before, pods):
-            if time.time() >= deadline:
-                return "the canary pods did not report ready in their metrics before the timeout", {}, started
-            time.sleep(self.poll_interval)
-            pods = self._canary_pods(namespace, name)
-            before = self._pod_samples(namespace, pods, port)
-        started = time.time()
-        while True:
-            time.sleep(max(0.0, min(self.poll_interval, started + seconds - time.time())))
-            metrics = kcanary.judge(before, self._pod_samples(namespace, self._canary_pods(namespace, name), port))
-            problem = canary.breach(metrics, thresholds, {})
-            if problem is not None or time.time() >= started + seconds:
-                return problem, metrics.as_dict(), started
-
-    def _canary_pods(self, namespace: str, name: str) -> list[str]:
-        """The canary Deployment's pods that run and are not going away."""
-        canary_deployment = self.hook.read("Deployment", namespace, name)
-        if canary_deployment is None:
-            raise RolloutFailedError(f"canary Deployment {namespace}/{name} is gone (deleted by someone else)")
-        selector = label_selector(canary_deployment["spec"]["selector"])
-        return [
-            pod["metadata"]["name"]
-            for pod in self.hook.list("Pod", namespace, label_selector=selector)
-            if (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
-        ]
-
-    def _pod_samples(self, namespace: str, pods: list[str], port: int) -> dict[str, kcanary.Samples]:
-        """Each of ``pods``' metrics; a pod that cannot be read now is left out of this poll."""
-        samples: dict[str, kcanary.Samples] = {}
-        for pod_name in pods:
-            try:
-                samples[pod_name] = kcanary.parse(self.hook.pod_metrics(namespace, pod_name, port))
-            except RolloutFailedError:  # refused for good (403: no pods/proxy): no verdict will come
-                raise
-            except RuntimeError as exc:  # 503 while the pod starts or stops, 429...: read at the next poll
-                self.log.warning("metrics of canary pod %s not read this time: %s", pod_name, exc)
-        return samples
+            problem = "; ".join([str(problem), *why])
+        if status != "passed":
+            self.hook.delete("Deployment", namespace, name)
+            verdict = "could not be judged" if status == "error" else (
+                f"aborted at {state['share']:.0%} of the pods ({state['pods']} beside {state['stable_pods']})")  # fmt: skip
+            raise RolloutFailedError(
+                f"canary of {self.image} on {where} {verdict}: {problem}; canary Deployment {name} deleted, "
+                f"the stable pods ({state['stable_image']}) serve all of the traffic"
+            )
+        self.log.info("Canary step %d passed: %s", step + 1, event.get("metrics"))
+        live = self.hook.read("Deployment", namespace, stable_name)  # as it is now: the HPA may have scaled it
+        if live is None:
+            self.hook.delete("Deployment", namespace, name)
+            raise RolloutFailedError(f"{where} is gone (deleted by someone else) during its canary; canary deleted")
+        if step + 1 < len(self._strategy().shares):
+            return self._canary_step(context, live, step + 1, traffic)
+        return self._release(context, self._manifests(namespace), live, traffic)

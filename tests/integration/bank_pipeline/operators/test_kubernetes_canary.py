@@ -19,6 +19,7 @@ from devstack import Devstack, kube
 from devstack.containers import lambda_image, podman
 from devstack.kube.pods import PodRunner
 from devstack.kube.service_client import service_client
+from tests.support.deferral import run_deferring
 from tests.support.flaky_model import flaky_image
 from tests.support.paths import BANK_CSV
 from tests.support.release_ns import CONN_ID, ReleaseNamespace, manifests, wait_for
@@ -106,6 +107,27 @@ def test_a_good_canary_is_promoted_with_its_step_recorded(
     assert step["ended_at"] - step["started_at"] >= 4
     assert release.get("Deployment", "bank-model-canary") is None and release.image() == images["v2"]
     assert result["previous_image"] == images["v1"] and calls
+
+
+def test_a_linear_release_bakes_each_step_in_the_triggerer_then_is_promoted(
+    release: ReleaseNamespace, pods: PodRunner, images: dict[str, str]
+) -> None:
+    """Deferrable: each step is a KubernetesCanaryTrigger (rebuilt from what it serialized, as the triggerer does),
+    the task resumed with its event; 34 % more of the pods each step: 1 canary pod beside 2, then 4 beside 2."""
+    deploy(images["v1"])
+    serving(pods, release, 2)
+    options = {"manifests": manifests(), "kubernetes_conn_id": CONN_ID, "deferrable": True, "poll_interval": 0.5,
+               "timeout": 120, "image_platform": "linux/amd64", "release_strategy": "linear", "canary_percent": 34,
+               "bake_seconds": 3}  # fmt: skip
+    operator = KubernetesRolloutOperator(task_id="rollout", image=images["v2"], **options)
+    with service_client(release.cluster, release.name, RECORD) as calls:
+        result, triggers = run_deferring(operator, {})
+    assert [type(t).__name__ for t in triggers] == ["KubernetesCanaryTrigger"] * 2 + ["KubernetesRolloutTrigger"]
+    steps = [(step["share"], step["pods"], step["stable_pods"], step["status"]) for step in result["traffic"]]
+    assert steps == [(0.3333, 1, 2, "passed"), (0.6667, 4, 2, "passed")]
+    assert all(step["metrics"]["invocations"] > 0 and step["metrics"]["errors"] == 0 for step in result["traffic"])
+    assert release.get("Deployment", "bank-model-canary") is None and release.image() == images["v2"]
+    assert calls and {status for *_, status, _ in calls} == {200}
 
 
 def test_a_first_release_has_nothing_to_canary_against(release: ReleaseNamespace, images: dict[str, str]) -> None:

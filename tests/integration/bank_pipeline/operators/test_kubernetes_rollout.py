@@ -10,12 +10,10 @@ ImagePullBackOff (a kwok stage). Each test has a namespace of its own (``release
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
@@ -29,6 +27,7 @@ from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
 from bank_pipeline.utils.rollout import prepare_manifests
 from devstack import kube
+from tests.support.deferral import first_event
 from tests.support.release_ns import BAD, CONN_ID, NAME, V1, V2, V3, ReleaseNamespace, manifests, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -64,18 +63,6 @@ def defer(image: str, **kwargs: Any) -> tuple[KubernetesRolloutOperator, TaskDef
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context={})
     return op, deferred.value
-
-
-def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger yielded nothing")
-
-    # A fresh thread: a Playwright sync session earlier in the run can leave an event
-    # loop set on the main thread, where asyncio.run() then refuses to start.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, run()).result()
 
 
 def shorten_deadline(release: ReleaseNamespace) -> None:

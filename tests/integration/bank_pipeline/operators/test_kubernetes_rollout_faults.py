@@ -6,9 +6,7 @@ besides the faults comes from the real control plane: the objects of a release r
 
 from __future__ import annotations
 
-import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from bank_pipeline.errors import RolloutFailedError
 from bank_pipeline.operators.kubernetes_rollout import KubernetesRolloutOperator
 from bank_pipeline.triggers.rollout_status import KubernetesRolloutTrigger
+from tests.support.deferral import first_event
 from tests.support.kmock_api import CONN_ID as MOCK_CONN_ID
 from tests.support.kmock_api import Fault, MockApi, api_error
 from tests.support.release_ns import CONN_ID, NAME, V1, V2, ReleaseNamespace, manifests
@@ -41,16 +40,6 @@ def operator(image: str, conn_id: str, **kwargs: Any) -> KubernetesRolloutOperat
     return KubernetesRolloutOperator(
         task_id="rollout", image=image, kubernetes_conn_id=conn_id, **{**options, **kwargs}
     )
-
-
-def first_event(trigger: KubernetesRolloutTrigger) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger yielded nothing")
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, run()).result()
 
 
 def serve_release(release: ReleaseNamespace, api: MockApi) -> None:
