@@ -7,7 +7,9 @@ keeps the new image's pods in ImagePullBackOff; progressDeadlineSeconds 5): the 
 its Deployment back, ``revert_lambda`` moves the alias back, the run fails saying both, and
 neither live.json nor the bank_live_model Asset event is written. The third moves the alias,
 then its function URL step fails (the worker may not add the public permissions the Param asks
-for): the alias goes back the same way, and the rollout never starts.
+for): the alias goes back the same way, and the rollout never starts. The fourth, to Kubernetes
+only with pods that serve and a client calling them, has its canary rolled back on the canary
+pods' own metrics.
 
 Its own lake bucket, Lambda function and namespace (on the session's control plane): the other
 release tests' state is not touched. The worker's policy is the template's, copied for them.
@@ -33,6 +35,10 @@ from devstack.harness.airflow_env import (
     run_dag,
     seed_wheelhouse,
 )
+from devstack.kube.pods import PodRunner
+from devstack.kube.service_client import service_client
+from tests.support.release_ns import wait_for
+from tests.support.serving_requests import RECORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -233,5 +239,42 @@ def test_a_failed_function_url_moves_the_lambda_alias_back_and_records_nothing(
     ) in run.log
     assert alias_version(lam) == previous
     assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == served  # never rolled out
+    assert live_json(s3) == before
+    assert run.asset_events == []
+
+
+def test_a_canary_judged_on_its_pods_metrics_is_rolled_back_by_the_dag_run(env, conf, s3, ds, cluster, tmp_path):
+    """Kubernetes only, with pods that serve (devstack.kube.pods) and a client calling the Service during the run:
+    the canary pods answer, their p99 is above the limit this run sets (0.001 ms, which no server meets), so the
+    run's canary step, baked in the triggerer, is breached on its metrics: the canary Deployment is deleted, the
+    stable pods never changed and answered throughout, the run fails naming the metric, and nothing is recorded."""
+    before = live_json(s3)
+    served = cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"]
+    # The stage of the failed-rollout test above would keep the canary's image from starting.
+    cluster.request("DELETE", "/apis/kwok.x-k8s.io/v1alpha1/stages/aon-pull-backoff")
+    rebuilt = oci_layer.layer({"var/task/bank_serving/rebuilt_canary.py": b'"""A rebuild for the canary."""\n'})
+    oci_image.append_layer(
+        oci.RegistryClient(ds.registry_url), IMAGE_REPOSITORY, SERVING_BASE_TAG, rebuilt, "serving-base-canary"
+    )
+    run_env = {**env, "BANK_SERVING_BASE_TAG": "serving-base-canary", "BANK_RELEASE_TARGETS": "kubernetes",
+               "BANK_CANARY_MAX_P99_MS": "0.001"}  # fmt: skip
+    canary = {"release_strategy": "canary", "canary_percent": 50, "bake_seconds": 60}
+    with PodRunner(cluster.request, NAMESPACE, "app.kubernetes.io/name=bank-model") as runner:
+        wait_for("the stable pods serving", lambda: len([p for p in runner.running().values() if p.ready]) == 2, 120)
+        with service_client(cluster, NAMESPACE, RECORD) as calls:
+            run = run_dag(run_env, DAG_ID, {**conf, **canary}, tmp_path)
+        assert runner.errors == []
+
+    assert run.state == "failed"
+    assert (run.tasks["rollout_kubernetes"], run.tasks["record_live"]) == ("failed", "upstream_failed"), run.tasks
+    new_image = run.xcom["push_image"]["image_uri"]
+    assert new_image != served
+    assert (f"canary of {new_image} on Deployment {NAMESPACE}/bank-model aborted at 50% of the pods (2 beside 2): "
+            "Duration p99 ") in run.log and "above the 0.001 ms allowed" in run.log  # fmt: skip
+    assert (f"canary Deployment bank-model-canary deleted, the stable pods ({served}) serve all of the "
+            "traffic") in run.log  # fmt: skip
+    assert cluster.request("GET", DEPLOYMENT + "-canary")[0] == 404
+    assert cluster.get(DEPLOYMENT)["spec"]["template"]["spec"]["containers"][0]["image"] == served
+    assert calls and {status for *_, status, _ in calls} == {200}  # the canary's answers were slow, not wrong
     assert live_json(s3) == before
     assert run.asset_events == []
