@@ -22,6 +22,10 @@ as it would online. Runs when `bank_model_release` makes a model live (the
 * **validate_scores** checks the committed output against its manifest (rows in
   = rows out = the features' rows, same model and features) and emits the
   `bank_scores` Asset event.
+* **flag_drift** emits the `bank_drift` Asset event when the job found a feature or the
+  score drifted from the model's training data (population stability above
+  `BANK_DRIFT_PSI_THRESHOLD`, default 0.2; the report, JSON and a page with each feature's
+  bins, is beside the scores); otherwise it is skipped and says why.
 
 Output: `s3://<lake>/scores/bank/run=<run id>/_manifest.json` and the parquet it
 names. Rerunning a run replaces its output.
@@ -108,6 +112,20 @@ def validate_scores(
     return committed.as_dict()
 
 
+@task(outlets=[assets.DRIFT])
+def flag_drift(validated: dict, outlet_events=None) -> dict:
+    """Emit the bank_drift Asset event if the scored data drifted; skip (no event) if it did not."""
+    from bank_pipeline.batch_score_tasks import drift_event
+    from bank_pipeline.utils.compat import AirflowSkipException
+
+    extra, why = drift_event(validated)
+    print(why)
+    if extra is None:
+        raise AirflowSkipException(why)
+    outlet_events[assets.DRIFT].extra = extra
+    return extra
+
+
 with DAG(
     dag_id=DAG_ID,
     description="Features parquet + the live model → batch scores parquet, on a temporary EMR cluster",
@@ -151,3 +169,4 @@ with DAG(
     )
 
     chain(prepared, emr.create_cluster, emr.add_step, emr.wait_for_step, [validated, emr.terminate_cluster])
+    flag_drift(validated)

@@ -7,7 +7,8 @@
     scoring    score a holdout with an ONNX model through the serving scorer (the live model)
     gate       deploy or not, and why
     artifacts  the registry's version directory: model.onnx, model.json, metrics.json,
-               model_card.md, roc.png, pr.png
+               model_card.md, roc.png, pr.png, profile.json
+    drift      the training profile, and a scored batch's drift against it (PSI, ranges, new categories)
     release    the steps above chained for a DAG task
 
 Heavy libraries are imported by the modules that need them, never here.

@@ -5,6 +5,7 @@
                  metrics.json    holdout metrics, Spark baseline, live comparison, gate, lineage
                  model_card.md   for people: intended use, data, metrics, caveats
                  roc.png, pr.png the holdout's curves
+                 profile.json    the training data's bins and the holdout's scores (bank_ml.drift)
 """
 
 from __future__ import annotations
@@ -212,6 +213,7 @@ def write_version(
     live: Mapping[str, Any] | None = None,
     gate: GateDecision | None = None,
     created_at: str | None = None,
+    profile: Mapping[str, Any] | None = None,
 ) -> str:
     """Write <root>/<version>/ with every registry file; return the version.
 
@@ -219,6 +221,7 @@ def write_version(
     anything else worth keeping (run id, manifest URI); library versions are added.
     baseline: the features manifest's `baseline` (the Spark model's metrics).
     live: release.score_live's result, or None.
+    profile: bank_ml.drift.reference_profile's, written as profile.json (what scoring runs measure drift against).
     """
     _check_lineage(lineage)
     created_at = created_at or utc_now()
@@ -244,4 +247,6 @@ def write_version(
     _write_json(directory / "metrics.json", report)
     (directory / "model_card.md").write_text(model_card(report))
     _plot_curves(candidate.curves, directory)
+    if profile is not None:
+        _write_json(directory / "profile.json", profile)
     return version

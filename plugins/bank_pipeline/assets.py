@@ -14,3 +14,6 @@ FEATURES = Asset(name="bank_features", uri=_LAKE.features)
 LIVE_MODEL = Asset(name="bank_live_model", uri=_LAKE.live_model)
 # Emitted by bank_batch_score for committed, validated scores (extra: manifest_uri, scores_uri, rows, ...).
 SCORES = Asset(name="bank_scores", uri=_LAKE.scores)
+# Emitted by bank_batch_score when a feature's or the score's PSI crossed BANK_DRIFT_PSI_THRESHOLD (extra:
+# crossed, max_psi, report_uri, model_version, ...); a release DAG can be scheduled on it to retrain.
+DRIFT = Asset(name="bank_drift", uri=_LAKE.drift)

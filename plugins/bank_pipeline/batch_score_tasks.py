@@ -121,6 +121,7 @@ def prepare(
         "--model", registry.uri(model_version) + "/",
         "--output", output,
         "--run-id", run_id,
+        "--psi-threshold", f"{cfg.drift_psi_threshold:g}",
     ]  # fmt: skip
     return {
         "steps": [spark_steps.job_step("bank_batch_score", code, args)],
@@ -150,6 +151,8 @@ class CommittedScores:
     model_version: str
     features_manifest_uri: str
     summary: dict[str, Any]
+    drift: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The manifest's drift summary, with the reports' URIs when measured (bank_spark.batch_score_job)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,4 +225,38 @@ def validate_scores(
         model_version=manifest["model"].get("version", ""),
         features_manifest_uri=features_manifest_uri,
         summary=manifest.get("summary", {}),
+        drift={
+            **manifest.get("drift", {}),
+            **{
+                f"{name}_uri": f"s3://{bucket}/{posixpath.join(prefix, path)}"
+                for name, path in manifest["paths"].items()
+                if name.startswith("drift")
+            },
+        },  # fmt: skip
     )
+
+
+def drift_event(committed: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The bank_drift Asset event's extra for a validated run (CommittedScores.as_dict()), or None and why not."""
+    drift = committed.get("drift") or {}
+    if drift.get("status") != "measured":
+        return None, f"drift not measured: {drift.get('reason', 'the scoring manifest has no drift section')}"
+    if not drift.get("crossed"):
+        return (
+            None,
+            f"no drift: every feature's and the score's PSI at or below {drift['threshold']:g} (max {drift['max_psi']})",
+        )
+    extra = {
+        "crossed": drift["crossed"],
+        "threshold": drift["threshold"],
+        "max_psi": drift["max_psi"],
+        "max_psi_feature": drift["max_psi_feature"],
+        "score_psi": drift["score_psi"],
+        "new_categories": drift.get("new_categories", {}),
+        "report_uri": drift.get("drift_uri"),
+        "report_html_uri": drift.get("drift_html_uri"),
+        "scores_manifest_uri": committed["manifest_uri"],
+        "model_version": committed["model_version"],
+        "rows": committed["rows"],
+    }
+    return extra, f"drifted beyond PSI {drift['threshold']:g}: {', '.join(drift['crossed'])}"

@@ -63,6 +63,12 @@ class Lake:
         return run_dir(self.scores, run_id)
 
     @property
+    def drift(self) -> str:
+        """The bank_drift Asset: a scoring run whose data drifted from the model's training data (the
+        reports themselves are in that run's scores directory)."""
+        return f"s3://{self.bucket}/scores/bank/drift/"
+
+    @property
     def training(self) -> str:
         return f"s3://{self.bucket}/training/bank/"
 

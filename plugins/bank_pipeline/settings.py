@@ -56,6 +56,8 @@ class Settings:
     """What a Lambda canary's new version may not exceed during a bake (plans.lambda_canary.Thresholds)."""
     canary_alarms: tuple[str, ...]
     """CloudWatch alarms that fail a canary step when in ALARM (or missing)."""
+    drift_psi_threshold: float = 0.2
+    """Population stability above which a scoring run's feature (or score) has drifted (bank_ml.drift)."""
 
     @property
     def lake(self) -> Lake:
@@ -72,7 +74,7 @@ VARIABLES = frozenset({
     "BANK_IMAGE_REGISTRY", "BANK_PLAIN_HTTP_REGISTRIES", "BANK_IMAGE_REPOSITORY", "BANK_SERVING_BASE_TAG", "BANK_LAMBDA_FUNCTION",
     "BANK_LAMBDA_ROLE_ARN", "BANK_RELEASE_TARGETS", "BANK_KUBERNETES_CONN_ID", "BANK_KUBERNETES_NAMESPACE",
     "BANK_KUBERNETES_DASHBOARD_URL", "BANK_LAMBDA_CONSOLE_URL", "BANK_CANARY_MAX_ERROR_RATE",
-    "BANK_CANARY_MAX_P99_MS", "BANK_CANARY_MAX_THROTTLES", "BANK_CANARY_ALARMS",
+    "BANK_CANARY_MAX_P99_MS", "BANK_CANARY_MAX_THROTTLES", "BANK_CANARY_ALARMS", "BANK_DRIFT_PSI_THRESHOLD",
 })  # fmt: skip
 
 
@@ -117,6 +119,18 @@ def _canary_thresholds(env: os._Environ[str] | dict[str, str]) -> dict[str, floa
     return thresholds
 
 
+def _drift_threshold(value: str) -> float:
+    """BANK_DRIFT_PSI_THRESHOLD: above 0 and below 10 (default 0.2, the usual "shifted")."""
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan  # refused below
+    if not 0 < number < 10:
+        raise ValueError(f"BANK_DRIFT_PSI_THRESHOLD={value!r}: expected a number above 0 and below 10")
+    return number
+
+
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     """BANK_* variables set that no setting reads (a typo leaves its setting at the default)."""
     env = os.environ if environ is None else environ
@@ -151,4 +165,5 @@ def load() -> Settings:
         kubernetes_namespace=env.get("BANK_KUBERNETES_NAMESPACE") or None,
         canary_thresholds=_canary_thresholds(env),
         canary_alarms=tuple(a.strip() for a in env.get("BANK_CANARY_ALARMS", "").split(",") if a.strip()),
+        drift_psi_threshold=_drift_threshold(env.get("BANK_DRIFT_PSI_THRESHOLD", "0.2")),
     )

@@ -44,6 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from bank_ml import drift
 from bank_serving.model import ModelLoadError, OnnxModel
 from bank_serving.schema import FEATURE_COLUMNS, FEATURE_TYPES
 from bank_spark.cli import JobArgumentParser, JobError, run_job
@@ -59,6 +60,7 @@ SCORE_FIELDS: tuple[T.StructField, ...] = (
 )
 MODEL_FILE = "model.onnx"
 MODEL_JSON = "model.json"
+PROFILE_FILE = "profile.json"
 MANIFEST = MANIFEST_NAME
 # Rows per Arrow batch, i.e. per ONNX Runtime run: Spark's own default, which the job
 # keeps (and records in the manifest) unless spark-submit sets another. ONNX Runtime's
@@ -98,6 +100,7 @@ class JobConfig:
     model: str
     output: str
     run_id: str
+    psi_threshold: float = 0.2
 
 
 # --------------------------------------------------------------------------- serving code
@@ -234,6 +237,66 @@ def score(df: DataFrame, model_bytes: bytes) -> DataFrame:
     return df.mapInArrow(scorer, scores_schema(df.schema))  # type: ignore[arg-type]  # pyspark's stub wants Iterable
 
 
+# --------------------------------------------------------------------------- drift
+
+
+def _numeric_counts(
+    column: Any, reference: dict[str, Any], add: Callable[[tuple[Any, ...], Any], None], key: str
+) -> None:
+    """Conditional sums counting ``column`` into the profile's bins, and outside its training range."""
+    edges = reference["edges"]
+    index = sum((column >= edge).cast("int") for edge in edges) if edges else F.lit(0)
+    for i in range(len(edges) + 1):
+        add((key, "counts", i), F.sum(F.when(column.isNotNull() & (index == i), 1).otherwise(0)))
+    if reference.get("min") is not None:
+        add((key, "below_min"), F.sum(F.when(column < reference["min"], 1).otherwise(0)))
+        add((key, "above_max"), F.sum(F.when(column > reference["max"], 1).otherwise(0)))
+
+
+def observe(df: DataFrame, profile: dict[str, Any]) -> dict[str, Any]:
+    """``df`` (scored rows) counted into the training profile's bins: one aggregation, one pass over the data.
+
+    The counts bank_ml.drift.report takes: per feature, per bin (a categorical one's last bin: categories
+    training never saw, up to ten of which are listed), nulls, and values outside training's range.
+    """
+    keys: list[tuple[Any, ...]] = []
+    exprs: list[Any] = []
+
+    def add(key: tuple[Any, ...], expr: Any) -> None:
+        keys.append(key)
+        exprs.append(expr.alias(f"c{len(exprs)}"))
+
+    for name, reference in profile["features"].items():
+        column = F.col(name)
+        add((name, "nulls"), F.sum(F.when(column.isNull(), 1).otherwise(0)))
+        if reference["kind"] == "categorical":
+            known = list(reference["categories"])
+            for i, category in enumerate(known):
+                add((name, "counts", i), F.sum(F.when(column == category, 1).otherwise(0)))
+            unseen = column.isNotNull() & ~column.isin(known)
+            add((name, "counts", len(known)), F.sum(F.when(unseen, 1).otherwise(0)))
+            add((name, "new"), F.slice(F.array_sort(F.collect_set(F.when(unseen, column))), 1, 10))
+        else:
+            _numeric_counts(column.cast("double"), reference, add, name)
+    _numeric_counts(F.col(PROBABILITY), profile["score"], add, "score")
+    row = df.agg(*exprs).first()
+    assert row is not None  # an aggregate always has one row
+    observed: dict[str, Any] = {
+        "features": {name: {"counts": []} for name in profile["features"]},
+        "score": {"counts": []},
+    }
+    for i, key in enumerate(keys):
+        target = observed["score"] if key[0] == "score" else observed["features"][key[0]]
+        value = row[f"c{i}"]
+        if key[1] == "counts":
+            target["counts"].append(int(value or 0))
+        elif key[1] == "new":
+            target["new"] = list(value or [])
+        else:
+            target[key[1]] = int(value or 0)
+    return observed
+
+
 # --------------------------------------------------------------------------- inputs
 
 
@@ -244,6 +307,7 @@ class ModelSource:
     uri: str
     model_bytes: bytes
     model: OnnxModel
+    profile: dict[str, Any] | None = None  # profile.json: the training data drift is measured against
 
 
 @dataclass(frozen=True)
@@ -276,7 +340,15 @@ def read_model(spark: SparkSession, uri: str) -> ModelSource:
             f"{fs.uri(MODEL_FILE)}: corrupt or replaced: sha256 {digest} != {info['sha256']} recorded in {MODEL_JSON}"
         )
     model = load_model(model_bytes, where=fs.uri(MODEL_FILE))
-    return ModelSource(uri=uri, model_bytes=model_bytes, model=model)
+    profile = None
+    if fs.exists(PROFILE_FILE):  # versions registered before drift was measured have none
+        try:
+            profile = json.loads(fs.read_bytes(PROFILE_FILE))
+        except ValueError as err:
+            raise ModelError(f"{fs.uri(PROFILE_FILE)} is not JSON: {err}") from err
+        if not isinstance(profile, dict) or profile.get("format_version") != 1 or "features" not in profile:
+            raise ModelError(f"{fs.uri(PROFILE_FILE)}: expected a training profile of format_version 1")
+    return ModelSource(uri=uri, model_bytes=model_bytes, model=model, profile=profile)
 
 
 def _manifest_files(manifest: Any, where: str) -> list[str]:
@@ -378,6 +450,23 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     if rows_out != rows_in:
         raise ScoreJobError(f"wrote {rows_out} scored rows for {rows_in} feature rows: not committed")
 
+    measured_at = time.monotonic()
+    paths = {"scores": f"{attempt}/scores"}
+    if source.profile is None:
+        drift_summary: dict[str, Any] = {
+            "status": "unmeasured",
+            "reason": f"model {source.model.version} has no {PROFILE_FILE} (registered before drift was measured)",
+        }
+    else:
+        scored = spark.read.parquet(*[out.uri(f) for f in files])
+        measured = drift.report(source.profile, observe(scored, source.profile), rows_out, config.psi_threshold)
+        paths.update(drift=f"{attempt}/drift.json", drift_html=f"{attempt}/drift.html")
+        out.write_bytes(paths["drift"], json.dumps(measured, indent=2).encode())
+        title = f"Drift of scoring run {config.run_id} (model {source.model.version})"
+        out.write_bytes(paths["drift_html"], drift.html_report(measured, title).encode())
+        drift_summary = {"status": "measured", **drift.summary(measured)}
+    drift_seconds = time.monotonic() - measured_at
+
     manifest: dict[str, Any] = {
         "format_version": 1,
         "run_id": config.run_id,
@@ -396,7 +485,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
             "run_id": committed.manifest.get("run_id"),
             "attempt_id": committed.manifest.get("attempt_id"),
         },
-        "paths": {"scores": f"{attempt}/scores"},
+        "paths": paths,
         "files": files,
         "rows": {"in": rows_in, "out": rows_out},
         "summary": {
@@ -404,6 +493,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
             "predicted_positive": positive,
             "predicted_positive_ratio": round(positive / rows_out, 6) if rows_out else None,
         },
+        "drift": drift_summary,
         "schema": [
             {"name": f.name, "type": f.dataType.simpleString(), "nullable": f.nullable}
             for f in scores_schema(features.schema).fields
@@ -412,6 +502,7 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         "spark_version": spark.version,
         "duration_seconds": round(time.monotonic() - started, 3),
         "score_seconds": round(score_seconds, 3),
+        "drift_seconds": round(drift_seconds, 3),
     }
     commit(out, manifest, attempt_id)
     return manifest
@@ -427,11 +518,19 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
     parser.add_argument("--model", required=True, help="a model directory: model.onnx + model.json")
     parser.add_argument("--output", required=True, help="this run's own output directory")
     parser.add_argument("--run-id", required=True)
+    parser.add_argument(
+        "--psi-threshold", type=float, default=0.2, help="population stability above which a feature has drifted"
+    )
     args = parser.parse_args(argv)
+    if not 0 < args.psi_threshold < 10:
+        parser.error(f"--psi-threshold must be above 0 and below 10, got {args.psi_threshold:g}")
     for option in ("features", "model", "output", "run_id"):
         if not getattr(args, option).strip():
             parser.error(f"--{option.replace('_', '-')} must not be empty")
-    return JobConfig(features=args.features, model=args.model, output=args.output, run_id=args.run_id)
+    return JobConfig(
+        features=args.features, model=args.model, output=args.output, run_id=args.run_id,
+        psi_threshold=args.psi_threshold,
+    )  # fmt: skip
 
 
 def _root_cause(error: BaseException) -> str:
@@ -476,6 +575,7 @@ def _summary(config: JobConfig, manifest: dict[str, Any]) -> dict[str, Any]:
         "model_version": manifest["model"]["version"],
         "rows": manifest["rows"]["out"],
         **manifest["summary"],
+        "drift_crossed": manifest["drift"].get("crossed"),
     }
 
 

@@ -22,7 +22,7 @@ The phases (``phase_seconds`` in the record):
   thread of its own from the start, beside the driver's Python work (``baseline_wait``: how
   long the build then still waited for it);
 - **register**: the version directory (model, model.json, metrics.json with lineage, model
-  card, ROC and PR plots) uploaded with model.json last; a version is a content hash and
+  card, ROC and PR plots, the training profile drift is measured against) uploaded with model.json last; a version is a content hash and
   immutable, so a rerun on the same data registers nothing new.
 
 The gate (``bank_ml.gate``) is decided here with the DAG's Params and recorded in the card.
@@ -133,7 +133,7 @@ def _live_model(registry: HadoopFs, directory: Path) -> Path | None:
 
 def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
     """Train, compare, register and write the candidate record; return it."""
-    from bank_ml import artifacts, data, gate, release
+    from bank_ml import artifacts, data, drift, gate, release
 
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -192,8 +192,9 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
             "run_id": config.run_id,
         }
         phase = time.monotonic()
+        profile = drift.reference_profile(table, candidate.probabilities)  # what scoring measures drift against
         version = artifacts.write_version(
-            f"{tmp}/registry", candidate, lineage=lineage, baseline=baseline, live=live, gate=decision
+            f"{tmp}/registry", candidate, lineage=lineage, baseline=baseline, live=live, gate=decision, profile=profile
         )
         registered = register(registry, Path(tmp) / "registry" / version, version)
         timings["register"] = time.monotonic() - phase

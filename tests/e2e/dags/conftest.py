@@ -52,11 +52,15 @@ def registered_model(airflow, s3, tmp_path_factory: pytest.TempPathFactory) -> s
 
     live.json is left alone (the release tests own it); returns the version.
     """
-    from bank_ml import artifacts, data, release
+    import json
 
-    candidate = release.train_candidate(data.features_from_csv(REPO / "data" / "bank" / "bank.csv"))
+    from bank_ml import artifacts, data, drift, release
+
+    table = data.features_from_csv(REPO / "data" / "bank" / "bank.csv")
+    candidate = release.train_candidate(table)
     directory = tmp_path_factory.mktemp("registered_model")
     version = artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
-    for name in ("model.onnx", "model.json"):
+    (directory / "profile.json").write_text(json.dumps(drift.reference_profile(table, candidate.probabilities)))
+    for name in ("model.onnx", "model.json", "profile.json"):
         s3.upload_file(str(directory / name), LAKE_BUCKET, f"models/bank/{version}/{name}")
     return version

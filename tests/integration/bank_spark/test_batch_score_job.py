@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from bank_ml import artifacts, data, release
+from bank_ml import artifacts, data, drift, release
 from bank_pipeline.resources import py_files_zip
 from bank_serving.model import OnnxModel
 from bank_spark import batch_score_job as bs
@@ -70,8 +70,11 @@ def candidate() -> release.Candidate:
 
 @pytest.fixture(scope="module")
 def model_dir(candidate: release.Candidate, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model's registry files, with the profile of the data it was trained on, as the model build writes."""
     directory = tmp_path_factory.mktemp("models") / candidate.version
     artifacts.write_model_files(directory, candidate.onnx_bytes, candidate.threshold)
+    profile = drift.reference_profile(data.features_from_csv(BANK), candidate.probabilities)
+    (directory / "profile.json").write_text(json.dumps(profile))
     return directory
 
 
@@ -278,8 +281,69 @@ def test_failed_rerun_leaves_the_previous_commit_in_force(history: dict[str, Any
 
 def test_output_holds_only_the_contract_files(history: dict[str, Any]) -> None:
     manifest = history["manifests"][1]
-    assert tree(history["output"]) == sorted(["_manifest.json", *manifest["files"]])
+    drift_files = [manifest["paths"]["drift"], manifest["paths"]["drift_html"]]
+    assert tree(history["output"]) == sorted(["_manifest.json", *manifest["files"], *drift_files])
     assert all(f.startswith(f"_attempts/{manifest['attempt_id']}/scores/part-") for f in manifest["files"])
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def test_scoring_the_training_data_shows_no_drift(history: dict[str, Any]) -> None:
+    """The batch is the data the model was trained on: every feature's bins hold the shares training's did."""
+    manifest = history["manifests"][1]
+    summary = manifest["drift"]
+    assert summary["status"] == "measured" and summary["crossed"] == [] and summary["threshold"] == 0.2
+    assert summary["max_psi"] < 1e-3 and summary["out_of_range"] == {} and summary["new_categories"] == {}
+    assert summary["score_psi"] < 0.05  # the holdout's scores against every row's: the same model, a sample
+    report = json.loads((history["output"] / manifest["paths"]["drift"]).read_text())
+    assert set(report["features"]) == set(bs.FEATURE_COLUMNS) and report["rows"] == FEATURES_ROWS
+    assert report["features"]["job"]["bins"][-1] == "(new)" and report["features"]["job"]["new_rows"] == 0
+    page = (history["output"] / manifest["paths"]["drift_html"]).read_text()
+    assert "No feature or score beyond PSI 0.2." in page and page.count("<svg") == len(bs.FEATURE_COLUMNS) + 1
+
+
+def test_a_shifted_batch_crosses_the_threshold_naming_the_features(
+    features: DataFrame, model_dir: Path, tmp_path: Path
+) -> None:
+    """Clients fifteen years older, and a job training never saw on every tenth row: age and job cross PSI 0.2,
+    the new category is named, the ages beyond training's oldest are counted; the scores are committed all the same."""
+    shifted = features.withColumn("age", F.col("age") + 15).withColumn(
+        "job", F.when(F.col("day") % 10 == 0, F.lit("astronaut")).otherwise(F.col("job"))
+    )
+    directory = commit_features(shifted, tmp_path / "shifted")
+    output = tmp_path / "out"
+    rc, out, err = run_main("--features", directory, "--model", model_dir, "--output", output, "--run-id", "s")
+    assert rc == 0, err
+    manifest = json.loads((output / "_manifest.json").read_text())
+    summary = manifest["drift"]
+    print("drift of the shifted batch:", summary, "in", manifest["drift_seconds"], "s")
+    assert {"age", "job"} <= set(summary["crossed"]) and summary["max_psi"] > 0.2
+    assert summary["new_categories"] == {"job": ["astronaut"]} and summary["out_of_range"]["age"] > 0
+    assert json.loads(last_line(out))["drift_crossed"] == summary["crossed"]
+    report = json.loads((output / manifest["paths"]["drift"]).read_text())
+    assert report["features"]["job"]["new_rows"] == shifted.filter(F.col("job") == "astronaut").count()
+    assert report["features"]["balance"]["psi"] < 1e-3  # what did not move does not cross
+    page = (output / manifest["paths"]["drift_html"]).read_text()
+    assert "Shifted beyond PSI 0.2: " in page and "new: astronaut" in page
+
+
+def test_a_model_without_a_profile_is_scored_and_says_drift_was_not_measured(
+    features_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    older = tmp_path / "model"
+    older.mkdir()
+    for name in ("model.onnx", "model.json"):
+        shutil.copy(model_dir / name, older)
+    output = tmp_path / "out"
+    rc, _, err = run_main("--features", features_dir, "--model", older, "--output", output, "--run-id", "o")
+    assert rc == 0, err
+    manifest = json.loads((output / "_manifest.json").read_text())
+    assert manifest["drift"] == {
+        "status": "unmeasured",
+        "reason": f"model {model_dir.name} has no profile.json (registered before drift was measured)",
+    }
+    assert set(manifest["paths"]) == {"scores"}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -308,6 +372,10 @@ def _model_case(case: str, model_dir: Path, target: Path) -> Path:
         artifacts.write_model_files(target, b"\x80\x04not a model at all", 0.5)
     elif case == "other-contract":
         artifacts.write_model_files(target, edited_onnx(good, rename_input), 0.5)
+    elif case in ("profile-not-json", "profile-other"):
+        for name in ("model.onnx", "model.json"):
+            shutil.copy(model_dir / name, target)
+        (target / "profile.json").write_text("{not json" if case == "profile-not-json" else '{"format_version": 2}')
     return target
 
 
@@ -322,6 +390,8 @@ def _model_case(case: str, model_dir: Path, target: Path) -> Path:
         ("swapped", "model.onnx: corrupt or replaced: sha256 "),
         ("not-onnx", "model.onnx: not a valid ONNX model"),
         ("other-contract", "model inputs do not match the serving contract: got years:tensor(float)"),
+        ("profile-not-json", "profile.json is not JSON"),
+        ("profile-other", "profile.json: expected a training profile of format_version 1"),
     ],
 )
 def test_bad_models_are_refused_naming_the_problem(
@@ -412,6 +482,14 @@ def test_bad_features_are_refused_naming_the_problem(
     [
         (["--features", "f", "--output", "o", "--run-id", "r"], "the following arguments are required: --model"),
         (["--features", "f", "--model", "m", "--output", "o", "--run-id", " "], "--run-id must not be empty"),
+        (
+            ["--features", "f", "--model", "m", "--output", "o", "--run-id", "r", "--psi-threshold", "0"],
+            "--psi-threshold must be above 0 and below 10, got 0",
+        ),
+        (
+            ["--features", "f", "--model", "m", "--output", "o", "--run-id", "r", "--psi-threshold", "x"],
+            "argument --psi-threshold: invalid float value: 'x'",
+        ),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], fragment: str) -> None:

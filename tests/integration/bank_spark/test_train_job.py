@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bank_serving.schema import FEATURE_COLUMNS
 from tests.support.model_build import FeatureRun, TrainRun, run_train
 
 pytestmark = pytest.mark.integration  # the features job and the build run on bank-full (tests/integration/conftest.py)
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration  # the features job and the build run on ba
 # The model bank-full's features give with the default hyperparameters: the same bytes as when
 # the worker trained it (before the build moved to EMR), so the same version.
 BANK_FULL_VERSION = "fd3d5a1110e5390e"
-REGISTRY_FILES = {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png"}
+REGISTRY_FILES = {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png", "profile.json"}
 
 
 def test_the_build_registers_the_same_model_as_before(train_run: TrainRun) -> None:
@@ -35,6 +36,11 @@ def test_the_build_registers_the_same_model_as_before(train_run: TrainRun) -> No
     assert report["lineage"]["manifest_sha256"]
     assert report["baseline"] == record["baseline"]
     assert "Gate: deploy" in (version_dir / "model_card.md").read_text()
+    # What scoring runs measure drift against: every feature of bank-full binned, and the holdout's scores.
+    profile = json.loads((version_dir / "profile.json").read_text())
+    assert profile["rows"] == record["rows"] and set(profile["features"]) == set(FEATURE_COLUMNS)
+    assert profile["features"]["job"]["kind"] == "categorical" and len(profile["features"]["age"]["edges"]) == 9
+    assert sum(profile["score"]["proportions"]) == pytest.approx(1.0)
 
 
 def test_the_record_says_where_the_time_went(train_run: TrainRun) -> None:

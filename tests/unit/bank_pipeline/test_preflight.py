@@ -76,6 +76,8 @@ def test_bad_settings_stop_the_preflight_at_the_first_row(monkeypatch: pytest.Mo
         ("BANK_CANARY_MAX_ERROR_RATE", "1.5", "BANK_CANARY_MAX_ERROR_RATE='1.5': expected a number from 0 to 1"),
         ("BANK_CANARY_MAX_P99_MS", "-3", "BANK_CANARY_MAX_P99_MS='-3': expected a number from 0"),
         ("BANK_CANARY_MAX_THROTTLES", "none", "BANK_CANARY_MAX_THROTTLES='none': expected a number from 0"),
+        ("BANK_DRIFT_PSI_THRESHOLD", "0", "BANK_DRIFT_PSI_THRESHOLD='0': expected a number above 0 and below 10"),
+        ("BANK_DRIFT_PSI_THRESHOLD", "high", "BANK_DRIFT_PSI_THRESHOLD='high': expected a number above 0 and below"),
     ],
 )
 def test_bad_canary_thresholds_stop_the_preflight_naming_the_setting(

@@ -42,6 +42,7 @@ def test_the_live_model_schedules_it_and_the_cluster_is_always_terminated(dag_mo
         "run_score": {"prepare_score", "create_cluster"},
         "wait_for_score": {"create_cluster", "run_score"},
         "validate_scores": {"prepare_score", "wait_for_score"},
+        "flag_drift": {"validate_scores"},
         "terminate_cluster": {"create_cluster", "wait_for_score"},
     }
     assert dag.task_dict["create_cluster"].is_setup and dag.task_dict["terminate_cluster"].is_teardown
@@ -49,6 +50,7 @@ def test_the_live_model_schedules_it_and_the_cluster_is_always_terminated(dag_mo
     assert dag.task_dict["wait_for_score"].deferrable
     assert dag.task_dict["prepare_score"].inlets == [assets.FEATURES]
     assert dag.task_dict["validate_scores"].outlets == [assets.SCORES]
+    assert dag.task_dict["flag_drift"].outlets == [assets.DRIFT]
 
 
 def test_a_release_emits_the_live_model_event():
