@@ -154,6 +154,7 @@ bench: setup
 	$(PY) -m bench.features_bench
 	$(PY) -m bench.train_bench
 	$(PY) -m bench.scoring_bench
+	$(PY) -m bench.drift_bench
 	$(PY) -m bench.parse_bench
 	$(PY) -m bench.serving_bench
 	$(PY) -m bench.http_bench

@@ -319,6 +319,29 @@ def canary_rollback_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     return "\n".join(out), []
 
 
+def drift_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = []
+    for scale, result in doc["scales"].items():
+        runs = result["runs"]
+
+        def cell(name: str, runs: list[dict[str, float]] = runs) -> str:
+            return spread(summary([r[name] for r in runs], 3), "{:.2f}", " s")
+
+        rows.append([f"{scale}x", f"{result['rows']:,}", cell("score_seconds"), cell("drift_seconds"),
+                     cell("duration_seconds"), f"{result['drift_share_of_job']:.0%}"])  # fmt: skip
+    out = [
+        "## Drift in the scoring job",
+        "",
+        f"Model {doc['model_version']} with its training profile; the scoring job itself (local[2]) on bank-full's "
+        "features repeated to each size. scoring = writing the scores parquet; drift = counting the written rows "
+        "into the profile's bins (one aggregation) and writing the report.",
+        "",
+        table(["size", "rows", "scoring", "drift", "whole job", "drift's share"], rows),
+        "",
+    ]
+    return "\n".join(out), []
+
+
 def demo_section(doc: dict[str, Any]) -> tuple[str, list[str]]:
     rows = [[f"**{k}**", spread(v, "{:.1f}", " s")] for k, v in doc["stages_s"].items()]
     rows += [[k, spread(v, "{:.2f}", " s")] for k, v in doc["tasks_s"].items()]
@@ -402,13 +425,14 @@ def sections() -> list[tuple[str, list[str]]]:
     """(markdown, plot files) of each benchmark in report order; draws the plots into build/bench/."""
     docs = {name: load(name) for name in ("features", "train", "scoring", "parse", "serving", "http", "release",
                                           "demo", "serving_image", "http_container", "lambda_invoke",
-                                          "canary_rollback")}  # fmt: skip
+                                          "canary_rollback", "drift")}  # fmt: skip
     found = [d for d in docs.values() if d and "machine" in d]
     out: list[tuple[str, list[str]]] = [(machine_line(found) + "\n", [])] if found else []
     makers: dict[str, Callable[[], tuple[str, list[str]]]] = {
         "features": lambda: features_section(docs["features"]),
         "train": lambda: train_section(docs["train"]),
         "scoring": lambda: scoring_section(docs["scoring"]),
+        "drift": lambda: drift_section(docs["drift"]),
         "parse": lambda: parse_section(docs["parse"]),
         "serving": lambda: serving_section(docs["serving"], docs["http"]),
         "serving_image": lambda: containers_section(
