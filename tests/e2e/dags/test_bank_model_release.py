@@ -79,7 +79,7 @@ def test_release_reaches_the_alias_and_passes_the_smoke_test(release_ready, conf
         o["Key"].rsplit("/", 1)[1]
         for o in s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix=f"{REGISTRY}{version}/")["Contents"]
     }
-    assert listed == {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png"}
+    assert listed == {"model.onnx", "model.json", "metrics.json", "model_card.md", "roc.png", "pr.png", "profile.json"}
     metrics = json.loads(s3.get_object(Bucket=LAKE_BUCKET, Key=f"{REGISTRY}{version}/metrics.json")["Body"].read())
     assert metrics["lineage"]["features_manifest_uri"] == conf["features_manifest_uri"]
     assert metrics["lineage"]["manifest_sha256"] and metrics["lineage"]["code_version"]
