@@ -44,9 +44,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from bank_ml import drift
 from bank_serving.model import ModelLoadError, OnnxModel
 from bank_serving.schema import FEATURE_COLUMNS, FEATURE_TYPES
+from bank_spark import drift_counts
 from bank_spark.cli import JobArgumentParser, JobError, run_job
 from bank_spark.commit import MANIFEST_NAME, commit, new_attempt_id, utc_timestamp
 from bank_spark.storage import HadoopFs, parquet_parts
@@ -237,66 +237,6 @@ def score(df: DataFrame, model_bytes: bytes) -> DataFrame:
     return df.mapInArrow(scorer, scores_schema(df.schema))  # type: ignore[arg-type]  # pyspark's stub wants Iterable
 
 
-# --------------------------------------------------------------------------- drift
-
-
-def _numeric_counts(
-    column: Any, reference: dict[str, Any], add: Callable[[tuple[Any, ...], Any], None], key: str
-) -> None:
-    """Conditional sums counting ``column`` into the profile's bins, and outside its training range."""
-    edges = reference["edges"]
-    index = sum((column >= edge).cast("int") for edge in edges) if edges else F.lit(0)
-    for i in range(len(edges) + 1):
-        add((key, "counts", i), F.sum(F.when(column.isNotNull() & (index == i), 1).otherwise(0)))
-    if reference.get("min") is not None:
-        add((key, "below_min"), F.sum(F.when(column < reference["min"], 1).otherwise(0)))
-        add((key, "above_max"), F.sum(F.when(column > reference["max"], 1).otherwise(0)))
-
-
-def observe(df: DataFrame, profile: dict[str, Any]) -> dict[str, Any]:
-    """``df`` (scored rows) counted into the training profile's bins: one aggregation, one pass over the data.
-
-    The counts bank_ml.drift.report takes: per feature, per bin (a categorical one's last bin: categories
-    training never saw, up to ten of which are listed), nulls, and values outside training's range.
-    """
-    keys: list[tuple[Any, ...]] = []
-    exprs: list[Any] = []
-
-    def add(key: tuple[Any, ...], expr: Any) -> None:
-        keys.append(key)
-        exprs.append(expr.alias(f"c{len(exprs)}"))
-
-    for name, reference in profile["features"].items():
-        column = F.col(name)
-        add((name, "nulls"), F.sum(F.when(column.isNull(), 1).otherwise(0)))
-        if reference["kind"] == "categorical":
-            known = list(reference["categories"])
-            for i, category in enumerate(known):
-                add((name, "counts", i), F.sum(F.when(column == category, 1).otherwise(0)))
-            unseen = column.isNotNull() & ~column.isin(known)
-            add((name, "counts", len(known)), F.sum(F.when(unseen, 1).otherwise(0)))
-            add((name, "new"), F.slice(F.array_sort(F.collect_set(F.when(unseen, column))), 1, 10))
-        else:
-            _numeric_counts(column.cast("double"), reference, add, name)
-    _numeric_counts(F.col(PROBABILITY), profile["score"], add, "score")
-    row = df.agg(*exprs).first()
-    assert row is not None  # an aggregate always has one row
-    observed: dict[str, Any] = {
-        "features": {name: {"counts": []} for name in profile["features"]},
-        "score": {"counts": []},
-    }
-    for i, key in enumerate(keys):
-        target = observed["score"] if key[0] == "score" else observed["features"][key[0]]
-        value = row[f"c{i}"]
-        if key[1] == "counts":
-            target["counts"].append(int(value or 0))
-        elif key[1] == "new":
-            target["new"] = list(value or [])
-        else:
-            target[key[1]] = int(value or 0)
-    return observed
-
-
 # --------------------------------------------------------------------------- inputs
 
 
@@ -459,12 +399,11 @@ def run(spark: SparkSession, config: JobConfig) -> dict[str, Any]:
         }
     else:
         scored = spark.read.parquet(*[out.uri(f) for f in files])
-        measured = drift.report(source.profile, observe(scored, source.profile), rows_out, config.psi_threshold)
-        paths.update(drift=f"{attempt}/drift.json", drift_html=f"{attempt}/drift.html")
-        out.write_bytes(paths["drift"], json.dumps(measured, indent=2).encode())
         title = f"Drift of scoring run {config.run_id} (model {source.model.version})"
-        out.write_bytes(paths["drift_html"], drift.html_report(measured, title).encode())
-        drift_summary = {"status": "measured", **drift.summary(measured)}
+        written, drift_summary = drift_counts.write_report(
+            out, attempt, scored, source.profile, PROBABILITY, rows_out, config.psi_threshold, title
+        )
+        paths.update(written)
     drift_seconds = time.monotonic() - measured_at
 
     manifest: dict[str, Any] = {
