@@ -154,7 +154,7 @@ class KubeCluster(KubeApi):
             self._start_scheduler()
             self._install_kwok_stages()
             if self.metrics:
-                metrics.install_kwok_metrics(self, self.bin_dir / "kwok.d", self._wait)
+                self._install_kwok_metrics()
             self._create_nodes()
             self._start_kwok()
             if self.metrics:
@@ -245,22 +245,32 @@ class KubeCluster(KubeApi):
         )  # fmt: skip
         self._wait("the view answers", lambda: _http_ok(self.view_url + "/"))
 
+    def _install_kwok_crd(self, path: Path, plural: str) -> None:
+        """One of kwok's CRDs (kwok.x-k8s.io), then wait until it is established and its API answers."""
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        self.create(crds, path.read_text(), exist_ok=True)
+        self._wait(f"CRD {plural}.kwok.x-k8s.io established",
+                   lambda: condition(self.get(f"{crds}/{plural}.kwok.x-k8s.io"), "Established"))  # fmt: skip
+        self._wait(f"{plural}.kwok.x-k8s.io served",
+                   lambda: self._get_status(f"/apis/kwok.x-k8s.io/v1alpha1/{plural}") == 200)  # fmt: skip
+
     def _install_kwok_stages(self) -> None:
         """kwok's Stage CRD, then its default node and pod stages (kwokctl's defaults:
         node-initialize, node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete)."""
         kwok_d = self.bin_dir / "kwok.d"
-        crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-        self.create(crd_path, (kwok_d / "stage-crd.yaml").read_text(), exist_ok=True)
-        crd = f"{crd_path}/stages.kwok.x-k8s.io"
-        self._wait("Stage CRD established", lambda: condition(self.get(crd), "Established"))
-        self._wait(
-            "Stage API served",
-            lambda: self._get_status("/apis/kwok.x-k8s.io/v1alpha1/stages") == 200,
-        )
+        self._install_kwok_crd(kwok_d / "stage-crd.yaml", "stages")
         for path in sorted((kwok_d / "stages").glob("*.yaml")):
             for doc in re.split(r"^---\s*$", path.read_text(), flags=re.MULTILINE):
                 if doc.strip():
                     self.create("/apis/kwok.x-k8s.io/v1alpha1/stages", doc, exist_ok=True)
+
+    def _install_kwok_metrics(self) -> None:
+        """kwok's Metric and ClusterResourceUsage CRDs, then its resource-usage objects (devstack.kube.metrics)."""
+        metrics_d = self.bin_dir / "kwok.d" / "metrics"
+        for plural in metrics.KWOK_CRDS:
+            self._install_kwok_crd(metrics_d / f"{plural}-crd.yaml", plural)
+        for file, plural in metrics.KWOK_OBJECTS.items():
+            self.create(f"/apis/kwok.x-k8s.io/v1alpha1/{plural}", (metrics_d / file).read_text(), exist_ok=True)
 
     def _create_nodes(self) -> None:
         for i in range(self.nodes):

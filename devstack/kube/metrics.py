@@ -75,24 +75,6 @@ def metrics_server_argv(bin_dir: Path, pki: Path, kubeconfig: Path, port: int) -
     ]
 
 
-def install_kwok_metrics(api: KubeApi, kwok_d: Path, wait: Any) -> None:
-    """kwok's Metric and ClusterResourceUsage CRDs, then its ``metrics-resource`` and
-    ``usage-from-annotation`` objects. ``wait(what, ready)`` polls until ready (KubeCluster._wait)."""
-    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    for name in KWOK_CRDS:
-        api.create(crds, (kwok_d / "metrics" / f"{name}-crd.yaml").read_text(), exist_ok=True)
-    for name in KWOK_CRDS:
-        wait(f"CRD {name}.kwok.x-k8s.io served", lambda n=name: _served(api, f"{crds}/{n}.kwok.x-k8s.io", n))
-    for file, plural in KWOK_OBJECTS.items():
-        api.create(f"/apis/kwok.x-k8s.io/v1alpha1/{plural}", (kwok_d / "metrics" / file).read_text(), exist_ok=True)
-
-
-def _served(api: KubeApi, crd_path: str, plural: str) -> bool:
-    return condition(api.get(crd_path), "Established") and (
-        api._get_status(f"/apis/kwok.x-k8s.io/v1alpha1/{plural}") == 200
-    )
-
-
 def metrics_server_objects(ms_d: Path, port: int, ca: bytes) -> list[dict[str, Any]]:
     """metrics-server's RBAC, Service and APIService from its module, the Service an ExternalName of
     localhost and the APIService at ``port``, verified with the cluster CA ``ca`` (PEM)."""

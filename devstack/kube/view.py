@@ -61,6 +61,12 @@ class ApiReader:
             raise
 
 
+def _status(condition: dict[str, Any]) -> str:
+    """A condition's status, green when True."""
+    status = condition.get("status")
+    return f"<span class='{'ok' if status == 'True' else 'bad'}'>{_e(status)}</span>"
+
+
 def _optional(api: ApiReader, path: str) -> dict[str, Any]:
     """An aggregated API's answer, or {} while it cannot answer (no metrics-server: 404 or 503)."""
     try:
@@ -90,7 +96,7 @@ def _autoscaling(api: ApiReader, namespace: str, name: str) -> str:
                      _e(status.get("currentReplicas")), _e(status.get("desiredReplicas")), "<br>".join(targets),
                      "<br>".join(current) or "unknown", _e(status.get("lastScaleTime"))])  # fmt: skip
         conditions += [
-            [_e(c.get("type")), f"<span class='{'ok' if c.get('status') == 'True' else 'bad'}'>{_e(c.get('status'))}</span>",
+            [_e(c.get("type")), _status(c),
              _e(c.get("reason")), _e(c.get("message"))]
             for c in status.get("conditions") or []
         ]  # fmt: skip
@@ -149,7 +155,7 @@ def deployment_page(api: ApiReader, namespace: str, name: str) -> str | None:
          _e(status.get("availableReplicas") or 0), _e(dep["metadata"].get("generation")), _e(status.get("observedGeneration"))]
     ]  # fmt: skip
     conditions = [
-        [_e(c.get("type")), f"<span class='{'ok' if c.get('status') == 'True' else 'bad'}'>{_e(c.get('status'))}</span>",
+        [_e(c.get("type")), _status(c),
          _e(c.get("reason")), _e(c.get("message")), _e(c.get("lastUpdateTime"))]
         for c in status.get("conditions") or []
     ]  # fmt: skip
