@@ -24,7 +24,7 @@ from typing import Any
 from bank_ml import artifacts, data, drift, release
 from bank_spark import batch_score_job as batch_score
 from bench.common import quiet_check, summary, write_result
-from bench.scoring_bench import BANK_FULL, scoring_data
+from bench.scoring_bench import BANK_FULL, local_session, scoring_data
 
 BANK_FULL_ROWS = 45_211
 
@@ -51,16 +51,7 @@ def main() -> int:
     model = scratch / candidate.version
     artifacts.write_model_files(model, candidate.onnx_bytes, candidate.threshold)
     (model / "profile.json").write_text(json.dumps(drift.reference_profile(table, candidate.probabilities)))
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("drift_bench")
-        .config("spark.ui.enabled", "false")
-        .config(batch_score.ARROW_BATCH_CONF, str(batch_score.ARROW_BATCH_ROWS))
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_session("drift_bench")
     results: dict[str, Any] = {"machine_busy_percent": busy, "model_version": candidate.version, "scales": {}}
     try:
         for scale in args.scales:

@@ -99,6 +99,25 @@ def scoring_data(spark: SparkSession, rows: int) -> str:
     return str(path)
 
 
+def local_session(app: str) -> SparkSession:
+    """local[2] with the job's Arrow batches, quiet, no UI: the scoring benchmarks' Spark."""
+    # One OpenMP thread per Python worker, as Spark gives each task on a cluster (it sets
+    # OMP_NUM_THREADS from spark.executor.cores, which local mode leaves unset): two workers
+    # with two spinning OpenMP threads each on 2 cores made scikit-learn 15 times slower per
+    # row here. Set only for the JVM and its workers: this process's OpenMP already started.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName(app)
+        .config("spark.ui.enabled", "false")
+        .config(batch_score.ARROW_BATCH_CONF, str(batch_score.ARROW_BATCH_ROWS))
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    del os.environ["OMP_NUM_THREADS"]
+    return spark
+
+
 # --------------------------------------------------------------------------- Spark variants
 
 
@@ -217,20 +236,7 @@ def main() -> int:
     candidate = release.train_candidate(data.features_from_csv(BANK_FULL))
     model_bytes, pipeline = candidate.onnx_bytes, candidate.pipeline
 
-    # One OpenMP thread per Python worker, as Spark gives each task on a cluster (it sets
-    # OMP_NUM_THREADS from spark.executor.cores, which local mode leaves unset): two workers
-    # with two spinning OpenMP threads each on 2 cores made scikit-learn 15 times slower per
-    # row here. Set only for the JVM and its workers: this process's OpenMP already started.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("scoring_bench")
-        .config("spark.ui.enabled", "false")
-        .config(batch_score.ARROW_BATCH_CONF, str(batch_score.ARROW_BATCH_ROWS))
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    del os.environ["OMP_NUM_THREADS"]
+    spark = local_session("scoring_bench")
     results: dict[str, Any] = {}
     try:
         path = scoring_data(spark, args.rows)
